@@ -1,0 +1,37 @@
+"""MANGO: Maximization of neural Activation via Non-Gradient Optimization.
+
+The engine: search spaces (:mod:`mango.spaces`), the batched objective
+(:mod:`mango.objective`), ask/tell optimizers (:mod:`mango.optimizers`), the loop
+(:mod:`mango.loop`), the journal (:mod:`mango.journal`) and the command line
+(:mod:`mango.cli`). Concrete generators and targets live in
+``mango.generators`` / ``mango.targets`` and are found through :mod:`mango.registry`.
+
+Importing ``mango`` does no work: submodules are imported on first attribute access.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "CodebookSpace": "mango.spaces",
+    "GridSpace": "mango.spaces",
+    "LatentSpace": "mango.spaces",
+    "QTTView": "mango.spaces",
+    "Objective": "mango.objective",
+    "maximize": "mango.loop",
+    "Result": "mango.loop",
+    "make_optimizer": "mango.optimizers",
+    "register": "mango.registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mango' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_LAZY]

@@ -1,0 +1,32 @@
+"""Error types and helpers for messages that name the bad value and the valid choices."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class MangoError(Exception):
+    """Base class of every error MANGO raises on purpose."""
+
+
+class ConfigError(MangoError, ValueError):
+    """A bad configuration value: the message names the key, the value and the valid choices."""
+
+
+class EvaluationError(MangoError, RuntimeError):
+    """A generator or target returned something unusable (wrong shape, NaN, inf)."""
+
+
+def choices_hint(bad: str, valid: Iterable[str], n: int = 40) -> str:
+    """Return ``"valid choices: a, b, ..."`` with the names nearest to ``bad`` first."""
+    valid = sorted(set(map(str, valid)))
+    near = difflib.get_close_matches(str(bad), valid, n=5, cutoff=0.4)
+    rest = [v for v in valid if v not in near]
+    ordered = near + rest
+    more = f" (+{len(ordered) - n} more)" if len(ordered) > n else ""
+    return "valid choices: " + ", ".join(ordered[:n]) + more
+
+
+def unknown(kind: str, bad: str, valid: Iterable[str]) -> ConfigError:
+    """Build the standard error for an unknown name of some ``kind``."""
+    return ConfigError(f"unknown {kind} {bad!r}; {choices_hint(bad, valid)}")

@@ -1,0 +1,268 @@
+"""The batched objective: index batch ``I [k, d]`` -> activations ``y [k]``.
+
+:class:`Objective` composes a generator and a target (plain callables meeting
+:mod:`mango.protocols`) and evaluates on one torch device in micro-batches::
+
+    I [k, d] --space.decode--> z --generator--> x [k, C, H, W] --target--> a [k] or [k, ch]
+                                                                    --select--> y [k]
+
+It counts every query, caches exact repeats for deterministic targets and checks
+what comes back: a wrong shape, NaN or inf raises :class:`EvaluationError` naming
+the query, and nothing counted or cached before is lost (the failing batch is
+simply not recorded).
+
+:class:`FunctionObjective` wraps a plain function of indices (benchmark problems
+with known maxima, analytic black boxes).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, EvaluationError
+from .protocols import flag
+from .spaces import LatentSpace
+
+__all__ = ["Objective", "FunctionObjective", "make_select", "BaseObjective"]
+
+log = logging.getLogger(__name__)
+
+Select = Callable[[torch.Tensor], torch.Tensor]
+
+
+def make_select(select: int | Sequence[int] | str | Callable | None) -> Select | None:
+    """Turn a channel selection into a function ``[k, ch] -> [k]``.
+
+    ``None``: the target already returns ``[k]``; an int: that channel; a list of
+    ints: the mean of those channels; ``"mean"``: the mean of all channels; a
+    callable: used as is.
+    """
+    if select is None or callable(select):
+        return select
+    if isinstance(select, str):
+        if select != "mean":
+            raise ConfigError(f"unknown channel selection {select!r}; valid choices: an int, a list of ints, 'mean'")
+        return lambda a: a.mean(dim=1)
+    if isinstance(select, (int, np.integer)):
+        c = int(select)
+        return lambda a: a[:, c]
+    idx = [int(c) for c in select]
+    if not idx:
+        raise ConfigError("channel selection list is empty")
+    return lambda a: a[:, idx].mean(dim=1)
+
+
+class BaseObjective:
+    """Shared bookkeeping: query counts, cache, validation, timing.
+
+    Attributes:
+        space: the latent space indices live in.
+        n_queries: queries asked for (cache hits included): the budget counter.
+        n_evaluated: queries actually computed.
+        n_external: queries counted by optimizers that evaluate the pipeline
+            themselves (gradient AM forward passes), included in ``n_queries``.
+        eval_seconds: wall time spent inside evaluation.
+    """
+
+    def __init__(self, space: LatentSpace, cache: bool = True) -> None:
+        self.space = space
+        self.cache_enabled = bool(cache)
+        self._cache: dict[bytes, float] = {}
+        self.n_queries = 0
+        self.n_evaluated = 0
+        self.n_external = 0
+        self.eval_seconds = 0.0
+
+    # subclasses implement this: validated int64 [m, d] -> float64 [m]
+    def _evaluate(self, I: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, I: Any) -> np.ndarray:
+        """Evaluate an index batch ``[k, d]`` and return ``float64 [k]``."""
+        I = self.space.validate(I)
+        k = I.shape[0]
+        y = np.empty(k, dtype=np.float64)
+        if self.cache_enabled:
+            keys = [row.tobytes() for row in I]
+            todo: dict[bytes, list[int]] = {}
+            for i, key in enumerate(keys):
+                if key in self._cache:
+                    y[i] = self._cache[key]
+                else:
+                    todo.setdefault(key, []).append(i)
+            first = [rows[0] for rows in todo.values()]
+        else:
+            first = list(range(k))
+        if first:
+            t0 = time.perf_counter()
+            vals = self._checked(I[first], np.asarray(first))
+            self.eval_seconds += time.perf_counter() - t0
+            self.n_evaluated += len(first)
+            if self.cache_enabled:
+                for (key, rows), v in zip(todo.items(), vals):
+                    y[rows] = v
+                    self._cache[key] = float(v)
+            else:
+                y[first] = vals
+        self.n_queries += k
+        return y
+
+    def _checked(self, I: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        vals = self._evaluate(I)
+        vals = np.asarray(vals, dtype=np.float64)
+        if vals.shape != (I.shape[0],):
+            raise EvaluationError(
+                f"objective returned shape {vals.shape} for a batch of {I.shape[0]} queries; "
+                f"expected ({I.shape[0]},) (use select= to pick one channel of a multi-channel target)"
+            )
+        bad = ~np.isfinite(vals)
+        if bad.any():
+            j = int(np.argmax(bad))
+            raise EvaluationError(
+                f"objective returned {vals[j]} for query {int(rows[j])} of the batch "
+                f"(code {I[j].tolist()[:16]}{'...' if I.shape[1] > 16 else ''}); "
+                "nothing of this batch was recorded"
+            )
+        return vals
+
+    def count(self, n: int, kind: str = "external") -> None:
+        """Count ``n`` queries an optimizer made itself (e.g. gradient AM forward passes)."""
+        self.n_queries += int(n)
+        self.n_external += int(n)
+
+    @property
+    def noisy(self) -> bool:
+        return False
+
+    def info(self) -> dict[str, Any]:
+        """JSON-able description for ``result.json``."""
+        return {"space": self.space.to_dict(), "cache": self.cache_enabled}
+
+
+class Objective(BaseObjective):
+    """Generator + target evaluated in micro-batches on one device.
+
+    Args:
+        generator: has ``space`` and maps ``space.decode(I)`` to images ``[k, C, H, W]``.
+        target: images -> ``[k]`` (or ``[k, ch]`` with ``select``).
+        device: torch device for decoding and evaluation (default: the first
+            parameter's device of the generator if it is a module, else CPU).
+        batch_size: micro-batch size (>= 1); bound it by memory.
+        cache: cache exact repeats; default on for targets that are not ``noisy``.
+        select: channel selection for multi-channel targets (see :func:`make_select`).
+        transform: optional function applied to images before the target
+            (e.g. a resize or normalisation adapter between generator and target).
+    """
+
+    def __init__(self, generator: Any, target: Any, *, device: torch.device | str | None = None,
+                 batch_size: int = 64, cache: bool | None = None,
+                 select: int | Sequence[int] | str | Callable | None = None,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        space = getattr(generator, "space", None)
+        if not isinstance(space, LatentSpace):
+            raise ConfigError(f"generator {generator!r} has no LatentSpace 'space' attribute")
+        if int(batch_size) < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
+        noisy = flag(target, "noisy")
+        super().__init__(space, cache=(not noisy) if cache is None else cache)
+        self.generator = generator
+        self.target = target
+        self.batch_size = int(batch_size)
+        self.select = make_select(select)
+        self.transform = transform
+        if device is None:
+            device = _module_device(generator) or _module_device(target) or "cpu"
+        self.device = torch.device(device)
+        self._noisy = noisy
+
+    @property
+    def noisy(self) -> bool:
+        return self._noisy
+
+    @property
+    def differentiable(self) -> bool:
+        """Whether gradients flow from latent to activation."""
+        return flag(self.generator, "differentiable") and flag(self.target, "differentiable")
+
+    def images(self, I: Any) -> torch.Tensor:
+        """Decode indices to images ``[k, C, H, W]`` (micro-batched, no grad)."""
+        I = self.space.validate(I)
+        outs = []
+        with torch.no_grad():
+            for s in range(0, I.shape[0], self.batch_size):
+                outs.append(self.generator(self.space.decode(I[s:s + self.batch_size], self.device)))
+        return torch.cat(outs)
+
+    def activations(self, images: torch.Tensor) -> torch.Tensor:
+        """Target activations (selected) of an image batch, ``[k]`` float."""
+        a = self.target(self.transform(images) if self.transform else images)
+        a = torch.as_tensor(a)
+        if self.select is not None:
+            if a.ndim != 2:
+                raise EvaluationError(f"select= needs a [k, channels] target output, got shape {tuple(a.shape)}")
+            a = self.select(a)
+        return a
+
+    def _evaluate(self, I: np.ndarray) -> np.ndarray:
+        out = []
+        with torch.no_grad():
+            for s in range(0, I.shape[0], self.batch_size):
+                chunk = I[s:s + self.batch_size]
+                x = self.generator(self.space.decode(chunk, self.device))
+                a = self.activations(x)
+                if a.shape != (chunk.shape[0],):
+                    raise EvaluationError(
+                        f"target returned shape {tuple(a.shape)} for {chunk.shape[0]} images; expected "
+                        f"({chunk.shape[0]},) (use select= to pick channels of a multi-channel target)"
+                    )
+                out.append(a.detach().double().cpu().numpy())
+        return np.concatenate(out)
+
+    def info(self) -> dict[str, Any]:
+        out = super().info()
+        out.update(generator=_describe(self.generator), target=_describe(self.target),
+                   device=str(self.device), batch_size=self.batch_size, noisy=self.noisy)
+        return out
+
+
+class FunctionObjective(BaseObjective):
+    """A plain function of index batches ``f(I int64 [k, d]) -> [k]`` as an objective.
+
+    Used for benchmark problems with known maxima (``known_max``) and analytic black boxes.
+    """
+
+    def __init__(self, fn: Callable[[np.ndarray], Any], space: LatentSpace, *, cache: bool = True,
+                 known_max: float | None = None, name: str = "function") -> None:
+        super().__init__(space, cache=cache)
+        self.fn = fn
+        self.known_max = known_max
+        self.name = name
+
+    def _evaluate(self, I: np.ndarray) -> np.ndarray:
+        return np.asarray(self.fn(I), dtype=np.float64)
+
+    def info(self) -> dict[str, Any]:
+        out = super().info()
+        out.update(function=self.name, known_max=self.known_max)
+        return out
+
+
+def _module_device(obj: Any) -> torch.device | None:
+    if isinstance(obj, torch.nn.Module):
+        for p in obj.parameters():
+            return p.device
+        for b in obj.buffers():
+            return b.device
+    return None
+
+
+def _describe(obj: Any) -> str:
+    desc = getattr(obj, "describe", None)
+    if callable(desc):
+        return str(desc())
+    return getattr(obj, "name", None) or type(obj).__name__

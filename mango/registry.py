@@ -1,0 +1,139 @@
+"""One registry through which the command line and configs find components by name.
+
+Kinds: ``generator``, ``target``, ``optimizer``, ``problem``. Components register
+in two ways:
+
+* a one-line call: ``mango.registry.register("target", "my-net", factory)``;
+* an entry point in the group ``mango.<kind>s`` of any installed package (this
+  is how ``mango.generators`` and ``mango.targets`` are found: the engine never
+  imports them directly). Entry points are read lazily, on the first lookup.
+
+A factory is any callable returning the component; its keyword arguments are the
+component's parameters (config keys).
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from .errors import ConfigError, unknown
+
+__all__ = ["KINDS", "Entry", "register", "get", "names", "entries", "create", "describe_params"]
+
+log = logging.getLogger(__name__)
+KINDS = ("generator", "target", "optimizer", "problem")
+
+
+@dataclass
+class Entry:
+    """A registered component: its factory and a one-line description."""
+
+    name: str
+    kind: str
+    factory: Callable[..., Any] | None
+    description: str = ""
+    entry_point: metadata.EntryPoint | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def load(self) -> Callable[..., Any]:
+        """The factory, importing its module on first use."""
+        if self.factory is None and self.entry_point is not None:
+            self.factory = self.entry_point.load()
+            if not self.description:
+                self.description = _first_line(self.factory)
+        assert self.factory is not None
+        return self.factory
+
+
+_REG: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
+_EP_LOADED: set[str] = set()
+
+
+def _first_line(obj: Any) -> str:
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise unknown("component kind", kind, KINDS)
+
+
+def _load_entry_points(kind: str) -> None:
+    if kind in _EP_LOADED:
+        return
+    _EP_LOADED.add(kind)
+    for ep in metadata.entry_points(group=f"mango.{kind}s"):
+        _REG[kind].setdefault(ep.name, Entry(ep.name, kind, None, entry_point=ep))
+
+
+def register(kind: str, name: str, factory: Callable[..., Any], description: str = "",
+             overwrite: bool = False, **extra: Any) -> Callable[..., Any]:
+    """Register ``factory`` under ``name``; returns ``factory`` (usable as a decorator helper)."""
+    _check_kind(kind)
+    _load_entry_points(kind)
+    if name in _REG[kind] and not overwrite and _REG[kind][name].factory is not factory:
+        raise ConfigError(f"{kind} {name!r} is already registered; pass overwrite=True to replace it")
+    _REG[kind][name] = Entry(name, kind, factory, description or _first_line(factory), extra=extra)
+    return factory
+
+
+def names(kind: str) -> list[str]:
+    """Sorted names registered for ``kind``."""
+    _check_kind(kind)
+    _load_entry_points(kind)
+    return sorted(_REG[kind])
+
+
+def entries(kind: str) -> list[Entry]:
+    """All entries of ``kind`` (entry points loaded), sorted by name."""
+    out = []
+    for n in names(kind):
+        e = _REG[kind][n]
+        e.load()
+        out.append(e)
+    return out
+
+
+def get(kind: str, name: str) -> Callable[..., Any]:
+    """The factory registered as ``name``; unknown names raise :class:`ConfigError` with the choices."""
+    _check_kind(kind)
+    _load_entry_points(kind)
+    if name not in _REG[kind]:
+        raise unknown(kind, name, _REG[kind])
+    return _REG[kind][name].load()
+
+
+def describe_params(factory: Callable[..., Any]) -> dict[str, Any]:
+    """Keyword parameters of a factory with their defaults (``inspect.Parameter.empty`` -> required)."""
+    out: dict[str, Any] = {}
+    for p in inspect.signature(factory).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        out[p.name] = "<required>" if p.default is p.empty else p.default
+    return out
+
+
+def create(kind: str, name: str, params: dict[str, Any] | None = None, **fixed: Any) -> Any:
+    """Build the component ``name`` with config ``params``.
+
+    Unknown parameter names raise :class:`ConfigError` naming the bad key and the
+    valid ones, before anything is built.
+    """
+    factory = get(kind, name)
+    params = dict(params or {})
+    sig = inspect.signature(factory)
+    accepts_kw = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    if not accepts_kw:
+        valid = [p for p in sig.parameters if p not in fixed]
+        for key in params:
+            if key not in sig.parameters or key in fixed:
+                raise ConfigError(
+                    f"unknown parameter {key!r} for {kind} {name!r}; "
+                    f"valid parameters: {', '.join(valid) or '(none)'}"
+                )
+    return factory(**fixed, **params)
