@@ -1,0 +1,32 @@
+"""Shared fixtures: the paper's CIFAR-10 checkpoints (through MANGO_PAPER_WEIGHTS)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def paper_weights_dir() -> Path:
+    """``$MANGO_PAPER_WEIGHTS`` or ``../shared/weights/cifar10`` beside the project root."""
+    env = os.environ.get("MANGO_PAPER_WEIGHTS")
+    return Path(env) if env else (ROOT.parent / "shared" / "weights" / "cifar10")
+
+
+@pytest.fixture(scope="session")
+def paper_weights() -> Path:
+    """Folder with vqvae_cifar10.pt and snn_cifar10.pt; skips (with the reason) when absent."""
+    d = paper_weights_dir()
+    if not (d / "vqvae_cifar10.pt").is_file() or not (d / "snn_cifar10.pt").is_file():
+        pytest.skip(f"paper checkpoints not found in {d} (set MANGO_PAPER_WEIGHTS to their folder)")
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    """Keep each test to the machine's 2 cores and deterministic."""
+    torch.set_num_threads(2)
+    yield
