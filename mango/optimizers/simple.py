@@ -1,0 +1,116 @@
+"""Random search and an XDream-style genetic algorithm, both in plain numpy."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..spaces import LatentSpace
+from .base import Optimizer
+
+__all__ = ["RandomSearch", "GeneticAlgorithm"]
+
+
+def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    return rng.bit_generator.state
+
+
+def _set_rng_state(rng: np.random.Generator, state: dict[str, Any]) -> None:
+    rng.bit_generator.state = state
+
+
+class RandomSearch(Optimizer):
+    """Uniform random search over the index grid: the baseline every table needs."""
+
+    name = "random"
+    description = "uniform random indices (codebook and grid alike)"
+
+    def __init__(self, space: LatentSpace, batch_size: int = 10, seed: int = 0,
+                 budget: int | None = None) -> None:
+        super().__init__(space, batch_size, seed)
+        self.rng = np.random.default_rng(self.seed)
+
+    def _ask(self) -> np.ndarray:
+        return self.space.sample(self.rng, self.k)
+
+    def _tell(self, I: np.ndarray, y: np.ndarray) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self._base_state(), "rng": _rng_state(self.rng)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._load_base_state(state)
+        _set_rng_state(self.rng, state["rng"])
+
+
+class GeneticAlgorithm(Optimizer):
+    """Genetic algorithm in the style of XDream (Xiao & Kreiman 2020).
+
+    Each generation (one ``ask`` of ``batch_size`` codes): keep the ``n_elite``
+    best codes unchanged, fill the rest with children of two parents drawn with
+    probability ``softmax(z-scored fitness / temperature)``, uniform crossover,
+    and per-position mutation with probability ``mutation``. A mutated codebook
+    position takes a uniformly random new value (no order); a mutated grid
+    position moves by a rounded N(0, ``mutation_scale * n``) step (ordered).
+
+    Args:
+        n_elite: codes carried over unchanged (< batch_size).
+        mutation: per-position mutation probability in (0, 1].
+        mutation_scale: step size of grid mutations as a fraction of ``n``.
+        temperature: selection temperature (> 0; smaller = greedier).
+    """
+
+    name = "ga"
+    description = ("XDream-style GA: codebook mutations draw a new random value (unordered), "
+                   "grid mutations take a Gaussian step (ordered)")
+
+    def __init__(self, space: LatentSpace, batch_size: int = 20, seed: int = 0, *, n_elite: int = 2,
+                 mutation: float = 0.1, mutation_scale: float = 0.1, temperature: float = 0.5,
+                 budget: int | None = None) -> None:
+        super().__init__(space, batch_size, seed)
+        if not 0 <= int(n_elite) < self.k:
+            raise ConfigError(f"n_elite must be in [0, batch_size={self.k}), got {n_elite!r}")
+        if not 0 < float(mutation) <= 1:
+            raise ConfigError(f"mutation must be in (0, 1], got {mutation!r}")
+        if not float(temperature) > 0:
+            raise ConfigError(f"temperature must be > 0, got {temperature!r}")
+        self.n_elite, self.mutation = int(n_elite), float(mutation)
+        self.mutation_scale, self.temperature = float(mutation_scale), float(temperature)
+        self.rng = np.random.default_rng(self.seed)
+        self.pop: np.ndarray | None = None
+        self.fit: np.ndarray | None = None
+
+    def _ask(self) -> np.ndarray:
+        if self.pop is None:
+            return self.space.sample(self.rng, self.k)
+        z = (self.fit - self.fit.mean()) / (self.fit.std() + 1e-12)
+        p = np.exp((z - z.max()) / self.temperature)
+        p /= p.sum()
+        order = np.argsort(-self.fit, kind="stable")
+        elite = self.pop[order[: self.n_elite]]
+        m = self.k - self.n_elite
+        a = self.pop[self.rng.choice(len(p), size=m, p=p)]
+        b = self.pop[self.rng.choice(len(p), size=m, p=p)]
+        children = np.where(self.rng.random(a.shape) < 0.5, a, b)
+        mut = self.rng.random(children.shape) < self.mutation
+        if self.space.ordered:
+            step = np.rint(self.rng.normal(0, max(1.0, self.mutation_scale * self.space.n), children.shape))
+            children = np.where(mut, np.clip(children + step, 0, self.space.n - 1), children)
+        else:
+            children = np.where(mut, self.rng.integers(0, self.space.n, children.shape), children)
+        return np.concatenate([elite, children.astype(np.int64)])
+
+    def _tell(self, I: np.ndarray, y: np.ndarray) -> None:
+        self.pop, self.fit = I.copy(), y.copy()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self._base_state(), "rng": _rng_state(self.rng),
+                "pop": None if self.pop is None else self.pop, "fit": None if self.fit is None else self.fit}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._load_base_state(state)
+        _set_rng_state(self.rng, state["rng"])
+        self.pop = None if state["pop"] is None else np.asarray(state["pop"], dtype=np.int64)
+        self.fit = None if state["fit"] is None else np.asarray(state["fit"], dtype=np.float64)

@@ -1,0 +1,115 @@
+"""Gradient AM baseline: raises a unit's activation, counts queries, refuses non-differentiable pipelines."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mango.errors import ConfigError
+from mango.objective import Objective
+from mango.optimizers.gradient import GradientAM
+from mango.spaces import CodebookSpace, GridSpace
+
+
+class PixelGen(nn.Module):
+    """Local stand-in for a pixel generator: z [k, 1, 16, 16] on uniform levels in [0, 1] is the image."""
+
+    differentiable = True
+
+    def __init__(self, n: int = 16):
+        super().__init__()
+        self.space = GridSpace(d=256, n=n, shape=(1, 16, 16), levels="uniform", low=0.0, high=1.0)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z.reshape(z.shape[0], 1, 16, 16)
+
+
+class PatchGen(nn.Module):
+    """Local stand-in for a VQ-VAE: a 4 x 4 grid of codes, each code a gray 4 x 4 patch."""
+
+    differentiable = True
+
+    def __init__(self, n: int = 8):
+        super().__init__()
+        self.space = CodebookSpace(d=16, n=n, shape=(4, 4))
+        self.register_buffer("values", torch.linspace(0, 1, n))
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.decode_soft(F.one_hot(idx.long(), self.space.n).float())
+
+    def decode_soft(self, p: torch.Tensor) -> torch.Tensor:
+        g = (p * self.values).sum(-1)                       # [k, 4, 4]
+        return g.repeat_interleave(4, 1).repeat_interleave(4, 2)[:, None]
+
+
+def run(opt, obj, asks):
+    opt.bind(obj)
+    for _ in range(asks):
+        I = opt.ask()
+        opt.tell(I, obj(I))
+    return opt.recommend()
+
+
+def random_baseline(obj, n=64):
+    return obj(obj.space.sample(np.random.default_rng(1), n))
+
+
+@pytest.mark.parametrize("jitter", [0, 1])
+def test_raises_cnn_unit_well_above_random(jitter):
+    from mango.targets.digits import cnn_digits
+    obj = Objective(PixelGen(), cnn_digits(layer="conv2", unit=5))
+    base = random_baseline(obj)
+    opt = GradientAM(obj.space, batch_size=4, seed=0, lr=0.05, steps_per_ask=10, jitter=jitter)
+    n0 = obj.n_queries
+    x, y = run(opt, obj, asks=3)
+    assert x.shape == (256,) and x.min() >= 0 and x.max() < 16
+    assert y > base.max() + 2 * base.std()
+    assert obj.n_external == 3 * 10 * 4                       # one query per chain per Adam step
+    assert obj.n_queries - n0 == obj.n_external + 3 * 4       # plus the hard evaluations
+    assert y == pytest.approx(float(obj(x[None])[0]))         # reported value is the hard image's
+
+
+def test_codebook_relaxation_raises_class_logit():
+    from mango.targets.digits import cnn_digits
+    obj = Objective(PatchGen(), cnn_digits(unit=0))
+    base = random_baseline(obj)
+    opt = GradientAM(obj.space, batch_size=4, seed=0, lr=0.3, steps_per_ask=10, anneal_steps=30,
+                     tau_start=1.0, tau_end=0.05, gumbel=True)
+    x, y = run(opt, obj, asks=4)
+    assert x.shape == (16,) and x.dtype == np.int64
+    assert y > base.max()
+    assert opt.temperature() == pytest.approx(0.05)
+
+
+def test_spiking_target_through_surrogate_gradients():
+    from mango.targets.digits import snn_digits
+    obj = Objective(PixelGen(), snn_digits(layer="spiking2", unit=3, tie_break=0.02, T=8))
+    base = random_baseline(obj, 32)
+    opt = GradientAM(obj.space, batch_size=2, seed=0, lr=0.05, steps_per_ask=5)
+    x, y = run(opt, obj, asks=2)
+    assert y > base.mean()
+
+
+def test_refuses_non_differentiable_pipelines():
+    from mango.targets.digits import cnn_digits
+
+    class Frozen(PixelGen):
+        differentiable = False
+    obj = Objective(Frozen(), cnn_digits())
+    with pytest.raises(ConfigError, match="generator Frozen is not differentiable"):
+        GradientAM(obj.space).bind(obj)
+    obj = Objective(PixelGen(), lambda x: x.mean(dim=(1, 2, 3)))
+    with pytest.raises(ConfigError, match="target function is not differentiable"):
+        GradientAM(obj.space).bind(obj)
+
+    class NoSoft(PatchGen):
+        decode_soft = None
+    obj = Objective(NoSoft(), cnn_digits())
+    with pytest.raises(ConfigError, match="decode_soft"):
+        GradientAM(obj.space).bind(obj)
+    with pytest.raises(ConfigError, match="bind"):
+        GradientAM(obj.space).ask()
+    with pytest.raises(ConfigError, match="lr"):
+        GradientAM(obj.space, lr=0)

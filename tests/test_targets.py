@@ -1,0 +1,213 @@
+"""Targets: hook-based torch units, spiking read-outs, embedded models, paper SNN loading."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pytest
+import snntorch as snn
+import torch
+from torch import nn
+
+from mango import registry
+from mango.errors import ConfigError
+from mango.targets.spiking import SpikingSequential, SpikingTarget, poisson_spikes
+from mango.targets.torch_unit import UnitTarget, list_layers
+
+
+def small_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(OrderedDict([
+        ("features", nn.Sequential(OrderedDict([
+            ("conv", nn.Conv2d(1, 4, 3, padding=1)), ("relu", nn.ReLU()), ("pool", nn.MaxPool2d(2))]))),
+        ("flatten", nn.Flatten()),
+        ("fc", nn.Linear(4 * 4 * 4, 5)),
+    ]))
+
+
+def all_hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_unit_target_matches_manual_forward():
+    m = small_cnn()
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        conv = m.features.conv(x)
+        logits = m(x)
+    y = UnitTarget(m, "features.conv", unit=2)(x)
+    assert torch.allclose(y, conv[:, 2].mean(dim=(1, 2)))
+    y = UnitTarget(m, "features.conv", unit=1, position=(3, 5))(x)
+    assert torch.equal(y, conv[:, 1, 3, 5])
+    y = UnitTarget(m, "features.conv", unit=(1, 3, 5))(x)       # the same unit, tuple form
+    assert torch.equal(y, conv[:, 1, 3, 5])
+    assert torch.allclose(UnitTarget(m, unit=4)(x), logits[:, 4])
+    assert torch.allclose(UnitTarget(m, "fc", unit=4, output="softmax")(x), torch.softmax(logits, 1)[:, 4])
+    assert torch.allclose(UnitTarget(m, "features.conv", unit=2, stop_early=False)(x), conv[:, 2].mean(dim=(1, 2)))
+    assert all_hooks(m) == 0
+
+
+def test_hooks_removed_even_on_error_and_values_differentiable():
+    m = small_cnn()
+    t = UnitTarget(m, "features.relu", unit=0, input_shape=(1, 8, 8))
+    with pytest.raises(Exception):
+        t(torch.rand(2, 3, 8, 8))          # wrong channel count fails inside the forward
+    assert all_hooks(m) == 0
+    x = torch.rand(2, 1, 8, 8, requires_grad=True)
+    t(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all_hooks(m) == 0
+
+
+def test_list_layers():
+    layers = dict(list_layers(small_cnn(), (1, 8, 8)))
+    assert layers["features.conv"] == (4, 8, 8)
+    assert layers["features.pool"] == (4, 4, 4)
+    assert layers["fc"] == (5,)
+    assert layers["output"] == (5,)
+    assert list(layers)[0] == "features.conv"
+
+
+def test_bad_layer_and_unit_errors():
+    m = small_cnn()
+    with pytest.raises(ConfigError) as e:
+        UnitTarget(m, "features.conx")
+    msg = str(e.value)
+    assert "features.conx" in msg and msg.index("features.conv") < msg.index("flatten")
+    with pytest.raises(ConfigError, match="valid units: 0..3"):
+        UnitTarget(m, "features.conv", unit=4, input_shape=(1, 8, 8))
+    with pytest.raises(ConfigError, match="out of range"):
+        UnitTarget(m, "features.conv", unit=0, position=(8, 0), input_shape=(1, 8, 8))
+    with pytest.raises(ConfigError, match="coordinate"):
+        UnitTarget(m, "fc", unit=0, position=(1,), input_shape=(1, 8, 8))
+    with pytest.raises(ConfigError, match="valid units"):           # checked lazily on the first call
+        UnitTarget(m, "fc", unit=9)(torch.rand(1, 1, 8, 8))
+    with pytest.raises(ConfigError, match="softmax"):
+        UnitTarget(m, output="probs")
+
+
+# -- spiking -----------------------------------------------------------------
+
+def tiny_snn(beta: float = 0.5) -> SpikingSequential:
+    lin = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    return SpikingSequential(OrderedDict([("lin", lin), ("lif", snn.Leaky(beta=beta))]))
+
+
+def hand_spikes(current: float, beta: float, T: int) -> tuple[list[int], list[float]]:
+    """Leaky by hand: mem_t = beta*mem + I - [mem_{t-1} > 1]; spike when mem_t > 1."""
+    mem, spikes, mems = 0.0, [], []
+    for _ in range(T):
+        reset = 1.0 if mem > 1.0 else 0.0
+        mem = beta * mem + current - reset
+        spikes.append(int(mem > 1.0))
+        mems.append(mem)
+    return spikes, mems
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_spiking_rate_equals_hand_computation(fast):
+    net = tiny_snn()
+    x = torch.tensor([[0.75, 0.3], [0.3, 0.75]])
+    t = SpikingTarget(net, layer="lif", unit=0, T=8, fast=fast, backend="torch")
+    assert t.uses_fast_path == fast
+    spikes, mems = hand_spikes(0.75, 0.5, 8)
+    assert spikes == [0, 1, 0, 0, 1, 0, 0, 1]                # exact binary fractions
+    assert torch.equal(t(x), torch.tensor([3 / 8, 0.0]))
+    assert torch.equal(t(x), torch.tensor([3 / 8, 0.0]))      # states reset for each stimulus
+    c = SpikingTarget(net, layer="lif", unit=0, T=8, readout="count", fast=fast)(x)
+    assert torch.equal(c, torch.tensor([3.0, 0.0]))
+    tb = SpikingTarget(net, layer="lif", unit=0, T=8, tie_break=0.01, fast=fast)(x)
+    _, mems_low = hand_spikes(0.3, 0.5, 8)
+    expect = torch.tensor([3 / 8 + 0.01 * sum(mems) / 8, 0.01 * sum(mems_low) / 8])
+    assert torch.allclose(tb, expect, atol=1e-6)
+    assert tb[1] > 0                                          # the tie-break separates equal rates
+    assert all_hooks(net) == 0
+
+
+def test_spiking_channel_mean_and_poisson():
+    net = tiny_snn()
+    x = torch.tensor([[0.75, 0.75]])
+    assert SpikingTarget(net, layer="lif", unit=1, T=8)(x).item() == 3 / 8
+    img = torch.rand(4, 2)
+    tp = SpikingTarget(net, layer="lif", unit=0, T=16, encoding="poisson", seed=3)
+    assert not tp.noisy and torch.equal(tp(img), tp(img))
+    ref = SpikingTarget(net, layer="lif", unit=0, T=16, encoding="poisson", seed=3, fast=False)
+    assert torch.equal(tp(img), ref(img))
+    assert SpikingTarget(net, encoding="poisson", seed=None).noisy
+    s = poisson_spikes(torch.full((2, 3), 0.25), 4000, seed=1)
+    assert s.shape == (4000, 2, 3) and abs(s.mean().item() - 0.25) < 0.02
+
+
+def test_spiking_errors():
+    net = tiny_snn()
+    with pytest.raises(ConfigError, match="lif"):
+        SpikingTarget(net, layer="lin")                       # not a spiking layer; lists lif
+    with pytest.raises(ConfigError, match="valid units: 0..1"):
+        SpikingTarget(net, unit=5, input_shape=(2,))
+    with pytest.raises(ConfigError, match="readout"):
+        SpikingTarget(net, readout="mean")
+    with pytest.raises(ConfigError, match="T"):
+        SpikingTarget(net, T=0)
+    with pytest.raises(ConfigError, match="no snnTorch spiking layers"):
+        SpikingTarget(nn.Linear(2, 2))
+
+
+# -- embedded models and registry ----------------------------------------------------
+
+def test_registry_factories_and_trained_digits_models():
+    from mango.generators.data import digits
+    x, y = digits("test")
+    cnn = registry.create("target", "cnn-digits", {"unit": 0})
+    snnt = registry.create("target", "snn-digits", {"unit": 0})
+    assert not cnn.noisy and cnn.differentiable and snnt.differentiable and not snnt.noisy
+    for t in (cnn, snnt):
+        with torch.no_grad():
+            a = t(x)
+        assert a.shape == (len(y),)
+        assert a[y == 0].mean() > a[y != 0].mean() + 0.3 * a.std()
+    rate = snnt(x)
+    assert rate.min() >= 0 and rate.max() <= 1
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        registry.create("target", "snn-digits", {"neuron": 0})
+    with pytest.raises(ConfigError, match="spiking_out"):
+        registry.create("target", "snn-digits", {"layer": "spiking_ou"})
+    with pytest.raises(ConfigError, match="valid units: 0..9"):
+        registry.create("target", "cnn-digits", {"unit": 10})
+
+
+def test_embedded_accuracy():
+    from mango.generators.data import digits
+    from mango.targets.digits import SNN_T, WEIGHTS_DIR, build_digits_cnn, build_digits_snn, load_weights
+    from mango.targets.snn_fast import FastSNN
+    x, y = digits("test")
+    cnn = load_weights(build_digits_cnn(), WEIGHTS_DIR / "cnn_digits.pt", "x")
+    snn_net = load_weights(build_digits_snn(), WEIGHTS_DIR / "snn_digits.pt", "x")
+    with torch.no_grad():
+        assert (cnn(x).argmax(1) == y).float().mean() > 0.9
+        c, _ = FastSNN(snn_net, backend="torch").run(x, SNN_T)
+        assert (c.argmax(1) == y).float().mean() > 0.85
+    assert sum(f.stat().st_size for f in WEIGHTS_DIR.iterdir()) < 2 * 1024 * 1024
+
+
+def test_paper_weights_errors(tmp_path):
+    from mango.targets.paper_snn import load_paper_snn
+    bad = tmp_path / "snn_cifar10.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="snn_cifar10.pt"):
+        load_paper_snn(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_paper_snn(tmp_path / "missing.pt")
+    torch.save({"conv0.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(ConfigError, match="other.pt"):
+        load_paper_snn(tmp_path / "other.pt")
+
+
+def test_paper_target_factory(paper_weights):
+    t = registry.create("target", "snn-cifar10", {"weights": str(paper_weights), "T": 8, "unit": 3})
+    assert t.uses_fast_path and t.layer == "final_spiking"
+    x = torch.randn(2, 3, 32, 32)
+    a = t(x)
+    assert a.shape == (2,) and ((a * 8) == (a * 8).round()).all()
+    with pytest.raises(ConfigError, match="spiking1"):
+        registry.create("target", "snn-cifar10", {"weights": str(paper_weights), "layer": "spiking_1"})
