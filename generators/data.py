@@ -11,11 +11,14 @@ targets trained on it take it.
 """
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DIGITS_SIZE", "digits", "photo_crops"]
+__all__ = ["DIGITS_SIZE", "digits", "photo_crops", "cifar10"]
 
 DIGITS_SIZE = 16
 
@@ -73,3 +76,94 @@ def photo_crops(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
         crop = torch.from_numpy(p[r:r + side, c:c + side]).permute(2, 0, 1)[None]
         out[i] = F.interpolate(crop, size=(size, size), mode="area")[0].numpy()
     return torch.from_numpy(out)
+
+
+_CIFAR_SPLITS = ("train", "test", "all")
+
+
+def cifar10(root: str | Path, split: str = "train", limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10 from disk as ``(images float32 [N, 3, 32, 32] in [0, 1], labels int64 [N])``.
+
+    Nothing is downloaded. ``root`` may be
+
+    * the python-pickle folder ``cifar-10-batches-py`` (``data_batch_1..5``,
+      ``test_batch``), or a folder that contains it;
+    * a torchvision/ImageFolder-style tree: ``root/<class>/*.png``, or
+      ``root/train/<class>/*.png`` and ``root/test/<class>/*.png`` (classes sorted
+      by name give the labels).
+
+    Args:
+        split: ``"train"``, ``"test"`` or ``"all"`` (ImageFolder trees without
+            ``train``/``test`` subfolders are returned whole).
+        limit: keep at most this many images (the first ones).
+
+    Raises:
+        FileNotFoundError: ``root`` holds neither layout (the message says what was looked for).
+    """
+    if split not in _CIFAR_SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid choices: {', '.join(_CIFAR_SPLITS)}")
+    root = Path(root).expanduser()
+    for cand in (root, root / "cifar-10-batches-py"):
+        if (cand / "data_batch_1").is_file() or (cand / "test_batch").is_file():
+            return _cifar_pickles(cand, split, limit)
+    if root.is_dir():
+        sub = [root / s for s in (("train", "test") if split == "all" else (split,))]
+        if all(p.is_dir() for p in sub):
+            parts = [_image_folder(p, limit) for p in sub]
+            x = torch.cat([p[0] for p in parts])
+            y = torch.cat([p[1] for p in parts])
+            return (x[:limit], y[:limit]) if limit else (x, y)
+        if any(p.is_dir() and any(p.glob("*.png")) for p in root.iterdir()):
+            return _image_folder(root, limit)
+    raise FileNotFoundError(
+        f"no CIFAR-10 found at {str(root)!r}: expected 'cifar-10-batches-py' pickle batches "
+        "(data_batch_1..5, test_batch) or an ImageFolder tree of PNGs (<class>/*.png, optionally under train/ and test/)"
+    )
+
+
+def _cifar_pickles(folder: Path, split: str, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    names = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+    files = names["train"] + names["test"] if split == "all" else names[split]
+    xs, ys, total = [], [], 0
+    for name in files:
+        f = folder / name
+        if not f.is_file():
+            continue
+        with open(f, "rb") as fh:
+            batch = pickle.load(fh, encoding="bytes")  # the official CIFAR-10 python format
+        data = batch[b"data"] if b"data" in batch else batch["data"]
+        labels = batch[b"labels"] if b"labels" in batch else batch["labels"]
+        xs.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(labels, dtype=np.int64))
+        total += len(ys[-1])
+        if limit and total >= limit:
+            break
+    if not xs:
+        raise FileNotFoundError(f"no CIFAR-10 batches for split {split!r} in {str(folder)!r}")
+    x = torch.from_numpy(np.concatenate(xs)[:limit]).float().div_(255.0)
+    y = torch.from_numpy(np.concatenate(ys)[:limit])
+    return x, y
+
+
+def _image_folder(folder: Path, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    import imageio.v3 as iio
+
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    xs, ys = [], []
+    for label, cls in enumerate(classes):
+        for f in sorted((folder / cls).iterdir()):
+            if f.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp"):
+                continue
+            img = np.asarray(iio.imread(f))
+            if img.ndim == 2:
+                img = np.repeat(img[:, :, None], 3, axis=2)
+            xs.append(img[:, :, :3].transpose(2, 0, 1))
+            ys.append(label)
+            if limit and len(xs) >= limit:
+                break
+        if limit and len(xs) >= limit:
+            break
+    if not xs:
+        raise FileNotFoundError(f"no images in ImageFolder tree {str(folder)!r}")
+    x = torch.from_numpy(np.stack(xs).astype(np.float32) / 255.0)
+    return x, torch.tensor(ys, dtype=torch.int64)
