@@ -139,7 +139,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 #: subcommands registered by other engine modules: name -> (module, help)
-EXTRA_COMMANDS: dict[str, tuple[str, str]] = {}
+EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
+    "rig-sim": ("mango.rig.simulator", "run a simulated recording rig"),
+    "rig-run": ("mango.rig.run", "closed loop with a live (or simulated) recording rig"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

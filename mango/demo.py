@@ -14,6 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import registry
 
 __all__ = ["run_demo", "DEMO_UNITS"]
@@ -22,9 +24,15 @@ log = logging.getLogger(__name__)
 
 #: (label, generator config, target config) of the demo
 DEMO_UNITS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
-    ("snn-class-3", {"name": "vqvae-digits"}, {"name": "snn-digits", "layer": "readout", "unit": 3}),
-    ("snn-hidden", {"name": "vqvae-digits"}, {"name": "snn-digits", "layer": "lif2", "unit": 7}),
+    ("snn class 1 (spiking_out[1])", {"name": "vqvae-digits"},
+     {"name": "snn-digits", "layer": "spiking_out", "unit": 1}),
+    ("snn hidden channel (spiking1[20])", {"name": "vqvae-digits"},
+     {"name": "snn-digits", "layer": "spiking1", "unit": 20}),
 ]
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in label).strip("-").replace("--", "-")
 
 
 def _have_models() -> bool:
@@ -48,16 +56,20 @@ def run_demo(out: Path, budget: int = 1000, seed: int = 0, quiet: bool = False) 
             cfg = {**base, "optimizer": {"name": opt}, "budget": budget, "seed": seed, "batch_size": 50}
             bar = None if quiet else _Progress(budget, desc=f"{label} {opt}")
             try:
-                res = run_config(cfg, out / label / opt, callbacks=[bar] if bar else [])
+                res = run_config(cfg, out / _slug(label) / opt, callbacks=[bar] if bar else [])
             finally:
                 if bar:
                     bar.close()
+            first = int(np.argmax(res.values >= res.best_value)) + 1
             summary.setdefault(label, {})[opt] = {"best_value": res.best_value, "queries": res.n_queries,
-                                                  "seconds": round(res.seconds, 2)}
+                                                  "queries_to_best": first, "seconds": round(res.seconds, 2)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     width = max(len(k) for k in summary)
-    print(f"{'unit':<{width}}  {'protes':>10}  {'random':>10}   (best activation after {budget} queries, seed {seed})")
+    print(f"best activation after {budget} queries (seed {seed}), and the query at which it was first reached")
+    print(f"{'unit':<{width}}  {'protes':>8} {'at query':>8}  {'random':>8} {'at query':>8}")
     for label, row in summary.items():
-        print(f"{label:<{width}}  {row['protes']['best_value']:>10.4f}  {row['random']['best_value']:>10.4f}")
+        p, r = row["protes"], row["random"]
+        print(f"{label:<{width}}  {p['best_value']:>8.4f} {p['queries_to_best']:>8d}  "
+              f"{r['best_value']:>8.4f} {r['queries_to_best']:>8d}")
     print(f"run folders and best.png images under {out}")
     return summary

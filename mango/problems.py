@@ -19,13 +19,13 @@ __all__ = ["tt_random", "separable", "quadratic_grid", "constant"]
 def tt_random(d: int = 8, n: int = 8, rank: int = 3, seed: int = 0) -> FunctionObjective:
     """A random TT tensor of rank ``rank`` (teneva.rand, cores uniform on [-1, 1]) on a codebook space.
 
-    ``known_max`` is teneva's ``optima_tt`` maximum; for ``n**d <= 2**22`` it is
+    ``known_max`` is teneva's ``optima_tt`` maximum; for ``n**d <= 2**24`` it is
     replaced by the brute-force maximum (exact).
     """
     import teneva
 
     Y = teneva.rand([n] * d, rank, seed=seed)
-    if n**d <= 2**22:
+    if n**d <= 2**24:
         full = teneva.full(Y)
         known = float(full.max())
     else:

@@ -87,3 +87,34 @@ def test_bad_optimizer_inputs():
     for bad in (0, -5, 2.5, True):
         with pytest.raises(ConfigError, match="budget must be a positive integer"):
             maximize(problems.separable(d=4, n=8), "random", budget=bad)
+
+
+def test_protes_samples_exactly_from_its_tt_distribution():
+    import itertools
+
+    from mango.spaces import CodebookSpace
+
+    sp = CodebookSpace(d=3, n=4)
+    opt = make_optimizer("protes", sp, batch_size=20, seed=1, params={"k_top": 5})
+    I = opt.ask()
+    opt.tell(I, np.arange(len(I), dtype=float))  # make the distribution non-uniform
+    allI = np.array(list(itertools.product(range(4), repeat=3)))
+    p = np.exp(opt.log_prob(allI))
+    assert p.sum() == pytest.approx(1.0, abs=1e-5)
+    counts = np.zeros(64)
+    for _ in range(500):
+        for row in opt.ask():
+            counts[row[0] * 16 + row[1] * 4 + row[2]] += 1
+    expected = p * counts.sum()
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 110  # 63 degrees of freedom: p < 1e-4 for a correct sampler to exceed this
+
+
+def test_nevergrad_choice_encoding_runs_and_stays_in_range():
+    obj = problems.separable(d=6, n=10, seed=0)
+    opt = make_optimizer("discrete-one-plus-one", obj.space, batch_size=10, params={"encoding": "choice"})
+    assert opt.encoding == "choice"
+    res = maximize(obj, opt, budget=60)
+    assert res.n_queries == 60
+    with pytest.raises(ConfigError, match="valid choices: auto, choice, integer"):
+        make_optimizer("cma", obj.space, params={"encoding": "onehot"})

@@ -65,6 +65,10 @@ def test_list_layers():
     assert layers["fc"] == (5,)
     assert layers["output"] == (5,)
     assert list(layers)[0] == "features.conv"
+    assert dict(UnitTarget(small_cnn(), input_shape=(1, 8, 8)).layers())["fc"] == (5,)
+    st = SpikingTarget(tiny_snn(), input_shape=(2,))
+    assert st.layers() == [("lin", (2,)), ("lif", (2,)), ("output", (2,))]
+    assert st.net.lif.mem.numel() == 0                              # states left reset
 
 
 def test_bad_layer_and_unit_errors():
@@ -135,6 +139,7 @@ def test_spiking_channel_mean_and_poisson():
     ref = SpikingTarget(net, layer="lif", unit=0, T=16, encoding="poisson", seed=3, fast=False)
     assert torch.equal(tp(img), ref(img))
     assert SpikingTarget(net, encoding="poisson", seed=None).noisy
+    assert not tp.differentiable and SpikingTarget(net).differentiable
     s = poisson_spikes(torch.full((2, 3), 0.25), 4000, seed=1)
     assert s.shape == (4000, 2, 3) and abs(s.mean().item() - 0.25) < 0.02
 
@@ -204,7 +209,8 @@ def test_paper_weights_errors(tmp_path):
 
 
 def test_paper_target_factory(paper_weights):
-    t = registry.create("target", "snn-cifar10", {"weights": str(paper_weights), "T": 8, "unit": 3})
+    t = registry.create("target", "snn-cifar10", {"weights": str(paper_weights), "T": 8, "unit": 3,
+                                                     "backend": "torch"})
     assert t.uses_fast_path and t.layer == "final_spiking"
     x = torch.randn(2, 3, 32, 32)
     a = t(x)

@@ -1,0 +1,54 @@
+"""Closed loop with live recording rigs (``mango-rig/1``).
+
+Modules (nothing is imported until used):
+
+* :mod:`.protocol` -- the wire format: JSON header + binary frames, limits, HMAC token.
+* :mod:`.zmq_transport` -- ZeroMQ DEALER client with retries / ROUTER server.
+* :mod:`.filedrop` -- the XDream-style folder protocol (PNG + manifest, NPZ/CSV/.mat responses).
+* :mod:`.model` -- Poisson model neurons from any registered target; an in-process rig.
+* :mod:`.simulator` -- ``mango rig-sim``: a rig simulator for both protocols with fault injection.
+* :mod:`.closedloop` -- the noise-aware loop (repeats, re-tests, best mean, references, crash-safe resume).
+* :mod:`.run` -- ``mango rig-run``: the closed loop from the command line.
+
+The protocol is specified in ``PROTOCOL.md`` beside this file.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "Block": "protocol", "Reply": "protocol", "ProtocolError": "protocol", "RigError": "protocol",
+    "Limits": "protocol", "ZmqRigClient": "zmq_transport", "ZmqRigServer": "zmq_transport",
+    "FileDropClient": "filedrop", "PoissonNeurons": "model", "LocalRig": "model", "build_neurons": "model",
+    "closed_loop": "closedloop", "RigRunResult": "closedloop", "select_channels": "closedloop",
+}
+
+__all__ = sorted([*_LAZY, "make_client", "PROTOCOLS"])
+PROTOCOLS = ("zmq", "filedrop")
+
+
+def make_client(protocol: str = "zmq", *, address: str = "tcp://127.0.0.1:5555", folder: str | None = None,
+                token: str | None = None, timeout: float = 10.0, retries: int = 5, backoff: float = 0.5,
+                encoding: str = "raw", run: str = "", allow_remote: bool = False) -> Any:
+    """A rig client for ``protocol`` (``"zmq"`` or ``"filedrop"``) with ``present(Block) -> Reply``."""
+    from ..errors import ConfigError
+
+    if protocol == "zmq":
+        from .zmq_transport import ZmqRigClient
+
+        return ZmqRigClient(address, token=token, timeout=timeout, retries=retries, backoff=backoff,
+                            encoding=encoding, allow_remote=allow_remote)
+    if protocol == "filedrop":
+        if not folder:
+            raise ConfigError("the filedrop protocol needs a folder (folder=... / --folder)")
+        from .filedrop import FileDropClient
+
+        return FileDropClient(folder, timeout=timeout, retries=retries, backoff=backoff, run=run)
+    raise ConfigError(f"unknown rig protocol {protocol!r}; valid choices: {', '.join(PROTOCOLS)}")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

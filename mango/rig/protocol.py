@@ -1,0 +1,339 @@
+"""The MANGO rig wire format (``mango-rig/1``): multipart messages, a JSON header + binary frames.
+
+No pickle anywhere: the header is UTF-8 JSON, images are raw ``uint8`` bytes or
+PNG files, responses are little-endian ``float64`` bytes. See ``PROTOCOL.md``
+beside this module for the full specification. Two message types carry data:
+
+``block`` (search -> rig), frames ``[header, images...]``::
+
+    {"protocol": "mango-rig", "version": 1, "type": "block", "block": 12, "attempt": 0,
+     "image_ids": [1200, 1201, ...], "shape": [n, H, W, C], "dtype": "uint8",
+     "encoding": "raw" | "png", "repeats": 2, "order": [presentation -> image index] | null,
+     "mac": "<hex HMAC-SHA256>" (only with a shared token)}
+    raw: one frame of n*H*W*C bytes (row-major [n, H, W, C]); png: n frames, one PNG each.
+
+``response`` (rig -> search), frames ``[header, responses]``::
+
+    {"protocol": "mango-rig", "version": 1, "type": "response", "block": 12,
+     "image_ids": [per presentation], "shape": [P, channels], "dtype": "float64", "mac": ...}
+    responses: P*channels little-endian float64 values, row-major [P, channels].
+
+``error`` (either way): ``{"type": "error", "block": 12 | null, "reason": "..."}``
+and no binary frame; a rig answers a message it rejects with one.
+
+Every decoder checks everything (protocol name and version, type, sizes against
+:class:`Limits`, ids, shapes, finiteness, the MAC) and raises
+:class:`ProtocolError` with the reason; nothing unchecked reaches the caller.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import MangoError
+
+__all__ = ["PROTOCOL", "VERSION", "Limits", "Block", "Reply", "ProtocolError", "RigError",
+           "encode_block", "decode_block", "encode_reply", "decode_reply", "encode_error",
+           "peek_header", "validate_reply_for", "images_to_png", "png_to_images"]
+
+PROTOCOL = "mango-rig"
+VERSION = 1
+ENCODINGS = ("raw", "png")
+TYPES = ("block", "response", "error")
+
+
+class ProtocolError(MangoError, ValueError):
+    """A message that does not follow ``mango-rig/1``; the message says why."""
+
+
+class RigError(MangoError, RuntimeError):
+    """The rig did not give a valid answer within the retry budget (the run stays resumable)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size limits every message is checked against before anything is allocated.
+
+    Attributes:
+        max_bytes: total bytes of one message (all frames), default 64 MiB.
+        max_header: bytes of the JSON header frame.
+        max_images: images per block.
+        max_side: image height/width in pixels.
+        max_repeats: repeats per image.
+        max_presentations: rows of a response matrix.
+        max_channels: columns of a response matrix.
+    """
+
+    max_bytes: int = 64 * 2**20
+    max_header: int = 4 * 2**20
+    max_images: int = 4096
+    max_side: int = 1024
+    max_repeats: int = 100
+    max_presentations: int = 100_000
+    max_channels: int = 4096
+
+
+@dataclass
+class Block:
+    """A block of images to present.
+
+    Attributes:
+        block: block id (int >= 0, unique within a run).
+        image_ids: ``int [n]`` unique ids of the images.
+        images: ``uint8 [n, H, W, C]`` (C = 1 grey or 3 RGB).
+        repeats: presentations wanted per image (>= 1).
+        order: optional ``int [n * repeats]`` presentation order as indices into
+            ``images`` (each image exactly ``repeats`` times); ``None`` = rig chooses.
+        attempt: retry counter (0 for the first send); informative only.
+    """
+
+    block: int
+    image_ids: np.ndarray
+    images: np.ndarray
+    repeats: int = 1
+    order: np.ndarray | None = None
+    attempt: int = 0
+
+    @property
+    def n_presentations(self) -> int:
+        return int(len(self.image_ids) * self.repeats)
+
+
+@dataclass
+class Reply:
+    """A rig's answer to a block.
+
+    Attributes:
+        block: the block id it answers.
+        image_ids: ``int64 [P]`` which image each presentation showed.
+        responses: ``float64 [P, channels]`` (e.g. spike counts), all finite.
+    """
+
+    block: int
+    image_ids: np.ndarray
+    responses: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# -- helpers ---------------------------------------------------------------------------
+def _mac(token: str | None, header: dict[str, Any], frames: list[bytes]) -> str:
+    body = json.dumps({k: v for k, v in header.items() if k != "mac"}, sort_keys=True).encode()
+    h = hmac.new(str(token).encode(), body, hashlib.sha256)
+    for f in frames:
+        h.update(len(f).to_bytes(8, "little"))
+        h.update(f)
+    return h.hexdigest()
+
+
+def _pack(header: dict[str, Any], frames: list[bytes], token: str | None) -> list[bytes]:
+    header = {"protocol": PROTOCOL, "version": VERSION, **header}
+    if token:
+        header["mac"] = _mac(token, header, frames)
+    return [json.dumps(header, allow_nan=False).encode()] + frames
+
+
+def peek_header(frames: list[bytes], limits: Limits = Limits()) -> dict[str, Any]:
+    """Parse and check the header frame (protocol, version, type, sizes); no MAC check."""
+    if not frames:
+        raise ProtocolError("empty message")
+    total = sum(len(f) for f in frames)
+    if total > limits.max_bytes:
+        raise ProtocolError(f"message of {total} bytes exceeds the limit of {limits.max_bytes} bytes")
+    if len(frames[0]) > limits.max_header:
+        raise ProtocolError(f"header of {len(frames[0])} bytes exceeds the limit of {limits.max_header}")
+    try:
+        header = json.loads(bytes(frames[0]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"header is not UTF-8 JSON ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(header, dict):
+        raise ProtocolError(f"header must be a JSON object, got {type(header).__name__}")
+    if header.get("protocol") != PROTOCOL:
+        raise ProtocolError(f"unknown protocol {header.get('protocol')!r}; expected {PROTOCOL!r}")
+    if header.get("version") != VERSION:
+        raise ProtocolError(f"unsupported {PROTOCOL} version {header.get('version')!r}; this side speaks {VERSION}")
+    if header.get("type") not in TYPES:
+        raise ProtocolError(f"unknown message type {header.get('type')!r}; valid choices: {', '.join(TYPES)}")
+    return header
+
+
+def _check_mac(header: dict[str, Any], frames: list[bytes], token: str | None) -> None:
+    if not token:
+        return
+    got = header.get("mac")
+    if not isinstance(got, str):
+        raise ProtocolError("message has no 'mac' but this side requires a shared token")
+    if not hmac.compare_digest(got, _mac(token, header, frames)):
+        raise ProtocolError("message authentication failed (wrong shared token or altered message)")
+
+
+def _int(header: dict[str, Any], key: str, lo: int = 0, hi: int | None = None) -> int:
+    v = header.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
+        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ProtocolError(f"header field {key!r} must be an integer {rng}, got {v!r}")
+    return v
+
+
+def _int_list(header: dict[str, Any], key: str, n: int | None, limit: int) -> np.ndarray:
+    v = header.get(key)
+    if not isinstance(v, list) or len(v) > limit or any(
+            not isinstance(x, int) or isinstance(x, bool) for x in v):
+        raise ProtocolError(f"header field {key!r} must be a list of at most {limit} integers")
+    if n is not None and len(v) != n:
+        raise ProtocolError(f"header field {key!r} has {len(v)} entries, expected {n}")
+    return np.asarray(v, dtype=np.int64).reshape(-1)
+
+
+# -- images ----------------------------------------------------------------------------
+def images_to_png(images: np.ndarray) -> list[bytes]:
+    """``uint8 [n, H, W, C]`` -> one PNG file (bytes) per image."""
+    import imageio.v3 as iio
+
+    out = []
+    for img in images:
+        buf = io.BytesIO()
+        iio.imwrite(buf, img[..., 0] if img.shape[-1] == 1 else img, extension=".png")
+        out.append(buf.getvalue())
+    return out
+
+
+def png_to_images(frames: list[bytes], shape: tuple[int, int, int]) -> np.ndarray:
+    """PNG files -> ``uint8 [n, H, W, C]``, each checked against ``shape = (H, W, C)``."""
+    import imageio.v3 as iio
+
+    out = np.empty((len(frames), *shape), dtype=np.uint8)
+    for i, f in enumerate(frames):
+        try:
+            img = np.asarray(iio.imread(io.BytesIO(bytes(f)), extension=".png"))
+        except Exception as exc:  # imageio raises many types on corrupt data
+            raise ProtocolError(f"image {i} is not a readable PNG ({exc.__class__.__name__})") from None
+        if img.ndim == 2:
+            img = img[..., None]
+        if img.dtype != np.uint8 or img.shape != tuple(shape):
+            raise ProtocolError(f"PNG image {i} has shape {img.shape} {img.dtype}, header says {tuple(shape)} uint8")
+        out[i] = img
+    return out
+
+
+# -- block -----------------------------------------------------------------------------
+def encode_block(block: Block, token: str | None = None, encoding: str = "raw") -> list[bytes]:
+    """Frames of a ``block`` message."""
+    if encoding not in ENCODINGS:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"unknown image encoding {encoding!r}; valid choices: {', '.join(ENCODINGS)}")
+    images = np.ascontiguousarray(block.images, dtype=np.uint8)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ProtocolError(f"block images must be uint8 [n, H, W, C] with C in (1, 3), got {images.shape}")
+    frames = [images.tobytes()] if encoding == "raw" else images_to_png(images)
+    header = {"type": "block", "block": int(block.block), "attempt": int(block.attempt),
+              "image_ids": [int(i) for i in block.image_ids], "shape": list(images.shape), "dtype": "uint8",
+              "encoding": encoding, "repeats": int(block.repeats),
+              "order": None if block.order is None else [int(i) for i in block.order]}
+    return _pack(header, frames, token)
+
+
+def decode_block(frames: list[bytes], token: str | None = None, limits: Limits = Limits()) -> Block:
+    """Check and decode a ``block`` message; raises :class:`ProtocolError` naming the problem."""
+    header = peek_header(frames, limits)
+    if header["type"] != "block":
+        raise ProtocolError(f"expected a 'block' message, got {header['type']!r}")
+    _check_mac(header, frames[1:], token)
+    bid = _int(header, "block")
+    shape = header.get("shape")
+    if (not isinstance(shape, list) or len(shape) != 4
+            or any(not isinstance(s, int) or isinstance(s, bool) for s in shape)):
+        raise ProtocolError(f"header field 'shape' must be [n, H, W, C] integers, got {shape!r}")
+    n, h, w, c = shape
+    if not 1 <= n <= limits.max_images:
+        raise ProtocolError(f"block has {n} images; allowed 1..{limits.max_images}")
+    if not (1 <= h <= limits.max_side and 1 <= w <= limits.max_side) or c not in (1, 3):
+        raise ProtocolError(f"image size {h}x{w}x{c} not allowed (sides 1..{limits.max_side}, channels 1 or 3)")
+    if header.get("dtype") != "uint8":
+        raise ProtocolError(f"image dtype {header.get('dtype')!r} not supported; valid choices: uint8")
+    ids = _int_list(header, "image_ids", n, limits.max_images)
+    if len(np.unique(ids)) != n:
+        raise ProtocolError("image_ids of a block must be unique")
+    repeats = _int(header, "repeats", 1, limits.max_repeats)
+    order = header.get("order")
+    if order is not None:
+        order = _int_list(header, "order", n * repeats, limits.max_presentations)
+        in_range = order.size == 0 or (order.min() >= 0 and order.max() < n)
+        if not in_range or (np.bincount(order, minlength=n) != repeats).any():
+            raise ProtocolError("'order' must show every image index 0..n-1 exactly 'repeats' times")
+    enc = header.get("encoding")
+    if enc == "raw":
+        if len(frames) != 2 or len(frames[1]) != n * h * w * c:
+            got = [len(f) for f in frames[1:]]
+            raise ProtocolError(f"raw images: expected one frame of {n * h * w * c} bytes, got frames of {got}")
+        images = np.frombuffer(bytes(frames[1]), dtype=np.uint8).reshape(n, h, w, c).copy()
+    elif enc == "png":
+        if len(frames) != n + 1:
+            raise ProtocolError(f"png images: expected {n} image frames, got {len(frames) - 1}")
+        images = png_to_images(frames[1:], (h, w, c))
+    else:
+        raise ProtocolError(f"unknown image encoding {enc!r}; valid choices: {', '.join(ENCODINGS)}")
+    attempt = header.get("attempt", 0)
+    return Block(bid, ids, images, repeats, order, int(attempt) if isinstance(attempt, int) else 0)
+
+
+# -- response --------------------------------------------------------------------------
+def encode_reply(reply: Reply, token: str | None = None) -> list[bytes]:
+    """Frames of a ``response`` message (values are sent as given, NaN included: for fault tests)."""
+    r = np.ascontiguousarray(reply.responses, dtype="<f8")
+    if r.ndim == 1:
+        r = r[:, None]
+    header = {"type": "response", "block": int(reply.block), "image_ids": [int(i) for i in reply.image_ids],
+              "shape": list(r.shape), "dtype": "float64", **reply.meta}
+    return _pack(header, [r.tobytes()], token)
+
+
+def decode_reply(frames: list[bytes], token: str | None = None, limits: Limits = Limits()) -> Reply:
+    """Check and decode a ``response`` message (shape, ids, finite values, MAC)."""
+    header = peek_header(frames, limits)
+    if header["type"] != "response":
+        raise ProtocolError(f"expected a 'response' message, got {header['type']!r}")
+    _check_mac(header, frames[1:], token)
+    bid = _int(header, "block")
+    shape = header.get("shape")
+    if (not isinstance(shape, list) or len(shape) != 2
+            or any(not isinstance(s, int) or isinstance(s, bool) for s in shape)):
+        raise ProtocolError(f"response 'shape' must be [presentations, channels], got {shape!r}")
+    p, ch = shape
+    if not (1 <= p <= limits.max_presentations and 1 <= ch <= limits.max_channels):
+        raise ProtocolError(f"response shape {shape} outside the limits "
+                            f"(1..{limits.max_presentations} x 1..{limits.max_channels})")
+    if header.get("dtype") != "float64":
+        raise ProtocolError(f"response dtype {header.get('dtype')!r} not supported; valid choices: float64")
+    ids = _int_list(header, "image_ids", p, limits.max_presentations)
+    if len(frames) != 2 or len(frames[1]) != p * ch * 8:
+        raise ProtocolError(f"response: expected one frame of {p * ch * 8} bytes, got {[len(f) for f in frames[1:]]}")
+    resp = np.frombuffer(bytes(frames[1]), dtype="<f8").reshape(p, ch).astype(np.float64)
+    if not np.isfinite(resp).all():
+        i, j = map(int, np.argwhere(~np.isfinite(resp))[0])
+        raise ProtocolError(f"response of block {bid} holds {resp[i, j]} at presentation {i}, channel {j}")
+    return Reply(bid, ids, resp)
+
+
+def validate_reply_for(reply: Reply, block: Block) -> None:
+    """Check that ``reply`` answers ``block``: same id, only its image ids, every image shown."""
+    if reply.block != block.block:
+        raise ProtocolError(f"reply is for block {reply.block}, expected {block.block}")
+    known = set(int(i) for i in block.image_ids)
+    stray = [int(i) for i in reply.image_ids if int(i) not in known]
+    if stray:
+        raise ProtocolError(f"reply to block {block.block} names image ids {stray[:5]} that the block does not hold")
+    missing = known - set(int(i) for i in reply.image_ids)
+    if missing:
+        raise ProtocolError(f"reply to block {block.block} has no presentation of image ids {sorted(missing)[:5]}")
+
+
+def encode_error(reason: str, block: int | None = None, token: str | None = None) -> list[bytes]:
+    """Frames of an ``error`` message."""
+    return _pack({"type": "error", "block": block, "reason": str(reason)[:2000]}, [], token)

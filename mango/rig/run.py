@@ -1,0 +1,127 @@
+"""``mango rig-run``: the noise-aware closed loop against a rig (or ``mango rig-sim``).
+
+Rerunning the same command with the same ``--out`` resumes: logged responses are
+replayed, never re-presented. Connection settings (address, folder, timeout,
+retries, token) may change between runs; everything else must stay the same.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+
+__all__ = ["add_arguments", "load_reference"]
+
+log = logging.getLogger(__name__)
+
+
+def load_reference(paths: list[str], shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """PNG files -> ``uint8 [r, H, W, C]`` (each must match ``shape`` = (H, W, C) when given)."""
+    import imageio.v3 as iio
+
+    out = []
+    for p in paths:
+        try:
+            img = np.asarray(iio.imread(p))
+        except Exception as exc:
+            raise ConfigError(f"reference image {p!r} unreadable: {exc}") from None
+        if img.ndim == 2:
+            img = img[..., None]
+        if img.shape[-1] == 4:
+            img = img[..., :3]
+        if shape is not None and img.shape != tuple(shape):
+            raise ConfigError(f"reference image {p!r} is {img.shape} (H, W, C); the generator makes {tuple(shape)}")
+        out.append(img.astype(np.uint8))
+    return np.stack(out)
+
+
+def _parse_select(text: str) -> Any:
+    if text == "mean":
+        return "mean"
+    try:
+        vals = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise ConfigError(f"--channel {text!r}: valid choices: an int, a comma-separated list of ints, 'mean'") from None
+    return vals[0] if len(vals) == 1 else vals
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``mango rig-run``."""
+    p.add_argument("--protocol", choices=("zmq", "filedrop"), default="zmq")
+    p.add_argument("--address", default="tcp://127.0.0.1:5555", help="rig endpoint (zmq)")
+    p.add_argument("--folder", help="shared folder (filedrop)")
+    p.add_argument("--token", default=os.environ.get("MANGO_RIG_TOKEN"), help="shared token (or $MANGO_RIG_TOKEN)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait per attempt")
+    p.add_argument("--retries", type=int, default=5, help="resends before giving up")
+    p.add_argument("--encoding", choices=("raw", "png"), default="raw", help="image encoding on the wire")
+    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback rig address")
+    p.add_argument("--generator", default="vqvae-digits", help="registered generator")
+    p.add_argument("--gen-param", action="append", metavar="KEY=VALUE")
+    p.add_argument("--optimizer", default="protes", help="registered optimizer")
+    p.add_argument("--opt-param", action="append", metavar="KEY=VALUE")
+    p.add_argument("--budget", type=int, default=1000, help="total presentations")
+    p.add_argument("--batch-size", type=int, default=20, help="candidates per block")
+    p.add_argument("--repeats", type=int, default=2, help="presentations per image per block")
+    p.add_argument("--retest-every", type=int, default=3, help="re-show the best every N blocks (0: never)")
+    p.add_argument("--reference", action="append", metavar="PNG", help="reference image shown every block")
+    p.add_argument("--channel", default="0", help="channel: an int, a list '0,2' (mean), or 'mean'")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run folder (journal); rerun the same command to resume")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-block lines")
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    from .. import registry
+    from ..cli import parse_kv
+    from . import make_client
+    from .closedloop import closed_loop
+
+    gparams = parse_kv(args.gen_param, "--gen-param")
+    oparams = parse_kv(args.opt_param, "--opt-param")
+    gen = registry.create("generator", args.generator, gparams)
+    select = _parse_select(args.channel)
+    ref = None
+    if args.reference:
+        from .closedloop import _images
+
+        shape = _images(gen, gen.space.sample(np.random.default_rng(0), 1)).shape[1:]
+        ref = load_reference(args.reference, shape)
+    cfg = {"generator": {"name": args.generator, **gparams}, "optimizer": {"name": args.optimizer, **oparams},
+           "batch_size": args.batch_size, "reference_files": [Path(r).name for r in args.reference or []]}
+    client = make_client(args.protocol, address=args.address, folder=args.folder, token=args.token,
+                         timeout=args.timeout, retries=args.retries, encoding=args.encoding,
+                         run=Path(args.out).resolve().name, allow_remote=args.allow_remote)
+
+    def progress(ev: Any) -> None:
+        if not args.quiet:
+            ref_txt = f"  refs {np.round(ev.reference_means, 2).tolist()}" if len(ev.reference_means) else ""
+            print(f"block {ev.block:4d}  {ev.presentations:6d}/{ev.budget} presentations  "
+                  f"best mean {ev.best_mean:8.3f} (n={ev.best_n}){' [log]' if ev.replayed else ''}{ref_txt}",
+                  flush=True)
+
+    try:
+        res = closed_loop(client, gen, args.optimizer, args.budget, args.seed, batch_size=args.batch_size,
+                          params=oparams, repeats=args.repeats, retest_every=args.retest_every, reference=ref,
+                          select=select, run_dir=args.out, config=cfg, callbacks=[progress])
+    finally:
+        client.close()
+    rows = [("best mean", f"{res.best_mean:.4g} +- {res.best_sem:.2g} (n={res.best_n})"),
+            ("best code", " ".join(map(str, res.best_code.tolist()))),
+            ("presentations", f"{res.presentations} in {res.blocks} blocks ({res.replayed_blocks} from the log)"),
+            ("ignored messages", str(len(res.ignored))), ("run folder", str(args.out))]
+    if res.reference_means.size:
+        rows.append(("reference drift", f"first {np.round(res.reference_means[0], 2).tolist()} "
+                                        f"last {np.round(res.reference_means[-1], 2).tolist()}"))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,255 @@
+"""ZeroMQ transport of ``mango-rig/1``: a DEALER client with retries, a ROUTER server.
+
+Why DEALER/ROUTER and not REQ/REP: a REQ socket whose reply was lost is stuck
+(it may not send again). The client here is a DEALER that may resend at any time;
+after a second timeout in a row it closes and reopens its socket ("lazy pirate"),
+which also recovers from a rig that restarted. Replies are matched to the block
+in flight by block id: late, duplicate and unknown replies are logged and dropped,
+never mixed into another block.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from .protocol import (Block, Limits, ProtocolError, Reply, RigError, decode_block, decode_reply,
+                       encode_block, encode_error, encode_reply, peek_header, validate_reply_for)
+
+__all__ = ["DEFAULT_ADDRESS", "ZmqRigClient", "ZmqRigServer", "check_address"]
+
+log = logging.getLogger(__name__)
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
+_LOOPBACK = ("tcp://127.0.0.1:", "tcp://localhost:", "tcp://[::1]:", "ipc://", "inproc://")
+
+
+def check_address(address: str, allow_remote: bool = False) -> str:
+    """Refuse non-loopback addresses unless ``allow_remote`` (a rig on another PC must be asked for)."""
+    if not isinstance(address, str) or "://" not in address:
+        raise ConfigError(f"rig address {address!r} is not a ZeroMQ endpoint like {DEFAULT_ADDRESS!r}")
+    if not allow_remote and not address.startswith(_LOOPBACK):
+        raise ConfigError(f"rig address {address!r} is not loopback; valid choices: tcp://127.0.0.1:PORT, "
+                          "ipc://PATH, or pass allow_remote=True (--allow-remote) for another machine")
+    return address
+
+
+class ZmqRigClient:
+    """Search side: send a block, wait for its reply, retry with back-off.
+
+    Args:
+        address: the rig's endpoint (default ``tcp://127.0.0.1:5555``).
+        token: shared secret; when set, messages carry an HMAC-SHA256 and replies
+            without a valid one are rejected.
+        timeout: seconds to wait for a reply per attempt (> 0).
+        retries: resends after the first attempt (>= 0); then :class:`RigError`.
+        backoff: extra listening time before resend ``k`` is ``backoff * 2**k`` s,
+            capped at ``max_backoff``.
+        encoding: ``"raw"`` uint8 bytes or ``"png"``.
+    """
+
+    def __init__(self, address: str = DEFAULT_ADDRESS, *, token: str | None = None, timeout: float = 10.0,
+                 retries: int = 5, backoff: float = 0.5, max_backoff: float = 10.0, encoding: str = "raw",
+                 limits: Limits = Limits(), allow_remote: bool = False) -> None:
+        if not float(timeout) > 0:
+            raise ConfigError(f"rig timeout must be > 0 seconds, got {timeout!r}")
+        if int(retries) < 0:
+            raise ConfigError(f"rig retries must be >= 0, got {retries!r}")
+        self.address = check_address(address, allow_remote)
+        self.token = token or None
+        self.timeout, self.retries = float(timeout), int(retries)
+        self.backoff, self.max_backoff = float(backoff), float(max_backoff)
+        self.encoding = encoding
+        self.limits = limits
+        self.answered: set[int] = set()
+        self.ignored: list[dict[str, Any]] = []  # what was dropped and why (for tests and reports)
+        self._ctx: Any = None
+        self._sock: Any = None
+
+    # -- socket ---------------------------------------------------------------------
+    def _open(self) -> None:
+        import zmq
+
+        if self._ctx is None:
+            self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        self._sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_bytes)
+        self._sock.connect(self.address)
+
+    def _reopen(self) -> None:
+        log.info("rig %s: reopening the socket", self.address)
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        self._open()
+
+    def close(self) -> None:
+        """Close the socket and context."""
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    def __enter__(self) -> "ZmqRigClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- protocol -------------------------------------------------------------------
+    def _ignore(self, why: str, block: Any) -> None:
+        log.warning("rig %s: ignored a message (%s)", self.address, why)
+        self.ignored.append({"block": block, "reason": why})
+
+    def _listen(self, block: Block, seconds: float) -> tuple[Reply | None, str | None]:
+        """Wait up to ``seconds`` for a valid reply to ``block``; (reply, None) or (None, failure reason)."""
+        import zmq
+
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None, None
+            if not self._sock.poll(int(max(1, left * 1000)), zmq.POLLIN):
+                continue
+            frames = self._sock.recv_multipart(copy=True)
+            try:
+                header = peek_header(frames, self.limits)
+            except ProtocolError as exc:
+                self._ignore(f"malformed message: {exc}", None)
+                continue
+            bid = header.get("block")
+            if bid != block.block:
+                kind = "duplicate" if bid in self.answered else "late or unknown"
+                self._ignore(f"{kind} {header.get('type')} for block {bid!r} while waiting for block {block.block}",
+                             bid)
+                continue
+            if header["type"] == "error":
+                return None, f"rig reported an error: {header.get('reason')!r}"
+            if header["type"] != "response":
+                self._ignore(f"unexpected {header['type']!r} message", bid)
+                continue
+            try:
+                reply = decode_reply(frames, self.token, self.limits)
+                validate_reply_for(reply, block)
+            except ProtocolError as exc:
+                self._ignore(f"invalid reply for block {block.block}: {exc}", bid)
+                return None, f"invalid reply: {exc}"
+            return reply, None
+
+    def present(self, block: Block) -> Reply:
+        """Send ``block`` and return the rig's validated reply.
+
+        Raises:
+            RigError: no valid reply after ``1 + retries`` attempts (the message
+                lists each attempt's failure).
+        """
+        if self._sock is None:
+            self._open()
+        failures: list[str] = []
+        for attempt in range(self.retries + 1):
+            block.attempt = attempt
+            if attempt >= 2:
+                self._reopen()
+            self._sock.send_multipart(encode_block(block, self.token, self.encoding))
+            wait = self.timeout + (min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) if attempt else 0.0)
+            reply, why = self._listen(block, wait)
+            if reply is not None:
+                self.answered.add(block.block)
+                return reply
+            why = why or f"no reply within {wait:.3g} s"
+            failures.append(f"attempt {attempt}: {why}")
+            log.warning("rig %s: block %d %s; %s", self.address, block.block, why,
+                        "retrying" if attempt < self.retries else "giving up")
+        raise RigError(f"rig at {self.address} gave no valid reply to block {block.block} after "
+                       f"{self.retries + 1} attempts ({'; '.join(failures)}). Start or fix the rig and rerun the "
+                       "same command: the run folder resumes without re-presenting recorded images.")
+
+
+class ZmqRigServer:
+    """Rig side: a ROUTER socket that receives blocks and sends replies.
+
+    Use :meth:`recv` to get ``(peer, Block)`` (malformed messages are answered
+    with an ``error`` message, logged, and skipped) and :meth:`send_reply` /
+    :meth:`send_raw` to answer.
+    """
+
+    def __init__(self, address: str = DEFAULT_ADDRESS, *, token: str | None = None, limits: Limits = Limits(),
+                 allow_remote: bool = False) -> None:
+        self.address = check_address(address, allow_remote)
+        self.token = token or None
+        self.limits = limits
+        self.rejected: list[str] = []
+        self._ctx: Any = None
+        self._sock: Any = None
+
+    def open(self) -> "ZmqRigServer":
+        import zmq
+
+        if self._ctx is None:
+            self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_bytes)
+        for _ in range(50):  # a restarted rig may find the port in TIME_WAIT briefly
+            try:
+                self._sock.bind(self.address)
+                break
+            except zmq.ZMQError:
+                time.sleep(0.1)
+        else:
+            self._sock.bind(self.address)
+        return self
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    def terminate(self) -> None:
+        self.close()
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    def recv(self, timeout: float = 0.2) -> tuple[bytes, Block] | None:
+        """Next valid block, or ``None`` after ``timeout`` seconds / a rejected message."""
+        import zmq
+
+        if not self._sock.poll(int(timeout * 1000), zmq.POLLIN):
+            return None
+        frames = self._sock.recv_multipart(copy=True)
+        peer, frames = frames[0], frames[1:]
+        try:
+            block = decode_block(frames, self.token, self.limits)
+        except ProtocolError as exc:
+            bid = None
+            try:
+                b = peek_header(frames, self.limits).get("block")
+                bid = b if isinstance(b, int) else None
+            except ProtocolError:
+                pass
+            log.warning("rig server: rejected a message: %s", exc)
+            self.rejected.append(str(exc))
+            self._sock.send_multipart([peer] + encode_error(f"rejected: {exc}", bid, self.token))
+            return None
+        return peer, block
+
+    def send_reply(self, peer: bytes, reply: Reply) -> None:
+        self._sock.send_multipart([peer] + encode_reply(reply, self.token))
+
+    def send_raw(self, peer: bytes, frames: list[bytes]) -> None:
+        self._sock.send_multipart([peer] + list(frames))
+
+
+def nan_reply(reply: Reply) -> Reply:
+    """A copy of ``reply`` with NaN in it (fault injection)."""
+    r = np.array(reply.responses, dtype=np.float64)
+    r.flat[0] = np.nan
+    return Reply(reply.block, reply.image_ids, r)

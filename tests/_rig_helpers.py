@@ -1,0 +1,66 @@
+"""Shared helpers of the rig tests: a simple deterministic model neuron and an in-thread simulator."""
+from __future__ import annotations
+
+import socket
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from mango import registry
+from mango.rig.closedloop import _images
+from mango.rig.model import PoissonNeurons
+from mango.rig.simulator import Faults, RigSimulator, serve_filedrop, serve_zmq
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def linear_relu_unit(seed: int = 3):
+    """A fixed random linear filter + ReLU over a [k, 1, 16, 16] image (independent of targets/)."""
+    w = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+    def unit(x: torch.Tensor) -> torch.Tensor:
+        return torch.relu((x * w).flatten(1).sum(1))
+
+    return unit
+
+
+def generator():
+    return registry.create("generator", "vqvae-digits")
+
+
+def neurons(gen, seed: int = 0, channels: int = 1, peak_rate: float = 60.0) -> PoissonNeurons:
+    calib = _images(gen, gen.space.sample(np.random.default_rng(123), 128))
+    return PoissonNeurons([linear_relu_unit(3 + c) for c in range(channels)], calib, peak_rate=peak_rate,
+                          presentation_time=0.2, seed=seed)
+
+
+def random_expected(gen, neu, n: int = 256) -> float:
+    return float(neu.expected(_images(gen, gen.space.sample(np.random.default_rng(9), n)))[:, 0].mean())
+
+
+@contextmanager
+def sim_thread(neu, protocol: str = "zmq", where: str | None = None, faults: str | None = None, **kw):
+    """Run a simulator in a background thread; yields it (``.n_requests``)."""
+    token, fmt = kw.pop("token", None), kw.pop("fmt", "npz")
+    sim = RigSimulator(neu, faults=Faults.parse(faults), **kw)
+    stop, ready = threading.Event(), threading.Event()
+    if protocol == "zmq":
+        th = threading.Thread(target=serve_zmq, args=(sim, where), kwargs={"stop": stop, "ready": ready,
+                                                                           "token": token},
+                              daemon=True)
+    else:
+        th = threading.Thread(target=serve_filedrop, args=(sim, where),
+                              kwargs={"stop": stop, "ready": ready, "fmt": fmt}, daemon=True)
+    th.start()
+    ready.wait(10)
+    try:
+        yield sim
+    finally:
+        stop.set()
+        th.join(10)

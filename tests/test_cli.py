@@ -1,0 +1,69 @@
+"""The command line: run folders, resume, listings and errors that name the valid choices."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mango.cli import main
+
+
+def test_run_writes_result_history_and_journal(tmp_path, capsys):
+    out = tmp_path / "r"
+    rc = main(["run", "--problem", "separable", "--problem-param", "d=8", "--problem-param", "n=16",
+               "--optimizer", "random", "--budget", "200", "--batch-size", "50", "--seed", "3",
+               "--out", str(out), "-q"])
+    assert rc == 0
+    res = json.loads((out / "result.json").read_text())
+    assert res["n_queries"] == 200 and res["config"]["seed"] == 3 and res["seed"] == 3
+    assert {"torch", "numpy", "jax", "teneva", "nevergrad"} <= set(res["versions"])
+    hist = np.load(out / "history.npz")
+    assert hist["values"].shape == (200,) and hist["best_so_far"][-1] == pytest.approx(res["best_value"])
+    assert len((out / "journal.jsonl").read_text().splitlines()) == 4
+    # the same command again resumes the finished run: nothing is evaluated twice
+    assert main(["run", "--problem", "separable", "--problem-param", "d=8", "--problem-param", "n=16",
+                 "--optimizer", "random", "--budget", "200", "--batch-size", "50", "--seed", "3",
+                 "--out", str(out), "-q"]) == 0
+    assert len((out / "journal.jsonl").read_text().splitlines()) == 4
+    assert json.loads((out / "result.json").read_text())["best_value"] == res["best_value"]
+
+
+def test_toml_config(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('budget = 100\nseed = 1\n[problem]\nname = "quadratic-grid"\nd = 4\nn = 8\n'
+                   '[optimizer]\nname = "cma"\n')
+    assert main(["run", "--config", str(cfg), "--out", str(tmp_path / "o"), "-q"]) == 0
+    assert json.loads((tmp_path / "o" / "result.json").read_text())["config"]["optimizer"]["name"] == "cma"
+
+
+@pytest.mark.parametrize("toml,msg", [
+    ('budget = 10\nbudgett = 3\n[problem]\nname="separable"\n[optimizer]\nname="random"\n',
+     "unknown config key 'budgett'; valid choices: budget"),
+    ('budget = 10\n[problem]\nname="separable"\n[optimizer]\nname="randm"\n',
+     "unknown optimizer 'randm'; valid choices: random"),
+    ('budget = 0\n[problem]\nname="separable"\n[optimizer]\nname="random"\n', "budget must be a positive integer"),
+    ('budget = 10\n[problem]\nname="separable"\nsize=3\n[optimizer]\nname="random"\n',
+     "unknown parameter 'size' for problem 'separable'; valid parameters: d, n, seed"),
+    ('budget = 10\n[problem]\nname="separable"\n[optimizer]\nname="protes"\ntop=3\n',
+     "unknown parameter 'top' for optimizer 'protes'"),
+])
+def test_bad_config_names_key_and_choices(tmp_path, capsys, toml, msg):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    assert main(["run", "--config", str(cfg), "-q"]) == 2
+    assert msg in capsys.readouterr().err
+
+
+def test_optimizers_listing(capsys):
+    assert main(["optimizers"]) == 0
+    out = capsys.readouterr().out
+    for name in ("protes", "ttopt", "random", "ngopt", "portfolio", "cma", "diagonal-cma", "two-points-de",
+                 "discrete-one-plus-one"):
+        assert f"\n{name}\n" in "\n" + out
+    assert "resample a code uniformly" in out and "arbitrary for codebook" in out
+
+
+def test_console_script_installed():
+    p = subprocess.run([sys.executable, "-m", "mango.cli", "problems"], capture_output=True, text=True)
+    assert p.returncode == 0 and "tt-random" in p.stdout
