@@ -135,18 +135,22 @@ def maximize(objective: BaseObjective, optimizer: Optimizer | str, budget: int, 
     t_offset = 0.0
     best_value, best_code = -np.inf, None
     start = time.perf_counter()
+    q_start = objective.n_queries  # the budget counts this run's queries only (objectives may be reused)
+
+    def used() -> int:
+        return objective.n_queries - q_start
 
     def record(I: np.ndarray, y: np.ndarray, t: float, replayed: bool, batch: int) -> None:
         nonlocal best_value, best_code
         values.append(y)
         times.append(np.full(len(y), t))
-        qidx.append(objective.n_queries - len(y) + 1 + np.arange(len(y)))
+        qidx.append(used() - len(y) + 1 + np.arange(len(y)))
         improved = False
         if len(y):
             j = int(np.argmax(y))
             if y[j] > best_value:
                 best_value, best_code, improved = float(y[j]), I[j].copy(), True
-        ev = BatchEvent(batch, I, y, objective.n_queries, budget, best_value, best_code, improved, t,
+        ev = BatchEvent(batch, I, y, used(), budget, best_value, best_code, improved, t,
                         replayed, objective)
         for cb in callbacks:
             cb(ev)
@@ -176,17 +180,17 @@ def maximize(objective: BaseObjective, optimizer: Optimizer | str, budget: int, 
                 record(row.I, row.y, row.t, True, row.batch)
             t_offset = journal.rows[-1].t
             log.info("resumed %s: %d batches, %d queries from the journal", journal.folder,
-                     len(journal.rows), objective.n_queries)
+                     len(journal.rows), used())
             start = time.perf_counter()
 
         # -- main loop -------------------------------------------------------
-        while objective.n_queries < budget:
+        while used() < budget:
             t0 = time.perf_counter()
             ext0 = objective.n_queries
             I = optimizer.ask()
             opt_seconds += time.perf_counter() - t0
             external = objective.n_queries - ext0
-            remaining = budget - objective.n_queries
+            remaining = budget - used()
             if remaining <= 0:
                 break
             I = I[:remaining]
@@ -216,7 +220,7 @@ def maximize(objective: BaseObjective, optimizer: Optimizer | str, budget: int, 
     if callable(images):
         best_image = images(best_code[None])[0].detach().cpu()
     return Result(best_code=best_code, best_value=best_value, values=vals, times=np.concatenate(times),
-                  query_index=np.concatenate(qidx), n_queries=objective.n_queries,
+                  query_index=np.concatenate(qidx), n_queries=used(),
                   seconds=t_offset + time.perf_counter() - start, optimizer_seconds=opt_seconds,
                   eval_seconds=objective.eval_seconds, best_image=best_image, config=config,
                   batches=len(values))

@@ -118,3 +118,10 @@ def test_nevergrad_choice_encoding_runs_and_stays_in_range():
     assert res.n_queries == 60
     with pytest.raises(ConfigError, match="valid choices: auto, choice, integer"):
         make_optimizer("cma", obj.space, params={"encoding": "onehot"})
+
+
+def test_budget_counts_this_runs_queries_on_a_reused_objective():
+    obj = problems.separable(d=4, n=8)
+    maximize(obj, "random", budget=50, batch_size=10)
+    res = maximize(obj, "random", budget=30, batch_size=10, seed=1)
+    assert res.n_queries == 30 and len(res.values) == 30 and obj.n_queries == 80
