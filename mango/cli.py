@@ -142,6 +142,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "rig-sim": ("mango.rig.simulator", "run a simulated recording rig"),
     "rig-run": ("mango.rig.run", "closed loop with a live (or simulated) recording rig"),
+    "compare": ("mango.compare", "run a grid of objectives x optimizers x seeds (local processes or Ray)"),
+    "report": ("mango.report", "write the Markdown/HTML report of a compare or scan folder"),
+    "scan": ("mango.scan", "maximize every unit of a layer, one run each"),
 }
 
 

@@ -71,6 +71,16 @@ def test_raises_cnn_unit_well_above_random(jitter):
     assert y == pytest.approx(float(obj(x[None])[0]))         # reported value is the hard image's
 
 
+def test_budget_aware_loop():
+    from mango.loop import maximize
+    from mango.targets.digits import cnn_digits
+    obj = Objective(PixelGen(), cnn_digits(layer="fc1", unit=7))
+    opt = GradientAM(obj.space, batch_size=4, seed=0, steps_per_ask=10, budget=100)
+    res = maximize(obj, opt, budget=100)
+    assert res.n_queries <= 100 and obj.n_external == opt.n_steps * 4 > 0
+    assert res.best_value == pytest.approx(float(obj(res.best_code[None])[0]))
+
+
 def test_codebook_relaxation_raises_class_logit():
     from mango.targets.digits import cnn_digits
     obj = Objective(PatchGen(), cnn_digits(unit=0))

@@ -65,4 +65,6 @@ def test_sigkill_resume_records_every_response_exactly_once(tmp_path):
     summary = json.loads((out / "result.json").read_text())
     assert summary["presentations"] == budget and summary["blocks"] == len(blocks)
     journal_rows = (out / "journal.jsonl").read_text().splitlines()
-    assert [json.loads(r)["batch"] for r in journal_rows] == blocks
+    # one optimizer batch per search block; the last block is the confirmation block (no optimizer batch)
+    assert [json.loads(r)["batch"] for r in journal_rows] == blocks[:-1]
+    assert set(plog.sent[blocks[-1]]["kinds"]) == {"confirm"}

@@ -55,6 +55,8 @@ class GradientAM(Optimizer):
         gumbel: add Gumbel noise to the logits (Gumbel-softmax) instead of a plain softmax.
         jitter: maximal random translation in pixels (0: off).
         init_logit_scale: std of the initial logits (codebook spaces).
+        budget: the run's total queries, if known: ``ask`` then takes no more Adam
+            steps than leave room for the hard evaluations within it.
     """
 
     name: ClassVar[str] = "gradient"
@@ -64,7 +66,7 @@ class GradientAM(Optimizer):
     def __init__(self, space: LatentSpace, batch_size: int = 10, seed: int = 0, lr: float = 0.05,
                  steps_per_ask: int = 10, tau_start: float = 1.0, tau_end: float = 0.1,
                  anneal_steps: int = 200, gumbel: bool = False, jitter: int = 0,
-                 init_logit_scale: float = 0.1) -> None:
+                 init_logit_scale: float = 0.1, budget: int | None = None) -> None:
         super().__init__(space, batch_size=batch_size, seed=seed)
         if not isinstance(space, (GridSpace, CodebookSpace)):
             raise ConfigError(f"gradient AM supports grid and codebook spaces, got {type(space).__name__}")
@@ -83,6 +85,7 @@ class GradientAM(Optimizer):
         self.gumbel = bool(gumbel)
         self.jitter = int(jitter)
         self.init_logit_scale = float(init_logit_scale)
+        self.budget = None if budget is None else int(budget)
         self.n_steps = 0
         self.objective: Any = None
         self._param: torch.Tensor | None = None
@@ -179,7 +182,11 @@ class GradientAM(Optimizer):
     def _ask(self) -> np.ndarray:
         if self._param is None:
             raise ConfigError("gradient AM is not bound to an objective: call bind(objective) first")
-        for _ in range(self.steps_per_ask):
+        steps = self.steps_per_ask
+        if self.budget is not None:   # Adam steps and hard evaluations so far: k each
+            left = self.budget - self.n_steps * self.k - self.n_told - self.k
+            steps = max(0, min(steps, left // self.k))
+        for _ in range(steps):
             self.step()
         return self.hard_codes()
 

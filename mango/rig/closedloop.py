@@ -11,7 +11,12 @@ Per generation ``g`` (block id ``g``)::
 
 The recommended stimulus is the code with the best **mean over all its
 presentations** (re-tests add presentations, so a lucky trial regresses to its
-mean), never the single luckiest trial. Reference images (user-given, fixed) are
+mean), never the single luckiest trial. Because a mean over ``repeats`` trials
+chosen as the maximum of many is still biased upwards (the winner's curse), the
+last block is a *confirmation block*: the ``confirm_top`` codes with the best
+means are shown ``confirm_repeats`` more times each (budget reserved from the
+start), and the recommendation is the best mean among codes with at least
+``repeats + confirm_repeats`` presentations. Reference images (user-given, fixed) are
 shown in every block; their per-block means track drift and are reported.
 
 Crash safety: ``run_dir/presentations.jsonl`` gets every block *before* it is sent
@@ -211,9 +216,13 @@ class _Stats:
         self.ss[i] += float((values ** 2).sum())
         self.n[i] += int(values.size)
 
-    def best(self) -> tuple[int, float]:
-        means = np.asarray(self.s) / np.asarray(self.n)
-        i = int(np.argmax(means))
+    def best(self, min_n: int = 0) -> tuple[int, float]:
+        """Index and mean of the best code among those with at least ``min_n`` presentations
+        (all codes when none has that many)."""
+        n = np.asarray(self.n)
+        means = np.asarray(self.s) / n
+        masked = np.where(n >= min_n, means, -np.inf) if (n >= min_n).any() else means
+        i = int(np.argmax(masked))
         return i, float(means[i])
 
     def sem(self, i: int) -> float:
@@ -232,7 +241,8 @@ def _images(generator: Any, I: np.ndarray) -> np.ndarray:
 
 def closed_loop(rig: Any, generator: Any, optimizer: Optimizer | str, budget: int, seed: int = 0, *,
                 batch_size: int | None = None, params: dict[str, Any] | None = None, repeats: int = 2,
-                retest_every: int = 3, reference: np.ndarray | None = None,
+                retest_every: int = 3, confirm_top: int = 5, confirm_repeats: int | None = None,
+                reference: np.ndarray | None = None,
                 select: int | Sequence[int] | str | None = 0, run_dir: str | os.PathLike | None = None,
                 config: dict[str, Any] | None = None,
                 callbacks: Sequence[Callable[[BlockEvent], None]] = ()) -> RigRunResult:
@@ -248,6 +258,8 @@ def closed_loop(rig: Any, generator: Any, optimizer: Optimizer | str, budget: in
         repeats: presentations per image per block (>= 1), in a seeded random order.
         retest_every: every this many blocks the current best code is shown again
             (``repeats`` times) so its mean firms up; 0 = never.
+        confirm_top: codes shown again in the final confirmation block (0 = no confirmation).
+        confirm_repeats: presentations per code in that block (default ``2 * repeats``).
         reference: optional ``uint8 [r, H, W, C]`` images shown in every block (drift tracking).
         select: channel selection applied to the rig's ``[P, channels]`` responses (see :func:`select_channels`).
         run_dir: folder for ``presentations.jsonl``, the journal and results; an existing one is resumed.
@@ -260,6 +272,12 @@ def closed_loop(rig: Any, generator: Any, optimizer: Optimizer | str, budget: in
     if int(retest_every) < 0:
         raise ConfigError(f"retest_every must be >= 0 (0 = never), got {retest_every!r}")
     budget, repeats, retest_every = int(budget), int(repeats), int(retest_every)
+    confirm_repeats = 2 * repeats if confirm_repeats is None else int(confirm_repeats)
+    if int(confirm_top) < 0 or confirm_repeats < 1:
+        raise ConfigError(f"confirm_top must be >= 0 and confirm_repeats >= 1, got {confirm_top!r}, "
+                          f"{confirm_repeats!r}")
+    confirm_top = int(confirm_top)
+    reserve = confirm_top * confirm_repeats
     space = generator.space
     if isinstance(optimizer, str):
         optimizer = make_optimizer(optimizer, space, batch_size=batch_size, seed=seed,
@@ -274,6 +292,8 @@ def closed_loop(rig: Any, generator: Any, optimizer: Optimizer | str, budget: in
     config.setdefault("optimizer", optimizer.name)
     config.setdefault("repeats", repeats)
     config.setdefault("retest_every", retest_every)
+    config.setdefault("confirm_top", confirm_top)
+    config.setdefault("confirm_repeats", confirm_repeats)
     config.setdefault("select", select)
     config.setdefault("reference_sha256", None if ref is None else hashlib.sha256(ref.tobytes()).hexdigest())
 
@@ -287,24 +307,35 @@ def closed_loop(rig: Any, generator: Any, optimizer: Optimizer | str, budget: in
     replayed = 0
     start = time.perf_counter()
     g = 0
+    confirmed = False
     try:
         while True:
             retest = bool(retest_every and g > 0 and g % retest_every == 0 and stats.codes)
-            n_cand = (budget - used) // repeats - n_ref - retest
+            n_cand = (budget - reserve - used) // repeats - n_ref - retest
             if n_cand < 1 and retest:  # the last block: candidates rather than a re-test
                 retest, n_cand = False, n_cand + 1
-            if n_cand < 1:
+            confirm = n_cand < 1 and confirm_top > 0 and not confirmed and bool(stats.codes)
+            if n_cand < 1 and not confirm:
                 break
-            I = optimizer.ask()[:n_cand]
-            n_cand = len(I)
-            kinds = ["cand"] * n_cand
-            codes = [row for row in I]
+            if confirm:  # final block: the best codes by mean, shown confirm_repeats times each
+                top = np.argsort(-(np.asarray(stats.s) / np.asarray(stats.n)), kind="stable")[:confirm_top]
+                I = np.zeros((0, space.d), dtype=np.int64)
+                n_cand = 0
+                codes = [stats.codes[i] for i in top]
+                kinds = ["confirm"] * len(codes)
+                block_repeats = confirm_repeats
+            else:
+                I = optimizer.ask()[:n_cand]
+                n_cand = len(I)
+                kinds = ["cand"] * n_cand
+                codes = [row for row in I]
+                block_repeats = repeats
             if retest:
                 bi, _ = stats.best()
                 codes.append(stats.codes[bi])
                 kinds.append("retest")
             images = _images(generator, np.asarray(codes, dtype=np.int64))
-            if ref is not None:
+            if ref is not None and not confirm:
                 if ref.shape[1:] != images.shape[1:]:
                     raise ConfigError(f"reference images are {ref.shape[1:]} (H, W, C) but the generator makes "
                                       f"{images.shape[1:]}")
@@ -312,10 +343,10 @@ def closed_loop(rig: Any, generator: Any, optimizer: Optimizer | str, budget: in
                 kinds += [f"ref{j}" for j in range(n_ref)]
             n_img = len(images)
             ids = g * ID_STRIDE + np.arange(n_img, dtype=np.int64)
-            order = np.random.default_rng([seed, 7, g]).permutation(np.repeat(np.arange(n_img), repeats))
-            block = Block(g, ids, images, repeats, order)
+            order = np.random.default_rng([seed, 7, g]).permutation(np.repeat(np.arange(n_img), block_repeats))
+            block = Block(g, ids, images, block_repeats, order)
             sent_rec = {"ev": "sent", "block": g, "codes": np.asarray(codes).tolist(), "kinds": kinds,
-                        "image_ids": ids.tolist(), "order": order.tolist(), "repeats": repeats,
+                        "image_ids": ids.tolist(), "order": order.tolist(), "repeats": block_repeats,
                         "time": time.time()}
             is_replay = False
             if plog is not None and g in plog.sent:
@@ -342,16 +373,19 @@ def closed_loop(rig: Any, generator: Any, optimizer: Optimizer | str, budget: in
             cnt = np.bincount(j, minlength=n_img)
             means = np.bincount(j, weights=y, minlength=n_img) / np.maximum(cnt, 1)
             for i in range(n_img):
-                if kinds[i] in ("cand", "retest"):
+                if kinds[i] in ("cand", "retest", "confirm"):
                     stats.add(np.asarray(codes[i], dtype=np.int64), y[j == i])
-            optimizer.tell(I, means[:n_cand])
+            if not confirm:
+                optimizer.tell(I, means[:n_cand])
+            confirmed = confirmed or confirm
             used += len(y)
-            bi, bm = stats.best()
+            bi, bm = stats.best(repeats + confirm_repeats if confirmed else 0)
             block_best.append(bm)
             block_pres.append(used)
-            rmeans = means[n_img - n_ref:] if n_ref else np.zeros(0)
-            ref_means.append(rmeans)
-            if journal is not None and g >= len(journal.rows):
+            rmeans = means[n_img - n_ref:] if (n_ref and not confirm) else np.zeros(0)
+            if not confirm:
+                ref_means.append(rmeans)
+            if journal is not None and g >= len(journal.rows) and not confirm:
                 journal.append(I, means[:n_cand], time.perf_counter() - start,
                                extra={"block": g, "presentations": int(len(y)), "best_mean": bm,
                                       "reference_means": rmeans.tolist()})
@@ -369,7 +403,7 @@ def closed_loop(rig: Any, generator: Any, optimizer: Optimizer | str, budget: in
             plog.close()
     if not stats.codes:
         raise MangoError(f"budget {budget} is too small for one block (repeats={repeats}, references={n_ref})")
-    bi, bm = stats.best()
+    bi, bm = stats.best(repeats + confirm_repeats if confirmed else 0)
     means_all = np.asarray(stats.s) / np.asarray(stats.n)
     res = RigRunResult(best_code=stats.codes[bi], best_mean=bm, best_n=stats.n[bi], best_sem=stats.sem(bi),
                        best_image=_images(generator, stats.codes[bi][None])[0], codes=np.asarray(stats.codes),

@@ -70,6 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=20, help="candidates per block")
     p.add_argument("--repeats", type=int, default=2, help="presentations per image per block")
     p.add_argument("--retest-every", type=int, default=3, help="re-show the best every N blocks (0: never)")
+    p.add_argument("--confirm-top", type=int, default=5,
+                   help="codes re-shown in the final confirmation block (0: none)")
+    p.add_argument("--confirm-repeats", type=int, default=None,
+                   help="presentations per code in the confirmation block (default 2 x repeats)")
     p.add_argument("--reference", action="append", metavar="PNG", help="reference image shown every block")
     p.add_argument("--channel", default="0", help="channel: an int, a list '0,2' (mean), or 'mean'")
     p.add_argument("--seed", type=int, default=0)
@@ -110,6 +114,7 @@ def _cmd(args: argparse.Namespace) -> int:
     try:
         res = closed_loop(client, gen, args.optimizer, args.budget, args.seed, batch_size=args.batch_size,
                           params=oparams, repeats=args.repeats, retest_every=args.retest_every, reference=ref,
+                          confirm_top=args.confirm_top, confirm_repeats=args.confirm_repeats,
                           select=select, run_dir=args.out, config=cfg, callbacks=[progress])
     finally:
         client.close()

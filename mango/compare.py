@@ -1,0 +1,439 @@
+"""``mango compare``: a grid of objectives x optimizers x seeds, run as independent, resumable runs.
+
+A compare config (TOML) expands into single-run configs (see :mod:`mango.config`);
+each run is exactly one :func:`mango.config.run_config` call into its own run
+folder, so every run is journaled and resumable on its own::
+
+    name = "my-comparison"
+    budget = 1000
+    seeds = [0, 1, 2]           # or: seeds = 3  (-> 0, 1, 2)
+    batch_size = 50             # optional, for every run (an optimizer entry may override it)
+    eval_batch_size = 64        # optional; also device, select, checkpoint_every
+    workers = 2                 # local processes (default 2); 1 runs in this process
+    budgets = [100, 300, 1000]  # optional: budgets at which the report gives the best value
+
+    [ray]                       # optional: run on a Ray cluster instead of local processes
+    address = "auto"            # ray.init(address=...); "local" starts a local Ray with `workers` CPUs
+
+    [[generators]]              # generators x targets ...
+    name = "vqvae-digits"
+    [[targets]]
+    name = "snn-digits"
+    layer = "spiking_out"
+    units = [0, 3, 7]           # expands to one target per unit (param `unit`)
+    label = "out"               # optional: label prefix of these units
+    [[problems]]                # ... and/or index-space problems (each is one "unit")
+    name = "separable"
+    d = 8
+    n = 16
+
+    [[optimizers]]
+    name = "protes"
+    label = "protes-k5"         # optional: to compare settings of one optimizer
+    k_top = 5
+
+Run folders: ``OUT/runs/<unit>/<optimizer>/seed<k>/``; ``OUT/compare.json`` lists
+the expanded grid (what :mod:`mango.report` reads). A run whose ``result.json``
+exists and holds the same config is finished and never repeated; an interrupted
+one resumes from its journal. Runs are deterministic given config and seed, so
+the local and the Ray path give identical results.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, choices_hint
+
+__all__ = ["RunSpec", "COMPARE_KEYS", "expand", "load_compare_config", "run_compare", "is_finished",
+           "add_arguments", "slug"]
+
+log = logging.getLogger(__name__)
+
+COMPARE_KEYS = ("name", "budget", "seeds", "batch_size", "eval_batch_size", "device", "select",
+                "checkpoint_every", "workers", "budgets", "ray", "generators", "targets", "problems",
+                "optimizers", "out")
+_PASS_THROUGH = ("budget", "batch_size", "eval_batch_size", "device", "select", "checkpoint_every")
+
+
+@dataclass
+class RunSpec:
+    """One run of the grid: its id, labels and the normal single-run config."""
+
+    id: str
+    unit: str
+    optimizer: str
+    seed: int
+    config: dict[str, Any]
+    folder: str  # relative to the compare output folder
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of a label (letters, digits, ``-``, ``_``, ``.``, ``=``)."""
+    out = "".join(c if (c.isalnum() or c in "-_.=") else "-" for c in str(text))
+    while "--" in out:
+        out = out.replace("--", "-")
+    return out.strip("-") or "x"
+
+
+def _as_list(value: Any, key: str) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if isinstance(value, (str, dict)):
+        value = [value]
+    if not isinstance(value, list):
+        raise ConfigError(f"compare config {key!r} must be a list of tables ([[{key}]]), got {value!r}")
+    out = []
+    for v in value:
+        if isinstance(v, str):
+            v = {"name": v}
+        if not isinstance(v, dict) or "name" not in v:
+            raise ConfigError(f"every [[{key}]] entry needs a 'name', got {v!r}")
+        out.append(dict(v))
+    return out
+
+
+def _seeds(value: Any) -> list[int]:
+    if value is None:
+        return [0]
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ConfigError(f"seeds must be a positive count or a list of integers, got {value!r}")
+        return list(range(value))
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        if len(set(value)) != len(value):
+            raise ConfigError(f"seeds has duplicates: {value!r}")
+        return list(value)
+    raise ConfigError(f"seeds must be a positive count or a non-empty list of integers, got {value!r}")
+
+
+def _param_label(params: dict[str, Any], skip: Sequence[str] = ()) -> str:
+    parts = [f"{k}={v}" for k, v in params.items() if k not in skip and k not in ("name", "label")
+             and not isinstance(v, (dict, list))]
+    return ",".join(parts)
+
+
+def _units(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Expand one [[targets]] entry with ``units = [...]`` into (label, target table) pairs."""
+    spec = dict(spec)
+    label = spec.pop("label", None)
+    units = spec.pop("units", None)
+    base_label = label or "-".join(str(x) for x in (spec["name"], spec.get("layer")) if x is not None)
+    if units is None:
+        unit = spec.get("unit")
+        lab = label or (base_label + (f"[{unit}]" if unit is not None else ""))
+        return [(lab, spec)]
+    if not isinstance(units, list) or not units:
+        raise ConfigError(f"target {spec['name']!r}: units must be a non-empty list, got {units!r}")
+    if "unit" in spec:
+        raise ConfigError(f"target {spec['name']!r}: give either 'unit' or 'units', not both")
+    return [(f"{base_label}[{u}]", {**spec, "unit": u}) for u in units]
+
+
+def expand(cfg: dict[str, Any]) -> list[RunSpec]:
+    """Expand a compare config into its runs (validating every run config).
+
+    Raises:
+        ConfigError: an unknown key, an empty axis, duplicate labels, or a run
+            config that :func:`mango.config.validate_config` refuses (the message
+            names the run).
+    """
+    from .config import validate_config
+
+    for key in cfg:
+        if key not in COMPARE_KEYS:
+            raise ConfigError(f"unknown compare config key {key!r}; {choices_hint(key, COMPARE_KEYS)}")
+    if "budget" not in cfg:
+        raise ConfigError("compare config needs a budget (queries per run)")
+    gens = _as_list(cfg.get("generators"), "generators")
+    targets = _as_list(cfg.get("targets"), "targets")
+    problems = _as_list(cfg.get("problems"), "problems")
+    opts = _as_list(cfg.get("optimizers"), "optimizers")
+    if not opts:
+        raise ConfigError("compare config needs at least one [[optimizers]] entry")
+    if bool(gens) != bool(targets):
+        raise ConfigError("compare config needs both [[generators]] and [[targets]] (or only [[problems]])")
+    if not (gens or problems):
+        raise ConfigError("compare config needs [[generators]] + [[targets]] or [[problems]]")
+    seeds = _seeds(cfg.get("seeds"))
+    base = {k: cfg[k] for k in _PASS_THROUGH if k in cfg}
+
+    objectives: list[tuple[str, dict[str, Any], dict[str, Any]]] = []  # (label, cfg part, meta)
+    for g in gens:
+        g = dict(g)
+        glabel = g.pop("label", None) or g["name"]
+        for t in targets:
+            for tlabel, ttable in _units(t):
+                label = tlabel if len(gens) == 1 else f"{glabel}:{tlabel}"
+                meta = {"generator": g["name"], "target": ttable["name"], "layer": ttable.get("layer"),
+                        "unit": ttable.get("unit")}
+                objectives.append((label, {"generator": g, "target": ttable}, meta))
+    for p in problems:
+        p = dict(p)
+        label = p.pop("label", None) or f"{p['name']}({_param_label(p)})"
+        objectives.append((label, {"problem": p}, {"problem": p["name"]}))
+
+    opt_entries: list[tuple[str, dict[str, Any], int | None]] = []
+    for o in opts:
+        o = dict(o)
+        bs = o.pop("batch_size", None)
+        label = o.pop("label", None) or o["name"]
+        opt_entries.append((label, o, bs))
+    for kind, labels in (("unit", [x[0] for x in objectives]), ("optimizer", [x[0] for x in opt_entries])):
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise ConfigError(f"duplicate {kind} labels {dup}; give the entries distinct 'label's")
+        slugs = [slug(x) for x in labels]
+        dup = sorted({x for x in slugs if slugs.count(x) > 1})
+        if dup:
+            raise ConfigError(f"{kind} labels map to the same folder name {dup}; give distinct 'label's")
+
+    runs: list[RunSpec] = []
+    for ulabel, part, meta in objectives:
+        for olabel, otable, bs in opt_entries:
+            for seed in seeds:
+                run_cfg = {**base, **part, "optimizer": otable, "seed": seed}
+                if bs is not None:
+                    run_cfg["batch_size"] = bs
+                try:
+                    run_cfg = validate_config(run_cfg)
+                except ConfigError as exc:
+                    raise ConfigError(f"run {ulabel} / {olabel} / seed {seed}: {exc}") from None
+                folder = f"runs/{slug(ulabel)}/{slug(olabel)}/seed{seed}"
+                runs.append(RunSpec(id=f"{ulabel}|{olabel}|{seed}", unit=ulabel, optimizer=olabel, seed=seed,
+                                    config=run_cfg, folder=folder, meta=meta))
+    return runs
+
+
+def load_compare_config(path: str | Path) -> dict[str, Any]:
+    """Read a compare config TOML file."""
+    from .config import load_toml
+
+    return load_toml(path)
+
+
+def is_finished(cfg: dict[str, Any], folder: str | Path) -> bool:
+    """True when ``folder/result.json`` exists and was written for this exact (validated) config."""
+    path = Path(folder) / "result.json"
+    if not path.exists():
+        return False
+    try:
+        saved = json.loads(path.read_text()).get("config")
+    except (OSError, json.JSONDecodeError):
+        return False
+    return saved == json.loads(json.dumps(cfg, default=str))
+
+
+# -- workers ------------------------------------------------------------------------------
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING)
+
+
+def _run_one(cfg: dict[str, Any], folder: str) -> dict[str, Any]:
+    """Run one config into ``folder`` (in a worker); returns its summary."""
+    import torch
+
+    from .config import run_config
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    res = run_config(cfg, folder)
+    return {"best_value": res.best_value, "n_queries": res.n_queries, "seconds": res.seconds,
+            "optimizer_seconds": res.optimizer_seconds, "wall": time.perf_counter() - t0}
+
+
+def _run_local(todo: list[tuple[RunSpec, Path]], workers: int, done: Callable[[RunSpec, Any], None]) -> None:
+    if workers <= 1:
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            for spec, folder in todo:
+                try:
+                    done(spec, _run_one(spec.config, str(folder)))
+                except Exception as exc:  # noqa: BLE001 - recorded, the grid goes on
+                    done(spec, exc)
+        finally:
+            torch.set_num_threads(threads)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                             initializer=_init_worker) as pool:
+        futs = {pool.submit(_run_one, spec.config, str(folder)): spec for spec, folder in todo}
+        for fut in as_completed(futs):
+            spec = futs[fut]
+            try:
+                done(spec, fut.result())
+            except Exception as exc:  # noqa: BLE001
+                done(spec, exc)
+
+
+def _run_ray(todo: list[tuple[RunSpec, Path]], ray_cfg: dict[str, Any], workers: int,
+             done: Callable[[RunSpec, Any], None]) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("the compare config names a [ray] cluster but Ray is not installed; "
+                          "pip install 'mango-am[ray]' or remove the [ray] table") from None
+    unknown_keys = [k for k in ray_cfg if k not in ("address", "num_cpus")]
+    if unknown_keys:
+        raise ConfigError(f"unknown [ray] keys {unknown_keys}; valid keys: address, num_cpus")
+    started = False
+    if not ray.is_initialized():
+        address = ray_cfg.get("address", "local")
+        if address in (None, "local"):
+            ray.init(num_cpus=int(ray_cfg.get("num_cpus", workers)), include_dashboard=False,
+                     log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1)(_run_one)
+        refs = {remote.remote(spec.config, str(folder)): spec for spec, folder in todo}
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                try:
+                    done(refs[ref], ray.get(ref))
+                except Exception as exc:  # noqa: BLE001
+                    done(refs[ref], exc)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None,
+                ray: dict[str, Any] | bool | None = None,
+                progress: Callable[[RunSpec, str, Any], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) every run of a compare config into ``out``.
+
+    Args:
+        cfg: the compare config (see the module docstring).
+        out: output folder (``compare.json`` and ``runs/``).
+        workers: local processes (overrides ``cfg["workers"]``, default 2).
+        ray: a ``[ray]`` table (overrides ``cfg["ray"]``); ``False`` forces local processes.
+        progress: called as ``progress(spec, status, info)`` with status ``"skip"``,
+            ``"done"`` or ``"error"``.
+
+    Returns:
+        ``{"runs": n, "skipped": [...ids], "ran": [...ids], "errors": {id: message}}``.
+
+    Raises:
+        ConfigError: a bad compare config (before anything runs).
+    """
+    runs = expand(cfg)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    workers = int(workers if workers is not None else cfg.get("workers", 2))
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    ray_cfg = cfg.get("ray") if ray is None else (ray or None)
+    if ray_cfg is True:
+        ray_cfg = {}
+    if ray_cfg is not None and not isinstance(ray_cfg, dict):
+        raise ConfigError(f"[ray] must be a table (e.g. address = \"auto\"), got {ray_cfg!r}")
+    manifest = {"name": cfg.get("name", out.name), "budget": cfg["budget"], "budgets": cfg.get("budgets"),
+                "config": cfg, "runs": [r.to_dict() for r in runs]}
+    (out / "compare.json").write_text(json.dumps(manifest, indent=2, default=str))
+
+    skipped, todo = [], []
+    for spec in runs:
+        folder = out / spec.folder
+        if is_finished(spec.config, folder):
+            skipped.append(spec.id)
+            if progress:
+                progress(spec, "skip", None)
+        else:
+            todo.append((spec, folder))
+    ran: list[str] = []
+    errors: dict[str, str] = {}
+
+    def done(spec: RunSpec, info: Any) -> None:
+        if isinstance(info, BaseException):
+            errors[spec.id] = f"{type(info).__name__}: {info}"
+            log.error("run %s failed: %s", spec.id, errors[spec.id])
+            if progress:
+                progress(spec, "error", errors[spec.id])
+        else:
+            ran.append(spec.id)
+            if progress:
+                progress(spec, "done", info)
+
+    t0 = time.perf_counter()
+    if todo:
+        if ray_cfg is not None:
+            _run_ray(todo, ray_cfg, workers, done)
+        else:
+            _run_local(todo, workers, done)
+    summary = {"runs": len(runs), "skipped": skipped, "ran": ran, "errors": errors,
+               "seconds": time.perf_counter() - t0, "backend": "ray" if ray_cfg is not None else f"local:{workers}"}
+    (out / "compare_status.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+# -- command line -------------------------------------------------------------------------
+def _print_progress(total: int) -> Callable[[RunSpec, str, Any], None]:
+    count = [0]
+
+    def cb(spec: RunSpec, status: str, info: Any) -> None:
+        count[0] += 1
+        if status == "done":
+            msg = f"best {info['best_value']:.5g} in {info['wall']:.1f} s"
+        elif status == "skip":
+            msg = "finished before, skipped"
+        else:
+            msg = f"ERROR {info}"
+        print(f"[{count[0]}/{total}] {spec.unit} | {spec.optimizer} | seed {spec.seed}: {msg}", flush=True)
+    return cb
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``mango compare CONFIG``."""
+    cfg = load_compare_config(args.config)
+    out = Path(args.out or cfg.get("out") or Path("runs") / slug(cfg.get("name", Path(args.config).stem)))
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    ray_cfg: Any = None
+    if args.local:
+        ray_cfg = False
+    elif args.ray_address:
+        ray_cfg = {"address": args.ray_address}
+    n = len(expand(cfg))
+    t0 = time.perf_counter()
+    status = run_compare(cfg, out, workers=args.workers, ray=ray_cfg, progress=_print_progress(n))
+    wall = time.perf_counter() - t0
+    print(f"{status['runs']} runs: {len(status['ran'])} ran, {len(status['skipped'])} skipped, "
+          f"{len(status['errors'])} failed; {wall:.1f} s ({status['backend']}); results in {out}")
+    if not args.no_report and not status["errors"]:
+        from .report import write_report
+
+        paths = write_report(out)
+        print("report: " + ", ".join(str(p) for p in paths))
+    return 1 if status["errors"] else 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``mango compare``."""
+    p.add_argument("config", help="compare config (TOML): generators x targets/units x optimizers x seeds")
+    p.add_argument("--out", help="output folder (default: the config's 'out', else runs/<name>)")
+    p.add_argument("--workers", type=int, help="local worker processes (default: the config's, else 2)")
+    p.add_argument("--ray-address", help="run on this Ray cluster (overrides the config's [ray])")
+    p.add_argument("--local", action="store_true", help="ignore the config's [ray] table, run locally")
+    p.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
+    p.set_defaults(func=cmd_compare)

@@ -1,0 +1,374 @@
+"""Exact fast evaluation of feed-forward spiking networks (snnTorch ``Leaky``).
+
+The snnTorch step loop runs every layer once per time step, so a static image
+pays for the layers before the first spiking layer ``T`` times, and each neuron
+update is ~8 small elementwise kernels. :class:`FastSNN` evaluates the *same*
+network layer by layer over time instead:
+
+1. layers before the first spiking layer run once (static input) or once over
+   all ``T * B`` inputs (a sequence, e.g. Poisson spikes);
+2. each ``Leaky`` layer runs its recurrence over a chunk of time steps as one
+   fused pass (``torch.compile`` of ``unroll`` unrolled steps, or a pure-torch
+   loop as fallback), producing spikes ``[Tc, B, ...]``;
+3. the stateless layers between spiking layers run on all ``Tc * B`` spike maps
+   in one batched call;
+4. layers after the requested layer are skipped.
+
+Time is processed in chunks of ``Tc`` steps (membranes carried across chunks) so
+memory stays bounded (``max_elems``).
+
+Exactness: the membrane update does the same float32 operations in the same
+order as snnTorch 1.0's ``Leaky`` (``beta.clamp(0, 1) * mem + input``, then
+``- reset * threshold`` with ``reset = mem_prev > threshold``; spike
+``mem > threshold`` times ``graded_spikes_factor``), and inductor compiles
+without FP contraction or reassociation, so given the same layer inputs the spikes
+are bit-identical. The batched stateless layers compute each sample
+independently; on the CPU (oneDNN/MKL) their results do not depend on the batch
+size, which the tests check on the paper network and on random networks. Where a
+backend's results do depend on batch size (some GPU convolution algorithms), set
+``time_batch=1`` to call the stateless layers with the same shapes as the step
+loop.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from mango.errors import ConfigError, choices_hint
+
+__all__ = ["FastSNN", "fast_supported", "leaky_scan"]
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "compile", "torch")
+_RESETS = {0: "subtract", 1: "zero", 2: "none"}
+
+
+def _leaky_cls():
+    import snntorch as snn
+    return snn.Leaky
+
+
+def _neuron_problem(m: nn.Module) -> str | None:
+    """Why the fast path cannot run this spiking module (None: it can)."""
+    from snntorch._neurons.neurons import SpikingNeuron
+    if not isinstance(m, SpikingNeuron):
+        return None
+    if type(m) is not _leaky_cls():
+        return f"{type(m).__name__} neurons (only snntorch.Leaky)"
+    if getattr(m, "inhibition", False):
+        return "Leaky with inhibition"
+    if getattr(m, "state_quant", False):
+        return "Leaky with state_quant"
+    if not getattr(m, "reset_delay", True):
+        return "Leaky with reset_delay=False"
+    for name in ("beta", "threshold", "graded_spikes_factor"):
+        v = getattr(m, name)
+        if not isinstance(v, torch.Tensor) or v.numel() != 1:
+            return f"non-scalar Leaky {name}"
+    if int(m.reset_mechanism_val) not in _RESETS:
+        return f"reset mechanism {int(m.reset_mechanism_val)}"
+    return None
+
+
+def fast_supported(net: nn.Module) -> str | None:
+    """``None`` when :class:`FastSNN` can run ``net``, else the reason it cannot.
+
+    Supported: an ``nn.Sequential`` (e.g. :class:`~mango.targets.spiking.SpikingSequential`)
+    whose children are snnTorch ``Leaky`` neurons (scalar beta/threshold, no
+    inhibition/quantisation) and stateless layers (anything else: conv, pool,
+    linear, flatten, activation functions, dropout in eval mode).
+    """
+    if not isinstance(net, nn.Sequential):
+        return f"{type(net).__name__} is not an nn.Sequential"
+    n_spiking = 0
+    for name, m in net.named_children():
+        why = _neuron_problem(m)
+        if why:
+            return f"layer {name!r}: {why}"
+        if _is_neuron(m):
+            n_spiking += 1
+        else:
+            for sub in m.modules():
+                if _is_neuron(sub):
+                    return f"layer {name!r} nests spiking neurons"
+            if m.training and any(isinstance(s, nn.modules.dropout._DropoutNd) for s in m.modules()):
+                return f"layer {name!r} has dropout in training mode"
+    if n_spiking == 0:
+        return "no spiking layers"
+    return None
+
+
+def _is_neuron(m: nn.Module) -> bool:
+    from snntorch._neurons.neurons import SpikingNeuron
+    return isinstance(m, SpikingNeuron)
+
+
+# ---------------------------------------------------------------------------
+# the Leaky recurrence
+# ---------------------------------------------------------------------------
+
+def _steps(cur: torch.Tensor, mem: torch.Tensor, msum: torch.Tensor | None, beta: torch.Tensor,
+           thr: torch.Tensor, g: torch.Tensor, k: int, mode: int, const: bool
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``k`` Leaky steps. ``cur``: ``[N]`` (const) or ``[k, N]``; returns (mem [N], spk [k, N], msum)."""
+    spks = []
+    for t in range(k):
+        c = cur if const else cur[t]
+        if mode == 0:      # subtract: (beta*mem + in) - reset*thr, reset from the previous membrane
+            reset = mem > thr
+            mem = beta * mem + c
+            mem = torch.where(reset, mem - thr, mem)
+        elif mode == 1:    # zero: mem = (1 - reset) * mem, then beta*mem + in
+            reset = mem > thr
+            mem = beta * torch.where(reset, mem * 0.0, mem) + c
+        else:              # none
+            mem = beta * mem + c
+        spks.append((mem > thr).to(mem.dtype) * g)
+        if msum is not None:
+            msum = msum + mem
+    return mem, torch.stack(spks), msum
+
+
+_COMPILED: dict[tuple, Any] = {}
+
+
+def _compiled(k: int, mode: int, const: bool, with_msum: bool):
+    key = (k, mode, const, with_msum)
+    fn = _COMPILED.get(key)
+    if fn is None:
+        def f(cur, mem, msum, beta, thr, g):
+            return _steps(cur, mem, msum, beta, thr, g, k, mode, const)
+
+        def f_nomsum(cur, mem, beta, thr, g):
+            m, s, _ = _steps(cur, mem, None, beta, thr, g, k, mode, const)
+            return m, s
+        fn = torch.compile(f if with_msum else f_nomsum, dynamic=True, fullgraph=True)
+        _COMPILED[key] = fn
+    return fn
+
+
+def leaky_scan(cur: torch.Tensor, mem: torch.Tensor, beta: torch.Tensor, thr: torch.Tensor,
+               g: torch.Tensor, mode: int, steps: int, msum: torch.Tensor | None = None,
+               const: bool = False, backend: str = "torch", unroll: int = 8
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Run ``steps`` Leaky updates.
+
+    Args:
+        cur: input current, ``[N]`` when ``const`` (same at every step) else ``[steps, N]``.
+        mem: membrane ``[N]`` before the first step.
+        beta: clamped decay (0-dim tensor), thr: threshold, g: graded spike factor.
+        mode: reset mechanism (0 subtract, 1 zero, 2 none).
+        msum: running sum of membranes ``[N]`` (updated) or None.
+        backend: ``"compile"`` (fused kernel per ``unroll`` steps) or ``"torch"``.
+
+    Returns:
+        ``(mem [N], spikes [steps, N], msum)``.
+    """
+    if backend == "torch":
+        return _steps(cur, mem, msum, beta, thr, g, steps, mode, const)
+    outs = []
+    t = 0
+    while t < steps:
+        k = unroll if steps - t >= unroll else 1
+        c = cur if const else cur[t:t + k]
+        if msum is not None:
+            mem, s, msum = _compiled(k, mode, const, True)(c, mem, msum, beta, thr, g)
+        else:
+            mem, s = _compiled(k, mode, const, False)(c, mem, beta, thr, g)
+        outs.append(s)
+        t += k
+    return mem, (outs[0] if len(outs) == 1 else torch.cat(outs)), msum
+
+
+# ---------------------------------------------------------------------------
+# the network plan
+# ---------------------------------------------------------------------------
+
+@dataclass
+class _Stage:
+    name: str                      # spiking layer name
+    neuron: nn.Module
+    post: list[nn.Module] = field(default_factory=list)   # stateless layers after it
+
+
+class FastSNN:
+    """Layer-by-layer-over-time evaluation of a feed-forward SNN with identical spikes.
+
+    Args:
+        net: a supported ``nn.Sequential`` (see :func:`fast_supported`).
+        backend: ``"compile"`` (``torch.compile`` fused neuron kernel; needs a C
+            compiler on CPU or Triton on GPU), ``"torch"`` (pure-torch loop) or
+            ``"auto"`` (compile, falling back to torch with a logged warning).
+        unroll: time steps per fused kernel call.
+        max_elems: bound on the elements of the largest intermediate tensor
+            (sets the time chunk ``Tc``; default 2**25, i.e. 128 MB in float32).
+        time_batch: time steps per call of the stateless layers (None: the whole chunk).
+        neuron_threads: CPU threads for the (memory-bound) neuron kernels; 1 by default
+            because on a busy machine an OpenMP barrier per small kernel costs more than
+            it gains; ``None`` keeps torch's setting. The convolutions use torch's setting.
+    """
+
+    def __init__(self, net: nn.Module, backend: str = "auto", unroll: int = 8,
+                 max_elems: int = 2 ** 25, time_batch: int | None = None,
+                 neuron_threads: int | None = 1) -> None:
+        why = fast_supported(net)
+        if why is not None:
+            raise ConfigError(f"the fast SNN path cannot run this network: {why}")
+        if backend not in BACKENDS:
+            raise ConfigError(f"unknown SNN backend {backend!r}; {choices_hint(backend, BACKENDS)}")
+        self.net = net
+        self.backend = backend
+        self.unroll = max(1, int(unroll))
+        self.max_elems = int(max_elems)
+        self.time_batch = None if time_batch is None else max(1, int(time_batch))
+        self.neuron_threads = None if neuron_threads is None else max(1, int(neuron_threads))
+        self.pre: list[nn.Module] = []
+        self.stages: list[_Stage] = []
+        for name, m in net.named_children():
+            if _is_neuron(m):
+                self.stages.append(_Stage(name, m))
+            elif self.stages:
+                self.stages[-1].post.append(m)
+            else:
+                self.pre.append(m)
+        self.names = [s.name for s in self.stages]
+        self._sizes: dict[tuple, int] = {}
+
+    # -- helpers -----------------------------------------------------------
+    def _backend(self) -> str:
+        return "compile" if self.backend == "auto" else self.backend
+
+    @staticmethod
+    def _apply(mods: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+        for m in mods:
+            x = m(x)
+            if isinstance(x, tuple):
+                x = x[0]
+        return x
+
+    def _post(self, mods: list[nn.Module], s: torch.Tensor) -> torch.Tensor:
+        """Stateless layers on spikes ``[Tc, B, ...]`` -> ``[Tc, B, ...]``."""
+        if not mods:
+            return s
+        Tc, B = s.shape[:2]
+        tb = self.time_batch or Tc
+        outs = []
+        for t0 in range(0, Tc, tb):
+            chunk = s[t0:t0 + tb]
+            y = self._apply(mods, chunk.reshape(chunk.shape[0] * B, *chunk.shape[2:]))
+            outs.append(y.reshape(chunk.shape[0], B, *y.shape[1:]))
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def _scan(self, st: _Stage, cur: torch.Tensor, mem: torch.Tensor, msum: torch.Tensor | None,
+              steps: int, const: bool, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        n = st.neuron
+        beta = n.beta.detach().clamp(0, 1).to(cur.dtype).reshape(())
+        thr = n.threshold.detach().to(cur.dtype).reshape(())
+        g = n.graded_spikes_factor.detach().to(cur.dtype).reshape(())
+        mode = int(n.reset_mechanism_val)
+        shape = cur.shape if const else cur.shape[1:]
+        flat_cur = cur.reshape(-1) if const else cur.reshape(cur.shape[0], -1)
+        nt = self.neuron_threads if cur.device.type == "cpu" else None
+        old = torch.get_num_threads()
+        if nt is not None and nt != old:
+            torch.set_num_threads(nt)
+        try:
+            mem, spk, msum = leaky_scan(flat_cur, mem, beta, thr, g, mode, steps, msum=msum, const=const,
+                                        backend=backend, unroll=self.unroll)
+        finally:
+            if nt is not None and nt != old:
+                torch.set_num_threads(old)
+        return mem, spk.reshape(steps, *shape), msum
+
+    def _chunk(self, per_sample: int, B: int, T: int) -> int:
+        return max(1, min(T, self.max_elems // max(1, per_sample * B)))
+
+    # -- main entry ----------------------------------------------------------
+    def run(self, x: torch.Tensor, T: int, layer: str | None = None, want_mem: bool = False,
+            sequence: bool = False, record_all: bool = False
+            ) -> Any:
+        """Evaluate ``T`` steps.
+
+        Args:
+            x: static input ``[B, ...]`` or, with ``sequence``, ``[T, B, ...]``.
+            layer: spiking layer to read (default: the last); later layers are skipped.
+            want_mem: also return the membrane sum over time.
+            record_all: return ``{layer: spikes [T, B, *S]}`` for every spiking layer (tests).
+
+        Returns:
+            ``(count [B, *S], mem_sum [B, *S] or None)`` of ``layer``, or the dict with ``record_all``.
+        """
+        layer = self.names[-1] if layer is None else layer
+        if layer not in self.names:
+            raise ConfigError(f"unknown spiking layer {layer!r}; {choices_hint(layer, self.names)}")
+        last = len(self.stages) - 1 if record_all else self.names.index(layer)
+        backend = self._backend()
+        try:
+            return self._run(x, int(T), last, layer, want_mem, sequence, record_all, backend)
+        except Exception as e:  # compile failures (no C compiler / Triton) -> pure torch
+            if backend != "compile" or self.backend != "auto" or isinstance(e, ConfigError):
+                raise
+            log.warning("torch.compile neuron kernel unavailable (%s: %s); using the pure-torch fallback",
+                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            self.backend = "torch"
+            return self._run(x, int(T), last, layer, want_mem, sequence, record_all, "torch")
+
+    def _largest(self, x: torch.Tensor, last: int, sequence: bool) -> int:
+        """Largest per-sample element count of any intermediate (probed once per input shape)."""
+        key = (tuple(x.shape[2:] if sequence else x.shape[1:]), last)
+        if key not in self._sizes:
+            with torch.no_grad():
+                h = self._apply(self.pre, (x[0] if sequence else x)[:1])
+                big = h.numel()
+                for st in self.stages[:last]:
+                    h = self._apply(st.post, torch.zeros_like(h))
+                    big = max(big, h.numel())
+            self._sizes[key] = big
+        return self._sizes[key]
+
+    def _run(self, x, T, last, layer, want_mem, sequence, record_all, backend):
+        B = x.shape[1] if sequence else x.shape[0]
+        if sequence and x.shape[0] != T:
+            raise ConfigError(f"input sequence has {x.shape[0]} steps, expected T={T}")
+        cur0 = None if sequence else self._apply(self.pre, x)   # once: the same at every step
+        Tc = self._chunk(self._largest(x, last, sequence), B, T)
+        if backend == "compile" and Tc >= self.unroll:
+            Tc = self.unroll          # one fused kernel call per layer and chunk: no concatenation
+        mems: list[torch.Tensor | None] = [None] * (last + 1)
+        count = msum = None
+        recorded: dict[str, list[torch.Tensor]] = {s.name: [] for s in self.stages[:last + 1]}
+        for t0 in range(0, T, Tc):
+            steps = min(Tc, T - t0)
+            if sequence:
+                xs = x[t0:t0 + steps]
+                h = self._apply(self.pre, xs.reshape(steps * B, *xs.shape[2:]))
+                cur, const = h.reshape(steps, B, *h.shape[1:]), False
+            else:
+                cur, const = cur0, True
+            for i in range(last + 1):
+                st = self.stages[i]
+                if mems[i] is None:   # states start at zero for every stimulus
+                    mems[i] = torch.zeros((cur if const else cur[0]).numel(), dtype=cur.dtype, device=cur.device)
+                is_target = st.name == layer and not record_all
+                if is_target and want_mem and msum is None:
+                    msum = torch.zeros_like(mems[i])
+                mems[i], spk, ms = self._scan(st, cur, mems[i], msum if is_target and want_mem else None,
+                                              steps, const, backend)
+                if is_target and want_mem:
+                    msum = ms
+                if record_all:
+                    recorded[st.name].append(spk)
+                if i == last:
+                    if not record_all:
+                        c = spk.sum(0)
+                        count = c if count is None else count + c
+                    break
+                cur, const = self._post(st.post, spk), False
+        if record_all:
+            return {n: torch.cat(v) for n, v in recorded.items()}
+        return count, (msum.reshape(count.shape) if want_mem else None)

@@ -1,0 +1,176 @@
+"""Layers and units of torch models: name lookup, output shapes, unit selection.
+
+A *unit* of a layer whose output has shape ``[B, *S]`` (per-sample shape ``S``) is
+
+* a **channel** ``unit=c`` with ``position=None``: for ``S = (C, H, W)`` (or any
+  ``(C, ...)`` with more than one axis) the mean of channel ``c`` over space, for
+  ``S = (N,)`` neuron ``c`` (a class logit when the layer is the model output);
+* a **channel at a position** ``unit=c, position=(y, x)``: the single value
+  ``out[:, c, y, x]``.
+
+Errors name the bad layer or unit and list the valid choices, nearest first.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mango.errors import ConfigError, choices_hint
+
+__all__ = ["OUTPUT", "UnitSpec", "find_layer", "layer_names", "list_layers", "output_shapes"]
+
+#: the layer name that means "the model's own output" (class logits for a classifier)
+OUTPUT = "output"
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Dotted names of every submodule (the model itself excluded), in registration order."""
+    return [n for n, _ in model.named_modules() if n]
+
+
+def find_layer(model: nn.Module, name: str, valid: Sequence[str] | None = None,
+               what: str = "layer") -> nn.Module:
+    """The submodule called ``name`` (dotted path).
+
+    Args:
+        valid: restrict the choices (e.g. to spiking layers); default all submodules.
+
+    Raises:
+        ConfigError: unknown name; lists the valid names, nearest first.
+    """
+    choices = list(valid) if valid is not None else layer_names(model)
+    modules = dict(model.named_modules())
+    if name not in choices or name not in modules:
+        raise ConfigError(f"unknown {what} {name!r}; {choices_hint(name, choices)}")
+    return modules[name]
+
+
+def _first_tensor(out: object) -> torch.Tensor | None:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    return None
+
+
+def output_shapes(model: nn.Module, example: torch.Tensor,
+                  order: list[str] | None = None) -> dict[str, tuple[int, ...]]:
+    """Per-layer output shapes (batch axis included) for one no-grad forward of ``example``.
+
+    Hooks are removed afterwards. For modules returning tuples (snnTorch neurons
+    return ``(spk, mem)``), the first tensor's shape is reported; the model's own
+    output is under ``"output"``. ``order``, when given, is filled with the layer
+    names in the order their forwards finish.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+
+    def make(name: str):
+        def hook(_m, _inp, out):
+            t = _first_tensor(out)
+            if t is not None and name not in shapes:
+                shapes[name] = tuple(t.shape)
+                if order is not None:
+                    order.append(name)
+        return hook
+
+    for name, m in model.named_modules():
+        if name:
+            handles.append(m.register_forward_hook(make(name)))
+    try:
+        with torch.no_grad():
+            out = model(example)
+        t = _first_tensor(out)
+        if t is not None:
+            shapes[OUTPUT] = tuple(t.shape)
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def list_layers(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str, tuple[int, ...]]]:
+    """``[(layer name, per-sample output shape), ...]`` in execution order, ending with ``"output"``.
+
+    Args:
+        model: any ``nn.Module``.
+        input_shape: one sample's shape ``(C, H, W)`` (a leading batch axis of 1 is
+            also accepted). The model runs once on zeros on its own device.
+
+    Layers that are not called in a forward pass (unused submodules) are left out.
+    """
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) >= 1 and shape[0] == 1 and len(shape) == 4:
+        shape = shape[1:]
+    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    example = torch.zeros((1, *shape), device=dev)
+    order: list[str] = []
+    shapes = output_shapes(model, example, order)
+    out = [(n, shapes[n][1:]) for n in order]
+    if OUTPUT in shapes:
+        out.append((OUTPUT, shapes[OUTPUT][1:]))
+    return out
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """Which unit of a layer: ``unit`` (channel or neuron) and optional ``position``.
+
+    ``position`` indexes the axes after the channel axis, e.g. ``(y, x)``.
+    """
+
+    unit: int = 0
+    position: tuple[int, ...] | None = None
+
+    @staticmethod
+    def make(unit: int | Sequence[int], position: Sequence[int] | None = None) -> "UnitSpec":
+        """Accept ``unit=c`` or ``unit=(c, y, x)`` (the latter is a channel at a position)."""
+        if isinstance(unit, (list, tuple)):
+            if not unit:
+                raise ConfigError("unit must be an int or (channel, *position), got an empty sequence")
+            if position is not None:
+                raise ConfigError("give the position either in unit=(c, y, x) or in position=, not both")
+            unit, position = unit[0], tuple(unit[1:]) or None
+        try:
+            u = int(unit)
+        except (TypeError, ValueError):
+            raise ConfigError(f"unit must be an integer channel/neuron index, got {unit!r}") from None
+        pos = None if position is None else tuple(int(p) for p in position)
+        return UnitSpec(u, pos)
+
+    def describe(self) -> str:
+        return f"{self.unit}" if self.position is None else f"{self.unit}@{self.position}"
+
+    def check(self, shape: Sequence[int], layer: str) -> None:
+        """Raise :class:`ConfigError` unless this unit exists in a per-sample shape ``shape``."""
+        shape = tuple(shape)
+        if len(shape) == 0:
+            raise ConfigError(f"layer {layer!r} has a scalar output per sample; it has no units")
+        n = shape[0]
+        if not 0 <= self.unit < n:
+            raise ConfigError(
+                f"unit {self.unit} is out of range for layer {layer!r} with output shape {shape}; "
+                f"valid units: 0..{n - 1}")
+        if self.position is not None:
+            rest = shape[1:]
+            if len(self.position) != len(rest):
+                raise ConfigError(
+                    f"position {self.position} does not fit layer {layer!r} with output shape {shape}; "
+                    f"give {len(rest)} coordinate(s)" + (f" within {rest}" if rest else " (none: omit position)"))
+            for p, s in zip(self.position, rest):
+                if not 0 <= p < s:
+                    raise ConfigError(
+                        f"position {self.position} is out of range for layer {layer!r} "
+                        f"(spatial shape {rest}); valid: each coordinate in [0, size)")
+
+    def select(self, out: torch.Tensor) -> torch.Tensor:
+        """``[B, C, *rest]`` layer output -> ``[B]`` value of this unit (mean over ``rest`` without a position)."""
+        v = out[:, self.unit]
+        if self.position is not None:
+            return v[(slice(None), *self.position)]
+        if v.ndim > 1:
+            return v.flatten(1).mean(dim=1)
+        return v
