@@ -16,27 +16,36 @@ from .spaces import CodebookSpace, GridSpace
 __all__ = ["tt_random", "separable", "quadratic_grid", "constant"]
 
 
-def tt_random(d: int = 8, n: int = 8, rank: int = 3, seed: int = 0) -> FunctionObjective:
-    """A random TT tensor of rank ``rank`` (teneva.rand, cores uniform on [-1, 1]) on a codebook space.
+def _rng(seed: int) -> np.random.Generator:
+    """The problem's own random stream: never the one an optimizer with the same seed draws from."""
+    return np.random.default_rng([0x4D414E47, int(seed)])
+
+
+def tt_random(d: int = 8, n: int = 8, rank: int = 3, seed: int = 0, nonneg: bool = False) -> FunctionObjective:
+    """A random TT tensor of rank ``rank`` (teneva.rand) on a codebook space.
+
+    Cores are uniform on ``[-1, 1]`` (signed: the maximum is a rare extreme, a
+    needle), or on ``[0, 1]`` with ``nonneg=True`` (a smoother landscape, like a
+    firing rate).
 
     ``known_max`` is teneva's ``optima_tt`` maximum; for ``n**d <= 2**24`` it is
     replaced by the brute-force maximum (exact).
     """
     import teneva
 
-    Y = teneva.rand([n] * d, rank, seed=seed)
+    Y = teneva.rand([n] * d, rank, a=0.0 if nonneg else -1.0, b=1.0, seed=seed)
     if n**d <= 2**24:
         full = teneva.full(Y)
         known = float(full.max())
     else:
         known = float(teneva.optima_tt(Y)[3])
     fn = lambda I: teneva.get_many(Y, I)  # noqa: E731
-    return FunctionObjective(fn, CodebookSpace(d, n), known_max=known, name=f"tt-random(d={d},n={n},r={rank},seed={seed})")
+    return FunctionObjective(fn, CodebookSpace(d, n), known_max=known, name=f"tt-random(d={d},n={n},r={rank},seed={seed},nonneg={nonneg})")
 
 
 def separable(d: int = 64, n: int = 128, seed: int = 0) -> FunctionObjective:
     """``y(I) = sum_j W[j, I_j]`` with ``W ~ N(0, 1)``: unordered codebook problem, max = sum of row maxima."""
-    W = np.random.default_rng(seed).standard_normal((d, n))
+    W = _rng(seed).standard_normal((d, n))
     cols = np.arange(d)
     return FunctionObjective(lambda I: W[cols, I].sum(axis=1), CodebookSpace(d, n),
                              known_max=float(W.max(axis=1).sum()), name=f"separable(d={d},n={n},seed={seed})")
@@ -45,7 +54,7 @@ def separable(d: int = 64, n: int = 128, seed: int = 0) -> FunctionObjective:
 def quadratic_grid(d: int = 16, n: int = 32, seed: int = 0) -> FunctionObjective:
     """``y(z) = -||z - c||^2`` on a normal-quantile grid space with ``c`` a random grid point: ordered, max 0."""
     space = GridSpace(d, n)
-    c = space.values[np.random.default_rng(seed).integers(0, n, d)]
+    c = space.values[_rng(seed).integers(0, n, d)]
     return FunctionObjective(lambda I: -((space.values[I] - c) ** 2).sum(axis=1), space, known_max=0.0,
                              name=f"quadratic-grid(d={d},n={n},seed={seed})")
 
