@@ -1,5 +1,589 @@
-"""stub"""
+"""``mango report RUN_DIR``: Markdown + self-contained HTML report of a compare or scan folder.
+
+Reads ``RUN_DIR/compare.json`` (written by :mod:`mango.compare` and
+:mod:`mango.scan`) and every finished run's ``result.json``, ``history.npz``,
+``best.png`` and ``journal.jsonl``; a single run folder (with ``result.json``)
+is reported as a grid of one. Writes into ``RUN_DIR/report/`` (or ``--out``):
+
+* ``report.md``: the summary table (median [IQR] of the best activation at
+  several budgets, queries to 50/90 % of the best any method found, normalised
+  area under the best-so-far curve, wall time and optimizer share; see
+  :mod:`mango.stats`), the pairwise win-rate table, and the pictures below;
+* ``report.html``: the same, self-contained (images embedded as base64);
+* ``convergence_<unit>.png``: best-so-far vs queries (log x), median over seeds
+  with the IQR band, one line per optimizer;
+* ``best_stimuli.png``: each method's best stimulus per unit with its activation;
+* ``progress_<unit>.gif``: the best-so-far image during the best run of each unit,
+  recomputed from the journal's codes (nothing is stored during the run);
+* ``layer_<layer>.png`` + a per-unit table, for a layer with 4 or more units.
+
+All plots use matplotlib's Agg backend.
+"""
+from __future__ import annotations
+
 import argparse
+import base64
+import html
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .compare import slug
+from .errors import ConfigError
+from .stats import Trace, UnitStats, best_at, summarize, win_rates
+
+__all__ = ["load_traces", "write_report", "gif_frames", "add_arguments", "LAYER_GRID_MIN_UNITS"]
+
+log = logging.getLogger(__name__)
+
+#: a layer with at least this many units in the grid gets a grid of every unit's best stimulus
+LAYER_GRID_MIN_UNITS = 4
+MAX_GIF_FRAMES = 30
+#: with more units than this, convergence curves share one figure and only this many GIFs are made
+MAX_UNIT_FIGURES = 6
+
+
+@dataclass
+class _Doc:
+    """The report as an ordered list of blocks, rendered to Markdown and HTML."""
+
+    blocks: list[tuple[str, Any]]
+
+    def h(self, level: int, text: str) -> None:
+        self.blocks.append(("h", (level, text)))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def table(self, header: list[str], rows: list[list[str]]) -> None:
+        self.blocks.append(("table", (header, rows)))
+
+    def img(self, path: Path, alt: str) -> None:
+        self.blocks.append(("img", (path, alt)))
+
+    def markdown(self) -> str:
+        out: list[str] = []
+        for kind, val in self.blocks:
+            if kind == "h":
+                out.append("#" * val[0] + " " + val[1])
+            elif kind == "p":
+                out.append(val)
+            elif kind == "table":
+                header, rows = val
+                out.append("| " + " | ".join(header) + " |")
+                out.append("|" + "|".join(" --- " for _ in header) + "|")
+                out.extend("| " + " | ".join(r) + " |" for r in rows)
+            elif kind == "img":
+                alt = val[1].replace("[", "(").replace("]", ")")  # brackets would end the alt text
+                out.append(f"![{alt}]({val[0].name})")
+            out.append("")
+        return "\n".join(out)
+
+    def html(self, title: str) -> str:
+        def inline(text: str) -> str:
+            t = html.escape(text)
+            parts = t.split("**")
+            t = "".join(f"<b>{s}</b>" if i % 2 else s for i, s in enumerate(parts))
+            parts = t.split("`")
+            return "".join(f"<code>{s}</code>" if i % 2 else s for i, s in enumerate(parts))
+
+        body: list[str] = []
+        for kind, val in self.blocks:
+            if kind == "h":
+                body.append(f"<h{val[0]}>{inline(val[1])}</h{val[0]}>")
+            elif kind == "p":
+                body.append(f"<p>{inline(val)}</p>")
+            elif kind == "table":
+                header, rows = val
+                body.append("<table><thead><tr>" + "".join(f"<th>{inline(h)}</th>" for h in header)
+                            + "</tr></thead><tbody>")
+                body.extend("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in rows)
+                body.append("</tbody></table>")
+            elif kind == "img":
+                path, alt = val
+                mime = "image/gif" if path.suffix == ".gif" else "image/png"
+                data = base64.b64encode(path.read_bytes()).decode()
+                body.append(f'<figure><img alt="{html.escape(alt)}" src="data:{mime};base64,{data}">'
+                            f"<figcaption>{html.escape(alt)}</figcaption></figure>")
+        style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+                 "table{border-collapse:collapse;font-size:0.9em;margin:1em 0}"
+                 "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
+                 "td:first-child,td:nth-child(2){text-align:left}img{max-width:100%;image-rendering:pixelated}"
+                 "figure{display:inline-block;margin:0.5em}")
+        return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+# -- loading ---------------------------------------------------------------------------------
+def load_traces(run_dir: str | Path) -> tuple[dict[str, Any], list[Trace]]:
+    """``(manifest, traces)`` of the finished runs under ``run_dir`` (a compare/scan folder or one run folder).
+
+    Unfinished runs (no ``result.json``) are left out with a log message.
+
+    Raises:
+        ConfigError: ``run_dir`` holds neither ``compare.json`` nor ``result.json``.
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / "compare.json").exists():
+        manifest = json.loads((run_dir / "compare.json").read_text())
+        specs = manifest["runs"]
+    elif (run_dir / "result.json").exists():
+        res = json.loads((run_dir / "result.json").read_text())
+        cfg = res["config"]
+        unit = cfg["problem"]["name"] if "problem" in cfg else f"{cfg['target']['name']}"
+        if "target" in cfg and cfg["target"].get("unit") is not None:
+            unit += f"[{cfg['target']['unit']}]"
+        specs = [{"id": "run", "unit": unit, "optimizer": cfg["optimizer"]["name"], "seed": cfg.get("seed", 0),
+                  "config": cfg, "folder": ".", "meta": {}}]
+        manifest = {"name": run_dir.name, "budget": cfg["budget"], "budgets": None, "runs": specs, "single": True}
+    else:
+        raise ConfigError(f"{run_dir} is neither a compare/scan folder (no compare.json) nor a run folder "
+                          "(no result.json)")
+    traces = []
+    missing = 0
+    for s in specs:
+        folder = run_dir / s["folder"]
+        if not (folder / "result.json").exists() or not (folder / "history.npz").exists():
+            missing += 1
+            continue
+        res = json.loads((folder / "result.json").read_text())
+        h = np.load(folder / "history.npz")
+        traces.append(Trace(unit=s["unit"], optimizer=s["optimizer"], seed=int(s["seed"]), queries=h["query_index"],
+                            values=h["values"], seconds=float(res.get("seconds", np.nan)),
+                            optimizer_seconds=float(res.get("optimizer_seconds", np.nan)),
+                            budget=int(s["config"]["budget"]),
+                            extra={"folder": folder, "config": s["config"], "meta": s.get("meta", {}),
+                                   "best_value": res.get("best_value")}))
+    if missing:
+        log.warning("%d of %d runs in %s are not finished; the report leaves them out", missing, len(specs), run_dir)
+    return manifest, traces
+
+
+def default_budgets(budget: int) -> list[int]:
+    """Report budgets: 10 %, 30 % and 100 % of the run budget (rounded, distinct, >= 1)."""
+    return sorted({max(1, int(round(budget * f))) for f in (0.1, 0.3, 1.0)})
+
+
+# -- formatting -------------------------------------------------------------------------------
+def _fmt(v: float, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if math.isinf(v):
+        return "never" if v > 0 else "-inf"
+    return f"{v:.{digits}g}"
+
+
+def _fmt_q(v: float, reached: int, n: int) -> str:
+    if math.isinf(v) or math.isnan(v):
+        return f"never ({reached}/{n})"
+    return f"{int(round(v))}" + (f" ({reached}/{n})" if reached < n else "")
+
+
+def summary_table(stats: list[UnitStats], budgets: list[int]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the summary table; the best median at the largest budget per unit is bold."""
+    header = ["unit", "optimizer", "seeds"] + [f"best @ {b} (median [IQR])" for b in budgets] + [
+        "queries to 50 %", "queries to 90 %", "AUC", "wall s", "optimizer %"]
+    final = budgets[-1]
+    top: dict[str, float] = {}
+    for s in stats:
+        top[s.unit] = max(top.get(s.unit, -np.inf), np.nan_to_num(s.best_at[final][0], nan=-np.inf))
+    rows = []
+    for s in stats:
+        cells = [s.unit, s.optimizer, str(s.seeds)]
+        for b in budgets:
+            m, lo, hi = s.best_at[b]
+            cell = f"{_fmt(m)} [{_fmt(lo)}, {_fmt(hi)}]"
+            if b == final and m == top[s.unit]:
+                cell = f"**{cell}**"
+            cells.append(cell)
+        cells += [_fmt_q(s.q50, s.reached50, s.seeds), _fmt_q(s.q90, s.reached90, s.seeds), _fmt(s.auc, 3),
+                  ("-" if math.isnan(s.seconds) else f"{s.seconds:.1f}"), ("-" if math.isnan(s.optimizer_share) else f"{100 * s.optimizer_share:.1f}")]
+        rows.append(cells)
+    return header, rows
+
+
+# -- pictures ------------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_convergence(traces: list[Trace], unit: str, path: Path, budget: int) -> Path:
+    """Best-so-far vs queries (log x) for one unit: median over seeds and IQR band per optimizer."""
+    plt = _plt()
+    grid = np.unique(np.round(np.geomspace(1, budget, 200)).astype(np.int64))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    opts = list(dict.fromkeys(t.optimizer for t in traces if t.unit == unit))
+    cmap = plt.get_cmap("tab10")
+    for i, o in enumerate(opts):
+        curves = np.array([best_at(t.queries, t.values, grid) for t in traces if t.unit == unit and t.optimizer == o])
+        with np.errstate(all="ignore"), _quiet_nan():
+            med = np.nanmedian(curves, axis=0)
+            lo, hi = np.nanpercentile(curves, 25, axis=0), np.nanpercentile(curves, 75, axis=0)
+        color = cmap(i % 10)
+        ax.plot(grid, med, color=color, lw=1.8, label=f"{o} (n={len(curves)})")
+        ax.fill_between(grid, lo, hi, color=color, alpha=0.18, lw=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("queries (images evaluated)")
+    ax.set_ylabel("best activation so far")
+    ax.set_title(f"{unit}: median and IQR over seeds", fontsize=11)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_convergence_grid(traces: list[Trace], units: list[str], path: Path, budget: int) -> Path:
+    """Small multiples of best-so-far vs queries (log x), one panel per unit, median line per optimizer."""
+    plt = _plt()
+    grid = np.unique(np.round(np.geomspace(1, budget, 100)).astype(np.int64))
+    ncol = min(6, len(units))
+    nrow = math.ceil(len(units) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.3 * ncol, 1.9 * nrow + 0.5), dpi=90, squeeze=False,
+                             sharex=True)
+    opts = list(dict.fromkeys(t.optimizer for t in traces))
+    cmap = plt.get_cmap("tab10")
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, u in zip(axes.flat, units):
+        ax.axis("on")
+        for i, o in enumerate(opts):
+            curves = [best_at(t.queries, t.values, grid) for t in traces if t.unit == u and t.optimizer == o]
+            if curves:
+                with _quiet_nan():
+                    ax.plot(grid, np.nanmedian(np.array(curves), axis=0), color=cmap(i % 10), lw=1.2, label=o)
+        ax.set_xscale("log")
+        ax.set_title(u, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=6)
+    fig.supxlabel("queries (log scale)", fontsize=9)
+    fig.supylabel("best activation so far (median over seeds)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+class _quiet_nan:
+    def __enter__(self) -> None:
+        import warnings
+
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._w.__exit__(*exc)
+
+
+def _read_png(path: Path) -> np.ndarray | None:
+    if not path.exists():
+        return None
+    import imageio.v3 as iio
+
+    return np.asarray(iio.imread(path))
+
+
+def _best_trace(traces: list[Trace]) -> Trace:
+    return max(traces, key=lambda t: (t.best, -t.seed))
+
+
+def plot_best_stimuli(traces: list[Trace], path: Path) -> Path | None:
+    """Rows: units; columns: optimizers; each cell the best stimulus over seeds with its activation."""
+    units = list(dict.fromkeys(t.unit for t in traces))
+    opts = list(dict.fromkeys(t.optimizer for t in traces))
+    cells: dict[tuple[str, str], tuple[np.ndarray, Trace]] = {}
+    for u in units:
+        for o in opts:
+            ts = [t for t in traces if t.unit == u and t.optimizer == o]
+            if ts:
+                best = _best_trace(ts)
+                img = _read_png(best.extra["folder"] / "best.png")
+                if img is not None:
+                    cells[(u, o)] = (img, best)
+    if not cells:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(len(units), len(opts), figsize=(1.55 * len(opts) + 0.6, 1.75 * len(units) + 0.3),
+                             dpi=100, squeeze=False)
+    for i, u in enumerate(units):
+        for j, o in enumerate(opts):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if (u, o) in cells:
+                img, t = cells[(u, o)]
+                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+                ax.set_title(f"{_fmt(t.best, 3)} (seed {t.seed})", fontsize=7)
+            else:
+                ax.axis("off")
+            if i == 0:
+                ax.text(0.5, 1.28, o, transform=ax.transAxes, ha="center", va="bottom", fontsize=8, weight="bold")
+            if j == 0:
+                ax.set_ylabel(u, fontsize=7)
+    fig.suptitle("best stimulus per method (activation above each image)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _generator_images(config: dict[str, Any], I: np.ndarray) -> np.ndarray | None:
+    """Decode codes with the config's generator (only; no target) to uint8 ``[k, H, W(, C)]``."""
+    if "generator" not in config:
+        return None
+    import torch
+
+    from . import registry
+
+    params = dict(config["generator"])
+    name = params.pop("name")
+    gen = registry.create("generator", name, params)
+    space = gen.space
+    with torch.no_grad():
+        x = gen(space.decode(np.asarray(I, dtype=np.int64), torch.device(config.get("device") or "cpu")))
+    to_uint8 = getattr(gen, "to_uint8", None)
+    if callable(to_uint8):
+        arr = np.asarray(to_uint8(x))
+    else:
+        arr = (x.detach().cpu().float().clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    if arr.ndim == 4 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    return arr
+
+
+def gif_frames(folder: Path, max_frames: int = MAX_GIF_FRAMES) -> tuple[np.ndarray, list[int], list[float]]:
+    """Codes of the best-so-far improvements of a run, from its journal: ``(I [f, d], queries, values)``.
+
+    At most ``max_frames`` improvements (evenly chosen; the first and last always kept).
+    """
+    from .journal import _read_rows
+
+    rows = _read_rows(folder / "journal.jsonl")
+    best = -np.inf
+    codes, queries, values = [], [], []
+    q = 0
+    for r in rows:
+        q += r.external
+        for i, v in enumerate(r.y):
+            q += 1
+            if v > best:
+                best = float(v)
+                codes.append(r.I[i])
+                queries.append(q)
+                values.append(best)
+    if len(codes) > max_frames:
+        keep = np.unique(np.round(np.linspace(0, len(codes) - 1, max_frames)).astype(int))
+        codes = [codes[k] for k in keep]
+        queries = [queries[k] for k in keep]
+        values = [values[k] for k in keep]
+    return np.array(codes, dtype=np.int64), queries, values
+
+
+def make_gif(trace: Trace, path: Path) -> Path | None:
+    """Animated GIF of the best-so-far image of one run (recomputed from its journal)."""
+    codes, queries, values = gif_frames(trace.extra["folder"])
+    if not len(codes):
+        return None
+    imgs = _generator_images(trace.extra["config"], codes)
+    if imgs is None:
+        return None
+    plt = _plt()
+    frames = []
+    for img, q, v in zip(imgs, queries, values):
+        fig, ax = plt.subplots(figsize=(2.0, 2.25), dpi=72)
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"query {q}\nactivation {_fmt(v, 3)}", fontsize=8)
+        fig.tight_layout(pad=0.3)
+        fig.canvas.draw()
+        frames.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+        plt.close(fig)
+    import imageio.v3 as iio
+
+    durations = [400] * (len(frames) - 1) + [1500]
+    iio.imwrite(path, np.stack(frames), extension=".gif", duration=durations, loop=0)
+    return path
+
+
+def _layer_groups(traces: list[Trace]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for t in traces:
+        meta = t.extra.get("meta") or {}
+        if meta.get("target") is None or meta.get("unit") is None:
+            continue
+        key = f"{meta['target']}:{meta.get('layer') or 'default'}"
+        if t.unit not in groups.setdefault(key, []):
+            groups[key].append(t.unit)
+    return {k: v for k, v in groups.items() if len(v) >= LAYER_GRID_MIN_UNITS}
+
+
+def plot_layer_grid(traces: list[Trace], units: list[str], title: str, path: Path) -> Path | None:
+    """A grid of every unit's best stimulus (best over optimizers and seeds) with unit label and activation."""
+    cells = []
+    for u in units:
+        best = _best_trace([t for t in traces if t.unit == u])
+        img = _read_png(best.extra["folder"] / "best.png")
+        if img is not None:
+            unit_id = (best.extra.get("meta") or {}).get("unit", u)
+            cells.append((img, unit_id, best.best))
+    if not cells:
+        return None
+    plt = _plt()
+    ncol = min(10, len(cells))
+    nrow = math.ceil(len(cells) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(1.3 * ncol, 1.5 * nrow + 0.4), dpi=100, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (img, unit_id, v) in zip(axes.flat, cells):
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+        ax.set_title(f"unit {unit_id}: {_fmt(v, 3)}", fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# -- the report ---------------------------------------------------------------------------------
+def write_report(run_dir: str | Path, out: str | Path | None = None, html_page: bool = True,
+                 gifs: bool = True, title: str | None = None, command: str | None = None) -> list[Path]:
+    """Write ``report.md`` (and ``report.html``) with plots into ``out`` (default ``RUN_DIR/report``).
+
+    Returns the paths of the Markdown and HTML files.
+
+    Raises:
+        ConfigError: no finished run under ``run_dir``.
+    """
+    run_dir = Path(run_dir)
+    manifest, traces = load_traces(run_dir)
+    if not traces:
+        raise ConfigError(f"no finished run under {run_dir}; run `mango compare` (or `mango scan`) first")
+    out = Path(out) if out is not None else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    for old in list(out.glob("*.png")) + list(out.glob("*.gif")):
+        old.unlink()
+    budget = int(manifest.get("budget") or max(t.budget or t.n_queries for t in traces))
+    budgets = sorted({int(b) for b in (manifest.get("budgets") or default_budgets(budget))})
+    stats = summarize(traces, budgets, budget)
+    units = list(dict.fromkeys(t.unit for t in traces))
+    title = title or f"MANGO comparison: {manifest.get('name', run_dir.name)}"
+    n_expected = len(manifest["runs"])
+
+    doc = _Doc([])
+    doc.h(1, title)
+    doc.p(f"{len(traces)} finished runs of {n_expected}: {len(units)} units x "
+          f"{len(set(t.optimizer for t in traces))} optimizers x {len(set(t.seed for t in traces))} seeds, "
+          f"budget {budget} queries per run." + (f" Command: `{command}`." if command else ""))
+    doc.h(2, "Summary")
+    doc.p("Best activation at several budgets (median over seeds, [25th, 75th percentile]); the best median at "
+          "the full budget per unit in bold. *Queries to 50/90 %*: median queries until the best-so-far reached "
+          "50/90 % of the best value any method found for that unit (measured from 0, or from the lowest value "
+          "seen when activations go negative); (k/n): seeds that got there. *AUC*: mean of the normalised "
+          "best-so-far curve over queries 1..budget (1 = best value at the first query). *wall s*: median run "
+          "time; *optimizer %*: share of wall time spent in the optimizer's ask/tell (gradient AM runs its forward "
+          "and backward passes inside ask, so its share includes them; its budget counts every forward pass, and "
+          "its first hard image is evaluated after its first block of Adam steps, hence '-' at small budgets).")
+    header, rows = summary_table(stats, budgets)
+    doc.table(header, rows)
+
+    opts, W, n = win_rates(traces, list(dict.fromkeys(t.optimizer for t in traces)))
+    if len(opts) > 1:
+        doc.h(2, "Win rates")
+        doc.p("Share of (unit, seed) pairs where the row's optimizer found a strictly higher best activation "
+              "than the column's (ties count 1/2).")
+        wrows = [[a] + [("-" if i == j else f"{W[i, j]:.2f}") for j in range(len(opts))] + [
+            f"{np.nanmean(np.delete(W[i], i)):.2f}"] for i, a in enumerate(opts)]
+        doc.table(["optimizer"] + opts + ["mean"], wrows)
+
+    doc.h(2, "Convergence")
+    if len(units) <= MAX_UNIT_FIGURES:
+        for u in units:
+            p = plot_convergence(traces, u, out / f"convergence_{slug(u)}.png", budget)
+            doc.img(p, f"convergence, {u}")
+    else:
+        p = plot_convergence_grid(traces, units, out / "convergence.png", budget)
+        doc.img(p, f"convergence of all {len(units)} units")
+
+    p = plot_best_stimuli(traces, out / "best_stimuli.png")
+    if p is not None:
+        doc.h(2, "Best stimuli")
+        doc.p("Each method's best stimulus per unit (best seed), with its activation.")
+        doc.img(p, "best stimulus per unit and method")
+
+    if gifs and p is not None:
+        doc.h(2, "Search progress")
+        doc.p("The best-so-far image during the best run of each unit (frames at improvements, recomputed from "
+              "the run's journal).")
+        ranked = sorted(units, key=lambda u: -_best_trace([t for t in traces if t.unit == u]).best)
+        if len(units) > MAX_UNIT_FIGURES:
+            doc.p(f"(the {MAX_UNIT_FIGURES} units with the highest activations of {len(units)})")
+        for u in [u for u in units if u in ranked[:MAX_UNIT_FIGURES]]:
+            best = _best_trace([t for t in traces if t.unit == u])
+            try:
+                g = make_gif(best, out / f"progress_{slug(u)}.gif")
+            except Exception as exc:  # noqa: BLE001 - a missing generator must not sink the report
+                log.warning("no GIF for %s: %s", u, exc)
+                g = None
+            if g is not None:
+                doc.img(g, f"{u}: best-so-far image, {best.optimizer} seed {best.seed}")
+
+    for key, lunits in _layer_groups(traces).items():
+        doc.h(2, f"Layer {key}: every unit")
+        g = plot_layer_grid(traces, lunits, f"{key}: best stimulus of every unit", out / f"layer_{slug(key)}.png")
+        if g is not None:
+            doc.img(g, f"{key}: best stimulus per unit")
+        lrows = []
+        for u in lunits:
+            ts = [t for t in traces if t.unit == u]
+            b = _best_trace(ts)
+            first = int(b.queries[int(np.argmax(b.values >= b.best))])
+            lrows.append([u, f"{_fmt(b.best)}", b.optimizer, str(b.seed), str(first),
+                          _fmt(float(np.median([t.best for t in ts])))])
+        doc.table(["unit", "best activation", "optimizer", "seed", "found at query", "median over runs"], lrows)
+
+    md = out / "report.md"
+    md.write_text(doc.markdown())
+    paths = [md]
+    if html_page:
+        page = out / "report.html"
+        page.write_text(doc.html(title))
+        paths.append(page)
+    (out / "summary.json").write_text(json.dumps(
+        [{"unit": s.unit, "optimizer": s.optimizer, "seeds": s.seeds,
+          "best_at": {str(b): list(v) for b, v in s.best_at.items()}, "q50": s.q50, "q90": s.q90,
+          "auc": s.auc, "seconds": s.seconds, "optimizer_share": s.optimizer_share, "best": s.best}
+         for s in stats], indent=1, default=float))
+    return paths
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``mango report RUN_DIR``."""
+    paths = write_report(args.run_dir, out=args.out, html_page=not args.no_html, gifs=not args.no_gif,
+                         title=args.title, command=args.command_line)
+    print("\n".join(str(p) for p in paths))
+    return 0
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.set_defaults(func=lambda a: 0)
+    """Arguments of ``mango report``."""
+    p.add_argument("run_dir", help="a compare or scan output folder (or a single run folder)")
+    p.add_argument("--out", help="report folder (default RUN_DIR/report)")
+    p.add_argument("--title", help="report title")
+    p.add_argument("--command-line", help="the command that made the runs (quoted in the report)")
+    p.add_argument("--no-html", action="store_true", help="write only the Markdown and the pictures")
+    p.add_argument("--no-gif", action="store_true", help="skip the search-progress GIFs")
+    p.set_defaults(func=cmd_report)

@@ -1,5 +1,218 @@
-"""stub"""
+"""``mango scan``: maximize every unit of a layer (or a list of units), one run each.
+
+A scan is a compare grid with one target axis (the units of one layer), run
+through the same machinery (:func:`mango.compare.run_compare`: local processes
+or Ray, finished runs skipped, interrupted ones resumed)::
+
+    mango scan --generator vqvae-digits --target snn-digits --layer spiking1 --units all \\
+        --optimizer protes --budget 500 --out runs/scan-spiking1
+
+or with a TOML file holding the same keys (``generator``, ``target`` tables,
+``layer``, ``units``, ``optimizer`` table, ``budget``, ``seeds``, ``workers``, ...).
+Writes the compare folder plus ``report/`` with a grid of every unit's best
+stimulus and a per-unit table; prints the table.
+"""
+from __future__ import annotations
+
 import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["parse_units", "layer_size", "scan_config", "run_scan", "add_arguments"]
+
+log = logging.getLogger(__name__)
+
+SCAN_KEYS = ("name", "generator", "target", "layer", "units", "optimizer", "budget", "seeds", "batch_size",
+             "eval_batch_size", "device", "workers", "ray", "checkpoint_every", "out")
+
+
+def parse_units(text: str | list[int] | int, size: int | None = None) -> list[int]:
+    """Units from ``"all"``, ``"0-9"``, ``"0,3,5"``, ``"0-3,8"``, an int or a list.
+
+    Raises:
+        ConfigError: bad syntax, or a unit outside ``[0, size)`` when ``size`` is known.
+    """
+    if isinstance(text, bool):
+        raise ConfigError(f"units must be 'all', a range like '0-9', a list or an int, got {text!r}")
+    if isinstance(text, int):
+        units = [text]
+    elif isinstance(text, list):
+        units = [int(u) for u in text]
+    elif str(text).strip() == "all":
+        if size is None:
+            raise ConfigError("units='all' needs the layer's size (the target could not report it)")
+        units = list(range(size))
+    else:
+        units = []
+        for part in str(text).split(","):
+            part = part.strip()
+            try:
+                if "-" in part:
+                    a, b = part.split("-", 1)
+                    units.extend(range(int(a), int(b) + 1))
+                elif part:
+                    units.append(int(part))
+            except ValueError:
+                raise ConfigError(f"bad units {text!r}: use 'all', '0-9', '0,3,5' or '0-3,8'") from None
+    if not units:
+        raise ConfigError(f"units {text!r} selects no unit")
+    if size is not None:
+        bad = [u for u in units if not 0 <= u < size]
+        if bad:
+            raise ConfigError(f"units {bad} are outside the layer's {size} units (valid: 0..{size - 1})")
+    return list(dict.fromkeys(units))
+
+
+def layer_size(target: dict[str, Any], layer: str | None) -> int | None:
+    """Number of units (channels, or neurons) of ``layer`` of a registered target, or None if unknown."""
+    from . import registry
+
+    params = {k: v for k, v in target.items() if k != "name"}
+    if layer is not None:
+        params["layer"] = layer
+    tgt = registry.create("target", target["name"], params)
+    layers = getattr(tgt, "layers", None)
+    if not callable(layers):
+        return None
+    rows = list(layers())
+    names = [str(n) for n, _ in rows]
+    want = layer if layer is not None else getattr(tgt, "layer", None)
+    for name, shape in rows:
+        if str(name) == str(want):
+            return int(tuple(shape)[0])
+    raise ConfigError(f"target {target['name']!r} has no layer {want!r}; valid layers: {', '.join(names)}")
+
+
+def scan_config(scan: dict[str, Any]) -> dict[str, Any]:
+    """The compare config (see :mod:`mango.compare`) of a scan config."""
+    for key in scan:
+        if key not in SCAN_KEYS:
+            from .errors import choices_hint
+
+            raise ConfigError(f"unknown scan config key {key!r}; {choices_hint(key, SCAN_KEYS)}")
+    for key in ("generator", "target", "optimizer", "budget"):
+        if key not in scan:
+            raise ConfigError(f"scan config needs {key!r}")
+    tables = {}
+    for key in ("generator", "target", "optimizer"):
+        v = scan[key]
+        tables[key] = {"name": v} if isinstance(v, str) else dict(v)
+    target = tables["target"]
+    layer = scan.get("layer", target.pop("layer", None))
+    if "unit" in target:
+        raise ConfigError("a scan's target table must not set 'unit'; use units = [...] or 'all'")
+    units_spec = scan.get("units", "all")
+    size = None
+    if units_spec == "all" or isinstance(units_spec, str):
+        try:
+            size = layer_size(target, layer)
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a target without layer listing
+            log.info("cannot size layer %s of %s: %s", layer, target["name"], exc)
+    units = parse_units(units_spec, size)
+    ttable = {**target, "units": units, "label": layer or target["name"]}
+    if layer is not None:
+        ttable["layer"] = layer
+    cfg: dict[str, Any] = {"name": scan.get("name", f"scan-{target['name']}-{layer}"), "budget": scan["budget"],
+                           "seeds": scan.get("seeds", [0]), "generators": [tables["generator"]],
+                           "targets": [ttable], "optimizers": [tables["optimizer"]]}
+    for key in ("batch_size", "eval_batch_size", "device", "workers", "ray", "checkpoint_every"):
+        if key in scan:
+            cfg[key] = scan[key]
+    return cfg
+
+
+def run_scan(scan: dict[str, Any], out: str | Path, workers: int | None = None,
+             ray: dict[str, Any] | bool | None = None, report: bool = True,
+             progress: Any = None) -> dict[str, Any]:
+    """Run (or resume) a scan into ``out``; returns run_compare's status plus the per-unit ``table``."""
+    from .compare import run_compare
+    from .report import load_traces, write_report
+
+    cfg = scan_config(scan)
+    status = run_compare(cfg, out, workers=workers, ray=ray, progress=progress)
+    _, traces = load_traces(out)
+    table = []
+    for t in traces:
+        import numpy as np
+
+        first = int(t.queries[int(np.argmax(t.values >= t.best))])
+        table.append({"unit": t.extra["meta"].get("unit"), "seed": t.seed, "best": t.best,
+                      "found_at_query": first, "seconds": t.seconds})
+    table.sort(key=lambda r: (r["unit"], r["seed"]))
+    (Path(out) / "scan.json").write_text(json.dumps(table, indent=1))
+    status["table"] = table
+    if report and traces and not status["errors"]:
+        status["report"] = [str(p) for p in write_report(out, title=f"MANGO layer scan: {cfg['name']}")]
+    return status
+
+
+def _kv(items: list[str] | None, flag: str) -> dict[str, Any]:
+    from .cli import parse_kv
+
+    return parse_kv(items, flag)
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    """``mango scan``."""
+    from .compare import _print_progress, slug
+    from .config import load_toml
+
+    scan: dict[str, Any] = load_toml(args.config) if args.config else {}
+    for key, val in (("generator", args.generator), ("target", args.target), ("optimizer", args.optimizer)):
+        if val:
+            scan[key] = {"name": val}
+    for key, items, flag in (("generator", args.gen_param, "--gen-param"), ("target", args.target_param,
+                             "--target-param"), ("optimizer", args.opt_param, "--opt-param")):
+        extra = _kv(items, flag)
+        if extra:
+            if key not in scan:
+                raise ConfigError(f"{flag} given without a {key}")
+            tab = scan[key]
+            scan[key] = {**({"name": tab} if isinstance(tab, str) else tab), **extra}
+    scan.setdefault("optimizer", {"name": "protes"})
+    for key, val in (("layer", args.layer), ("units", args.units), ("budget", args.budget),
+                     ("batch_size", args.batch_size), ("device", args.device)):
+        if val is not None:
+            scan[key] = val
+    if args.seeds:
+        scan["seeds"] = [int(s) for s in args.seeds.split(",")]
+    out = Path(args.out or scan.pop("out", None) or Path("runs") / slug(
+        f"scan-{(scan.get('target') or {}).get('name', 'target')}-{scan.get('layer')}"))
+    scan.pop("out", None)
+    ray: Any = {"address": args.ray_address} if args.ray_address else None
+    from .compare import expand
+
+    n_runs = len(expand(scan_config(scan)))
+    status = run_scan(scan, out, workers=args.workers, ray=ray, progress=_print_progress(n_runs))
+    print(f"{'unit':>6} {'seed':>4} {'best':>10} {'at query':>9} {'seconds':>8}")
+    for r in status["table"]:
+        print(f"{r['unit']!s:>6} {r['seed']:>4} {r['best']:>10.5g} {r['found_at_query']:>9} {r['seconds']:>8.1f}")
+    if status.get("report"):
+        print("report: " + ", ".join(status["report"]))
+    return 1 if status["errors"] else 0
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.set_defaults(func=lambda a: 0)
+    """Arguments of ``mango scan``."""
+    p.add_argument("--config", help="scan config (TOML): generator, target, layer, units, optimizer, budget, ...")
+    p.add_argument("--generator", help="registered generator")
+    p.add_argument("--target", help="registered target")
+    p.add_argument("--layer", help="layer to scan (see `mango layers TARGET`)")
+    p.add_argument("--units", help="'all' (default), '0-9', '0,3,5'")
+    p.add_argument("--optimizer", help="registered optimizer (default protes)")
+    p.add_argument("--budget", type=int, help="queries per unit")
+    p.add_argument("--seeds", help="comma-separated seeds (default 0)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device")
+    for name in ("gen", "target", "opt"):
+        p.add_argument(f"--{name}-param", action="append", metavar="KEY=VALUE")
+    p.add_argument("--out", help="output folder (default runs/scan-<target>-<layer>)")
+    p.add_argument("--workers", type=int, help="local worker processes (default 2)")
+    p.add_argument("--ray-address", help="run on this Ray cluster")
+    p.set_defaults(func=cmd_scan)

@@ -1,0 +1,136 @@
+"""`mango compare` / `mango scan`: grid expansion, resume-skip, local vs Ray identity."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mango.compare import expand, is_finished, run_compare
+from mango.errors import ConfigError
+from mango.scan import parse_units, run_scan, scan_config
+
+TINY = {
+    "name": "tiny",
+    "budget": 60,
+    "seeds": [0, 1],
+    "batch_size": 20,
+    "problems": [{"name": "separable", "d": 8, "n": 16},
+                 {"name": "separable", "d": 8, "n": 16, "seed": 1, "label": "sep1"}],
+    "optimizers": [{"name": "random"}, {"name": "ga"}, {"name": "random", "label": "random-b10", "batch_size": 10}],
+}
+
+
+def _values(out: Path) -> dict[str, np.ndarray]:
+    man = json.loads((out / "compare.json").read_text())
+    return {r["id"]: np.load(out / r["folder"] / "history.npz")["values"] for r in man["runs"]}
+
+
+def test_expand_grid():
+    runs = expand(TINY)
+    assert len(runs) == 2 * 3 * 2
+    assert {r.unit for r in runs} == {"separable(d=8,n=16)", "sep1"}
+    assert {r.optimizer for r in runs} == {"random", "ga", "random-b10"}
+    b10 = [r for r in runs if r.optimizer == "random-b10"]
+    assert all(r.config["batch_size"] == 10 and r.config["optimizer"] == {"name": "random"} for r in b10)
+    assert len({r.folder for r in runs}) == len(runs)
+    t = expand({"budget": 10, "generators": [{"name": "vqvae-digits"}], "optimizers": ["random"],
+                "targets": [{"name": "snn-digits", "layer": "spiking1", "units": [0, 5, 7]}], "seeds": 2})
+    assert [r.config["target"]["unit"] for r in t] == [0, 0, 5, 5, 7, 7]
+    assert t[0].unit == "snn-digits-spiking1[0]" and t[1].seed == 1
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({**TINY, "seed": 3}, "unknown compare config key 'seed'"),
+    ({**TINY, "optimizers": [{"name": "protez"}]}, "protez.*protes"),
+    ({**TINY, "optimizers": [{"name": "random"}, {"name": "random"}]}, "duplicate optimizer labels"),
+    ({**TINY, "seeds": []}, "seeds"),
+    ({k: v for k, v in TINY.items() if k != "budget"}, "budget"),
+])
+def test_expand_errors_name_the_bad_value(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        expand(bad)
+
+
+def test_resume_skips_finished_and_resumes_interrupted(tmp_path):
+    out = tmp_path / "cmp"
+    s1 = run_compare(TINY, out, workers=1)
+    assert len(s1["ran"]) == 12 and not s1["skipped"] and not s1["errors"]
+    before = _values(out)
+    runs = expand(TINY)
+    mtimes = {r.id: os.path.getmtime(out / r.folder / "result.json") for r in runs}
+
+    s2 = run_compare(TINY, out, workers=1)
+    assert s2["ran"] == [] and len(s2["skipped"]) == 12
+    assert all(os.path.getmtime(out / r.folder / "result.json") == mtimes[r.id] for r in runs)
+
+    # an interrupted run: result missing, journal cut to its first batch -> only it runs, from the journal
+    victim = runs[4]
+    folder = out / victim.folder
+    (folder / "result.json").unlink()
+    lines = (folder / "journal.jsonl").read_text().splitlines(keepends=True)
+    (folder / "journal.jsonl").write_text(lines[0])
+    (folder / "checkpoint.npz").unlink(missing_ok=True)
+    assert not is_finished(victim.config, folder)
+    s3 = run_compare(TINY, out, workers=1)
+    assert s3["ran"] == [victim.id] and len(s3["skipped"]) == 11
+    np.testing.assert_array_equal(_values(out)[victim.id], before[victim.id])
+    assert len((folder / "journal.jsonl").read_text().splitlines()) == len(lines)
+
+    # another budget is another config: nothing counts as finished
+    assert not is_finished({**victim.config, "budget": 61}, folder)
+
+
+def test_local_processes_give_the_same_results_as_in_process(tmp_path):
+    cfg = {**TINY, "problems": TINY["problems"][:1], "optimizers": [{"name": "ga"}, {"name": "random"}]}
+    run_compare(cfg, tmp_path / "a", workers=1)
+    s = run_compare(cfg, tmp_path / "b", workers=2)
+    assert s["backend"] == "local:2" and len(s["ran"]) == 4
+    a, b = _values(tmp_path / "a"), _values(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_ray_gives_the_same_results_as_local(tmp_path):
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'mango-am[ray]')")
+    cfg = {**TINY, "problems": TINY["problems"][:1], "optimizers": [{"name": "ga"}, {"name": "random"}]}
+    run_compare(cfg, tmp_path / "local", workers=1)
+    try:
+        s = run_compare(cfg, tmp_path / "ray", ray={"address": "local", "num_cpus": 2})
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    assert s["backend"] == "ray" and len(s["ran"]) == 4 and not s["errors"]
+    a, b = _values(tmp_path / "local"), _values(tmp_path / "ray")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    # and the Ray path skips finished runs too
+    s2 = run_compare(cfg, tmp_path / "ray", ray={"address": "local", "num_cpus": 2})
+    assert s2["ran"] == [] and len(s2["skipped"]) == 4
+
+
+def test_parse_units():
+    assert parse_units("0-3,7", 10) == [0, 1, 2, 3, 7]
+    assert parse_units("all", 4) == [0, 1, 2, 3]
+    assert parse_units([2, 2, 1]) == [2, 1]
+    with pytest.raises(ConfigError, match=r"outside.*valid: 0..3"):
+        parse_units("2-5", 4)
+    with pytest.raises(ConfigError, match="bad units"):
+        parse_units("a-b")
+
+
+def test_scan_runs_every_unit_and_skips_finished(tmp_path):
+    scan = {"generator": "vqvae-digits", "target": {"name": "snn-digits", "T": 4}, "layer": "spiking_out",
+            "units": "all", "optimizer": "random", "budget": 20, "batch_size": 10, "workers": 1}
+    cfg = scan_config(scan)
+    assert cfg["targets"][0]["units"] == list(range(10))  # sized from the target's layer listing
+    scan["units"] = "0-3"
+    s1 = run_scan(scan, tmp_path / "scan", report=False)
+    assert len(s1["ran"]) == 4 and [r["unit"] for r in s1["table"]] == [0, 1, 2, 3]
+    s2 = run_scan(scan, tmp_path / "scan", report=False)
+    assert s2["ran"] == [] and len(s2["skipped"]) == 4
+    with pytest.raises(ConfigError, match="nope.*valid"):
+        scan_config({**scan, "layer": "nope", "units": "all"})
