@@ -11,8 +11,12 @@ For each problem with a known maximum and each seed, at equal budget:
 
 * ``ref``          -- ``protes.protes`` with its own defaults (k=100, k_top=10, k_gd=1);
 * ``mango-paper``  -- MANGO's PROTES with the reference's hyperparameters
-  (k=100, k_top=10, k_gd=1, elite=0): the same algorithm, our implementation;
-* ``mango``        -- MANGO's PROTES with its defaults (k=50, k_top=5, k_gd=5, elite=20).
+  (k=100, k_top=10, k_gd=1, lr=0.05, elite=0, categorical): the same algorithm,
+  our implementation;
+* ``mango-cat``    -- MANGO's earlier defaults, categorical (k=50, k_top=5, k_gd=5,
+  lr=0.05, elite=20, qtt=false);
+* ``mango``        -- MANGO's PROTES with its defaults (k=50, k_top=5, elite=20;
+  QTT view with k_gd=10, lr=0.1 when n = 2**q >= 64, else the ``mango-cat`` setting).
 
 It prints the median (over seeds) best value, its fraction of the known maximum,
 and the optimizer's overhead per query (wall time minus time in the objective;
@@ -86,7 +90,7 @@ def compare(seeds: int) -> None:
     print(header)
     print("-" * len(header))
     for name, (make, budget) in PROBLEMS.items():
-        rows = {"ref": [], "mango-paper": [], "mango": []}
+        rows = {"ref": [], "mango-paper": [], "mango-cat": [], "mango": []}
         ovh = {k: [] for k in rows}
         known = []
         for s in range(seeds):
@@ -94,8 +98,11 @@ def compare(seeds: int) -> None:
             known.append(obj.known_max)
             y, o = run_reference(obj, budget, s)
             rows["ref"].append(y), ovh["ref"].append(o)
-            y, o = run_mango(make(s), budget, s, batch_size=100, k_top=10, k_gd=1, elite=0)
+            y, o = run_mango(make(s), budget, s, batch_size=100, k_top=10, k_gd=1, lr=0.05, elite=0,
+                             qtt=False)
             rows["mango-paper"].append(y), ovh["mango-paper"].append(o)
+            y, o = run_mango(make(s), budget, s, k_gd=5, lr=0.05, qtt=False)
+            rows["mango-cat"].append(y), ovh["mango-cat"].append(o)
             y, o = run_mango(make(s), budget, s)
             rows["mango"].append(y), ovh["mango"].append(o)
         for method in rows:
@@ -111,7 +118,7 @@ def sweep(seeds: int) -> None:
     probs = [("separable 16x32", lambda s: problems.separable(16, 32, s), 2000),
              ("separable 64x128", lambda s: problems.separable(64, 128, s), 5000),
              ("tt-random 8x8 r4", lambda s: problems.tt_random(8, 8, 4, 100 + s), 2000)]
-    print("(k, k_top, k_gd, lr, elite) -> median fraction of the known maximum per problem:",
+    print("categorical view; (k, k_top, k_gd, lr, elite) -> median fraction of the known maximum per problem:",
           ", ".join(p[0] for p in probs))
     for k, k_top, k_gd, lr, elite in grid:
         out = []
@@ -119,7 +126,8 @@ def sweep(seeds: int) -> None:
             fr = []
             for s in range(seeds):
                 obj = make(s)
-                y, _ = run_mango(obj, budget, s, batch_size=k, k_top=k_top, k_gd=k_gd, lr=lr, elite=elite)
+                y, _ = run_mango(obj, budget, s, batch_size=k, k_top=k_top, k_gd=k_gd, lr=lr, elite=elite,
+                                 qtt=False)
                 fr.append(y / obj.known_max)
             out.append(float(np.median(fr)))
         print((k, k_top, k_gd, lr, elite), " ".join(f"{v:.3f}" for v in out), flush=True)

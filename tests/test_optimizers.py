@@ -127,3 +127,21 @@ def test_budget_counts_this_runs_queries_on_a_reused_objective():
     maximize(obj, "random", budget=50, batch_size=10)
     res = maximize(obj, "random", budget=30, batch_size=10, seed=1)
     assert res.n_queries == 30 and len(res.values) == 30 and obj.n_queries == 80
+
+
+def test_protes_qtt_auto_picks_the_view_and_its_step_defaults():
+    from mango.optimizers.protes import Protes
+    from mango.spaces import CodebookSpace
+
+    big = Protes(CodebookSpace(d=4, n=64), seed=0)        # 2^6 >= 64: QTT view, 4 * 6 binary variables
+    assert big.qtt and big.dd == 24 and big.nn == 2 and (big.k_gd, big.lr) == (10, 0.1)
+    small = Protes(CodebookSpace(d=4, n=32), seed=0)      # below the threshold: categorical
+    assert not small.qtt and small.dd == 4 and small.nn == 32 and (small.k_gd, small.lr) == (5, 0.05)
+    odd = Protes(CodebookSpace(d=4, n=96), seed=0)        # not a power of two: categorical
+    assert not odd.qtt and odd.nn == 96
+    forced = Protes(CodebookSpace(d=4, n=64), seed=0, qtt=False, k_gd=3)
+    assert not forced.qtt and (forced.k_gd, forced.lr) == (3, 0.05)
+    I = big.ask()
+    assert I.shape == (50, 4) and I.min() >= 0 and I.max() < 64   # asks in the original index space
+    with pytest.raises(ConfigError, match="qtt must be true, false or 'auto'"):
+        Protes(CodebookSpace(d=4, n=64), qtt="yes")
