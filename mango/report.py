@@ -414,7 +414,9 @@ def make_gif(trace: Trace, path: Path) -> Path | None:
         plt.close(fig)
     import imageio.v3 as iio
 
-    durations = [400] * (len(frames) - 1) + [1500]
+    # one frame per improvement, the last one held longer; a run that never improved on its
+    # first query has a single frame (imageio wants a scalar duration then, not a list)
+    durations: list[int] | int = [400] * (len(frames) - 1) + [1500] if len(frames) > 1 else 1500
     iio.imwrite(path, np.stack(frames), extension=".gif", duration=durations, loop=0)
     return path
 

@@ -82,3 +82,20 @@ def test_cli_report_of_a_single_run(tmp_path, capsys):
     assert "| separable | random | 1 |" in md and (run / "report" / "report.html").exists()
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "neither a compare/scan folder" in capsys.readouterr().err
+
+
+def test_gif_of_a_run_that_never_improved(tmp_path):
+    # the constant problem never improves on its first query: one frame, still a valid GIF
+    from mango.report import make_gif
+    out = tmp_path / "flat"
+    cfg = {"name": "flat", "budget": 20, "seeds": [0], "batch_size": 10, "workers": 1,
+           "generators": [{"name": "vqvae-digits"}],
+           "targets": [{"name": "snn-digits", "layer": "spiking2", "units": [0], "T": 1}],
+           "optimizers": [{"name": "random"}]}
+    assert not run_compare(cfg, out, workers=1)["errors"]
+    _, traces = load_traces(out)
+    (t,) = traces
+    codes, _, _ = gif_frames(t.extra["folder"])
+    assert len(codes) == 1, "unit spiking2[0] at T=1 is silent for these 20 images: a single-frame run"
+    g = make_gif(t, tmp_path / "one.gif")
+    assert g is not None and iio.imread(g, index=None).shape[0] == 1
