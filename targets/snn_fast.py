@@ -23,11 +23,16 @@ order as snnTorch 1.0's ``Leaky`` (``beta.clamp(0, 1) * mem + input``, then
 ``mem > threshold`` times ``graded_spikes_factor``), and inductor compiles
 without FP contraction or reassociation, so given the same layer inputs the spikes
 are bit-identical. The batched stateless layers compute each sample
-independently; on the CPU (oneDNN/MKL) their results do not depend on the batch
-size, which the tests check on the paper network and on random networks. Where a
-backend's results do depend on batch size (some GPU convolution algorithms), set
-``time_batch=1`` to call the stateless layers with the same shapes as the step
-loop.
+independently, but a BLAS or convolution library may pick a different kernel
+(and so a different summation order) for a different batch size: MKL does for
+matrix products with fewer than ~16 rows on AVX-512 machines, and so do some
+GPU convolution algorithms. So before the first batched call of each group of
+stateless layers with a new shape, :class:`FastSNN` probes it once: random
+spike maps of that shape through the batched call and through per-step calls of
+``B`` samples (the step loop's shapes); if the two differ in any bit, that group
+is run per step from then on (``time_batch=1`` forces this everywhere). The tests
+check bit-identical spikes and membrane sums on the paper network and on random
+networks at several batch sizes.
 """
 from __future__ import annotations
 
@@ -207,7 +212,9 @@ class FastSNN:
         unroll: time steps per fused kernel call.
         max_elems: bound on the elements of the largest intermediate tensor
             (sets the time chunk ``Tc``; default 2**25, i.e. 128 MB in float32).
-        time_batch: time steps per call of the stateless layers (None: the whole chunk).
+        time_batch: time steps per call of the stateless layers (None: the whole chunk
+            where a one-off probe shows the batched call bit-identical to per-step calls,
+            else 1; 1 always calls them with the step loop's shapes).
         neuron_threads: CPU threads for the (memory-bound) neuron kernels; 1 by default
             because on a busy machine an OpenMP barrier per small kernel costs more than
             it gains; ``None`` keeps torch's setting. The convolutions use torch's setting.
@@ -238,6 +245,7 @@ class FastSNN:
                 self.pre.append(m)
         self.names = [s.name for s in self.stages]
         self._sizes: dict[tuple, int] = {}
+        self._batch_ok: dict[tuple, bool] = {}
 
     # -- helpers -----------------------------------------------------------
     def _backend(self) -> str:
@@ -251,12 +259,41 @@ class FastSNN:
                 x = x[0]
         return x
 
+    def _batched_is_exact(self, mods: list[nn.Module], s: torch.Tensor) -> bool:
+        """Does one call on ``[Tc * B, ...]`` give the same bits as ``Tc`` calls on ``[B, ...]``?
+
+        Probed once per (layer group, shape, dtype, device) with random binary maps of
+        the shape of ``s`` (kernel choice depends on shapes, not values), then cached.
+        """
+        Tc, B = s.shape[:2]
+        key = (id(mods), tuple(s.shape), s.dtype, s.device)
+        ok = self._batch_ok.get(key)
+        if ok is None:
+            g = torch.Generator(device="cpu").manual_seed(0)
+            probe = (torch.rand(s.shape, generator=g) < 0.5).to(dtype=s.dtype, device=s.device)
+            with torch.no_grad():
+                full = self._apply(mods, probe.reshape(Tc * B, *s.shape[2:]))
+                per = torch.cat([self._apply(mods, probe[t]) for t in range(Tc)])
+            ok = full.shape == per.shape and torch.equal(full, per)
+            self._batch_ok[key] = ok
+            if not ok:
+                log.debug("stateless layers %s: batch of %d differs from %d x %d; running per step",
+                          [type(m).__name__ for m in mods], Tc * B, Tc, B)
+        return ok
+
+    def _time_batch(self, mods: list[nn.Module], s: torch.Tensor) -> int:
+        """Time steps per call of ``mods`` on ``s`` ``[Tc, B, ...]`` (see :meth:`_batched_is_exact`)."""
+        Tc = s.shape[0]
+        if self.time_batch is not None:
+            return self.time_batch
+        return Tc if Tc == 1 or self._batched_is_exact(mods, s) else 1
+
     def _post(self, mods: list[nn.Module], s: torch.Tensor) -> torch.Tensor:
         """Stateless layers on spikes ``[Tc, B, ...]`` -> ``[Tc, B, ...]``."""
         if not mods:
             return s
         Tc, B = s.shape[:2]
-        tb = self.time_batch or Tc
+        tb = self._time_batch(mods, s)
         outs = []
         for t0 in range(0, Tc, tb):
             chunk = s[t0:t0 + tb]
@@ -345,9 +382,7 @@ class FastSNN:
         for t0 in range(0, T, Tc):
             steps = min(Tc, T - t0)
             if sequence:
-                xs = x[t0:t0 + steps]
-                h = self._apply(self.pre, xs.reshape(steps * B, *xs.shape[2:]))
-                cur, const = h.reshape(steps, B, *h.shape[1:]), False
+                cur, const = self._post(self.pre, x[t0:t0 + steps]), False
             else:
                 cur, const = cur0, True
             for i in range(last + 1):
