@@ -461,6 +461,17 @@ def plot_layer_grid(traces: list[Trace], units: list[str], title: str, path: Pat
 
 
 # -- the report ---------------------------------------------------------------------------------
+#: names of the pictures a report writes (a rewrite removes only these, never the user's files)
+_REPORT_PICTURES = ("convergence.png", "convergence_*.png", "best_stimuli.png", "progress_*.gif", "layer_*.png")
+
+
+def _remove_stale_pictures(out: Path) -> None:
+    """Delete pictures an earlier report wrote into ``out`` (units may have changed since)."""
+    for pattern in _REPORT_PICTURES:
+        for old in out.glob(pattern):
+            old.unlink()
+
+
 def write_report(run_dir: str | Path, out: str | Path | None = None, html_page: bool = True,
                  gifs: bool = True, title: str | None = None, command: str | None = None) -> list[Path]:
     """Write ``report.md`` (and ``report.html``) with plots into ``out`` (default ``RUN_DIR/report``).
@@ -476,8 +487,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, html_page: 
         raise ConfigError(f"no finished run under {run_dir}; run `mango compare` (or `mango scan`) first")
     out = Path(out) if out is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    for old in list(out.glob("*.png")) + list(out.glob("*.gif")):
-        old.unlink()
+    _remove_stale_pictures(out)
     budget = int(manifest.get("budget") or max(t.budget or t.n_queries for t in traces))
     budgets = sorted({int(b) for b in (manifest.get("budgets") or default_budgets(budget))})
     stats = summarize(traces, budgets, budget)

@@ -182,8 +182,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
             scan[key] = val
     if args.seeds:
         scan["seeds"] = [int(s) for s in args.seeds.split(",")]
-    out = Path(args.out or scan.pop("out", None) or Path("runs") / slug(
-        f"scan-{(scan.get('target') or {}).get('name', 'target')}-{scan.get('layer')}"))
+    tgt = scan.get("target")
+    tgt_name = tgt if isinstance(tgt, str) else (tgt or {}).get("name", "target")
+    out = Path(args.out or scan.pop("out", None) or Path("runs") / slug(f"scan-{tgt_name}-{scan.get('layer')}"))
     scan.pop("out", None)
     ray: Any = {"address": args.ray_address} if args.ray_address else None
     from .compare import expand

@@ -134,3 +134,17 @@ def test_scan_runs_every_unit_and_skips_finished(tmp_path):
     assert s2["ran"] == [] and len(s2["skipped"]) == 4
     with pytest.raises(ConfigError, match="nope.*valid"):
         scan_config({**scan, "layer": "nope", "units": "all"})
+
+
+def test_scan_cli_with_a_config_naming_the_target_by_string(tmp_path, monkeypatch, capsys):
+    """`mango scan --config X.toml` with `target = "name"` and no out: default folder under runs/."""
+    from mango.cli import main
+
+    (tmp_path / "scan.toml").write_text(
+        'generator = "vqvae-digits"\ntarget = "snn-digits"\nlayer = "spiking_out"\nunits = "0-1"\n'
+        'optimizer = "random"\nbudget = 10\nbatch_size = 10\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["scan", "--config", "scan.toml", "--workers", "1"]) == 0
+    out = tmp_path / "runs" / "scan-snn-digits-spiking_out"
+    assert sorted(p.name for p in (out / "runs").iterdir())
+    assert "unit" in capsys.readouterr().out

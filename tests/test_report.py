@@ -99,3 +99,15 @@ def test_gif_of_a_run_that_never_improved(tmp_path):
     assert len(codes) == 1, "unit spiking2[0] at T=1 is silent for these 20 images: a single-frame run"
     g = make_gif(t, tmp_path / "one.gif")
     assert g is not None and iio.imread(g, index=None).shape[0] == 1
+
+
+def test_rewrite_keeps_the_users_pictures(cmp_dir, tmp_path):
+    """A report written into a folder with other pictures deletes only its own stale ones."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "holiday.png").write_bytes(b"not a report picture")
+    (out / "progress_old-unit.gif").write_bytes(b"stale")          # a picture an earlier report wrote
+    write_report(cmp_dir, out=out)
+    assert (out / "holiday.png").read_bytes() == b"not a report picture"
+    assert not (out / "progress_old-unit.gif").exists()
+    assert (out / "best_stimuli.png").exists()
