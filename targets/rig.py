@@ -13,11 +13,17 @@ protocol (:mod:`mango.rig`). It is
 Timeouts, retries with exponential back-off and reconnection after a rig restart
 are done by the client; after the retry budget a :class:`mango.rig.RigError`
 says what failed and that the run folder resumes.
+
+Each :func:`rig_target` gets a fresh run id (``rig-<12 hex>``) and, with the
+file-drop protocol, starts its block ids after the largest one already in the
+folder, so a second run over the same folder neither reuses an earlier run's file
+names nor takes its leftover response files for its own.
 """
 from __future__ import annotations
 
 import itertools
 import logging
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,16 +50,22 @@ class RigTarget:
             (all channels), or ``None`` (return all channels ``[k, channels]``).
         repeats: presentations per image per call (>= 1), in random order.
         seed: seeds the presentation order.
-        first_block: block id of the first call (later calls count up).
+        first_block: block id of the first call (later calls count up); ``None``: the client's
+            ``first_free_block()`` when it has one (file drop: after every block id in the folder), else 0.
     """
 
     differentiable = False
     noisy = True
 
     def __init__(self, client: Any, *, select: int | Sequence[int] | str | None = 0, repeats: int = 1,
-                 seed: int = 0, first_block: int = 0) -> None:
+                 seed: int = 0, first_block: int | None = None) -> None:
         if int(repeats) < 1:
             raise ConfigError(f"repeats must be >= 1, got {repeats!r}")
+        if first_block is None:
+            free = getattr(client, "first_free_block", None)
+            first_block = int(free()) if callable(free) else 0
+        if int(first_block) < 0:
+            raise ConfigError(f"first_block must be >= 0, got {first_block!r}")
         self.client = client
         self.select = select
         self.repeats = int(repeats)
@@ -100,11 +112,14 @@ class RigTarget:
 def rig_target(protocol: str = "zmq", address: str = "tcp://127.0.0.1:5555", folder: str | None = None,
                select: int | list[int] | str | None = 0, repeats: int = 1, timeout: float = 10.0,
                retries: int = 5, backoff: float = 0.5, token: str | None = None, encoding: str = "raw",
-               seed: int = 0, allow_remote: bool = False) -> RigTarget:
+               seed: int = 0, allow_remote: bool = False, run: str | None = None) -> RigTarget:
     """A live recording rig over ZeroMQ (``protocol="zmq"``, ``address``) or a file-drop ``folder``.
 
     Returns mean responses of the selected channel(s) over ``repeats`` presentations; noisy.
+    ``run``: the run id written into file-drop manifests and required in the responses
+    (default: a fresh ``rig-<12 hex>``, unique per target).
     """
+    run = f"rig-{uuid.uuid4().hex[:12]}" if run is None else str(run)
     client = make_client(protocol, address=address, folder=folder, token=token, timeout=timeout,
-                         retries=retries, backoff=backoff, encoding=encoding, allow_remote=allow_remote)
+                         retries=retries, backoff=backoff, encoding=encoding, run=run, allow_remote=allow_remote)
     return RigTarget(client, select=select, repeats=repeats, seed=seed)

@@ -17,9 +17,17 @@ from mango import registry
 from mango.objective import Objective
 from mango.rig import make_client
 from mango.rig.closedloop import PresentationLog, _images, closed_loop, select_channels
-from mango.rig.protocol import RigError
+from mango.rig.filedrop import manifest_path, read_block, write_response
+from mango.rig.protocol import Reply, RigError
 
 from _rig_helpers import free_port, generator, neurons, random_expected, sim_thread
+
+
+def _sent_blocks(path: Path) -> int:
+    """Number of "sent" records in a presentations log (0 if it does not exist yet)."""
+    if not path.exists():
+        return 0
+    return sum(1 for line in path.read_bytes().split(b"\n") if b'"ev": "sent"' in line)
 
 
 def _log_check(run_dir: Path, budget: int) -> PresentationLog:
@@ -81,7 +89,35 @@ def test_recommendation_is_best_mean_over_repeats_not_luckiest_trial(tmp_path):
     assert tuple(res.best_code.tolist()) == best_code
     assert res.best_mean == pytest.approx(means[best_code]) and res.best_n == len(per_code[best_code])
     assert res.best_mean < single_best  # the luckiest single trial is not what is reported
-    assert res.counts.max() > 3  # re-tests added presentations of the incumbent
+    # re-tests: every 2nd block (retest_every=2) shows the best-by-mean code so far once more; the final
+    # block is the confirmation block. Budget 300 = blocks of 10 candidates x 3 (+ 1 re-test x 3),
+    # confirmation 5 codes x 6: blocks 0..8 are search blocks, block 9 confirms.
+    last = max(plog.sent)
+    assert last == 9 and set(plog.sent[last]["kinds"]) == {"confirm"}
+    retest_blocks = [b for b in sorted(plog.sent) if "retest" in plog.sent[b]["kinds"]]
+    assert retest_blocks == [2, 4, 6, 8]
+    seen: dict[tuple, list[float]] = {}
+    for b in sorted(plog.sent):
+        sent, rsp = plog.sent[b], plog.responses[b]
+        ids, order, rep = np.asarray(sent["image_ids"]), np.asarray(sent["order"]), sent["repeats"]
+        n = len(ids)
+        assert sent["kinds"].count("retest") == (1 if b in retest_blocks else 0)
+        if b in retest_blocks:
+            means = {c: float(np.mean(v)) for c, v in seen.items()}
+            i = sent["kinds"].index("retest")
+            assert tuple(sent["codes"][i]) == max(means, key=means.get), b  # the incumbent, by mean
+        # presentation order: each image exactly `repeats` times, shuffled (neither repeat nor tile order)
+        assert sorted(order.tolist()) == np.repeat(np.arange(n), rep).tolist()
+        assert not np.array_equal(order, np.repeat(np.arange(n), rep))
+        assert not np.array_equal(order, np.tile(np.arange(n), rep))
+        np.testing.assert_array_equal(rsp["image_ids"], ids[order])  # and the rig showed that order
+        y = select_channels(np.asarray(rsp["responses"]), 0)
+        for i, code in enumerate(sent["codes"]):
+            seen.setdefault(tuple(code), []).extend(y[order == i].tolist())
+    retested = [tuple(plog.sent[b]["codes"][plog.sent[b]["kinds"].index("retest")]) for b in retest_blocks]
+    for code in set(retested):  # a re-tested code gets 3 more presentations per re-test
+        assert len(per_code[code]) >= 3 * (1 + retested.count(code)), (code, len(per_code[code]))
+    assert res.counts.max() >= 3 * (1 + max(retested.count(c) for c in retested))
 
 
 @pytest.mark.parametrize("fmt", ["npz", "csv", "mat"])
@@ -96,7 +132,13 @@ def test_filedrop_closed_loop_with_faults(tmp_path, fmt):
     assert sim.n_requests >= res.blocks + 4
     _log_check(tmp_path / "run", 160)
     rejected = list((root / "responses" / "rejected").iterdir())
-    assert len(rejected) >= 3  # NaN, garbage and wrong-block files were set aside, not used
+    # exactly the NaN, garbage and wrong-block files were set aside (the half-written 'duplicate' file was
+    # completed in time and used; 'drop' left no file)
+    assert len(rejected) == 3, [p.name for p in rejected]
+    reasons = [i["reason"] for i in cl.ignored]
+    assert len(reasons) == 3, reasons
+    assert sum("NaN" in r for r in reasons) == 1 and sum("expected block" in r for r in reasons) == 1
+    assert sum("unreadable" in r and "NaN" not in r for r in reasons) == 1
     assert len(list((root / "responses" / "done").glob(f"*.{fmt}"))) == res.blocks
     assert sorted(p.name for p in (root / "stimuli").iterdir())[0].startswith("b000000_i00000000")
 
@@ -144,6 +186,37 @@ def test_rig_target_is_a_noisy_registry_target(tmp_path):
             tgt.close()
 
 
+def test_second_rig_target_over_the_same_folder_ignores_the_first_runs_responses(tmp_path):
+    """Two RigTarget runs over one file-drop folder: each has its own run id and block ids, and a leftover
+    response of the first run (a late answer nobody read) is never taken for the second run's."""
+    gen = generator()
+    neu = neurons(gen)
+    root = tmp_path / "drop"
+    kw = {"protocol": "filedrop", "folder": str(root), "repeats": 2, "timeout": 5, "retries": 1}
+    x = gen(gen.space.decode(gen.space.sample(np.random.default_rng(0), 3)))
+    with sim_thread(neu, "filedrop", str(root)):
+        first = registry.create("target", "rig", kw)
+        y1 = first(x)
+        first(x)
+        first_blocks = sorted(p.name for p in (root / "blocks").glob("block_*.json"))
+        # the first run's rig answers its first block once more, late: a response file nobody reads
+        stale_block = int(first_blocks[0][6:12])
+        blk, run1 = read_block(manifest_path(root, stale_block))
+        stale = root / "responses" / f"block_{stale_block:06d}.npz"
+        write_response(stale, Reply(blk.block, blk.image_ids[blk.order], np.full((6, 1), 1e6)), run1)
+        second = registry.create("target", "rig", kw)
+        y2 = second(x)
+        y3 = second(x)
+    assert run1 and first.client.run == run1 and second.client.run not in ("", run1)
+    assert float(y1.max()) < 1e3 and float(y2.max()) < 1e3 and float(y3.max()) < 1e3
+    second_blocks = sorted(p.name for p in (root / "blocks").glob("block_*.json") if p.name not in first_blocks)
+    assert len(second_blocks) == 2 and min(second_blocks) > max(first_blocks)  # no block id reused
+    assert stale.exists()  # never consumed by the second run
+    np.testing.assert_array_equal(np.load(stale)["responses"], 1e6)
+    done = sorted(p.name for p in (root / "responses" / "done").iterdir())
+    assert done == sorted(b.replace(".json", ".npz") for b in first_blocks + second_blocks)
+
+
 def test_simulator_process_killed_mid_block_client_retries(tmp_path):
     """``mango rig-sim`` (cnn-digits unit) killed while presenting; restarted; the client retries that block."""
     gen = generator()
@@ -165,14 +238,18 @@ def test_simulator_process_killed_mid_block_client_retries(tmp_path):
 
     th = threading.Thread(target=run)
     th.start()
+    log_path = tmp_path / "run" / "presentations.jsonl"
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (not rec.exists() or len(rec.read_text().splitlines()) < 2):
-            time.sleep(0.05)
+        while time.monotonic() < deadline and _sent_blocks(log_path) < 3:  # blocks 0, 1 answered, 2 sent
+            time.sleep(0.01)
         assert rec.exists(), sim.stdout.read().decode() if sim.poll() is not None else "no block served"
-        time.sleep(0.1)  # inside the next block's 0.2 s of presentations
+        time.sleep(0.05)  # inside block 2's 20 x 0.01 s of presentations
         sim.send_signal(signal.SIGKILL)
         sim.wait()
+        killed_in = PresentationLog(log_path)
+        killed_in.close()
+        served_before = [json.loads(line)["block"] for line in rec.read_text().splitlines()]
         sim = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         th.join(120)
     finally:
@@ -184,3 +261,13 @@ def test_simulator_process_killed_mid_block_client_retries(tmp_path):
     _log_check(tmp_path / "run", 240)
     served = [json.loads(line)["block"] for line in rec.read_text().splitlines()]
     assert set(served) == set(range(res.blocks))
+    # the kill landed mid-block: block 2 was sent, the killed rig never finished (recorded) it and the
+    # search had no response for it
+    assert set(served_before) == {0, 1} and 2 in killed_in.sent and 2 not in killed_in.responses
+    # and that block was retried: only a later attempt was served and answered
+    attempts = [json.loads(line)["attempt"] for line in rec.read_text().splitlines()
+                if json.loads(line)["block"] == 2]
+    assert attempts and min(attempts) >= 1, attempts
+    plog = PresentationLog(log_path)
+    plog.close()
+    assert plog.responses[2]["attempt"] >= 1  # the search journal says which attempt was answered

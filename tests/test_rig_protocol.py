@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 
 import h5py
@@ -11,9 +13,9 @@ import pytest
 from mango.errors import ConfigError
 from mango.rig import make_client
 from mango.rig.closedloop import select_channels
-from mango.rig.filedrop import read_response, write_response
+from mango.rig.filedrop import FileDropClient, read_block, read_response, write_block, write_response
 from mango.rig.protocol import (_pack, Block, Limits, ProtocolError, Reply, RigError, decode_block, decode_reply,
-                                encode_block, encode_reply)
+                                encode_block, encode_reply, validate_reply_for)
 from mango.rig.simulator import Faults
 
 from _rig_helpers import free_port, generator, neurons, sim_thread
@@ -99,8 +101,7 @@ def test_response_files_roundtrip_and_half_written(tmp_path, fmt):
     got, meta = read_response(p)
     np.testing.assert_array_equal(got.responses, r.responses)
     np.testing.assert_array_equal(got.image_ids, r.image_ids)
-    if fmt != "csv":
-        assert meta == {"block": 4, "run": "run1"}
+    assert meta == {"block": 4, "run": "run1"}  # every format names its block and run
     data = p.read_bytes()
     p.write_bytes(data[: len(data) // 2])
     with pytest.raises(ProtocolError):
@@ -188,3 +189,148 @@ def test_retry_budget_error_names_rig_and_resume():
         with pytest.raises(RigError, match=r"after 3 attempts.*rerun the same command"):
             cl.present(_block())
     assert time.monotonic() - t0 < 30
+
+
+def _answer(block: Block, value: float = 1.0, n: int | None = None) -> Reply:
+    """What a rig answers to ``block`` (presentations in ``block.order``), cut to the first ``n`` rows."""
+    ids = np.asarray(block.image_ids)[block.order][:n]
+    return Reply(block.block, ids, np.full((len(ids), 1), float(value)))
+
+
+def test_truncated_or_miscounted_reply_is_rejected():
+    b = _block(n=3, repeats=2)  # 6 presentations
+    validate_reply_for(_answer(b), b)
+    assert set(_answer(b, n=4).image_ids.tolist()) == {100, 101, 102}  # every id there, 2 rows short
+    with pytest.raises(ProtocolError, match=r"4 presentations, expected 6 \(3 images x 2 repeats\)"):
+        validate_reply_for(_answer(b, n=4), b)
+    miscounted = Reply(7, np.array([100, 100, 100, 101, 102, 102]), np.ones((6, 1)))
+    with pytest.raises(ProtocolError, match="image id 100 shown 3 times, expected 2"):
+        validate_reply_for(miscounted, b)
+    longer = Reply(7, np.array([100, 100, 101, 101, 102, 102, 102]), np.ones((7, 1)))
+    with pytest.raises(ProtocolError, match="image id 102 shown 3 times, expected 2 \\(7 presentations, expected 6"):
+        validate_reply_for(longer, b)
+
+
+def _write_csv_rows(path, block: Block, rows: int, run: str) -> None:
+    """A CSV response of ``block`` cut at a line boundary after ``rows`` presentations (plain write)."""
+    full = tmp = path.with_name("full_" + path.name)
+    write_response(tmp, _answer(block), run=run)
+    lines = full.read_bytes().splitlines(keepends=True)
+    full.unlink()
+    n_head = next(i for i, line in enumerate(lines) if line.startswith(b"image_id"))
+    path.write_bytes(b"".join(lines[: n_head + 1 + rows]))
+
+
+def test_filedrop_short_csv_is_waited_for_then_reported(tmp_path):
+    """A CSV cut at a line boundary (4 of 6 rows, every image id present) is half-written: re-read until
+    the timeout and never used; completed in time, it is used whole."""
+    root = tmp_path / "drop"
+    cl = FileDropClient(root, timeout=0.6, retries=0, poll=0.02, run="r1")
+    b = _block(n=3, repeats=2)
+    out = root / "responses" / "block_000007.csv"
+
+    def rig(rows_first: int, complete_after: float | None) -> None:
+        man = root / "blocks" / "block_000007.json"
+        while not man.exists():
+            time.sleep(0.01)
+        _write_csv_rows(out, b, rows_first, "r1")
+        if complete_after is not None:
+            time.sleep(complete_after)
+            write_response(out, _answer(b, 2.0), run="r1")
+
+    th = threading.Thread(target=rig, args=(4, None))
+    th.start()
+    with pytest.raises(RigError, match=r"4 presentations, expected 6 \(3 images x 2 repeats\)"):
+        cl.present(b)
+    th.join()
+    assert not out.exists() and len(list((root / "responses" / "rejected").iterdir())) == 1
+    # the same file completed before the timeout is used, whole
+    (root / "blocks" / "block_000007.json").unlink()
+    th = threading.Thread(target=rig, args=(4, 0.2))
+    th.start()
+    reply = cl.present(b)
+    th.join()
+    assert reply.responses.shape == (6, 1) and (reply.responses == 2.0).all()
+
+
+def test_csv_cut_inside_its_last_line_is_half_written(tmp_path):
+    p = tmp_path / "block_000004.csv"
+    write_response(p, Reply(4, np.array([400, 401]), np.array([[1.25], [12.5]])), run="r")
+    data = p.read_bytes()
+    p.write_bytes(data.rstrip(b"\r\n")[:-2])  # "401,12." : still parses as 12.0 without the check
+    with pytest.raises(ProtocolError, match="does not end with a newline"):
+        read_response(p)
+
+
+@pytest.mark.parametrize("fmt", ["npz", "csv", "mat"])
+def test_filedrop_ignores_stale_response_of_another_run(tmp_path, fmt, caplog):
+    """A leftover response file of an earlier run (same block and image ids) is ignored; the client waits on."""
+    root = tmp_path / "drop"
+    b = _block(n=3, repeats=2)
+    out = root / "responses" / f"block_000007.{fmt}"
+    out.parent.mkdir(parents=True)
+    write_response(out, _answer(b, 1e6), run="old-run")  # same block id and image ids, another run
+    cl = FileDropClient(root, timeout=3.0, retries=0, poll=0.02, run="new-run")
+
+    def rig() -> None:
+        man = root / "blocks" / "block_000007.json"
+        while not man.exists():
+            time.sleep(0.01)
+        got, run = read_block(man)
+        assert run == "new-run"
+        time.sleep(0.3)
+        write_response(out, _answer(got, 5.0), run=run)
+
+    th = threading.Thread(target=rig)
+    th.start()
+    with caplog.at_level(logging.WARNING, logger="mango.rig.filedrop"):
+        reply = cl.present(b)
+    th.join()
+    assert (reply.responses == 5.0).all() and b.attempt == 0  # waited, no re-request needed
+    assert any("old-run" in i["reason"] and "new-run" in i["reason"] for i in cl.ignored), cl.ignored
+    assert "ignored" in caplog.text and "old-run" in caplog.text
+    # a response that names no run at all is not taken for this run's either
+    write_response(out, _answer(b, 1e6), run="")
+    cl2 = FileDropClient(root, timeout=0.3, retries=0, poll=0.02, run="new-run")
+    with pytest.raises(RigError, match="names no run"):
+        cl2.present(b)
+
+
+def test_filedrop_rewrites_stimuli_left_by_an_earlier_run(tmp_path):
+    b = _block(n=2)
+    write_block(tmp_path, b, run="old")
+    b2 = Block(b.block, b.image_ids, 255 - b.images, b.repeats, b.order)
+    write_block(tmp_path, b2, run="new")
+    got, run = read_block(tmp_path / "blocks" / "block_000007.json")
+    assert run == "new"
+    np.testing.assert_array_equal(got.images, b2.images)  # the rig shows this run's images
+
+
+def test_zmq_short_reply_is_rejected_and_the_block_resent():
+    from mango.rig.zmq_transport import ZmqRigServer
+
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    server = ZmqRigServer(addr).open()
+    stop = threading.Event()
+
+    def rig() -> None:
+        k = 0
+        while not stop.is_set():
+            got = server.recv(0.05)
+            if got is None:
+                continue
+            peer, blk = got
+            server.send_reply(peer, _answer(blk, 3.0, n=4 if k == 0 else None))  # first answer truncated
+            k += 1
+
+    th = threading.Thread(target=rig)
+    th.start()
+    try:
+        with make_client("zmq", address=addr, timeout=2.0, retries=2, backoff=0.01) as cl:
+            reply = cl.present(_block(n=3, repeats=2))
+    finally:
+        stop.set()
+        th.join()
+        server.terminate()
+    assert reply.responses.shape == (6, 1)
+    assert any("4 presentations, expected 6" in i["reason"] for i in cl.ignored), cl.ignored

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
 from mango.rig.closedloop import PresentationLog
+from mango.rig.run import rig_run_id
 
 from _rig_helpers import free_port, generator, neurons, sim_thread
 
@@ -68,3 +70,14 @@ def test_sigkill_resume_records_every_response_exactly_once(tmp_path):
     # one optimizer batch per search block; the last block is the confirmation block (no optimizer batch)
     assert [json.loads(r)["batch"] for r in journal_rows] == blocks[:-1]
     assert set(plog.sent[blocks[-1]]["kinds"]) == {"confirm"}
+
+
+def test_rig_run_id_is_kept_on_resume_and_new_for_another_run_folder(tmp_path):
+    """``mango rig-run`` names its file-drop manifests with this id: a resume must keep it, a new run
+    (even in a deleted and recreated folder of the same name) must not reuse it."""
+    first = rig_run_id(tmp_path / "my run")
+    assert first.startswith("my_run-") and len(first) == len("my_run-") + 12
+    assert rig_run_id(tmp_path / "my run") == first  # resume
+    assert rig_run_id(tmp_path / "elsewhere" / "my run") != first  # same folder name, another run
+    shutil.rmtree(tmp_path / "my run")
+    assert rig_run_id(tmp_path / "my run") != first  # started again from scratch

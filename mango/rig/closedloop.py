@@ -5,7 +5,7 @@ Per generation ``g`` (block id ``g``)::
     I = optimizer.ask()                                  candidates  int64 [k, d]
     block = candidates (+ current best every ``retest_every`` blocks) (+ reference images)
             each shown ``repeats`` times in a seeded random order
-    log "sent" (fsync)  ->  rig.present(block)  ->  log "response" (fsync)
+    log "sent" (fsync)  ->  rig.present(block)  ->  log "response" with the answered attempt (fsync)
     y = mean over each candidate's repeats of the selected channel(s)
     optimizer.tell(I, y); journal row (mango.journal)
 
@@ -365,7 +365,8 @@ def closed_loop(rig: Any, generator: Any, optimizer: Optimizer | str, budget: in
             else:
                 reply = rig.present(block)
                 if plog is not None:
-                    plog.append({"ev": "response", "block": g, "image_ids": np.asarray(reply.image_ids).tolist(),
+                    plog.append({"ev": "response", "block": g, "attempt": int(block.attempt),
+                                 "image_ids": np.asarray(reply.image_ids).tolist(),
                                  "responses": np.asarray(reply.responses).tolist(), "time": time.time()})
             # -- digest ------------------------------------------------------------
             y = select_channels(reply.responses, select)

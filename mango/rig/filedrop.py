@@ -9,17 +9,25 @@ Folder layout (``root``)::
                                       "image_ids": [...], "files": [...], "shape": [n, H, W, C],
                                       "repeats": 2, "order": [...]}
     responses/block_000012.npz       the rig's answer, one of:
-              block_000012.csv         .npz: arrays image_ids int [P], responses float [P, ch]
-              block_000012.mat           (optional: block, run)
-                                       .csv: header "image_id,ch0,ch1,..." then one row per presentation
+              block_000012.csv         .npz: arrays image_ids int [P], responses float [P, ch],
+              block_000012.mat           scalars block and run (the manifest's, echoed)
+                                       .csv: lines "# block=12" and "# run=<run id>", then the
+                                           header "image_id,ch0,ch1,..." and one row per presentation;
+                                           every line ends with a newline
                                        .mat: HDF5 (MATLAB -v7.3) datasets image_ids [P] and
-                                           responses [P, ch] (or [ch, P], MATLAB's column-major view)
+                                           responses [P, ch] (or [ch, P], MATLAB's column-major view),
+                                           attributes block and run
 
-The search side waits up to ``timeout`` for a response file, re-reads unreadable
-or half-written files until then, and validates block id (when present), run id
-(when present), image ids and finiteness. A file that parses but is wrong is moved
+``P = n * repeats``: each image of the block exactly ``repeats`` times. The run id
+tells this run's responses from leftovers of an earlier run in the same folder
+(block and image ids repeat across runs): a client with a run id ignores (logs,
+leaves in place, keeps waiting for) a response file that names another run or no
+run. It waits up to ``timeout`` for a response file, re-reads unreadable,
+half-written or short files (fewer rows than ``P``) until then, and validates block
+id, image ids and counts and finiteness. A file that parses but is wrong is moved
 to ``responses/rejected/`` and the block is re-requested (``attempt`` + 1 in a new
-manifest). Accepted files are moved to ``responses/done/``.
+manifest); so is a file still short or unreadable at the timeout. Accepted files
+are moved to ``responses/done/``.
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ import io
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -35,13 +44,24 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .protocol import PROTOCOL, VERSION, Block, ProtocolError, Reply, RigError, validate_reply_for
+from .protocol import (PROTOCOL, VERSION, Block, IncompleteReply, ProtocolError, Reply, RigError,
+                       validate_reply_for)
 
 __all__ = ["FileDropClient", "FORMATS", "read_response", "write_response", "write_block", "read_block",
-           "manifest_path", "response_paths"]
+           "manifest_path", "response_paths", "check_run_id"]
 
 log = logging.getLogger(__name__)
 FORMATS = ("npz", "csv", "mat")
+_BLOCK_NAME = re.compile(r"^(?:block_(\d+)\.|b(\d+)_i\d+\.png$)")
+
+
+def check_run_id(run: str) -> str:
+    """A run id as written into manifests and response files: at most 200 printable characters, no newline."""
+    run = str(run)
+    if len(run) > 200 or any(not ch.isprintable() for ch in run) or run != run.strip():
+        raise ConfigError(f"run id {run!r} is not usable; valid choices: up to 200 printable characters "
+                          "without leading/trailing spaces, e.g. 'rig-3f9a2c'")
+    return run
 
 
 def manifest_path(root: Path, block: int) -> Path:
@@ -62,7 +82,8 @@ def _atomic(path: Path, data: bytes) -> None:
 
 
 def write_block(root: Path, block: Block, run: str = "") -> Path:
-    """Write a block's PNGs, then its manifest (atomically, last). Returns the manifest path."""
+    """Write a block's PNGs (replacing a different image left under the same name), then its manifest
+    (atomically, last) naming ``run``. Returns the manifest path."""
     from .protocol import images_to_png
 
     root = Path(root)
@@ -71,8 +92,13 @@ def write_block(root: Path, block: Block, run: str = "") -> Path:
     files = []
     for iid, png in zip(block.image_ids, images_to_png(np.asarray(block.images, dtype=np.uint8))):
         name = f"b{block.block:06d}_i{int(iid):08d}.png"
-        if not (root / "stimuli" / name).exists():
-            _atomic(root / "stimuli" / name, png)
+        path = root / "stimuli" / name
+        try:
+            same = path.read_bytes() == png  # a resend: already there; another run's image: replaced
+        except OSError:
+            same = False
+        if not same:
+            _atomic(path, png)
         files.append(name)
     man = {"protocol": PROTOCOL, "version": VERSION, "type": "block", "block": int(block.block),
            "attempt": int(block.attempt), "run": run, "image_ids": [int(i) for i in block.image_ids],
@@ -106,7 +132,11 @@ def read_block(path: Path) -> tuple[Block, str]:
 
 
 def write_response(path: Path, reply: Reply, run: str = "", atomic: bool = True) -> None:
-    """Rig side: write a response file in the format its suffix names (.npz, .csv, .mat)."""
+    """Rig side: write a response file in the format its suffix names (.npz, .csv, .mat).
+
+    ``reply.image_ids`` ``int [P]``, ``reply.responses`` ``float [P, ch]``; the file also names
+    ``reply.block`` and ``run`` (the manifest's run id, echoed).
+    """
     path = Path(path)
     ext = path.suffix.lstrip(".")
     ids = np.asarray(reply.image_ids, dtype=np.int64)
@@ -117,7 +147,8 @@ def write_response(path: Path, reply: Reply, run: str = "", atomic: bool = True)
         data = buf.getvalue()
     elif ext == "csv":
         buf = io.StringIO()
-        wr = csv.writer(buf)
+        buf.write(f"# block={int(reply.block)}\n# run={check_run_id(run)}\n")
+        wr = csv.writer(buf, lineterminator="\n")
         wr.writerow(["image_id"] + [f"ch{j}" for j in range(resp.shape[1])])
         for i, row in zip(ids, resp):
             wr.writerow([int(i)] + [repr(float(v)) for v in row])
@@ -144,8 +175,12 @@ def write_response(path: Path, reply: Reply, run: str = "", atomic: bool = True)
 def read_response(path: Path) -> tuple[Reply, dict[str, Any]]:
     """Search side: parse a response file -> (Reply, {"block": ..., "run": ...} when the file says).
 
+    The reply has ``image_ids`` ``int64 [P]`` and ``responses`` ``float64 [P, ch]``; whether ``P`` is
+    what the block asked for is :func:`validate_reply_for`'s business.
+
     Raises:
-        ProtocolError: unreadable, half-written or inconsistent file (the reason is named).
+        ProtocolError: unreadable, half-written (a CSV must end with a newline) or inconsistent file
+            (the reason is named).
     """
     path = Path(path)
     ext = path.suffix.lstrip(".")
@@ -160,9 +195,21 @@ def read_response(path: Path) -> tuple[Reply, dict[str, Any]]:
                     meta["run"] = str(d["run"])
         elif ext == "csv":
             with open(path, newline="") as fh:
-                rows = list(csv.reader(fh))
+                text = fh.read()
+            if not text.endswith("\n"):
+                raise ProtocolError(f"{path.name} does not end with a newline (half-written file?)")
+            lines = text.splitlines()
+            while lines and lines[0].startswith("#"):  # "# key=value" lines before the header
+                key, _, value = lines.pop(0)[1:].partition("=")
+                key, value = key.strip(), value.strip()
+                if key == "block":
+                    meta["block"] = int(value)
+                elif key == "run":
+                    meta["run"] = value
+            rows = list(csv.reader(lines))
             if not rows or not rows[0] or rows[0][0].strip() != "image_id":
-                raise ProtocolError(f"{path.name}: first line must be 'image_id,ch0,...'")
+                raise ProtocolError(f"{path.name}: first line after the '# block=' / '# run=' lines must be "
+                                    "'image_id,ch0,...'")
             ncol = len(rows[0])
             body = [r for r in rows[1:] if r]
             if any(len(r) != ncol for r in body):
@@ -210,7 +257,10 @@ class FileDropClient:
         retries: re-requests after the first attempt; then :class:`RigError`.
         backoff: extra waiting before re-request ``k``: ``backoff * 2**k`` s (capped at ``max_backoff``).
         poll: seconds between looks into the folder.
-        run: run id written into manifests; a response that names another run is rejected.
+        run: run id written into manifests. When set, only response files naming this run are
+            used: one naming another run or none (a leftover of an earlier run in the same folder)
+            is logged, left in place and ignored while the client keeps waiting. ``""`` accepts
+            any (for rigs that do not echo it; not safe with a reused folder).
     """
 
     def __init__(self, root: str | os.PathLike, *, timeout: float = 30.0, retries: int = 3, backoff: float = 0.5,
@@ -221,13 +271,25 @@ class FileDropClient:
             raise ConfigError(f"rig retries must be >= 0, got {retries!r}")
         self.root = Path(root)
         self.timeout, self.retries, self.backoff = float(timeout), int(retries), float(backoff)
-        self.max_backoff, self.poll, self.run = float(max_backoff), float(poll), str(run)
+        self.max_backoff, self.poll, self.run = float(max_backoff), float(poll), check_run_id(run)
         self.ignored: list[dict[str, Any]] = []
+        self._stale: dict[str, tuple[int, int, int]] = {}  # file name -> (mtime_ns, size, inode) ignored
         for sub in ("stimuli", "blocks", "responses", "responses/done", "responses/rejected"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def close(self) -> None:
         """Nothing to release (for symmetry with the socket client)."""
+
+    def first_free_block(self) -> int:
+        """1 + the largest block id any manifest, stimulus or response file in the folder names (0 if none):
+        a new run that starts there reuses no file name of an earlier one."""
+        last = -1
+        for sub in ("blocks", "stimuli", "responses", "responses/done", "responses/rejected"):
+            for p in (self.root / sub).iterdir():
+                m = _BLOCK_NAME.match(p.name)
+                if m:
+                    last = max(last, int(m.group(1) or m.group(2)))
+        return last + 1
 
     def _reject(self, path: Path, why: str, block: int) -> None:
         log.warning("file-drop %s: rejected %s: %s", self.root, path.name, why)
@@ -237,40 +299,75 @@ class FileDropClient:
         except OSError:
             pass
 
+    def _other_run(self, meta: dict[str, Any]) -> str | None:
+        """Why a response file is not this run's (``None`` if it is, or the client has no run id)."""
+        if not self.run:
+            return None
+        got = meta.get("run")
+        if not got:
+            return f"names no run (a mango-rig/1 rig echoes the manifest's run id), this run is {self.run!r}"
+        if got != self.run:
+            return f"is for run {got!r}, this run is {self.run!r}"
+        return None
+
     def _wait(self, block: Block, seconds: float) -> tuple[Reply | None, str | None]:
         deadline = time.monotonic() + seconds
         last_err: str | None = None
+        stale: list[str] = []
         while time.monotonic() < deadline:
             for path in response_paths(self.root, block.block):
-                if not path.exists():
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
                     continue
+                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+                if self._stale.get(path.name) == stamp:
+                    continue  # the leftover seen before, unchanged
                 try:
                     reply, meta = read_response(path)
                 except ProtocolError as exc:
                     last_err = str(exc)  # maybe half-written: read again on the next poll
                     continue
+                other = self._other_run(meta)
+                if other is not None:
+                    why = f"{path.name} {other}: a leftover of another run? ignored, still waiting"
+                    log.warning("file-drop %s: %s", self.root, why)
+                    self.ignored.append({"block": block.block, "reason": why, "file": path.name})
+                    self._stale[path.name] = stamp
+                    stale.append(why)
+                    continue
                 try:
                     if meta.get("block", block.block) != block.block:
-                        raise ProtocolError(f"file says block {meta['block']}, expected {block.block}")
-                    if self.run and meta.get("run") not in (None, "", self.run):
-                        raise ProtocolError(f"file is for run {meta['run']!r}, this run is {self.run!r}")
+                        raise ProtocolError(f"file names block {meta['block']}, expected block {block.block}")
                     reply.block = block.block
                     validate_reply_for(reply, block)
+                except IncompleteReply as exc:
+                    last_err = f"{path.name}: {exc}"  # maybe still being written: read again
+                    continue
                 except ProtocolError as exc:
                     self._reject(path, str(exc), block.block)
                     return None, f"invalid response file: {exc}"
+                self._stale.pop(path.name, None)
                 os.replace(path, self.root / "responses" / "done" / path.name)
                 return reply, None
             time.sleep(self.poll)
         if last_err:
             for path in response_paths(self.root, block.block):
-                if path.exists():
-                    self._reject(path, f"still unreadable after waiting: {last_err}", block.block)
-            return None, f"response file unreadable: {last_err}"
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                if self._stale.get(path.name) != (st.st_mtime_ns, st.st_size, st.st_ino):
+                    self._reject(path, f"still incomplete or unreadable after {seconds:.3g} s: {last_err}",
+                                 block.block)
+            return None, f"response file incomplete or unreadable after {seconds:.3g} s: {last_err}"
+        if stale:
+            return None, f"no response file of this run within {seconds:.3g} s ({'; '.join(stale[-2:])})"
         return None, None
 
     def present(self, block: Block) -> Reply:
-        """Write ``block`` into the folder and return the rig's validated response."""
+        """Write ``block`` into the folder and return the rig's validated response
+        (``image_ids`` ``int64 [n * repeats]``, ``responses`` ``float64 [n * repeats, channels]``)."""
         failures: list[str] = []
         for attempt in range(self.retries + 1):
             block.attempt = attempt

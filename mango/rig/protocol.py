@@ -16,7 +16,8 @@ beside this module for the full specification. Two message types carry data:
 
     {"protocol": "mango-rig", "version": 1, "type": "response", "block": 12,
      "image_ids": [per presentation], "shape": [P, channels], "dtype": "float64", "mac": ...}
-    responses: P*channels little-endian float64 values, row-major [P, channels].
+    responses: P*channels little-endian float64 values, row-major [P, channels];
+    P = n * repeats: each image of the block exactly ``repeats`` times (see :func:`validate_reply_for`).
 
 ``error`` (either way): ``{"type": "error", "block": 12 | null, "reason": "..."}``
 and no binary frame; a rig answers a message it rejects with one.
@@ -38,7 +39,7 @@ import numpy as np
 
 from ..errors import MangoError
 
-__all__ = ["PROTOCOL", "VERSION", "Limits", "Block", "Reply", "ProtocolError", "RigError",
+__all__ = ["PROTOCOL", "VERSION", "Limits", "Block", "Reply", "ProtocolError", "IncompleteReply", "RigError",
            "encode_block", "decode_block", "encode_reply", "decode_reply", "encode_error",
            "peek_header", "validate_reply_for", "images_to_png", "png_to_images"]
 
@@ -50,6 +51,11 @@ TYPES = ("block", "response", "error")
 
 class ProtocolError(MangoError, ValueError):
     """A message that does not follow ``mango-rig/1``; the message says why."""
+
+
+class IncompleteReply(ProtocolError):
+    """A reply with fewer presentations than the block asked for (e.g. a half-written response file
+    cut at a line boundary); the file-drop client waits for the rest until its timeout."""
 
 
 class RigError(MangoError, RuntimeError):
@@ -322,16 +328,37 @@ def decode_reply(frames: list[bytes], token: str | None = None, limits: Limits =
 
 
 def validate_reply_for(reply: Reply, block: Block) -> None:
-    """Check that ``reply`` answers ``block``: same id, only its image ids, every image shown."""
+    """Check that ``reply`` answers ``block``: same id, only its image ids, each image exactly ``repeats`` times.
+
+    ``reply.image_ids`` (``int [P]``) must hold every id of ``block.image_ids`` (``int [n]``) exactly
+    ``block.repeats`` times, so ``P = n * repeats`` (the order is free); ``reply.responses`` is ``[P, channels]``.
+
+    Raises:
+        IncompleteReply: fewer presentations than asked for, none of them wrong (truncated reply).
+        ProtocolError: anything else that does not match (the message names expected and received).
+    """
     if reply.block != block.block:
         raise ProtocolError(f"reply is for block {reply.block}, expected {block.block}")
+    ids = np.asarray(reply.image_ids).reshape(-1)
+    if len(np.asarray(reply.responses)) != len(ids):
+        raise ProtocolError(f"reply to block {block.block} has {len(np.asarray(reply.responses))} response rows "
+                            f"but {len(ids)} image ids")
     known = set(int(i) for i in block.image_ids)
-    stray = [int(i) for i in reply.image_ids if int(i) not in known]
+    stray = [int(i) for i in ids if int(i) not in known]
     if stray:
         raise ProtocolError(f"reply to block {block.block} names image ids {stray[:5]} that the block does not hold")
-    missing = known - set(int(i) for i in reply.image_ids)
-    if missing:
-        raise ProtocolError(f"reply to block {block.block} has no presentation of image ids {sorted(missing)[:5]}")
+    n, rep, expected = len(block.image_ids), int(block.repeats), block.n_presentations
+    uniq, cnt = np.unique(ids.astype(np.int64), return_counts=True)
+    shown = dict(zip(uniq.tolist(), cnt.tolist()))
+    what = f"{len(ids)} presentations, expected {expected} ({n} images x {rep} repeats)"
+    over = [(i, c) for i, c in shown.items() if c > rep]
+    if over:  # (more than n * repeats presentations of known ids implies this)
+        detail = "; ".join(f"image id {i} shown {c} times, expected {rep}" for i, c in over[:5])
+        raise ProtocolError(f"reply to block {block.block}: {detail} ({what})")
+    if len(ids) < expected:
+        short = [(int(i), shown.get(int(i), 0)) for i in block.image_ids if shown.get(int(i), 0) < rep]
+        detail = ", ".join(f"id {i} {c} of {rep}" for i, c in short[:5]) + (", ..." if len(short) > 5 else "")
+        raise IncompleteReply(f"reply to block {block.block} has {what}; truncated? (short: {detail})")
 
 
 def encode_error(reason: str, block: int | None = None, token: str | None = None) -> list[bytes]:

@@ -3,13 +3,20 @@
 Rerunning the same command with the same ``--out`` resumes: logged responses are
 replayed, never re-presented. Connection settings (address, folder, timeout,
 retries, token) may change between runs; everything else must stay the same.
+
+The run id written into file-drop manifests (and required in the rig's response
+files) is kept in ``<out>/rig_run_id``: the same on resume, new for a new run folder
+(even one at the same path after the old one was deleted), so leftover responses of
+another run in a shared drop folder are never used.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import re
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +24,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["add_arguments", "load_reference"]
+__all__ = ["add_arguments", "load_reference", "rig_run_id"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,25 @@ def load_reference(paths: list[str], shape: tuple[int, ...] | None = None) -> np
             raise ConfigError(f"reference image {p!r} is {img.shape} (H, W, C); the generator makes {tuple(shape)}")
         out.append(img.astype(np.uint8))
     return np.stack(out)
+
+
+def rig_run_id(out: str | os.PathLike) -> str:
+    """The run id of run folder ``out``: read from ``out/rig_run_id``, or made (``<folder name>-<12 hex>``) and
+    stored there (atomically) on the first call. Stable across resumes, unique per run folder."""
+    out = Path(out)
+    path = out / "rig_run_id"
+    if path.exists():
+        run = path.read_text().strip()
+        if run:
+            return run
+        log.warning("%s is empty; making a new run id", path)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", out.resolve().name)[:64] or "run"
+    run = f"{stem}-{uuid.uuid4().hex[:12]}"
+    tmp = out / ".rig_run_id.tmp"
+    tmp.write_text(run + "\n")
+    os.replace(tmp, path)
+    return run
 
 
 def _parse_select(text: str) -> Any:
@@ -102,7 +128,7 @@ def _cmd(args: argparse.Namespace) -> int:
            "batch_size": args.batch_size, "reference_files": [Path(r).name for r in args.reference or []]}
     client = make_client(args.protocol, address=args.address, folder=args.folder, token=args.token,
                          timeout=args.timeout, retries=args.retries, encoding=args.encoding,
-                         run=Path(args.out).resolve().name, allow_remote=args.allow_remote)
+                         run=rig_run_id(args.out), allow_remote=args.allow_remote)
 
     def progress(ev: Any) -> None:
         if not args.quiet:

@@ -180,7 +180,8 @@ def serve_zmq(sim: RigSimulator, address: str, *, token: str | None = None, stop
 
 def serve_filedrop(sim: RigSimulator, root: str | os.PathLike, *, fmt: str = "npz", poll: float = 0.02,
                    stop: threading.Event | None = None, ready: threading.Event | None = None) -> None:
-    """Watch ``root/blocks`` for manifests and write ``root/responses/block_NNNNNN.<fmt>`` files."""
+    """Watch ``root/blocks`` for manifests and write ``root/responses/block_NNNNNN.<fmt>`` files
+    (``n * repeats`` rows) that echo the manifest's block and run id."""
     from .filedrop import FORMATS, read_block, write_response
     from .protocol import ProtocolError
 
