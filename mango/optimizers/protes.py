@@ -55,8 +55,24 @@ def _jax():
     return jax, jnp, optax
 
 
+#: compiled functions shared by every instance of the same shapes and learning rate
+_FNS: dict[tuple[int, int, int, float, int], tuple] = {}
+
+
 def _build_fns(d: int, n: int, r: int, lr: float, k: int):
-    """Jitted sample / step functions for a TT of ``d`` cores ``[r, n, r]``."""
+    """Jitted sample / step / log-likelihood functions for a TT of ``d`` cores ``[r, n, r]``.
+
+    Cached per ``(d, n, r, lr, k)`` for the whole process, so the seeds of a
+    comparison, a resumed run or the runs of one worker compile once (~1-2 s on a
+    CPU for the paper's 576 binary variables) instead of once per optimizer.
+    """
+    key = (int(d), int(n), int(r), float(lr), int(k))
+    if key not in _FNS:
+        _FNS[key] = _compile_fns(*key)
+    return _FNS[key]
+
+
+def _compile_fns(d: int, n: int, r: int, lr: float, k: int):
     jax, jnp, optax = _jax()
     opt = optax.adam(lr)
 
@@ -80,13 +96,15 @@ def _build_fns(d: int, n: int, r: int, lr: float, k: int):
 
         def body(q, data):
             Ci, Ri, kk = data  # [r, n, r], [r], key
-            # p_j ∝ q^T Ci[:, j, :] Ri, for every sample (q: [k, r])
-            p = jnp.einsum("kr,rjs,s->kj", q, Ci, Ri)
+            # p_j ∝ q^T Ci[:, j, :] Ri, for every sample (q: [k, r]); broadcast-multiply-sum
+            # rather than einsum: XLA's CPU dot on r x r operands is slower (measured 1.4 vs 2.2 ms
+            # per batch of 50 at 448 binary variables)
+            p = (q[:, :, None] * (Ci * Ri).sum(2)[None]).sum(1)
             # inverse-CDF draw: one uniform per sample (Gumbel-max would need k*n random numbers)
             cdf = jnp.cumsum(p, axis=1)
             u = jax.random.uniform(kk, (p.shape[0], 1)) * cdf[:, -1:]
             idx = jnp.minimum(jnp.sum(cdf <= u, axis=1), p.shape[1] - 1)  # [k]
-            q = jnp.einsum("kr,krs->ks", q, jnp.take(Ci, idx, axis=1).transpose(1, 0, 2))
+            q = (q[:, :, None] * jnp.take(Ci, idx, axis=1).transpose(1, 0, 2)).sum(1)
             q = q / jnp.sum(q, axis=1, keepdims=True)
             return q, idx
 
