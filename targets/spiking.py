@@ -19,12 +19,18 @@ Input coding:
 
 * ``"static"`` (the paper's): the image is presented unchanged at each step;
 * ``"poisson"``: at each step every pixel spikes with probability equal to its
-  value (images must be in [0, 1]); the random draws come from a generator seeded
-  with ``seed`` at every call, so the target is deterministic for a fixed image
-  batch (``noisy = False``); with ``seed=None`` it draws fresh noise (``noisy = True``).
+  value (images must be in [0, 1]). With a ``seed``, each image's draws come from
+  its own generator seeded from ``(seed, a hash of the image's bytes)``, so an
+  image's spike trains, and hence its value, depend only on the seed and the image
+  itself: not on the other images in the batch, its position there or the batch
+  size. The target is then deterministic per image (``noisy = False``) and the
+  engine may cache its values. (The draws are made on the images' device, so a
+  different device type may give different, equally valid, trains.) With
+  ``seed=None`` it draws fresh noise at every call (``noisy = True``).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 
@@ -36,7 +42,7 @@ from mango.errors import ConfigError, choices_hint
 from .units import UnitSpec, find_layer, list_layers
 
 __all__ = ["SpikingSequential", "SpikingTarget", "spiking_layer_names", "reset_states", "poisson_spikes",
-           "reference_run"]
+           "image_seed", "reference_run"]
 
 log = logging.getLogger(__name__)
 
@@ -83,19 +89,44 @@ def reset_states(net: nn.Module) -> None:
                     setattr(m, name, torch.zeros(0, device=dev))
 
 
+def image_seed(seed: int, image: torch.Tensor) -> int:
+    """A 63-bit generator seed from ``seed`` and one image's content (its shape and float32 bytes).
+
+    Stable across processes and runs (BLAKE2b, not Python's salted ``hash``); equal
+    images give equal seeds, whatever batch they come in.
+    """
+    h = hashlib.blake2b(digest_size=8)
+    h.update(int(seed).to_bytes(16, "little", signed=True))
+    h.update(repr(tuple(image.shape)).encode())
+    h.update(image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return int.from_bytes(h.digest(), "little") >> 1
+
+
 def poisson_spikes(images: torch.Tensor, T: int, seed: int | None) -> torch.Tensor:
     """Bernoulli rate coding: ``[B, ...]`` in [0, 1] -> ``[T, B, ...]`` of 0/1 (same dtype).
 
-    Draws from a ``torch.Generator`` on the images' device seeded with ``seed``
-    (fresh entropy when ``seed`` is None).
+    Pixel ``x`` spikes at step ``t`` when ``u[t] < clamp(x, 0, 1)`` with ``u`` uniform
+    in [0, 1). With a ``seed``, image ``b``'s uniforms ``[T, ...]`` come from a
+    ``torch.Generator`` on the images' device seeded with :func:`image_seed`
+    ``(seed, images[b])``, so they depend only on the seed and that image (not on
+    the batch it is in or its position there). With ``seed=None``, one generator
+    with fresh entropy draws for the whole batch.
     """
-    gen = torch.Generator(device=images.device)
+    T = int(T)
+    dev = images.device
+    p = images.detach().clamp(0.0, 1.0)
+    gen = torch.Generator(device=dev)
     if seed is None:
         gen.seed()
-    else:
-        gen.manual_seed(int(seed))
-    p = images.detach().clamp(0.0, 1.0)
-    u = torch.rand((int(T), *images.shape), generator=gen, device=images.device, dtype=images.dtype)
+        u = torch.rand((T, *images.shape), generator=gen, device=dev, dtype=images.dtype)
+        return (u < p).to(images.dtype)
+    if images.ndim < 1:
+        raise ConfigError(f"images must have a batch axis, got shape {tuple(images.shape)}")
+    host = images.detach().to("cpu", torch.float32)     # one transfer for all the hashes
+    u = torch.empty((T, *images.shape), device=dev, dtype=images.dtype)
+    for b in range(images.shape[0]):
+        gen.manual_seed(image_seed(seed, host[b]))
+        u[:, b] = torch.rand((T, *images.shape[1:]), generator=gen, device=dev, dtype=images.dtype)
     return (u < p).to(images.dtype)
 
 
@@ -162,7 +193,9 @@ class SpikingTarget:
         readout: ``"rate"`` (in [0, 1]) or ``"count"`` (in [0, T]).
         tie_break: weight of the unit's mean membrane potential added to the readout (0: off).
         encoding: ``"static"`` or ``"poisson"`` (see module docstring).
-        seed: Poisson seed used at every call (None: fresh noise, noisy target).
+        seed: Poisson seed; each image's draws are seeded from ``(seed, the image's bytes)``
+            at every call, so its value does not depend on its batch (None: fresh noise,
+            noisy target).
         fast: use :class:`mango.targets.snn_fast.FastSNN` (identical spikes) when the
             network is a feed-forward ``nn.Sequential`` of Leaky neurons and stateless
             layers and no gradient is needed; otherwise the snnTorch step loop.

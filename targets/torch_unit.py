@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 
 _OUTPUTS = ("raw", "logit", "softmax")
 
+#: what to do instead of passing TorchScript (ScriptModules refuse forward hooks)
+_SCRIPT_HINT = ("TorchScript modules do not support the forward hooks a unit is read through. "
+                "Use the eager (Python) module instead: save it with torch.save(model, path) and pass "
+                "that file, or build the architecture in Python, load its state_dict and pass the module")
+
 
 class _Reached(Exception):
     """Raised inside the hook to stop the forward pass after the target layer."""
@@ -61,11 +66,15 @@ class UnitTarget:
                  input_shape: Sequence[int] | None = None, stop_early: bool = True) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"UnitTarget needs a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(model, torch.jit.ScriptModule):
+            raise ConfigError(f"{type(model).__name__} is a TorchScript module; {_SCRIPT_HINT}")
         if output not in _OUTPUTS:
             raise ConfigError(f"unknown output {output!r}; {choices_hint(output, _OUTPUTS)}")
         self.model = model.eval()
         self.layer = OUTPUT if layer in (None, "", OUTPUT) else str(layer)
-        self.module = None if self.layer == OUTPUT else find_layer(model, self.layer)
+        self.module = None if self.layer == OUTPUT else find_layer(model, self.layer, extra=(OUTPUT,))
+        if isinstance(self.module, torch.jit.ScriptModule):
+            raise ConfigError(f"layer {self.layer!r} is a TorchScript module; {_SCRIPT_HINT}")
         self.spec = UnitSpec.make(unit, position)
         self.output = "raw" if output == "logit" else output
         self.stop_early = bool(stop_early)
@@ -146,10 +155,12 @@ def _first(out: object) -> torch.Tensor:
 def torch_unit(model: nn.Module | str, layer: str | None = None, unit: int | Sequence[int] = 0,
                position: Sequence[int] | None = None, output: str = "raw",
                input_shape: Sequence[int] | None = None, device: str = "cpu") -> UnitTarget:
-    """A unit of a user's torch model (a module, or a path to a full pickled module / TorchScript file).
+    """A unit of a user's torch model (a module, or a path to a full pickled eager module).
 
-    A path is loaded with ``torch.jit.load`` first; a full pickled module needs
-    ``torch.load(weights_only=False)``, so only load files you trust.
+    A full pickled module (``torch.save(model, path)``) is loaded with
+    ``torch.load(weights_only=False)``, so only load files you trust. A TorchScript
+    file (``torch.jit.save``) is refused with a :class:`ConfigError` naming the file:
+    ScriptModules do not allow the forward hooks a unit is read through.
     """
     if isinstance(model, str):
         from pathlib import Path
@@ -163,6 +174,8 @@ def torch_unit(model: nn.Module | str, layer: str | None = None, unit: int | Seq
                 m = torch.load(str(p), map_location=device, weights_only=False)
             except Exception as e:
                 raise ConfigError(f"cannot load a torch module from {str(p)!r}: {e}") from e
+        else:
+            raise ConfigError(f"{str(p)!r} is a TorchScript file; {_SCRIPT_HINT}")
         if not isinstance(m, nn.Module):
             raise ConfigError(f"{str(p)!r} holds a {type(m).__name__}, not a torch module "
                               "(a state_dict needs its architecture: build the module in Python)")

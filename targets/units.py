@@ -32,19 +32,21 @@ def layer_names(model: nn.Module) -> list[str]:
 
 
 def find_layer(model: nn.Module, name: str, valid: Sequence[str] | None = None,
-               what: str = "layer") -> nn.Module:
+               what: str = "layer", extra: Sequence[str] = ()) -> nn.Module:
     """The submodule called ``name`` (dotted path).
 
     Args:
         valid: restrict the choices (e.g. to spiking layers); default all submodules.
+        extra: further names the caller accepts itself (e.g. :data:`OUTPUT`); they are
+            listed among the valid choices of the error but not resolved here.
 
     Raises:
-        ConfigError: unknown name; lists the valid names, nearest first.
+        ConfigError: unknown name; lists the valid names (and ``extra``), nearest first.
     """
     choices = list(valid) if valid is not None else layer_names(model)
     modules = dict(model.named_modules())
     if name not in choices or name not in modules:
-        raise ConfigError(f"unknown {what} {name!r}; {choices_hint(name, choices)}")
+        raise ConfigError(f"unknown {what} {name!r}; {choices_hint(name, [*choices, *extra])}")
     return modules[name]
 
 
@@ -62,7 +64,8 @@ def output_shapes(model: nn.Module, example: torch.Tensor,
 
     Hooks are removed afterwards. For modules returning tuples (snnTorch neurons
     return ``(spk, mem)``), the first tensor's shape is reported; the model's own
-    output is under ``"output"``. ``order``, when given, is filled with the layer
+    output is under ``"output"``; TorchScript submodules (which refuse hooks) are
+    left out. ``order``, when given, is filled with the layer
     names in the order their forwards finish.
     """
     shapes: dict[str, tuple[int, ...]] = {}
@@ -78,7 +81,7 @@ def output_shapes(model: nn.Module, example: torch.Tensor,
         return hook
 
     for name, m in model.named_modules():
-        if name:
+        if name and not isinstance(m, torch.jit.ScriptModule):     # TorchScript refuses hooks: left out
             handles.append(m.register_forward_hook(make(name)))
     try:
         with torch.no_grad():

@@ -89,6 +89,55 @@ def test_bad_layer_and_unit_errors():
         UnitTarget(m, output="probs")
 
 
+def test_unknown_layer_error_lists_output():
+    with pytest.raises(ConfigError) as e:
+        UnitTarget(small_cnn(), "outptu")
+    msg = str(e.value)
+    assert "'outptu'" in msg and "output" in msg.split("valid choices:")[1]
+    assert UnitTarget(small_cnn(), "output", unit=1).layer == "output"     # and it is accepted
+
+
+class _Scriptable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.fc = nn.Linear(2 * 8 * 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")      # torch.jit.script / load are deprecated
+def test_torchscript_file_gives_clear_error(tmp_path, capsys):
+    from mango.cli import main
+    from mango.targets.torch_unit import torch_unit
+    path = tmp_path / "scripted.pt"
+    torch.jit.script(_Scriptable()).save(str(path))
+    with pytest.raises(ConfigError) as e:
+        torch_unit(str(path), layer="conv", unit=0, input_shape=(1, 8, 8))
+    msg = str(e.value)
+    assert "scripted.pt" in msg and "TorchScript" in msg and "state_dict" in msg
+    with pytest.raises(ConfigError, match="TorchScript"):
+        torch_unit(str(path), layer="conv", unit=0)                # also without an input shape
+    code = main(["layers", "torch-unit", "--target-param", f"model={path}",
+                 "--target-param", "input_shape=[1, 8, 8]"])
+    err = capsys.readouterr().err
+    assert code == 2 and "scripted.pt" in err and "TorchScript" in err and "Traceback" not in err
+    # a full pickled eager module still loads
+    eager = tmp_path / "eager.pt"
+    torch.save(_Scriptable(), str(eager))
+    t = torch_unit(str(eager), layer="conv", unit=1, input_shape=(1, 8, 8))
+    assert t(torch.rand(2, 1, 8, 8)).shape == (2,)
+    # an eager model with a scripted part: its eager layers work, the scripted ones say why not
+    mixed = nn.Sequential(OrderedDict([("pre", nn.Conv2d(1, 1, 1)), ("body", torch.jit.script(_Scriptable()))]))
+    assert UnitTarget(mixed, "pre", unit=0, input_shape=(1, 8, 8))(torch.rand(2, 1, 8, 8)).shape == (2,)
+    assert UnitTarget(mixed, unit=2, input_shape=(1, 8, 8))(torch.rand(2, 1, 8, 8)).shape == (2,)
+    with pytest.raises(ConfigError, match="'body.conv' is a TorchScript module"):
+        UnitTarget(mixed, "body.conv")
+    with pytest.raises(ConfigError, match="TorchScript"):
+        UnitTarget(torch.jit.script(_Scriptable()))
+
+
 # -- spiking -----------------------------------------------------------------
 
 def tiny_snn(beta: float = 0.5) -> SpikingSequential:
@@ -142,6 +191,33 @@ def test_spiking_channel_mean_and_poisson():
     assert not tp.differentiable and SpikingTarget(net).differentiable
     s = poisson_spikes(torch.full((2, 3), 0.25), 4000, seed=1)
     assert s.shape == (4000, 2, 3) and abs(s.mean().item() - 0.25) < 0.02
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_seeded_poisson_value_independent_of_batch(fast):
+    """With a seed, an image's value depends only on (seed, image): not on its batch or position."""
+    lin = nn.Linear(6, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.fill_(0.25)                          # exact sums of spikes: no rounding in batching
+    net = SpikingSequential(OrderedDict([("lin", lin), ("lif", snn.Leaky(beta=0.75))]))
+    t = SpikingTarget(net, layer="lif", unit=0, T=32, readout="count", encoding="poisson", seed=5, fast=fast)
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.rand(5, 6, generator=g)
+    alone = torch.cat([t(imgs[i:i + 1]) for i in range(5)])
+    assert len(set(alone.tolist())) > 2 and alone.min() > 0          # the counts do vary between images
+    assert torch.equal(t(imgs), alone)
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    assert torch.equal(t(imgs[perm]), alone[perm])
+    other = torch.cat([torch.rand(3, 6, generator=g), imgs[2:3], torch.rand(2, 6, generator=g), imgs[0:1]])
+    y = t(other)
+    assert y[3] == alone[2] and y[6] == alone[0]
+    # equal images get equal draws; different images or seeds get different ones; still Bernoulli(p)
+    x = torch.tensor([[0.25, 0.25, 0.25], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]])
+    s = poisson_spikes(x, 4000, seed=1)
+    assert torch.equal(s[:, 0], s[:, 2]) and torch.equal(s[:, 1], poisson_spikes(x[1:2], 4000, seed=1)[:, 0])
+    assert not torch.equal(s, poisson_spikes(x, 4000, seed=2))
+    assert not torch.equal(s[:, 0], poisson_spikes(x[0:1] + 1e-3, 4000, seed=1)[:, 0])
+    assert abs(s[:, 0].mean().item() - 0.25) < 0.02 and abs(s[:, 1].mean().item() - 0.5) < 0.02
 
 
 def test_spiking_errors():
