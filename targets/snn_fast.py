@@ -152,7 +152,12 @@ def _compiled(k: int, mode: int, const: bool, with_msum: bool):
         def f_nomsum(cur, mem, beta, thr, g):
             m, s, _ = _steps(cur, mem, None, beta, thr, g, k, mode, const)
             return m, s
-        fn = torch.compile(f if with_msum else f_nomsum, dynamic=True, fullgraph=True)
+        py = f if with_msum else f_nomsum
+        # dynamo keeps at most ``recompile_limit`` (8) compiled variants per *code object*, and
+        # every closure made here shares one: a process needing a 9th (k, mode, const, msum) variant
+        # would fail (fullgraph) or fall back. A code object of its own per variant avoids that.
+        py.__code__ = py.__code__.replace(co_name=f"leaky_k{k}_m{mode}_c{int(const)}_s{int(with_msum)}")
+        fn = torch.compile(py, dynamic=True, fullgraph=True)
         _COMPILED[key] = fn
     return fn
 

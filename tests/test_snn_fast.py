@@ -113,3 +113,24 @@ def test_unsupported_networks():
     assert not t.uses_fast_path and t(torch.full((1, 3), 0.6)).shape == (1,)
     with pytest.raises(ConfigError, match="backend"):
         FastSNN(random_net(0), backend="cuda-magic")
+
+
+def test_compiled_kernel_survives_many_variants():
+    """More (steps, reset mode, constant input, membrane sum) variants in one process than dynamo's
+    per-code-object recompile limit (8): each compiles to its own kernel, none fails or falls back."""
+    pytest.importorskip("torch._inductor")
+    from mango.targets.snn_fast import leaky_scan
+
+    beta, thr, g = torch.tensor(0.9), torch.tensor(1.0), torch.tensor(1.0)
+    cur = torch.rand(12, 5, generator=torch.Generator().manual_seed(0)) * 2
+    n = 0
+    for mode in (0, 1, 2):
+        for k in (1, 2, 3):
+            for with_msum in (False, True):
+                m0 = torch.zeros(5)
+                ref = leaky_scan(cur[:k], m0, beta, thr, g, mode, k, msum=torch.zeros(5) if with_msum else None)
+                out = leaky_scan(cur[:k], m0, beta, thr, g, mode, k, msum=torch.zeros(5) if with_msum else None,
+                                 backend="compile", unroll=k)
+                assert torch.equal(ref[1], out[1]) and torch.equal(ref[0], out[0])
+                n += 1
+    assert n == 18
