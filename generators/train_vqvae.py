@@ -55,8 +55,11 @@ def _data(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, dict]:
         xtr, _ = cifar10(args.cifar_root, "train", limit=args.limit)
         try:
             xte, _ = cifar10(args.cifar_root, "test", limit=2000)
-        except FileNotFoundError:
-            xtr, xte = xtr[:-1000], xtr[-1000:]
+        except FileNotFoundError:   # no test split on disk: hold out a tenth of train (<= 1000 images)
+            if len(xtr) < 2:
+                raise SystemExit(f"--data cifar10: only {len(xtr)} image(s) under {args.cifar_root!r}; need >= 2")
+            hold = max(1, min(1000, len(xtr) // 10))
+            xtr, xte = xtr[:-hold], xtr[-hold:]
         m = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
         s = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
         return (xtr - m) / s, (xte - m) / s, dict(in_channels=3, image_size=32, output="linear",

@@ -395,3 +395,62 @@ def test_committed_weights_are_small():
 
     total = sum(p.stat().st_size for p in Path(weights_dir()).iterdir() if p.is_file())
     assert total < 5 * 1024 * 1024
+
+
+def _fake_cifar(tmp_path):
+    """A tiny CIFAR-10 on disk in both layouts the loader reads (nothing is downloaded)."""
+    import pickle
+
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8)
+    tree = tmp_path / "cifar_png" / "train"
+    for i, img in enumerate(imgs):
+        cls = tree / ("cat" if i % 2 else "airplane")
+        cls.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(cls / f"{i}.png", img)
+    (tmp_path / "cifar_png" / "test" / "cat").mkdir(parents=True)
+    iio.imwrite(tmp_path / "cifar_png" / "test" / "cat" / "t.png", imgs[0])
+    pk = tmp_path / "cifar-10-batches-py"
+    pk.mkdir()
+    with open(pk / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": imgs.transpose(0, 3, 1, 2).reshape(6, -1), b"labels": [3, 1, 4, 1, 5, 9]}, f)
+    return imgs, tmp_path / "cifar_png", tmp_path
+
+
+def test_cifar10_loader_reads_both_layouts(tmp_path):
+    from mango.generators.data import cifar10
+
+    imgs, tree, root = _fake_cifar(tmp_path)
+    x, y = cifar10(root)                                  # finds cifar-10-batches-py inside root
+    assert x.shape == (6, 3, 32, 32) and y.tolist() == [3, 1, 4, 1, 5, 9]
+    assert torch.equal((x * 255).round().to(torch.uint8), torch.from_numpy(imgs.transpose(0, 3, 1, 2)))
+    x, y = cifar10(tree, "train")
+    assert x.shape == (6, 3, 32, 32) and sorted(y.tolist()) == [0, 0, 0, 1, 1, 1]   # airplane=0, cat=1
+    assert cifar10(tree, "all")[0].shape[0] == 7 and cifar10(tree, "train", limit=2)[0].shape[0] == 2
+    with pytest.raises(FileNotFoundError, match="no CIFAR-10 found"):
+        cifar10(tmp_path / "nowhere")
+
+
+def test_recipes_on_cifar10_folder_and_photos(tmp_path):
+    """The CIFAR-10 (user's folder) and scikit-image photo recipes train, save, draw and reload."""
+    from mango.generators import load_sngan, load_vqvae
+    from mango.generators.train_sngan import main as train_sngan
+    from mango.generators.train_vqvae import main as train_vqvae
+
+    _, tree, root = _fake_cifar(tmp_path)
+    small = ["--steps", "2", "--hidden", "16", "--res-hidden", "8", "--embedding-dim", "4", "--codebook", "8",
+             "--batch", "4"]
+    # pickle batches without a test_batch: the recipe holds out part of train (6 images here)
+    rec = train_vqvae(["--data", "cifar10", "--cifar-root", str(root), *small, "--out", str(tmp_path / "c.pt")])
+    assert rec["steps"] == 2 and (tmp_path / "c.png").is_file()
+    g = load_vqvae(tmp_path / "c.pt")
+    assert g.space.shape == (8, 8) and g.space.n == 8       # 32 x 32 RGB -> 8 x 8 codes, like the paper's
+    assert g(g.space.decode(np.zeros((2, 64), dtype=np.int64))).shape == (2, 3, 32, 32)
+    train_vqvae(["--data", "photos", "--n-photos", "16", *small, "--out", str(tmp_path / "p.pt")])
+    assert load_vqvae(tmp_path / "p.pt").space.shape == (8, 8) and (tmp_path / "p.png").is_file()
+    train_sngan(["--data", "cifar10", "--cifar-root", str(tree), "--steps", "2", "--ch", "8", "--z-dim", "6", "--batch", "4",
+                 "--out", str(tmp_path / "s.pt")])
+    s = load_sngan(tmp_path / "s.pt", levels=4)
+    assert s(s.space.decode(np.zeros((2, 6), dtype=np.int64))).shape == (2, 3, 32, 32)
