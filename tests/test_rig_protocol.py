@@ -334,3 +334,34 @@ def test_zmq_short_reply_is_rejected_and_the_block_resent():
         server.terminate()
     assert reply.responses.shape == (6, 1)
     assert any("4 presentations, expected 6" in i["reason"] for i in cl.ignored), cl.ignored
+
+
+def test_zmq_unsigned_error_is_ignored_when_a_token_is_set():
+    """With a shared token, an unsigned (forged) error message must not abort the block attempt."""
+    from mango.rig.protocol import encode_error
+    from mango.rig.zmq_transport import ZmqRigServer
+
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    server = ZmqRigServer(addr, token="s3cret").open()
+    stop = threading.Event()
+
+    def rig() -> None:
+        while not stop.is_set():
+            got = server.recv(0.05)
+            if got is None:
+                continue
+            peer, blk = got
+            server.send_raw(peer, encode_error("forged: rig on fire", blk.block))   # no MAC
+            server.send_reply(peer, _answer(blk, 3.0))                              # signed, valid
+
+    th = threading.Thread(target=rig)
+    th.start()
+    try:
+        with make_client("zmq", address=addr, token="s3cret", timeout=2.0, retries=0, backoff=0.01) as cl:
+            reply = cl.present(_block(n=3, repeats=2))
+    finally:
+        stop.set()
+        th.join()
+        server.terminate()
+    assert reply.responses.shape == (6, 1)
+    assert any("unauthenticated error" in i["reason"] for i in cl.ignored), cl.ignored

@@ -40,7 +40,7 @@ import numpy as np
 from ..errors import MangoError
 
 __all__ = ["PROTOCOL", "VERSION", "Limits", "Block", "Reply", "ProtocolError", "IncompleteReply", "RigError",
-           "encode_block", "decode_block", "encode_reply", "decode_reply", "encode_error",
+           "encode_block", "decode_block", "encode_reply", "decode_reply", "encode_error", "decode_error",
            "peek_header", "validate_reply_for", "images_to_png", "png_to_images"]
 
 PROTOCOL = "mango-rig"
@@ -364,3 +364,17 @@ def validate_reply_for(reply: Reply, block: Block) -> None:
 def encode_error(reason: str, block: int | None = None, token: str | None = None) -> list[bytes]:
     """Frames of an ``error`` message."""
     return _pack({"type": "error", "block": block, "reason": str(reason)[:2000]}, [], token)
+
+
+def decode_error(frames: list[bytes], token: str | None = None, limits: Limits = Limits()) -> dict[str, Any]:
+    """Header of an ``error`` message, authenticated like any other message when a token is set.
+
+    Raises:
+        ProtocolError: not an error message, or (with ``token``) an unsigned or forged one, which
+            must not be allowed to abort a block attempt.
+    """
+    header = peek_header(frames, limits)
+    if header.get("type") != "error":
+        raise ProtocolError(f"expected an 'error' message, got {header.get('type')!r}")
+    _check_mac(header, frames[1:], token)
+    return header

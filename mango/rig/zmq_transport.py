@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .protocol import (Block, Limits, ProtocolError, Reply, RigError, decode_block, decode_reply,
+from .protocol import (Block, Limits, ProtocolError, Reply, RigError, decode_block, decode_error, decode_reply,
                        encode_block, encode_error, encode_reply, peek_header, validate_reply_for)
 
 __all__ = ["DEFAULT_ADDRESS", "ZmqRigClient", "ZmqRigServer", "check_address"]
@@ -65,6 +65,7 @@ class ZmqRigClient:
         self.limits = limits
         self.answered: set[int] = set()
         self.ignored: list[dict[str, Any]] = []  # what was dropped and why (for tests and reports)
+        self._unverified: list[str] = []         # reasons of error messages that failed authentication
         self._ctx: Any = None
         self._sock: Any = None
 
@@ -131,6 +132,12 @@ class ZmqRigClient:
                              bid)
                 continue
             if header["type"] == "error":
+                try:
+                    header = decode_error(frames, self.token, self.limits)
+                except ProtocolError as exc:   # unsigned, or signed with another token: must not end the
+                    self._ignore(f"unauthenticated error message for block {bid!r}: {exc}", bid)  # attempt,
+                    self._unverified.append(str(header.get("reason")))   # but its text helps diagnose
+                    continue
                 return None, f"rig reported an error: {header.get('reason')!r}"
             if header["type"] != "response":
                 self._ignore(f"unexpected {header['type']!r} message", bid)
@@ -159,11 +166,14 @@ class ZmqRigClient:
                 self._reopen()
             self._sock.send_multipart(encode_block(block, self.token, self.encoding))
             wait = self.timeout + (min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) if attempt else 0.0)
+            self._unverified = []
             reply, why = self._listen(block, wait)
             if reply is not None:
                 self.answered.add(block.block)
                 return reply
             why = why or f"no reply within {wait:.3g} s"
+            if self._unverified:
+                why += f" (unauthenticated error message(s), not acted on: {'; '.join(self._unverified[:3])})"
             failures.append(f"attempt {attempt}: {why}")
             log.warning("rig %s: block %d %s; %s", self.address, block.block, why,
                         "retrying" if attempt < self.retries else "giving up")
