@@ -67,3 +67,43 @@ def test_optimizers_listing(capsys):
 def test_console_script_installed():
     p = subprocess.run([sys.executable, "-m", "mango.cli", "problems"], capture_output=True, text=True)
     assert p.returncode == 0 and "tt-random" in p.stdout
+
+
+def test_layers_lists_spiking_layers_with_shapes(capsys):
+    assert main(["layers", "snn-digits"]) == 0
+    out = capsys.readouterr().out
+    for name in ("spiking1", "spiking2", "spiking_out"):
+        assert name in out
+    assert "10" in out.split("spiking_out", 1)[1].splitlines()[0]        # the read-out's 10 class neurons
+
+
+def test_demo_writes_both_units_and_optimizers(tmp_path, capsys):
+    """`mango demo` (small budget): one class neuron and one hidden unit, PROTES and random, run folders."""
+    import json
+
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--budget", "100", "--quiet"]) == 0
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert len(summary) == 2 and any("class" in k for k in summary) and any("hidden" in k for k in summary)
+    for row in summary.values():
+        assert set(row) == {"protes", "random"}
+        for r in row.values():
+            assert r["queries"] == 100 and 0 < r["best_value"] <= 1.5 and 1 <= r["queries_to_best"] <= 100
+    assert len(list((tmp_path / "demo").rglob("best.png"))) == 4
+    assert "protes" in capsys.readouterr().out
+
+
+def test_compare_cli_from_toml(tmp_path, capsys):
+    """`mango compare CONFIG.toml`: runs the grid, prints the table, writes the report; a rerun skips all."""
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text('name = "tiny"\nbudget = 20\nseeds = [0]\nbatch_size = 10\nworkers = 1\n'
+                   '[[generators]]\nname = "vqvae-digits"\n'
+                   '[[targets]]\nname = "snn-digits"\nlayer = "spiking_out"\nunits = [0, 1]\nT = 4\n'
+                   '[[optimizers]]\nname = "random"\n[[optimizers]]\nname = "ga"\n')
+    out = tmp_path / "cmp"
+    assert main(["compare", str(cfg), "--out", str(out)]) == 0
+    assert (out / "report" / "report.md").is_file() and (out / "report" / "report.html").is_file()
+    assert len(list((out / "runs").rglob("result.json"))) == 4
+    first = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("result.json")}
+    capsys.readouterr()
+    assert main(["compare", str(cfg), "--out", str(out)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("result.json")} == first
