@@ -220,14 +220,16 @@ class FastSNN:
         time_batch: time steps per call of the stateless layers (None: the whole chunk
             where a one-off probe shows the batched call bit-identical to per-step calls,
             else 1; 1 always calls them with the step loop's shapes).
-        neuron_threads: CPU threads for the (memory-bound) neuron kernels; 1 by default
-            because on a busy machine an OpenMP barrier per small kernel costs more than
-            it gains; ``None`` keeps torch's setting. The convolutions use torch's setting.
+        neuron_threads: CPU threads for the (memory-bound) neuron kernels; ``None`` (default)
+            keeps torch's setting, as the convolutions do (``mango compare`` workers set 1).
+            Measured on the paper SNN with 2 idle cores, side by side: 2 threads were 19-23 %
+            faster than 1 (T=32/128, batch 16/64); 1 can win when other processes load the
+            cores, since each small kernel ends in an OpenMP barrier.
     """
 
     def __init__(self, net: nn.Module, backend: str = "auto", unroll: int = 8,
                  max_elems: int = 2 ** 25, time_batch: int | None = None,
-                 neuron_threads: int | None = 1) -> None:
+                 neuron_threads: int | None = None) -> None:
         why = fast_supported(net)
         if why is not None:
             raise ConfigError(f"the fast SNN path cannot run this network: {why}")
