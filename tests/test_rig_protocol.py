@@ -1,6 +1,7 @@
 """mango-rig/1 wire format, file formats and the socket server's rejection of malformed messages."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -306,32 +307,43 @@ def test_filedrop_rewrites_stimuli_left_by_an_earlier_run(tmp_path):
     np.testing.assert_array_equal(got.images, b2.images)  # the rig shows this run's images
 
 
-def test_zmq_short_reply_is_rejected_and_the_block_resent():
+@contextlib.contextmanager
+def _scripted_rig(answer, token=None):
+    """A ZeroMQ rig on loopback in a thread: ``answer(server, peer, block, k)`` handles the k-th block.
+
+    Yields the rig's address; the thread and socket are stopped afterwards.
+    """
     from mango.rig.zmq_transport import ZmqRigServer
 
     addr = f"tcp://127.0.0.1:{free_port()}"
-    server = ZmqRigServer(addr).open()
+    server = ZmqRigServer(addr, token=token).open()
     stop = threading.Event()
 
     def rig() -> None:
         k = 0
         while not stop.is_set():
             got = server.recv(0.05)
-            if got is None:
-                continue
-            peer, blk = got
-            server.send_reply(peer, _answer(blk, 3.0, n=4 if k == 0 else None))  # first answer truncated
-            k += 1
+            if got is not None:
+                answer(server, *got, k)
+                k += 1
 
     th = threading.Thread(target=rig)
     th.start()
     try:
-        with make_client("zmq", address=addr, timeout=2.0, retries=2, backoff=0.01) as cl:
-            reply = cl.present(_block(n=3, repeats=2))
+        yield addr
     finally:
         stop.set()
         th.join()
         server.terminate()
+
+
+def test_zmq_short_reply_is_rejected_and_the_block_resent():
+    def answer(server, peer, blk, k):
+        server.send_reply(peer, _answer(blk, 3.0, n=4 if k == 0 else None))  # first answer truncated
+
+    with _scripted_rig(answer) as addr:
+        with make_client("zmq", address=addr, timeout=2.0, retries=2, backoff=0.01) as cl:
+            reply = cl.present(_block(n=3, repeats=2))
     assert reply.responses.shape == (6, 1)
     assert any("4 presentations, expected 6" in i["reason"] for i in cl.ignored), cl.ignored
 
@@ -339,29 +351,13 @@ def test_zmq_short_reply_is_rejected_and_the_block_resent():
 def test_zmq_unsigned_error_is_ignored_when_a_token_is_set():
     """With a shared token, an unsigned (forged) error message must not abort the block attempt."""
     from mango.rig.protocol import encode_error
-    from mango.rig.zmq_transport import ZmqRigServer
 
-    addr = f"tcp://127.0.0.1:{free_port()}"
-    server = ZmqRigServer(addr, token="s3cret").open()
-    stop = threading.Event()
+    def answer(server, peer, blk, k):
+        server.send_raw(peer, encode_error("forged: rig on fire", blk.block))   # no MAC
+        server.send_reply(peer, _answer(blk, 3.0))                              # signed, valid
 
-    def rig() -> None:
-        while not stop.is_set():
-            got = server.recv(0.05)
-            if got is None:
-                continue
-            peer, blk = got
-            server.send_raw(peer, encode_error("forged: rig on fire", blk.block))   # no MAC
-            server.send_reply(peer, _answer(blk, 3.0))                              # signed, valid
-
-    th = threading.Thread(target=rig)
-    th.start()
-    try:
+    with _scripted_rig(answer, token="s3cret") as addr:
         with make_client("zmq", address=addr, token="s3cret", timeout=2.0, retries=0, backoff=0.01) as cl:
             reply = cl.present(_block(n=3, repeats=2))
-    finally:
-        stop.set()
-        th.join()
-        server.terminate()
     assert reply.responses.shape == (6, 1)
     assert any("unauthenticated error" in i["reason"] for i in cl.ignored), cl.ignored
