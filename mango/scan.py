@@ -167,14 +167,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
     for key, val in (("generator", args.generator), ("target", args.target), ("optimizer", args.optimizer)):
         if val:
             scan[key] = {"name": val}
+        elif isinstance(scan.get(key), str):      # `target = "name"` in a config: same as a table
+            scan[key] = {"name": scan[key]}
     for key, items, flag in (("generator", args.gen_param, "--gen-param"), ("target", args.target_param,
                              "--target-param"), ("optimizer", args.opt_param, "--opt-param")):
         extra = _kv(items, flag)
         if extra:
             if key not in scan:
                 raise ConfigError(f"{flag} given without a {key}")
-            tab = scan[key]
-            scan[key] = {**({"name": tab} if isinstance(tab, str) else tab), **extra}
+            scan[key] = {**scan[key], **extra}
     scan.setdefault("optimizer", {"name": "protes"})
     for key, val in (("layer", args.layer), ("units", args.units), ("budget", args.budget),
                      ("batch_size", args.batch_size), ("device", args.device)):
@@ -182,9 +183,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
             scan[key] = val
     if args.seeds:
         scan["seeds"] = [int(s) for s in args.seeds.split(",")]
-    tgt = scan.get("target")
-    tgt_name = tgt if isinstance(tgt, str) else (tgt or {}).get("name", "target")
-    out = Path(args.out or scan.pop("out", None) or Path("runs") / slug(f"scan-{tgt_name}-{scan.get('layer')}"))
+    out = Path(args.out or scan.pop("out", None) or Path("runs") / slug(
+        f"scan-{(scan.get('target') or {}).get('name', 'target')}-{scan.get('layer')}"))
     scan.pop("out", None)
     ray: Any = {"address": args.ray_address} if args.ray_address else None
     from .compare import expand
