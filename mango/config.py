@@ -34,6 +34,7 @@ import numpy as np
 
 from . import registry
 from .errors import ConfigError
+from .journal import atomic_write
 from .loop import Callback, Result, maximize
 from .objective import BaseObjective, Objective
 
@@ -165,9 +166,7 @@ def save_result(result: Result, objective: BaseObjective, out: Path) -> None:
     summary = result.summary()
     summary.update(versions=versions(), seed=result.config.get("seed"), objective=objective.info(),
                    finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), known_max=getattr(objective, "known_max", None))
-    tmp = out / "result.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    tmp.replace(out / "result.json")
+    atomic_write(out / "result.json", json.dumps(summary, indent=2, default=str).encode())
     np.savez(out / "history.npz", values=result.values, times=result.times, query_index=result.query_index,
              best_so_far=result.best_so_far, best_code=result.best_code)
     if result.best_image is not None:

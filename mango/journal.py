@@ -74,7 +74,7 @@ class Journal:
                         "use a new folder or the same config to resume"
                     )
             else:
-                _atomic_write(cfg_path, json.dumps(canon, indent=2, sort_keys=True).encode())
+                atomic_write(cfg_path, json.dumps(canon, indent=2, sort_keys=True).encode())
         rows = _read_rows(folder / "journal.jsonl")
         return cls(folder, rows)
 
@@ -187,8 +187,10 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
     return _join(meta, arrays)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a hidden temporary file beside it (invisible to a rig
+    watching the folder), flushed and fsynced, then renamed over ``path``."""
+    tmp = path.with_name("." + path.name + ".tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()

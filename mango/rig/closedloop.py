@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, MangoError
-from ..journal import Journal
+from ..journal import Journal, atomic_write
 from ..optimizers import make_optimizer
 from ..optimizers.base import Optimizer
 from .model import float_to_uint8
@@ -423,9 +423,7 @@ def save_rig_result(res: RigRunResult, out: Path) -> None:
     import imageio.v3 as iio
 
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "result.json.tmp"
-    tmp.write_text(json.dumps(res.summary(), indent=2, default=str))
-    tmp.replace(out / "result.json")
+    atomic_write(out / "result.json", json.dumps(res.summary(), indent=2, default=str).encode())
     np.savez(out / "history.npz", block_best_mean=res.block_best_mean, block_presentations=res.block_presentations,
              reference_means=res.reference_means, codes=res.codes, means=res.means, counts=res.counts,
              best_code=res.best_code)

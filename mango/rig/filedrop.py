@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..journal import atomic_write
 from .protocol import (PROTOCOL, VERSION, Block, IncompleteReply, ProtocolError, Reply, RigError,
                        validate_reply_for)
 
@@ -72,15 +73,6 @@ def response_paths(root: Path, block: int) -> list[Path]:
     return [root / "responses" / f"block_{block:06d}.{ext}" for ext in FORMATS]
 
 
-def _atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name("." + path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def write_block(root: Path, block: Block, run: str = "") -> Path:
     """Write a block's PNGs (replacing a different image left under the same name), then its manifest
     (atomically, last) naming ``run``. Returns the manifest path."""
@@ -98,14 +90,14 @@ def write_block(root: Path, block: Block, run: str = "") -> Path:
         except OSError:
             same = False
         if not same:
-            _atomic(path, png)
+            atomic_write(path, png)
         files.append(name)
     man = {"protocol": PROTOCOL, "version": VERSION, "type": "block", "block": int(block.block),
            "attempt": int(block.attempt), "run": run, "image_ids": [int(i) for i in block.image_ids],
            "files": files, "shape": list(np.shape(block.images)), "repeats": int(block.repeats),
            "order": None if block.order is None else [int(i) for i in block.order]}
     path = manifest_path(root, block.block)
-    _atomic(path, json.dumps(man).encode())
+    atomic_write(path, json.dumps(man).encode())
     return path
 
 
@@ -167,7 +159,7 @@ def write_response(path: Path, reply: Reply, run: str = "", atomic: bool = True)
     else:
         raise ConfigError(f"unknown response format {ext!r}; valid choices: {', '.join(FORMATS)}")
     if atomic:
-        _atomic(path, data)
+        atomic_write(path, data)
     else:
         path.write_bytes(data)
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..journal import atomic_write
 
 __all__ = ["add_arguments", "load_reference", "rig_run_id"]
 
@@ -62,9 +63,7 @@ def rig_run_id(out: str | os.PathLike) -> str:
     out.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", out.resolve().name)[:64] or "run"
     run = f"{stem}-{uuid.uuid4().hex[:12]}"
-    tmp = out / ".rig_run_id.tmp"
-    tmp.write_text(run + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, (run + "\n").encode())
     return run
 
 
