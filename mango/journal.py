@@ -14,6 +14,7 @@ recorded query appears exactly once.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ import numpy as np
 
 from .errors import ConfigError, MangoError
 
-__all__ = ["Journal", "JournalRow", "save_state", "load_state"]
+__all__ = ["Journal", "JournalRow", "atomic_write", "save_state", "load_state"]
 
 log = logging.getLogger(__name__)
 
@@ -171,12 +172,9 @@ def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
     path = Path(path)
     arrays: dict[str, np.ndarray] = {}
     meta = _split(state, arrays, "")
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.savez(buf, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+    atomic_write(path, buf.getvalue())
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:
