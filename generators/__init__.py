@@ -17,8 +17,9 @@ fourier        grid, 1 x 16 x 9 x 2 x 16 quantiles     [k, 1, 16, 16] in (0, 1)
 
 Modules: :mod:`.vqvae`, :mod:`.sngan`, :mod:`.params` (pixel / Fourier),
 :mod:`.common` (``to_uint8``, ``wrap``, safe weight loading), :mod:`.factories`
-(the registry entries), :mod:`.data` (offline training data), and the training
-recipes ``python -m mango.generators.train_vqvae`` / ``train_sngan``.
+(the registry entries), and the training
+recipes ``python -m mango.generators.train_vqvae`` / ``train_sngan`` (training data:
+:mod:`mango.data`).
 
 Your own generator: ``wrap(module, space, value_range=(0, 1), name="mine")``, and
 ``mango.registry.register("generator", "mine", factory)`` to name it in configs.
@@ -27,27 +28,17 @@ Importing this package loads no model (submodules are imported on first use).
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mango.lazy import lazy_attributes
 
 _LAZY = {
-    "wrap": "common", "to_uint8": "common", "WrappedGenerator": "common", "GeneratorBase": "common",
-    "CIFAR10_MEAN": "common", "CIFAR10_STD": "common", "load_weights": "common",
-    "VQVAE": "vqvae", "load_vqvae": "vqvae", "load_paper_vqvae": "vqvae",
-    "SNGANGenerator": "sngan", "SNDiscriminator": "sngan", "load_sngan": "sngan",
-    "PixelGenerator": "params", "FourierGenerator": "params",
-    "vqvae_digits": "factories", "vqvae_cifar10": "factories", "sngan_digits": "factories",
-    "pixel": "factories", "fourier": "factories",
+    "wrap": ".common", "to_uint8": ".common", "WrappedGenerator": ".common", "GeneratorBase": ".common",
+    "CIFAR10_MEAN": ".common", "CIFAR10_STD": ".common", "load_weights": ".common",
+    "VQVAE": ".vqvae", "load_vqvae": ".vqvae", "load_paper_vqvae": ".vqvae",
+    "SNGANGenerator": ".sngan", "SNDiscriminator": ".sngan", "load_sngan": ".sngan",
+    "PixelGenerator": ".params", "FourierGenerator": ".params",
+    "vqvae_digits": ".factories", "vqvae_cifar10": ".factories", "sngan_digits": ".factories",
+    "pixel": ".factories", "fourier": ".factories",
 }
 
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

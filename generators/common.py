@@ -1,8 +1,9 @@
 """Pieces shared by every MANGO generator: display conversion, safe weight loading, ``wrap``.
 
-* :func:`to_uint8` turns a generator's image batch ``[k, C, H, W]`` into
-  ``uint8 [k, H, W, C]`` for people (PNG, GIF), undoing the generator's value
-  range or per-channel normalisation.
+* :func:`to_uint8` (defined in :mod:`mango.imaging`, re-exported here) turns a
+  generator's image batch ``[k, C, H, W]`` into ``uint8 [k, H, W, C]`` for people
+  (PNG, GIF), undoing the generator's value range or per-channel normalisation;
+  :data:`CIFAR10_MEAN` / :data:`CIFAR10_STD` come from :mod:`mango.data`.
 * :func:`load_weights` reads a ``state_dict`` file with ``torch.load(...,
   weights_only=True)`` and turns every failure (missing file, not a torch file,
   missing / unexpected keys, wrong shapes) into a :class:`~mango.errors.ConfigError`
@@ -26,7 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from mango.data import CIFAR10_MEAN, CIFAR10_STD
 from mango.errors import ConfigError
+from mango.imaging import to_uint8
 from mango.spaces import LatentSpace
 
 __all__ = [
@@ -35,11 +38,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Per-channel CIFAR-10 normalisation used by the paper's checkpoints.
-CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD: tuple[float, float, float] = (0.2471, 0.2435, 0.2616)
-
 
 def weights_dir() -> Path:
     """The folder with the project's embedded default weights (``mango/generators/weights``)."""
@@ -51,40 +49,6 @@ def normalised_range(mean: Sequence[float], std: Sequence[float]) -> tuple[float
     lo = min((0.0 - m) / s for m, s in zip(mean, std))
     hi = max((1.0 - m) / s for m, s in zip(mean, std))
     return float(lo), float(hi)
-
-
-def to_uint8(images: torch.Tensor | np.ndarray, value_range: tuple[float, float] = (0.0, 1.0), *,
-             mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> np.ndarray:
-    """Image batch -> ``uint8 [k, H, W, C]`` (``C`` = 1 or 3) for display.
-
-    Args:
-        images: ``[k, C, H, W]`` (or a single ``[C, H, W]`` image) of floats.
-        value_range: ``(lo, hi)`` mapped linearly to ``0..255`` (ignored when
-            ``mean``/``std`` are given).
-        mean, std: per-channel normalisation to undo: ``x * std + mean``, then
-            clipped to ``[0, 1]`` (CIFAR: :data:`CIFAR10_MEAN`, :data:`CIFAR10_STD`).
-
-    Values outside the range are clipped.
-    """
-    x = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float32)
-    if x.ndim == 3:
-        x = x[None]
-    if x.ndim != 4:
-        raise ConfigError(f"to_uint8 needs images [k, C, H, W], got shape {x.shape}")
-    if mean is not None or std is not None:
-        c = x.shape[1]
-        m = np.asarray(mean if mean is not None else [0.0] * c, np.float32).reshape(1, -1, 1, 1)
-        s = np.asarray(std if std is not None else [1.0] * c, np.float32).reshape(1, -1, 1, 1)
-        if m.shape[1] not in (1, c) or s.shape[1] not in (1, c):
-            raise ConfigError(f"mean/std have {m.shape[1]}/{s.shape[1]} channels, images have {c}")
-        x = x * s + m
-    else:
-        lo, hi = float(value_range[0]), float(value_range[1])
-        if not hi > lo:
-            raise ConfigError(f"value_range must have hi > lo, got {value_range!r}")
-        x = (x - lo) / (hi - lo)
-    x = np.clip(x, 0.0, 1.0)
-    return np.ascontiguousarray((x * 255.0 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1))
 
 
 def load_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -15,31 +15,15 @@ where ``factory(**params)`` returns e.g. ``mango.generators.wrap(module, space)`
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
+from mango.data import paper_weights_file
+
 from .common import weights_dir
 
-__all__ = ["vqvae_digits", "vqvae_cifar10", "sngan_digits", "pixel", "fourier", "default_paper_weights"]
-
-
-def default_paper_weights() -> Path:
-    """``$MANGO_PAPER_WEIGHTS/vqvae_cifar10.pt``, else ``../shared/weights/cifar10/vqvae_cifar10.pt``.
-
-    The relative default is looked up from the current directory first, then beside
-    the project checkout this package lives in.
-    """
-    env = os.environ.get("MANGO_PAPER_WEIGHTS")
-    if env:
-        p = Path(env).expanduser()
-        return p if p.suffix == ".pt" else p / "vqvae_cifar10.pt"
-    rel = Path("..") / "shared" / "weights" / "cifar10" / "vqvae_cifar10.pt"
-    if rel.is_file():
-        return rel
-    beside = Path(__file__).resolve().parents[2] / "shared" / "weights" / "cifar10" / "vqvae_cifar10.pt"
-    return beside if beside.is_file() else rel
+__all__ = ["vqvae_digits", "vqvae_cifar10", "sngan_digits", "pixel", "fourier"]
 
 
 def vqvae_digits(device: str = "cpu", weights: str | None = None):
@@ -53,12 +37,12 @@ def vqvae_digits(device: str = "cpu", weights: str | None = None):
 def vqvae_cifar10(device: str = "cpu", weights: str | None = None):
     """The paper's CIFAR-10 VQ-VAE: codebook space 64 x 512 -> [k, 3, 32, 32], CIFAR-normalised.
 
-    ``weights``: path to ``vqvae_cifar10.pt`` (default: ``$MANGO_PAPER_WEIGHTS`` or
-    ``../shared/weights/cifar10/vqvae_cifar10.pt``).
+    ``weights``: ``vqvae_cifar10.pt`` or the folder holding it (default: see
+    :func:`mango.data.paper_weights_dir`, e.g. ``$MANGO_PAPER_WEIGHTS``).
     """
     from .vqvae import load_paper_vqvae
 
-    return load_paper_vqvae(Path(weights) if weights else default_paper_weights(), device=torch.device(device))
+    return load_paper_vqvae(paper_weights_file("vqvae_cifar10.pt", weights), device=torch.device(device))
 
 
 def sngan_digits(device: str = "cpu", weights: str | None = None, levels: int = 16, grid: str = "normal"):

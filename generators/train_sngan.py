@@ -33,22 +33,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mango.data import cifar10, digits, photo_crops
+
 from .common import save_grid, save_weights, weights_dir
 from .sngan import SNDiscriminator, SNGANGenerator
 
 
 def _data(args: argparse.Namespace) -> torch.Tensor:
     if args.data == "digits":
-        from .data import digits
-
         return digits("train", seed=args.seed)[0]
     if args.data == "photos":
-        from .data import photo_crops
-
         return photo_crops(args.n_photos, size=32, seed=args.seed)
     if args.data == "cifar10":
-        from .data import cifar10
-
         if not args.cifar_root:
             raise SystemExit("--data cifar10 needs --cifar-root PATH (a cifar-10-batches-py folder or an ImageFolder tree)")
         return cifar10(args.cifar_root, "train", limit=args.limit)[0]

@@ -30,26 +30,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import CIFAR10_MEAN, CIFAR10_STD, save_grid, save_weights, weights_dir
+from mango.data import CIFAR10_MEAN, CIFAR10_STD, cifar10, digits, photo_crops
+
+from .common import save_grid, save_weights, weights_dir
 from .vqvae import VQVAE
 
 
 def _data(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(train images, test images, model options) in the model's input space."""
     if args.data == "digits":
-        from .data import digits
-
         xtr, _ = digits("train", seed=args.seed)
         xte, _ = digits("test", seed=args.seed)
         return xtr, xte, dict(in_channels=1, image_size=16, output="sigmoid")
     if args.data == "photos":
-        from .data import photo_crops
-
         x = photo_crops(args.n_photos + 512, size=32, seed=args.seed)
         return x[:-512], x[-512:], dict(in_channels=3, image_size=32, output="sigmoid")
     if args.data == "cifar10":
-        from .data import cifar10
-
         if not args.cifar_root:
             raise SystemExit("--data cifar10 needs --cifar-root PATH (a cifar-10-batches-py folder or an ImageFolder tree)")
         xtr, _ = cifar10(args.cifar_root, "train", limit=args.limit)

@@ -33,7 +33,9 @@ from torch import nn
 from mango.errors import ConfigError
 from mango.spaces import CodebookSpace
 
-from .common import CIFAR10_MEAN, CIFAR10_STD, GeneratorBase, load_state, load_weights, normalised_range
+from mango.data import CIFAR10_MEAN, CIFAR10_STD
+
+from .common import GeneratorBase, load_state, load_weights, normalised_range
 
 __all__ = ["VQVAE", "load_paper_vqvae", "load_vqvae"]
 

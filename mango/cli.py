@@ -3,112 +3,65 @@
 Subcommands: ``run`` (flags or a TOML config), ``demo``, ``optimizers``,
 ``generators``, ``targets``, ``problems``, ``layers``. Others (``compare``,
 ``report``, ``scan``, ``rig-sim``) are added by their modules through
-:data:`EXTRA_COMMANDS`.
+:func:`extra_commands`. Shared helpers live in :mod:`mango.clitools`.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from . import registry
+from . import compare, registry, report, scan
+from .clitools import Progress, merge_table, parse_kv, print_rows
+from .config import RunConfig, build_objective, load_toml, run_config
+from .demo import run_demo
 from .errors import MangoError
+from .registry import describe_params
+from .rig import run as rig_run
+from .rig import simulator
 
-__all__ = ["main", "parse_kv"]
-
-
-def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
-    """``["k=v", ...]`` -> dict, values parsed as TOML/JSON literals when possible (else strings)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise MangoError(f"{what} {item!r} must look like key=value")
-        key, val = item.split("=", 1)
-        try:
-            out[key.strip()] = json.loads(val)
-        except json.JSONDecodeError:
-            low = val.strip().lower()
-            out[key.strip()] = {"true": True, "false": False}.get(low, val)
-    return out
-
-
-class _Progress:
-    """tqdm progress bar over queries, showing the best value."""
-
-    def __init__(self, budget: int, desc: str = "queries") -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=budget, desc=desc, unit="q", dynamic_ncols=True, file=sys.stderr)
-        self.last = 0
-
-    def __call__(self, ev: Any) -> None:
-        self.bar.update(ev.n_queries - self.last)
-        self.last = ev.n_queries
-        self.bar.set_postfix(best=f"{ev.best_value:.4g}", refresh=False)
-
-    def close(self) -> None:
-        self.bar.close()
+__all__ = ["main", "build_parser", "parse_kv"]
 
 
 def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    from .config import load_toml
-
+    """The run config of ``mango run``: the TOML file (if any) with the flags laid over it."""
     cfg: dict[str, Any] = load_toml(args.config) if args.config else {}
     for key in ("budget", "seed", "batch_size", "device"):
         val = getattr(args, key)
         if val is not None:
             cfg[key] = val
     cfg.setdefault("optimizer", {"name": "protes"})
-    for table, flag_name, params in (("generator", "gen", args.gen_param),
-                                      ("target", "target", args.target_param),
-                                      ("problem", "problem", args.problem_param),
-                                      ("optimizer", "opt", args.opt_param)):
-        name = getattr(args, table)
-        extra = parse_kv(params, f"--{flag_name}-param")
-        if name is not None:
-            cfg[table] = {"name": name, **extra}
-        elif extra:
-            if table not in cfg:
-                raise MangoError(f"--{flag_name}-param given without a {table} (--{table} or a config table)")
-            cfg[table] = {**cfg[table], **extra} if isinstance(cfg[table], dict) else {"name": cfg[table], **extra}
+    for table, flag, params in (("generator", "gen", args.gen_param), ("target", "target", args.target_param),
+                                ("problem", "problem", args.problem_param), ("optimizer", "opt", args.opt_param)):
+        merge_table(cfg, table, getattr(args, table), params, flag)
     return cfg
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .config import build_objective, run_config, validate_config
-
-    cfg = validate_config(_config_from_args(args))
+    """``mango run``: validate the config once, run it, print the summary."""
+    cfg = RunConfig.from_dict(_config_from_args(args))
     out = Path(args.out) if args.out else None
     objective = build_objective(cfg)
-    bar = _Progress(cfg["budget"]) if not args.quiet else None
+    bar = Progress(cfg.budget) if not args.quiet else None
     try:
         res = run_config(cfg, out, callbacks=[bar] if bar else [], objective=objective)
     finally:
         if bar:
             bar.close()
-    _print_summary(cfg, res, out)
-    return 0
-
-
-def _print_summary(cfg: dict[str, Any], res: Any, out: Path | None) -> None:
-    what = cfg.get("problem", {}).get("name") if "problem" in cfg else \
-        f"{cfg['generator']['name']} -> {cfg['target']['name']}"
-    rows = [("objective", what), ("optimizer", cfg["optimizer"]["name"]), ("seed", cfg["seed"]),
+    what = cfg.problem.name if cfg.problem else f"{cfg.generator.name} -> {cfg.target.name}"
+    rows = [("objective", what), ("optimizer", cfg.optimizer.name), ("seed", cfg.seed),
             ("queries", res.n_queries), ("best value", f"{res.best_value:.6g}"),
             ("seconds", f"{res.seconds:.2f} (optimizer {res.optimizer_seconds:.2f})")]
     if out is not None:
         rows.append(("run folder", str(out)))
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
+    print_rows(rows)
+    return 0
 
 
 def cmd_list(kind: str) -> int:
-    from .registry import describe_params
-
+    """``mango optimizers`` (generators, targets, problems): names, descriptions, parameters."""
     for e in registry.entries(kind):
         factory = e.load()
         desc = getattr(factory, "description", "") or e.description
@@ -132,20 +85,24 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
+    """``mango demo``."""
     run_demo(Path(args.out), budget=args.budget, seed=args.seed, quiet=args.quiet)
     return 0
 
 
-#: subcommands registered by other engine modules: name -> (module, help)
-EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
-    "rig-sim": ("mango.rig.simulator", "run a simulated recording rig"),
-    "rig-run": ("mango.rig.run", "closed loop with a live (or simulated) recording rig"),
-    "compare": ("mango.compare", "run a grid of objectives x optimizers x seeds (local processes or Ray)"),
-    "report": ("mango.report", "write the Markdown/HTML report of a compare or scan folder"),
-    "scan": ("mango.scan", "maximize every unit of a layer, one run each"),
-}
+def extra_commands() -> dict[str, tuple[Any, str]]:
+    """Subcommands defined by other engine modules: name -> (module with ``add_arguments``, help).
+
+    Those modules import only :mod:`mango.clitools` for their command-line helpers,
+    never this module.
+    """
+    return {
+        "rig-sim": (simulator, "run a simulated recording rig"),
+        "rig-run": (rig_run, "closed loop with a live (or simulated) recording rig"),
+        "compare": (compare, "run a grid of objectives x optimizers x seeds (local processes or Ray)"),
+        "report": (report, "write the Markdown/HTML report of a compare or scan folder"),
+        "scan": (scan, "maximize every unit of a layer, one run each"),
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,11 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     lay.add_argument("--target-param", action="append", metavar="KEY=VALUE")
     lay.set_defaults(func=cmd_layers)
 
-    import importlib
-
-    for name, (module, help_text) in EXTRA_COMMANDS.items():
+    for name, (module, help_text) in extra_commands().items():
         s = sub.add_parser(name, help=help_text)
-        importlib.import_module(module).add_arguments(s)
+        module.add_arguments(s)
     return p
 
 

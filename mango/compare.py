@@ -7,7 +7,7 @@ folder, so every run is journaled and resumable on its own::
     name = "my-comparison"
     budget = 1000
     seeds = [0, 1, 2]           # or: seeds = 3  (-> 0, 1, 2)
-    batch_size = 50             # optional, for every run (an optimizer entry may override it)
+    batch_size = 50             # optional: queries per ask for optimizers without their own (see below)
     eval_batch_size = 64        # optional; also device, select, checkpoint_every
     workers = 2                 # local processes (default 2); 1 runs in this process
     budgets = [100, 300, 1000]  # optional: budgets at which the report gives the best value
@@ -32,6 +32,13 @@ folder, so every run is journaled and resumable on its own::
     label = "protes-k5"         # optional: to compare settings of one optimizer
     k_top = 5
 
+Batch size (queries per ask) of each run, first that applies: the optimizer entry's own
+``batch_size``; else the top-level ``batch_size``; else the optimizer's default (e.g. 10
+for ``random``, 100 for ``protes``). A top-level value therefore replaces the defaults
+of every optimizer entry that does not set one: to compare optimizers at their own
+defaults, leave it out, or set it per entry. Each run's ``result.json`` records the
+effective ``batch_size``, and the report shows it per row.
+
 Run folders: ``OUT/runs/<unit>/<optimizer>/seed<k>/``; ``OUT/compare.json`` lists
 the expanded grid (what :mod:`mango.report` reads). A run whose ``result.json``
 exists and holds the same config is finished and never repeated; an interrupted
@@ -45,14 +52,17 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import report
+from .clitools import run_progress_printer, slug
+from .config import RunConfig, load_toml, run_config
 from .errors import ConfigError, choices_hint
 
 __all__ = ["RunSpec", "COMPARE_KEYS", "expand", "load_compare_config", "run_compare", "is_finished",
-           "add_arguments", "slug"]
+           "add_arguments"]
 
 log = logging.getLogger(__name__)
 
@@ -64,26 +74,25 @@ _PASS_THROUGH = ("budget", "batch_size", "eval_batch_size", "device", "select", 
 
 @dataclass
 class RunSpec:
-    """One run of the grid: its id, labels and the normal single-run config."""
+    """One run of the grid: its id, labels and its validated single-run config."""
 
     id: str
     unit: str
     optimizer: str
     seed: int
-    config: dict[str, Any]
+    run: RunConfig
     folder: str  # relative to the compare output folder
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's plain config (what its ``run.json`` / ``result.json`` hold)."""
+        return self.run.to_dict()
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def slug(text: str) -> str:
-    """A file-name-safe version of a label (letters, digits, ``-``, ``_``, ``.``, ``=``)."""
-    out = "".join(c if (c.isalnum() or c in "-_.=") else "-" for c in str(text))
-    while "--" in out:
-        out = out.replace("--", "-")
-    return out.strip("-") or "x"
+        """The manifest entry in ``compare.json``."""
+        return {"id": self.id, "unit": self.unit, "optimizer": self.optimizer, "seed": self.seed,
+                "config": self.config, "folder": self.folder, "meta": self.meta}
 
 
 def _as_list(value: Any, key: str) -> list[dict[str, Any]]:
@@ -141,15 +150,13 @@ def _units(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def expand(cfg: dict[str, Any]) -> list[RunSpec]:
-    """Expand a compare config into its runs (validating every run config).
+    """Expand a compare config into its runs, validating every run config (once: the runs carry
+    typed :class:`~mango.config.RunConfig` values from here on).
 
     Raises:
         ConfigError: an unknown key, an empty axis, duplicate labels, or a run
-            config that :func:`mango.config.validate_config` refuses (the message
-            names the run).
+            config that :meth:`RunConfig.from_dict` refuses (the message names the run).
     """
-    from .config import validate_config
-
     for key in cfg:
         if key not in COMPARE_KEYS:
             raise ConfigError(f"unknown compare config key {key!r}; {choices_hint(key, COMPARE_KEYS)}")
@@ -206,24 +213,24 @@ def expand(cfg: dict[str, Any]) -> list[RunSpec]:
                 if bs is not None:
                     run_cfg["batch_size"] = bs
                 try:
-                    run_cfg = validate_config(run_cfg)
+                    run = RunConfig.from_dict(run_cfg)
                 except ConfigError as exc:
                     raise ConfigError(f"run {ulabel} / {olabel} / seed {seed}: {exc}") from None
                 folder = f"runs/{slug(ulabel)}/{slug(olabel)}/seed{seed}"
                 runs.append(RunSpec(id=f"{ulabel}|{olabel}|{seed}", unit=ulabel, optimizer=olabel, seed=seed,
-                                    config=run_cfg, folder=folder, meta=meta))
+                                    run=run, folder=folder, meta=meta))
     return runs
 
 
 def load_compare_config(path: str | Path) -> dict[str, Any]:
     """Read a compare config TOML file."""
-    from .config import load_toml
-
     return load_toml(path)
 
 
-def is_finished(cfg: dict[str, Any], folder: str | Path) -> bool:
+def is_finished(cfg: RunConfig | dict[str, Any], folder: str | Path) -> bool:
     """True when ``folder/result.json`` exists and was written for this exact (validated) config."""
+    if isinstance(cfg, RunConfig):
+        cfg = cfg.to_dict()
     path = Path(folder) / "result.json"
     if not path.exists():
         return False
@@ -236,17 +243,15 @@ def is_finished(cfg: dict[str, Any], folder: str | Path) -> bool:
 
 # -- workers ------------------------------------------------------------------------------
 def _init_worker() -> None:
-    import torch
+    import torch  # third-party, in the worker process only
 
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
 
 
-def _run_one(cfg: dict[str, Any], folder: str) -> dict[str, Any]:
-    """Run one config into ``folder`` (in a worker); returns its summary."""
-    import torch
-
-    from .config import run_config
+def _run_one(cfg: RunConfig, folder: str) -> dict[str, Any]:
+    """Run one validated config into ``folder`` (in a worker); returns its summary."""
+    import torch  # third-party, in the worker
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -257,13 +262,13 @@ def _run_one(cfg: dict[str, Any], folder: str) -> dict[str, Any]:
 
 def _run_local(todo: list[tuple[RunSpec, Path]], workers: int, done: Callable[[RunSpec, Any], None]) -> None:
     if workers <= 1:
-        import torch
+        import torch  # third-party
 
         threads = torch.get_num_threads()
         try:
             for spec, folder in todo:
                 try:
-                    done(spec, _run_one(spec.config, str(folder)))
+                    done(spec, _run_one(spec.run, str(folder)))
                 except Exception as exc:  # noqa: BLE001 - recorded, the grid goes on
                     done(spec, exc)
         finally:
@@ -274,7 +279,7 @@ def _run_local(todo: list[tuple[RunSpec, Path]], workers: int, done: Callable[[R
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                              initializer=_init_worker) as pool:
-        futs = {pool.submit(_run_one, spec.config, str(folder)): spec for spec, folder in todo}
+        futs = {pool.submit(_run_one, spec.run, str(folder)): spec for spec, folder in todo}
         for fut in as_completed(futs):
             spec = futs[fut]
             try:
@@ -304,7 +309,7 @@ def _run_ray(todo: list[tuple[RunSpec, Path]], ray_cfg: dict[str, Any], workers:
         started = True
     try:
         remote = ray.remote(num_cpus=1)(_run_one)
-        refs = {remote.remote(spec.config, str(folder)): spec for spec, folder in todo}
+        refs = {remote.remote(spec.run, str(folder)): spec for spec, folder in todo}
         pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
@@ -320,7 +325,8 @@ def _run_ray(todo: list[tuple[RunSpec, Path]], ray_cfg: dict[str, Any], workers:
 
 def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None,
                 ray: dict[str, Any] | bool | None = None,
-                progress: Callable[[RunSpec, str, Any], None] | None = None) -> dict[str, Any]:
+                progress: Callable[[RunSpec, str, Any], None] | None = None,
+                runs: list[RunSpec] | None = None) -> dict[str, Any]:
     """Run (or resume) every run of a compare config into ``out``.
 
     Args:
@@ -330,6 +336,7 @@ def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None
         ray: a ``[ray]`` table (overrides ``cfg["ray"]``); ``False`` forces local processes.
         progress: called as ``progress(spec, status, info)`` with status ``"skip"``,
             ``"done"`` or ``"error"``.
+        runs: ``expand(cfg)`` when the caller has it already (the grid is expanded once).
 
     Returns:
         ``{"runs": n, "skipped": [...ids], "ran": [...ids], "errors": {id: message}}``.
@@ -337,7 +344,7 @@ def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None
     Raises:
         ConfigError: a bad compare config (before anything runs).
     """
-    runs = expand(cfg)
+    runs = expand(cfg) if runs is None else runs
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     workers = int(workers if workers is not None else cfg.get("workers", 2))
@@ -355,7 +362,7 @@ def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None
     skipped, todo = [], []
     for spec in runs:
         folder = out / spec.folder
-        if is_finished(spec.config, folder):
+        if is_finished(spec.run, folder):
             skipped.append(spec.id)
             if progress:
                 progress(spec, "skip", None)
@@ -388,21 +395,6 @@ def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None
 
 
 # -- command line -------------------------------------------------------------------------
-def _print_progress(total: int) -> Callable[[RunSpec, str, Any], None]:
-    count = [0]
-
-    def cb(spec: RunSpec, status: str, info: Any) -> None:
-        count[0] += 1
-        if status == "done":
-            msg = f"best {info['best_value']:.5g} in {info['wall']:.1f} s"
-        elif status == "skip":
-            msg = "finished before, skipped"
-        else:
-            msg = f"ERROR {info}"
-        print(f"[{count[0]}/{total}] {spec.unit} | {spec.optimizer} | seed {spec.seed}: {msg}", flush=True)
-    return cb
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     """``mango compare CONFIG``."""
     cfg = load_compare_config(args.config)
@@ -414,16 +406,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
         ray_cfg = False
     elif args.ray_address:
         ray_cfg = {"address": args.ray_address}
-    n = len(expand(cfg))
+    runs = expand(cfg)
     t0 = time.perf_counter()
-    status = run_compare(cfg, out, workers=args.workers, ray=ray_cfg, progress=_print_progress(n))
+    status = run_compare(cfg, out, workers=args.workers, ray=ray_cfg, progress=run_progress_printer(len(runs)),
+                         runs=runs)
     wall = time.perf_counter() - t0
     print(f"{status['runs']} runs: {len(status['ran'])} ran, {len(status['skipped'])} skipped, "
           f"{len(status['errors'])} failed; {wall:.1f} s ({status['backend']}); results in {out}")
     if not args.no_report and not status["errors"]:
-        from .report import write_report
-
-        paths = write_report(out)
+        paths = report.write_report(out)
         print("report: " + ", ".join(str(p) for p in paths))
     return 1 if status["errors"] else 0
 

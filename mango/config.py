@@ -22,33 +22,40 @@ Unknown keys raise :class:`~mango.errors.ConfigError` naming the key and the val
 """
 from __future__ import annotations
 
+import inspect
 import json
 import platform
 import sys
 import time
-from collections.abc import Sequence
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from . import registry
-from .errors import ConfigError
+from .channels import check_selection
+from .errors import ConfigError, choices_hint
+from .imaging import save_png
 from .journal import atomic_write
 from .loop import Callback, Result, maximize
 from .objective import BaseObjective, Objective
 
-__all__ = ["TOP_KEYS", "validate_config", "build_objective", "run_config", "versions", "load_toml"]
+__all__ = ["TOP_KEYS", "ComponentSpec", "GeneratorSpec", "TargetSpec", "ProblemSpec", "OptimizerSpec", "RunConfig",
+           "validate_config", "build_objective", "run_config", "save_result", "versions", "load_toml",
+           "positive_int", "integer"]
 
 TOP_KEYS = ("seed", "budget", "batch_size", "device", "eval_batch_size", "select", "generator", "target",
             "problem", "optimizer", "checkpoint_every", "name")
-_TABLES = ("generator", "target", "problem", "optimizer")
+#: parameters the loop passes to every optimizer itself (never in an [optimizer] table)
+OPTIMIZER_FIXED = ("space", "seed", "budget", "batch_size")
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML config file; a syntax error names the file."""
-    import tomllib
-
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
@@ -58,79 +65,201 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
-def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Check keys and values; return a normalised copy (tables always present as dicts)."""
-    cfg = json.loads(json.dumps(cfg))  # deep copy, JSON-able
-    for key in cfg:
-        if key not in TOP_KEYS:
-            from .errors import choices_hint
-
-            raise ConfigError(f"unknown config key {key!r}; {choices_hint(key, TOP_KEYS)}")
-    for key in _TABLES:
-        val = cfg.get(key)
-        if val is None:
-            continue
-        if isinstance(val, str):
-            cfg[key] = {"name": val}
-        elif not isinstance(val, dict) or "name" not in val:
-            raise ConfigError(f"config [{key}] must be a table with a 'name' (or a plain name string), got {val!r}")
-    budget = cfg.get("budget")
-    if not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0:
-        raise ConfigError(f"budget must be a positive integer, got {budget!r}")
-    seed = cfg.setdefault("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError(f"seed must be an integer, got {seed!r}")
-    if "optimizer" not in cfg:
-        raise ConfigError("config needs an [optimizer] (see `mango optimizers`)")
-    factory = registry.get("optimizer", cfg["optimizer"]["name"])
-    valid = [k for k in registry.describe_params(factory) if k not in ("space", "seed", "budget", "batch_size")]
-    for key in cfg["optimizer"]:
-        if key != "name" and key not in valid:
-            raise ConfigError(f"unknown parameter {key!r} for optimizer {cfg['optimizer']['name']!r}; "
-                              f"valid parameters: {', '.join(valid) or '(none)'}")
-    has_problem = "problem" in cfg
-    has_pipeline = "generator" in cfg or "target" in cfg
-    if has_problem == has_pipeline:
-        raise ConfigError("config needs either [problem] or both [generator] and [target]")
-    if has_pipeline and not ("generator" in cfg and "target" in cfg):
-        missing = "target" if "generator" in cfg else "generator"
-        raise ConfigError(f"config has no [{missing}] (valid {missing}s: {', '.join(registry.names(missing))})")
-    for key in ("batch_size", "eval_batch_size", "checkpoint_every"):
-        if key in cfg and (not isinstance(cfg[key], int) or cfg[key] < 1):
-            raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
-    return cfg
+def integer(value: Any, key: str) -> int:
+    """``value`` as an int; bools, floats (also ``2.0``) and strings are refused, naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    return int(value)
 
 
-def _params(table: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    table = dict(table)
-    return table.pop("name"), table
+def positive_int(value: Any, key: str) -> int:
+    """``value`` as an int >= 1 (see :func:`integer`)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+    return int(value)
 
 
-def build_objective(cfg: dict[str, Any]) -> BaseObjective:
-    """The objective a validated config describes (problem, or generator + target)."""
-    if "problem" in cfg:
-        name, params = _params(cfg["problem"])
-        return registry.create("problem", name, params)
-    gname, gparams = _params(cfg["generator"])
-    tname, tparams = _params(cfg["target"])
-    device = cfg.get("device")
-    for p, n in ((gparams, gname), (tparams, tname)):
-        if device is not None and "device" not in p:
-            try:
-                if "device" in registry.describe_params(registry.get("generator" if p is gparams else "target", n)):
-                    p["device"] = device
-            except (TypeError, ValueError):
-                pass
-    generator = registry.create("generator", gname, gparams)
-    target = registry.create("target", tname, tparams)
-    return Objective(generator, target, device=device, batch_size=cfg.get("eval_batch_size", 64),
-                     select=cfg.get("select"))
+@dataclass(frozen=True)
+class ComponentSpec:
+    """A registered component by name with its parameters (a config table ``{name = ..., key = value}``)."""
+
+    kind: ClassVar[str] = ""
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, value: Any) -> "ComponentSpec":
+        """From a table with a ``name`` or a plain name string.
+
+        Raises:
+            ConfigError: neither, or a name that is not a string.
+        """
+        if isinstance(value, str):
+            return cls(value, {})
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+            raise ConfigError(f"config [{cls.kind}] must be a table with a 'name' (or a plain name string), "
+                              f"got {value!r}")
+        params = {k: v for k, v in value.items() if k != "name"}
+        return cls(value["name"], params)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config table: ``{"name": ..., **params}``."""
+        return {"name": self.name, **self.params}
+
+    def factory(self) -> Any:
+        """The registered factory (raises :class:`ConfigError` with the valid names)."""
+        return registry.get(self.kind, self.name)
+
+    def check_params(self, fixed: Sequence[str] = ()) -> None:
+        """Refuse parameter names the factory does not take (``fixed`` ones are set by the engine).
+
+        Raises:
+            ConfigError: names the bad key and the valid ones.
+        """
+        factory = self.factory()
+        sig = inspect.signature(factory)
+        if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+            return
+        valid = [k for k in sig.parameters if k not in fixed]
+        for key in self.params:
+            if key not in valid:
+                raise ConfigError(f"unknown parameter {key!r} for {self.kind} {self.name!r}; "
+                                  f"valid parameters: {', '.join(valid) or '(none)'}")
+
+    def create(self, **fixed: Any) -> Any:
+        """Build the component (``fixed`` are engine-set keyword arguments)."""
+        return registry.create(self.kind, self.name, dict(self.params), **fixed)
+
+
+class GeneratorSpec(ComponentSpec):
+    """A ``[generator]`` table."""
+
+    kind = "generator"
+
+
+class TargetSpec(ComponentSpec):
+    """A ``[target]`` table."""
+
+    kind = "target"
+
+
+class ProblemSpec(ComponentSpec):
+    """A ``[problem]`` table (an index-space objective instead of generator + target)."""
+
+    kind = "problem"
+
+
+class OptimizerSpec(ComponentSpec):
+    """An ``[optimizer]`` table (``batch_size`` is a top-level key, not an optimizer parameter)."""
+
+    kind = "optimizer"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run, validated: what :func:`run_config` executes and ``run.json`` / ``result.json`` store.
+
+    Build it with :meth:`from_dict` (a TOML table, flags merged into a dict, or a Python
+    dict): that is the only validation; everything downstream takes the typed values.
+    :meth:`to_dict` gives back the plain config (tables as dicts, absent keys left out),
+    which is what a run folder stores and compares on resume.
+    """
+
+    budget: int
+    optimizer: OptimizerSpec
+    seed: int = 0
+    generator: GeneratorSpec | None = None
+    target: TargetSpec | None = None
+    problem: ProblemSpec | None = None
+    batch_size: int | None = None          # queries per ask; None = the optimizer's default
+    eval_batch_size: int | None = None     # micro-batch of the objective; None = 64
+    checkpoint_every: int | None = None    # batches between optimizer checkpoints; None = 10
+    device: str | None = None
+    select: int | list[int] | str | None = None   # channel selection, see mango.channels
+    name: str | None = None
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Any]) -> "RunConfig":
+        """Validate a config dict (see the module docstring) into a :class:`RunConfig`.
+
+        Raises:
+            ConfigError: an unknown key (with the nearest valid ones), a missing or
+                malformed table, an unknown component name or parameter, or a value of
+                the wrong type (``budget = 2.5``, ``seed = true``, ``batch_size = 0``).
+        """
+        if isinstance(cfg, RunConfig):
+            return cfg
+        try:
+            cfg = json.loads(json.dumps(dict(cfg)))  # a deep, JSON-able copy
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"config values must be plain JSON/TOML values: {exc}") from None
+        for key in cfg:
+            if key not in TOP_KEYS:
+                raise ConfigError(f"unknown config key {key!r}; {choices_hint(key, TOP_KEYS)}")
+        if "budget" not in cfg:
+            raise ConfigError("config needs a budget (total queries, a positive integer)")
+        if "optimizer" not in cfg:
+            raise ConfigError("config needs an [optimizer] (see `mango optimizers`)")
+        specs = {key: spec.parse(cfg[key]) for key, spec in
+                 (("generator", GeneratorSpec), ("target", TargetSpec), ("problem", ProblemSpec),
+                  ("optimizer", OptimizerSpec)) if cfg.get(key) is not None}
+        if ("problem" in specs) == ("generator" in specs or "target" in specs):
+            raise ConfigError("config needs either [problem] or both [generator] and [target]")
+        for have, missing in (("generator", "target"), ("target", "generator")):
+            if have in specs and missing not in specs:
+                raise ConfigError(f"config has no [{missing}] (valid {missing}s: {', '.join(registry.names(missing))})")
+        specs["optimizer"].check_params(OPTIMIZER_FIXED)
+        for key in ("generator", "target", "problem"):
+            if key in specs:
+                specs[key].factory()  # an unknown name fails here, naming the valid ones
+        device = cfg.get("device")
+        if device is not None and not isinstance(device, str):
+            raise ConfigError(f"device must be a string such as 'cpu' or 'cuda', got {device!r}")
+        name = cfg.get("name")
+        if name is not None and not isinstance(name, str):
+            raise ConfigError(f"name must be a string, got {name!r}")
+        opt = {k: positive_int(cfg[k], k) for k in ("batch_size", "eval_batch_size", "checkpoint_every")
+               if cfg.get(k) is not None}
+        return cls(budget=positive_int(cfg["budget"], "budget"), seed=integer(cfg.get("seed", 0), "seed"),
+                   device=device, select=check_selection(cfg.get("select")), name=name, **specs, **opt)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain config: tables as ``{"name", **params}``, ``None`` values left out, JSON types only."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is None:
+                continue
+            if isinstance(v, ComponentSpec):
+                v = v.to_dict()
+            out[f.name] = v
+        return json.loads(json.dumps(out))
+
+
+def validate_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``RunConfig.from_dict(cfg).to_dict()``: the validated, normalised plain config."""
+    return RunConfig.from_dict(cfg).to_dict()
+
+
+def build_objective(cfg: RunConfig | Mapping[str, Any]) -> BaseObjective:
+    """The objective a config describes (problem, or generator + target on ``cfg.device``)."""
+    cfg = RunConfig.from_dict(cfg)
+    if cfg.problem is not None:
+        return cfg.problem.create()
+    assert cfg.generator is not None and cfg.target is not None
+    parts = []
+    for spec in (cfg.generator, cfg.target):
+        fixed = {}
+        if cfg.device is not None and "device" not in spec.params and \
+                "device" in registry.describe_params(spec.factory()):
+            fixed["device"] = cfg.device
+        parts.append(spec.create(**fixed))
+    return Objective(parts[0], parts[1], device=cfg.device, batch_size=cfg.eval_batch_size or 64,
+                     select=cfg.select)
 
 
 def versions() -> dict[str, str]:
     """Versions of Python, MANGO and the numerical libraries (for result.json)."""
-    from importlib import metadata
-
     out = {"python": sys.version.split()[0], "platform": platform.platform()}
     for pkg in ("mango-am", "torch", "numpy", "jax", "teneva", "nevergrad", "snntorch"):
         try:
@@ -140,21 +269,20 @@ def versions() -> dict[str, str]:
     return out
 
 
-def run_config(cfg: dict[str, Any], out: str | Path | None, callbacks: Sequence[Callback] = (),
+def run_config(cfg: RunConfig | Mapping[str, Any], out: str | Path | None, callbacks: Sequence[Callback] = (),
                objective: BaseObjective | None = None) -> Result:
     """Run a config; with ``out``, journal into it (resuming what is there) and write the results.
 
-    Files written to ``out``: ``run.json``, ``journal.jsonl``, ``checkpoint.npz``,
-    ``result.json`` (config, versions, seed, best value/code, queries, seconds),
-    ``history.npz`` (values, times, query_index, best_so_far) and ``best.png`` for
-    image objectives.
+    ``cfg`` is a :class:`RunConfig` (or a dict, validated here once). Files written to
+    ``out``: ``run.json``, ``journal.jsonl``, ``checkpoint.npz``, ``result.json``
+    (config, versions, seed, best value/code, queries, seconds), ``history.npz``
+    (values, times, query_index, best_so_far) and ``best.png`` for image objectives.
     """
-    cfg = validate_config(cfg)
+    cfg = RunConfig.from_dict(cfg)
     objective = objective or build_objective(cfg)
-    oname, oparams = _params(cfg["optimizer"])
-    result = maximize(objective, oname, cfg["budget"], cfg["seed"], batch_size=cfg.get("batch_size"),
-                      params=oparams, run_dir=out, config=cfg, callbacks=callbacks,
-                      checkpoint_every=cfg.get("checkpoint_every", 10))
+    result = maximize(objective, cfg.optimizer.name, cfg.budget, cfg.seed, batch_size=cfg.batch_size,
+                      params=dict(cfg.optimizer.params), run_dir=out, config=cfg.to_dict(), callbacks=callbacks,
+                      checkpoint_every=cfg.checkpoint_every or 10)
     if out is not None:
         save_result(result, objective, Path(out))
     return result
@@ -170,23 +298,4 @@ def save_result(result: Result, objective: BaseObjective, out: Path) -> None:
     np.savez(out / "history.npz", values=result.values, times=result.times, query_index=result.query_index,
              best_so_far=result.best_so_far, best_code=result.best_code)
     if result.best_image is not None:
-        save_png(objective, result.best_image[None], out / "best.png")
-
-
-def save_png(objective: BaseObjective, images: Any, path: Path) -> None:
-    """Save images ``[k, C, H, W]`` as one PNG row via the generator's ``to_uint8`` (or [0, 1] clipping)."""
-    import imageio.v3 as iio
-
-    gen = getattr(objective, "generator", None)
-    to_uint8 = getattr(gen, "to_uint8", None)
-    if callable(to_uint8):
-        arr = np.asarray(to_uint8(images))
-    else:
-        x = images.detach().cpu().float().clamp(0, 1).permute(0, 2, 3, 1).numpy()
-        arr = (x * 255).round().astype(np.uint8)
-    if arr.ndim == 4 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    row = np.concatenate(list(arr), axis=1)
-    scale = max(1, 128 // max(1, arr.shape[1]))
-    row = np.kron(row, np.ones((scale, scale) + (() if row.ndim == 2 else (1,)), dtype=np.uint8))
-    iio.imwrite(path, row)
+        save_png(result.best_image[None], out / "best.png", getattr(objective, "generator", None))

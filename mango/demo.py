@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from . import registry
+from .clitools import Progress, slug
+from .config import run_config
 
 __all__ = ["run_demo", "DEMO_UNITS"]
 
@@ -31,19 +33,12 @@ DEMO_UNITS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
 ]
 
 
-def _slug(label: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in label).strip("-").replace("--", "-")
-
-
 def _have_models() -> bool:
     return "vqvae-digits" in registry.names("generator") and "snn-digits" in registry.names("target")
 
 
 def run_demo(out: Path, budget: int = 1000, seed: int = 0, quiet: bool = False) -> dict[str, Any]:
     """Run the demo into ``out``; returns (and writes) the summary table."""
-    from .cli import _Progress
-    from .config import run_config
-
     out.mkdir(parents=True, exist_ok=True)
     if _have_models():
         cases = [(label, {"generator": g, "target": t}) for label, g, t in DEMO_UNITS]
@@ -54,9 +49,9 @@ def run_demo(out: Path, budget: int = 1000, seed: int = 0, quiet: bool = False) 
     for label, base in cases:
         for opt in ("protes", "random"):
             cfg = {**base, "optimizer": {"name": opt}, "budget": budget, "seed": seed, "batch_size": 50}
-            bar = None if quiet else _Progress(budget, desc=f"{label} {opt}")
+            bar = None if quiet else Progress(budget, desc=f"{label} {opt}")
             try:
-                res = run_config(cfg, out / _slug(label) / opt, callbacks=[bar] if bar else [])
+                res = run_config(cfg, out / slug(label) / opt, callbacks=[bar] if bar else [])
             finally:
                 if bar:
                     bar.close()

@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import ConfigError, MangoError
 
-__all__ = ["Journal", "JournalRow", "atomic_write", "save_state", "load_state"]
+__all__ = ["Journal", "JournalRow", "read_journal", "atomic_write", "save_state", "load_state"]
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class Journal:
                     )
             else:
                 atomic_write(cfg_path, json.dumps(canon, indent=2, sort_keys=True).encode())
-        rows = _read_rows(folder / "journal.jsonl")
+        rows = _repair_rows(folder / "journal.jsonl")
         return cls(folder, rows)
 
     def append(self, I: np.ndarray, y: np.ndarray, t: float, external: int = 0,
@@ -111,20 +111,19 @@ class Journal:
         return int(data["batch"]), data["state"]
 
 
-def _read_rows(path: Path) -> list[JournalRow]:
+def _parse_rows(path: Path) -> tuple[list[JournalRow], int, int]:
+    """``(rows, good, size)``: the complete rows of a journal file, the byte length they fill and the file size."""
     if not path.exists():
-        return []
+        return [], 0, 0
     raw = path.read_bytes()
     rows: list[JournalRow] = []
-    good = 0
-    pos = 0
+    good = pos = 0
     while pos < len(raw):
         end = raw.find(b"\n", pos)
         if end < 0:
             break  # torn last line (no newline): written partly before a kill
-        line = raw[pos:end]
         try:
-            rec = json.loads(line)
+            rec = json.loads(raw[pos:end])
         except json.JSONDecodeError:
             break
         if rec.get("batch") != len(rows):
@@ -132,26 +131,48 @@ def _read_rows(path: Path) -> list[JournalRow]:
         rows.append(JournalRow(rec["batch"], np.asarray(rec["I"], dtype=np.int64).reshape(len(rec["y"]), -1),
                                np.asarray(rec["y"], dtype=np.float64), rec["t"], rec["time"],
                                rec.get("external", 0), rec.get("extra")))
-        pos = end + 1
-        good = pos
-    if good < len(raw):
+        pos = good = end + 1
+    return rows, good, len(raw)
+
+
+def read_journal(folder: str | os.PathLike) -> list[JournalRow]:
+    """The complete rows of ``folder/journal.jsonl``, read-only (a report or a viewer uses this).
+
+    A torn last line (a run killed mid-write, or a run still writing) is left out and
+    left in place: only :meth:`Journal.open`, which resumes the run, cuts it off.
+    A missing journal gives ``[]``.
+
+    Raises:
+        MangoError: rows out of order (not a journal MANGO wrote).
+    """
+    rows, good, size = _parse_rows(Path(folder) / "journal.jsonl")
+    if good < size:
+        log.debug("journal in %s: ignoring an incomplete last line (%d bytes)", folder, size - good)
+    return rows
+
+
+def _repair_rows(path: Path) -> list[JournalRow]:
+    """The rows of ``path``, cutting off a torn last line left by an interrupted write (resume only)."""
+    rows, good, size = _parse_rows(path)
+    if good < size:
         log.warning("journal %s: cutting a torn last line (%d bytes) left by an interrupted write",
-                    path, len(raw) - good)
+                    path, size - good)
         with open(path, "r+b") as fh:
             fh.truncate(good)
     return rows
 
 
 # -- state (de)serialisation: nested dicts/lists of arrays and JSON values -> NPZ ---------
-def _split(obj: Any, arrays: dict[str, np.ndarray], prefix: str) -> Any:
+def _split(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """``obj`` with every array moved into ``arrays`` (replaced by ``{"__array__": key}``)."""
     if isinstance(obj, np.ndarray) or type(obj).__module__.startswith("jax"):
         key = f"a{len(arrays)}"
         arrays[key] = np.asarray(obj)
         return {"__array__": key}
     if isinstance(obj, dict):
-        return {str(k): _split(v, arrays, f"{prefix}/{k}") for k, v in obj.items()}
+        return {str(k): _split(v, arrays) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_split(v, arrays, f"{prefix}/{i}") for i, v in enumerate(obj)]
+        return [_split(v, arrays) for v in obj]
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
@@ -171,7 +192,7 @@ def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Save a nested state (arrays + JSON values, no pickle) to ``path`` atomically."""
     path = Path(path)
     arrays: dict[str, np.ndarray] = {}
-    meta = _split(state, arrays, "")
+    meta = _split(state, arrays)
     buf = io.BytesIO()
     np.savez(buf, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
     atomic_write(path, buf.getvalue())

@@ -33,8 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from .compare import slug
+from . import registry
+from .clitools import slug
 from .errors import ConfigError
+from .imaging import display_uint8
+from .journal import read_journal
 from .stats import Trace, UnitStats, best_at, summarize, win_rates
 
 __all__ = ["load_traces", "write_report", "gif_frames", "add_arguments", "LAYER_GRID_MIN_UNITS"]
@@ -344,24 +347,14 @@ def _generator_images(config: dict[str, Any], I: np.ndarray) -> np.ndarray | Non
     """Decode codes with the config's generator (only; no target) to uint8 ``[k, H, W(, C)]``."""
     if "generator" not in config:
         return None
-    import torch
-
-    from . import registry
+    import torch  # third-party, only when pictures are made
 
     params = dict(config["generator"])
-    name = params.pop("name")
-    gen = registry.create("generator", name, params)
-    space = gen.space
+    gen = registry.create("generator", params.pop("name"), params)
     with torch.no_grad():
-        x = gen(space.decode(np.asarray(I, dtype=np.int64), torch.device(config.get("device") or "cpu")))
-    to_uint8 = getattr(gen, "to_uint8", None)
-    if callable(to_uint8):
-        arr = np.asarray(to_uint8(x))
-    else:
-        arr = (x.detach().cpu().float().clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-    if arr.ndim == 4 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    return arr
+        x = gen(gen.space.decode(np.asarray(I, dtype=np.int64), torch.device(config.get("device") or "cpu")))
+    arr = display_uint8(x, gen)
+    return arr[..., 0] if arr.shape[-1] == 1 else arr
 
 
 def gif_frames(folder: Path, max_frames: int = MAX_GIF_FRAMES) -> tuple[np.ndarray, list[int], list[float]]:
@@ -369,9 +362,7 @@ def gif_frames(folder: Path, max_frames: int = MAX_GIF_FRAMES) -> tuple[np.ndarr
 
     At most ``max_frames`` improvements (evenly chosen; the first and last always kept).
     """
-    from .journal import _read_rows
-
-    rows = _read_rows(folder / "journal.jsonl")
+    rows = read_journal(folder)
     best = -np.inf
     codes, queries, values = [], [], []
     q = 0

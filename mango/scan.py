@@ -20,7 +20,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+import numpy as np
+
+from . import registry
+from .clitools import merge_table, run_progress_printer, slug
+from .compare import expand, run_compare
+from .config import load_toml
+from .errors import ConfigError, choices_hint
+from .report import load_traces, write_report
 
 __all__ = ["parse_units", "layer_size", "scan_config", "run_scan", "add_arguments"]
 
@@ -69,8 +76,6 @@ def parse_units(text: str | list[int] | int, size: int | None = None) -> list[in
 
 def layer_size(target: dict[str, Any], layer: str | None) -> int | None:
     """Number of units (channels, or neurons) of ``layer`` of a registered target, or None if unknown."""
-    from . import registry
-
     params = {k: v for k, v in target.items() if k != "name"}
     if layer is not None:
         params["layer"] = layer
@@ -91,8 +96,6 @@ def scan_config(scan: dict[str, Any]) -> dict[str, Any]:
     """The compare config (see :mod:`mango.compare`) of a scan config."""
     for key in scan:
         if key not in SCAN_KEYS:
-            from .errors import choices_hint
-
             raise ConfigError(f"unknown scan config key {key!r}; {choices_hint(key, SCAN_KEYS)}")
     for key in ("generator", "target", "optimizer", "budget"):
         if key not in scan:
@@ -129,18 +132,22 @@ def scan_config(scan: dict[str, Any]) -> dict[str, Any]:
 
 def run_scan(scan: dict[str, Any], out: str | Path, workers: int | None = None,
              ray: dict[str, Any] | bool | None = None, report: bool = True,
-             progress: Any = None) -> dict[str, Any]:
-    """Run (or resume) a scan into ``out``; returns run_compare's status plus the per-unit ``table``."""
-    from .compare import run_compare
-    from .report import load_traces, write_report
+             progress: Any = None, compare_cfg: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run (or resume) a scan into ``out``; returns run_compare's status plus the per-unit ``table``.
 
-    cfg = scan_config(scan)
-    status = run_compare(cfg, out, workers=workers, ray=ray, progress=progress)
+    ``progress``: a ``progress(spec, status, info)`` callback (see :func:`mango.compare.run_compare`),
+    or ``"print"`` for one printed line per run.
+    ``compare_cfg``: ``scan_config(scan)`` when the caller has it already (it may build the
+    target to size the layer, so it is made once).
+    """
+    cfg = scan_config(scan) if compare_cfg is None else compare_cfg
+    runs = expand(cfg)
+    if progress == "print":
+        progress = run_progress_printer(len(runs))
+    status = run_compare(cfg, out, workers=workers, ray=ray, progress=progress, runs=runs)
     _, traces = load_traces(out)
     table = []
     for t in traces:
-        import numpy as np
-
         first = int(t.queries[int(np.argmax(t.values >= t.best))])
         table.append({"unit": t.extra["meta"].get("unit"), "seed": t.seed, "best": t.best,
                       "found_at_query": first, "seconds": t.seconds})
@@ -152,30 +159,12 @@ def run_scan(scan: dict[str, Any], out: str | Path, workers: int | None = None,
     return status
 
 
-def _kv(items: list[str] | None, flag: str) -> dict[str, Any]:
-    from .cli import parse_kv
-
-    return parse_kv(items, flag)
-
-
 def cmd_scan(args: argparse.Namespace) -> int:
     """``mango scan``."""
-    from .compare import _print_progress, slug
-    from .config import load_toml
-
     scan: dict[str, Any] = load_toml(args.config) if args.config else {}
-    for key, val in (("generator", args.generator), ("target", args.target), ("optimizer", args.optimizer)):
-        if val:
-            scan[key] = {"name": val}
-        elif isinstance(scan.get(key), str):      # `target = "name"` in a config: same as a table
-            scan[key] = {"name": scan[key]}
-    for key, items, flag in (("generator", args.gen_param, "--gen-param"), ("target", args.target_param,
-                             "--target-param"), ("optimizer", args.opt_param, "--opt-param")):
-        extra = _kv(items, flag)
-        if extra:
-            if key not in scan:
-                raise ConfigError(f"{flag} given without a {key}")
-            scan[key] = {**scan[key], **extra}
+    for key, flag, params in (("generator", "gen", args.gen_param), ("target", "target", args.target_param),
+                              ("optimizer", "opt", args.opt_param)):
+        merge_table(scan, key, getattr(args, key) or None, params, flag)
     scan.setdefault("optimizer", {"name": "protes"})
     for key, val in (("layer", args.layer), ("units", args.units), ("budget", args.budget),
                      ("batch_size", args.batch_size), ("device", args.device)):
@@ -187,10 +176,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         f"scan-{(scan.get('target') or {}).get('name', 'target')}-{scan.get('layer')}"))
     scan.pop("out", None)
     ray: Any = {"address": args.ray_address} if args.ray_address else None
-    from .compare import expand
-
-    n_runs = len(expand(scan_config(scan)))
-    status = run_scan(scan, out, workers=args.workers, ray=ray, progress=_print_progress(n_runs))
+    status = run_scan(scan, out, workers=args.workers, ray=ray, progress="print")
     print(f"{'unit':>6} {'seed':>4} {'best':>10} {'at query':>9} {'seconds':>8}")
     for r in status["table"]:
         print(f"{r['unit']!s:>6} {r['seed']:>4} {r['best']:>10.5g} {r['found_at_query']:>9} {r['seconds']:>8.1f}")

@@ -1,7 +1,7 @@
 """MANGO's embedded default targets, trained on scikit-learn digits.
 
 Image format (MANGO's default): ``float32 [k, 1, 16, 16]`` in ``[0, 1]``, as made by
-:func:`mango.generators.data.digits`.
+:func:`mango.data.digits`.
 
 * ``snn-digits``: a spiking CNN (snnTorch ``Leaky``, beta 0.9, threshold 1, reset by
   subtraction), static input for ``T = 16`` steps::

@@ -2,7 +2,7 @@
 
     python -m mango.targets.train_cnn [--epochs 20] [--seed 0] [--threads 1] [--out DIR]
 
-Data: :func:`mango.generators.data.digits` (``[N, 1, 16, 16]`` in [0, 1], fixed
+Data: :func:`mango.data.digits` (``[N, 1, 16, 16]`` in [0, 1], fixed
 train/test split). Adam, cross-entropy, light augmentation (random shifts of up
 to 1 pixel). Writes ``cnn_digits.pt`` (state dict) and ``cnn_digits.json``
 (accuracy, command, seed, wall time) to ``--out`` (default ``targets/weights``).
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from mango.generators.data import digits
+from mango.data import digits
 
 from .digits import CNN_FILE, WEIGHTS_DIR, build_digits_cnn
 from .training import fit, recipe_parser, save_recipe, start_recipe

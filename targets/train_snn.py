@@ -2,7 +2,7 @@
 
     python -m mango.targets.train_snn [--epochs 30] [--T 16] [--seed 0] [--threads 1] [--out DIR]
 
-Data: :func:`mango.generators.data.digits` (``[N, 1, 16, 16]`` in [0, 1], fixed
+Data: :func:`mango.data.digits` (``[N, 1, 16, 16]`` in [0, 1], fixed
 train/test split), presented as a static image at each of ``T`` steps. snnTorch
 ``Leaky`` neurons with the arctan surrogate gradient (snnTorch's default),
 backpropagation through time over the step loop, loss = cross-entropy of the
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from mango.generators.data import digits
+from mango.data import digits
 
 from .digits import SNN_FILE, SNN_T, WEIGHTS_DIR, build_digits_snn
 from .snn_fast import FastSNN

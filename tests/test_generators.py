@@ -30,7 +30,7 @@ def sngan():
 
 @pytest.fixture(scope="module")
 def digits_test():
-    from mango.generators.data import digits
+    from mango.data import digits
 
     return digits("test")[0]
 
@@ -121,8 +121,8 @@ def test_paper_vqvae_loads_and_reencodes(paper_weights, monkeypatch):
     s = g.space
     assert isinstance(s, CodebookSpace) and (s.d, s.n, s.shape) == (64, 512, (8, 8))
 
-    from mango.generators.common import CIFAR10_MEAN, CIFAR10_STD
-    from mango.generators.data import photo_crops
+    from mango.data import CIFAR10_MEAN, CIFAR10_STD
+    from mango.data import photo_crops
 
     x = photo_crops(4, size=32, seed=3)  # known images in [0, 1]
     m = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
@@ -310,7 +310,7 @@ def test_fourier_parametrisation():
 # -- display and wrap ----------------------------------------------------------------
 def test_to_uint8_value_range_and_normalisation():
     from mango.generators import to_uint8
-    from mango.generators.common import CIFAR10_MEAN, CIFAR10_STD
+    from mango.data import CIFAR10_MEAN, CIFAR10_STD
 
     x = torch.tensor([[[[-1.0, 0.0, 1.0, 2.0]]]])
     assert to_uint8(x, (-1.0, 1.0)).reshape(-1).tolist() == [0, 128, 255, 255]
@@ -345,7 +345,7 @@ def test_wrap_and_register_user_module():
 
 # -- CIFAR-10 readers (no download) ---------------------------------------------------
 def test_cifar10_readers(tmp_path):
-    from mango.generators.data import cifar10
+    from mango.data import cifar10
 
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
@@ -420,7 +420,7 @@ def _fake_cifar(tmp_path):
 
 
 def test_cifar10_loader_reads_both_layouts(tmp_path):
-    from mango.generators.data import cifar10
+    from mango.data import cifar10
 
     imgs, tree, root = _fake_cifar(tmp_path)
     x, y = cifar10(root)                                  # finds cifar-10-batches-py inside root

@@ -237,7 +237,7 @@ def test_spiking_errors():
 # -- embedded models and registry ----------------------------------------------------
 
 def test_registry_factories_and_trained_digits_models():
-    from mango.generators.data import digits
+    from mango.data import digits
     x, y = digits("test")
     cnn = registry.create("target", "cnn-digits", {"unit": 0})
     snnt = registry.create("target", "snn-digits", {"unit": 0})
@@ -258,7 +258,7 @@ def test_registry_factories_and_trained_digits_models():
 
 
 def test_embedded_accuracy():
-    from mango.generators.data import digits
+    from mango.data import digits
     from mango.targets.digits import SNN_T, WEIGHTS_DIR, build_digits_cnn, build_digits_snn, load_weights
     from mango.targets.snn_fast import FastSNN
     x, y = digits("test")

@@ -14,14 +14,16 @@ The protocol is specified in ``PROTOCOL.md`` beside this file.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from ..errors import ConfigError
+from ..lazy import lazy_attributes
+
 _LAZY = {
-    "Block": "protocol", "Reply": "protocol", "ProtocolError": "protocol", "RigError": "protocol",
-    "Limits": "protocol", "ZmqRigClient": "zmq_transport", "ZmqRigServer": "zmq_transport",
-    "FileDropClient": "filedrop", "PoissonNeurons": "model", "LocalRig": "model", "build_neurons": "model",
-    "closed_loop": "closedloop", "RigRunResult": "closedloop", "select_channels": "closedloop",
+    "Block": ".protocol", "Reply": ".protocol", "ProtocolError": ".protocol", "RigError": ".protocol",
+    "Limits": ".protocol", "ZmqRigClient": ".zmq_transport", "ZmqRigServer": ".zmq_transport",
+    "FileDropClient": ".filedrop", "PoissonNeurons": ".model", "LocalRig": ".model", "build_neurons": ".model",
+    "closed_loop": ".closedloop", "RigRunResult": ".closedloop", "select_channels": ".closedloop",
 }
 
 __all__ = sorted([*_LAZY, "make_client", "PROTOCOLS"])
@@ -32,8 +34,6 @@ def make_client(protocol: str = "zmq", *, address: str = "tcp://127.0.0.1:5555",
                 token: str | None = None, timeout: float = 10.0, retries: int = 5, backoff: float = 0.5,
                 encoding: str = "raw", run: str = "", allow_remote: bool = False) -> Any:
     """A rig client for ``protocol`` (``"zmq"`` or ``"filedrop"``) with ``present(Block) -> Reply``."""
-    from ..errors import ConfigError
-
     if protocol == "zmq":
         from .zmq_transport import ZmqRigClient
 
@@ -48,7 +48,4 @@ def make_client(protocol: str = "zmq", *, address: str = "tcp://127.0.0.1:5555",
     raise ConfigError(f"unknown rig protocol {protocol!r}; valid choices: {', '.join(PROTOCOLS)}")
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

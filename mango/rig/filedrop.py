@@ -46,7 +46,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..journal import atomic_write
 from .protocol import (PROTOCOL, VERSION, Block, IncompleteReply, ProtocolError, Reply, RigError,
-                       validate_reply_for)
+                       images_to_png, png_to_images, validate_reply_for)
 
 __all__ = ["FileDropClient", "FORMATS", "read_response", "write_response", "write_block", "read_block",
            "manifest_path", "response_paths", "check_run_id"]
@@ -76,8 +76,6 @@ def response_paths(root: Path, block: int) -> list[Path]:
 def write_block(root: Path, block: Block, run: str = "") -> Path:
     """Write a block's PNGs (replacing a different image left under the same name), then its manifest
     (atomically, last) naming ``run``. Returns the manifest path."""
-    from .protocol import images_to_png
-
     root = Path(root)
     for sub in ("stimuli", "blocks", "responses"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -103,8 +101,6 @@ def write_block(root: Path, block: Block, run: str = "") -> Path:
 
 def read_block(path: Path) -> tuple[Block, str]:
     """Rig side: a manifest and its PNGs -> (Block, run id); :class:`ProtocolError` if incomplete."""
-    from .protocol import png_to_images
-
     path = Path(path)
     try:
         man = json.loads(path.read_text())

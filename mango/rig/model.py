@@ -24,7 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import registry
 from ..errors import ConfigError
+from ..imaging import display_uint8
+from .protocol import Reply
 
 __all__ = ["PoissonNeurons", "LocalRig", "uint8_to_float", "float_to_uint8", "build_neurons"]
 
@@ -45,11 +48,19 @@ def uint8_to_float(images: np.ndarray, channels: int | None = None) -> torch.Ten
 
 
 def float_to_uint8(images: torch.Tensor, to_uint8: Callable | None = None) -> np.ndarray:
-    """Generator images ``[k, C, H, W]`` -> ``uint8 [k, H, W, C]`` (via ``to_uint8`` when given, else clip [0, 1])."""
-    if to_uint8 is not None:
-        return np.ascontiguousarray(np.asarray(to_uint8(images), dtype=np.uint8))
-    x = images.detach().cpu().float().clamp(0, 1).permute(0, 2, 3, 1).numpy()
-    return np.ascontiguousarray((x * 255).round().astype(np.uint8))
+    """Generator images ``[k, C, H, W]`` -> ``uint8 [k, H, W, C]``: :func:`mango.imaging.display_uint8`.
+
+    TODO(integrator): ``mango.rig.closedloop`` still calls this; switch it to
+    ``display_uint8(x, generator)`` and delete this alias.
+    """
+    return display_uint8(images, None if to_uint8 is None else _Converter(to_uint8))
+
+
+class _Converter:
+    """A stand-in generator whose ``to_uint8`` is the given function."""
+
+    def __init__(self, to_uint8: Callable) -> None:
+        self.to_uint8 = to_uint8
 
 
 class PoissonNeurons:
@@ -118,8 +129,6 @@ def build_neurons(target: str = "cnn-digits", units: Sequence[int] = (0,), targe
         calib_generator: registered generator whose random images calibrate the
             rates; ``None``: uniform noise images of ``image_shape`` (H, W, C).
     """
-    from .. import registry
-
     params = dict(target_params or {})
     models = [registry.create("target", target, {**params, "unit": int(u)}) for u in units]
     rng = np.random.default_rng(seed + 7919)
@@ -127,7 +136,7 @@ def build_neurons(target: str = "cnn-digits", units: Sequence[int] = (0,), targe
         gen = registry.create("generator", calib_generator)
         I = gen.space.sample(rng, calib_images)
         with torch.no_grad():
-            calib = float_to_uint8(gen(gen.space.decode(I)), getattr(gen, "to_uint8", None))
+            calib = display_uint8(gen(gen.space.decode(I)), gen)
     else:
         calib = rng.integers(0, 256, size=(calib_images, *image_shape), dtype=np.uint8)
     in_ch = int(calib.shape[-1])
@@ -147,8 +156,6 @@ class LocalRig:
         self.rng = np.random.default_rng(seed)
 
     def present(self, block: Any) -> Any:
-        from .protocol import Reply
-
         order = block.order if block.order is not None else \
             self.rng.permutation(np.repeat(np.arange(len(block.image_ids)), block.repeats))
         if self.latency:

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MangoError
+from ..errors import ConfigError, MangoError
 
 __all__ = ["PROTOCOL", "VERSION", "Limits", "Block", "Reply", "ProtocolError", "IncompleteReply", "RigError",
            "encode_block", "decode_block", "encode_reply", "decode_reply", "encode_error", "decode_error",
@@ -231,8 +231,6 @@ def png_to_images(frames: list[bytes], shape: tuple[int, int, int]) -> np.ndarra
 def encode_block(block: Block, token: str | None = None, encoding: str = "raw") -> list[bytes]:
     """Frames of a ``block`` message."""
     if encoding not in ENCODINGS:
-        from ..errors import ConfigError
-
         raise ConfigError(f"unknown image encoding {encoding!r}; valid choices: {', '.join(ENCODINGS)}")
     images = np.ascontiguousarray(block.images, dtype=np.uint8)
     if images.ndim != 4 or images.shape[-1] not in (1, 3):

@@ -32,9 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from ..clitools import parse_kv
 from ..errors import ConfigError
+from .filedrop import FORMATS, read_block, write_response
 from .model import PoissonNeurons, build_neurons
-from .protocol import Block, Reply
+from .protocol import Block, ProtocolError, Reply
+from .zmq_transport import ZmqRigServer, nan_reply
 
 __all__ = ["Faults", "RigSimulator", "serve_zmq", "serve_filedrop", "add_arguments", "FAULT_KINDS"]
 
@@ -140,8 +143,6 @@ class RigSimulator:
 def serve_zmq(sim: RigSimulator, address: str, *, token: str | None = None, stop: threading.Event | None = None,
               allow_remote: bool = False, ready: threading.Event | None = None) -> None:
     """Serve ``sim`` on a ZeroMQ ROUTER socket until ``stop`` is set (or forever)."""
-    from .zmq_transport import ZmqRigServer, nan_reply
-
     server = ZmqRigServer(address, token=token, allow_remote=allow_remote).open()
     log.info("rig-sim: serving mango-rig/1 on %s (%d channels)", address, sim.neurons.channels)
     if ready is not None:
@@ -182,9 +183,6 @@ def serve_filedrop(sim: RigSimulator, root: str | os.PathLike, *, fmt: str = "np
                    stop: threading.Event | None = None, ready: threading.Event | None = None) -> None:
     """Watch ``root/blocks`` for manifests and write ``root/responses/block_NNNNNN.<fmt>`` files
     (``n * repeats`` rows) that echo the manifest's block and run id."""
-    from .filedrop import FORMATS, read_block, write_response
-    from .protocol import ProtocolError
-
     if fmt not in FORMATS:
         raise ConfigError(f"unknown response format {fmt!r}; valid choices: {', '.join(FORMATS)}")
     root = Path(root)
@@ -270,8 +268,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from ..cli import parse_kv
-
     try:
         units = [int(u) for u in str(args.units).split(",") if u.strip()]
     except ValueError:

@@ -1,8 +1,10 @@
-"""Offline training data shared by the default generators and targets.
+"""Data shared by the generators, the targets and their training recipes (the engine's, so both may use it).
 
 Everything here is available without a network: scikit-learn's bundled digits
-(1,797 images of 8 x 8 pixels, values 0..16), scikit-image's bundled photos, and
-CIFAR-10 only when the user already has it on disk.
+(1,797 images of 8 x 8 pixels, values 0..16), scikit-image's bundled photos,
+CIFAR-10 only when the user already has it on disk, the CIFAR-10 normalisation
+constants, and where the paper's CIFAR-10 checkpoints are found
+(:func:`paper_weights_dir`). No model is imported here.
 
 The default ("digits") image format of MANGO's embedded models is
 ``float32 [N, 1, 16, 16]`` in ``[0, 1]``: the 8 x 8 digits scaled by 1/16 and
@@ -11,6 +13,7 @@ targets trained on it take it.
 """
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -18,9 +21,47 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DIGITS_SIZE", "digits", "photo_crops", "cifar10"]
+__all__ = ["DIGITS_SIZE", "digits", "photo_crops", "cifar10", "CIFAR10_MEAN", "CIFAR10_STD",
+           "PAPER_WEIGHTS_ENV", "paper_weights_dir", "paper_weights_file"]
 
 DIGITS_SIZE = 16
+
+#: Per-channel CIFAR-10 normalisation ``(x - mean) / std`` of images in [0, 1], used by the paper's checkpoints.
+CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD: tuple[float, float, float] = (0.2471, 0.2435, 0.2616)
+
+#: environment variable naming the folder with the paper's checkpoints
+PAPER_WEIGHTS_ENV = "MANGO_PAPER_WEIGHTS"
+
+
+def paper_weights_dir() -> Path:
+    """The folder holding the paper's CIFAR-10 checkpoints (``vqvae_cifar10.pt``, ``snn_cifar10.pt``).
+
+    Precedence (the first that applies wins):
+
+    1. ``$MANGO_PAPER_WEIGHTS`` -- the folder (a path to a file is read as the folder holding it);
+    2. ``../shared/weights/cifar10`` relative to the current directory, if it is a folder;
+    3. ``shared/weights/cifar10`` beside the project checkout this package was loaded from, if a folder;
+    4. otherwise (2), so that the error a caller raises names the expected place.
+
+    The folder is not checked for the files; see :func:`paper_weights_file`.
+    """
+    env = os.environ.get(PAPER_WEIGHTS_ENV)
+    if env:
+        p = Path(env).expanduser()
+        return p.parent if p.suffix == ".pt" else p
+    rel = Path("..") / "shared" / "weights" / "cifar10"
+    if rel.is_dir():
+        return rel
+    beside = Path(__file__).resolve().parents[2] / "shared" / "weights" / "cifar10"
+    return beside if beside.is_dir() else rel
+
+
+def paper_weights_file(filename: str, path: str | os.PathLike | None = None) -> Path:
+    """The checkpoint ``filename`` from ``path`` (a file, or a folder holding it), default
+    :func:`paper_weights_dir`. The file is not checked; loading it names a missing one."""
+    p = Path(path).expanduser() if path is not None else paper_weights_dir()
+    return p if p.suffix == ".pt" and not p.is_dir() else p / filename
 
 
 def digits(split: str = "train", size: int = DIGITS_SIZE, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
