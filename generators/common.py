@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from mango.data import CIFAR10_MEAN, CIFAR10_STD
+from mango.devices import module_device
 from mango.errors import ConfigError
 from mango.imaging import to_uint8
 from mango.spaces import LatentSpace
@@ -174,11 +175,7 @@ class GeneratorBase(nn.Module):
     @property
     def device(self) -> torch.device:
         """Device of the first parameter or buffer (CPU when there is none)."""
-        for p in self.parameters():
-            return p.device
-        for b in self.buffers():
-            return b.device
-        return torch.device("cpu")
+        return module_device(self)
 
     def to_uint8(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
         """This generator's images ``[k, C, H, W]`` -> ``uint8 [k, H, W, C]`` for display."""

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from mango.data import cifar10, digits, photo_crops
+from mango.recipes import data_arguments, seed_arguments, start_recipe
 
 from .common import save_grid, save_weights, weights_dir
 from .sngan import SNDiscriminator, SNGANGenerator
@@ -61,10 +62,7 @@ def _ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m mango.generators.train_sngan", description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default="digits", choices=["digits", "photos", "cifar10"])
-    ap.add_argument("--cifar-root", default=None)
-    ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--n-photos", type=int, default=8192)
+    seed_arguments(data_arguments(ap))
     ap.add_argument("--z-dim", type=int, default=None, help="latent size (digits default 32, else 128)")
     ap.add_argument("--ch", type=int, default=None, help="generator/discriminator width (digits 32, else 128)")
     ap.add_argument("--steps", type=int, default=None, help="generator steps (digits 2500, else 20000)")
@@ -72,15 +70,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=None, help="batch size (digits 32, else 64)")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--ema", type=float, default=0.999, help="EMA decay of the saved generator weights")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--half", action="store_true", help="store weights as float16")
     ap.add_argument("--out", default=None, help="output .pt (default: generators/weights/sngan_<data>.pt)")
     args = ap.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
+    gen = start_recipe(args.seed, args.threads)
     small = args.data == "digits"
     out = Path(args.out) if args.out else weights_dir() / f"sngan_{args.data}.pt"
     x = _data(args)
@@ -94,7 +88,6 @@ def main(argv: list[str] | None = None) -> dict:
     G_ema = copy.deepcopy(G).eval()
     optG = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.0, 0.9))
     optD = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(0.0, 0.9))
-    gen = torch.Generator().manual_seed(args.seed)
     fixed_z = torch.randn(64, z_dim, generator=gen)
     from tqdm import tqdm
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from mango.data import CIFAR10_MEAN, CIFAR10_STD, cifar10, digits, photo_crops
+from mango.recipes import data_arguments, seed_arguments, start_recipe
 
 from .common import save_grid, save_weights, weights_dir
 from .vqvae import VQVAE
@@ -91,10 +92,7 @@ def evaluate(model: VQVAE, x: torch.Tensor, batch: int = 256) -> dict[str, float
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m mango.generators.train_vqvae", description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default="digits", choices=["digits", "photos", "cifar10"])
-    ap.add_argument("--cifar-root", default=None, help="CIFAR-10 folder (pickle batches or ImageFolder PNGs)")
-    ap.add_argument("--limit", type=int, default=None, help="use at most this many CIFAR-10 training images")
-    ap.add_argument("--n-photos", type=int, default=8192, help="number of photo crops for --data photos")
+    seed_arguments(data_arguments(ap))
     ap.add_argument("--hidden", type=int, default=None, help="main channels (digits default 64, else 128)")
     ap.add_argument("--res-hidden", type=int, default=32)
     ap.add_argument("--n-res", type=int, default=2)
@@ -104,15 +102,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--shift", type=int, default=1, help="random translation augmentation (pixels)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--half", action="store_true", help="store weights as float16")
     ap.add_argument("--out", default=None, help="output .pt (default: generators/weights/vqvae_<data>.pt)")
     args = ap.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
+    gen = start_recipe(args.seed, args.threads)
     small = args.data == "digits"
     out = Path(args.out) if args.out else weights_dir() / f"vqvae_{args.data}.pt"
     xtr, xte, opts = _data(args)
@@ -121,7 +115,6 @@ def main(argv: list[str] | None = None) -> dict:
                   n_embeddings=args.codebook or (32 if small else 512), **opts)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.steps, eta_min=args.lr * 0.05)
-    gen = torch.Generator().manual_seed(args.seed)
     from tqdm import tqdm
 
     model.train()

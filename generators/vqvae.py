@@ -20,7 +20,6 @@ gradient AM over codebook mixtures.
 """
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -30,16 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mango.data import CIFAR10_MEAN, CIFAR10_STD
 from mango.errors import ConfigError
 from mango.spaces import CodebookSpace
-
-from mango.data import CIFAR10_MEAN, CIFAR10_STD
 
 from .common import GeneratorBase, load_state, load_weights, normalised_range
 
 __all__ = ["VQVAE", "load_paper_vqvae", "load_vqvae"]
 
-log = logging.getLogger(__name__)
 
 _OUTPUTS = ("linear", "sigmoid")
 

@@ -208,10 +208,8 @@ class RunConfig:
         for have, missing in (("generator", "target"), ("target", "generator")):
             if have in specs and missing not in specs:
                 raise ConfigError(f"config has no [{missing}] (valid {missing}s: {', '.join(registry.names(missing))})")
-        specs["optimizer"].check_params(OPTIMIZER_FIXED)
-        for key in ("generator", "target", "problem"):
-            if key in specs:
-                specs[key].factory()  # an unknown name fails here, naming the valid ones
+        for spec in specs.values():  # an unknown name or parameter fails here, naming the valid ones
+            spec.check_params(OPTIMIZER_FIXED if spec.kind == "optimizer" else ())
         device = cfg.get("device")
         if device is not None and not isinstance(device, str):
             raise ConfigError(f"device must be a string such as 'cpu' or 'cuda', got {device!r}")

@@ -59,7 +59,7 @@ def quadratic_grid(d: int = 16, n: int = 32, seed: int = 0) -> FunctionObjective
                              name=f"quadratic-grid(d={d},n={n},seed={seed})")
 
 
-def constant(d: int = 64, n: int = 512, seed: int = 0) -> FunctionObjective:
+def constant(d: int = 64, n: int = 512) -> FunctionObjective:
     """A trivial objective (``y = I[:, 0]``) for measuring engine overhead; the cache is off."""
     return FunctionObjective(lambda I: I[:, 0].astype(np.float64), CodebookSpace(d, n), cache=False,
                              known_max=float(n - 1), name=f"constant(d={d},n={n})")

@@ -10,13 +10,16 @@ in two ways:
 
 A factory is any callable returning the component; its keyword arguments are the
 component's parameters (config keys).
+
+The registered name (the entry point's name, or ``register``'s ``name``) is the
+single source of a component's name: :func:`create` sets it as an optimizer's
+``name`` attribute, so optimizer classes need not spell it again.
 """
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
@@ -24,7 +27,6 @@ from .errors import ConfigError, unknown
 
 __all__ = ["KINDS", "Entry", "register", "get", "names", "entries", "create", "describe_params"]
 
-log = logging.getLogger(__name__)
 KINDS = ("generator", "target", "optimizer", "problem")
 
 
@@ -37,7 +39,6 @@ class Entry:
     factory: Callable[..., Any] | None
     description: str = ""
     entry_point: metadata.EntryPoint | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def load(self) -> Callable[..., Any]:
         """The factory, importing its module on first use."""
@@ -72,13 +73,13 @@ def _load_entry_points(kind: str) -> None:
 
 
 def register(kind: str, name: str, factory: Callable[..., Any], description: str = "",
-             overwrite: bool = False, **extra: Any) -> Callable[..., Any]:
+             overwrite: bool = False) -> Callable[..., Any]:
     """Register ``factory`` under ``name``; returns ``factory`` (usable as a decorator helper)."""
     _check_kind(kind)
     _load_entry_points(kind)
     if name in _REG[kind] and not overwrite and _REG[kind][name].factory is not factory:
         raise ConfigError(f"{kind} {name!r} is already registered; pass overwrite=True to replace it")
-    _REG[kind][name] = Entry(name, kind, factory, description or _first_line(factory), extra=extra)
+    _REG[kind][name] = Entry(name, kind, factory, description or _first_line(factory))
     return factory
 
 
@@ -136,4 +137,7 @@ def create(kind: str, name: str, params: dict[str, Any] | None = None, **fixed: 
                     f"unknown parameter {key!r} for {kind} {name!r}; "
                     f"valid parameters: {', '.join(valid) or '(none)'}"
                 )
-    return factory(**fixed, **params)
+    obj = factory(**fixed, **params)
+    if kind == "optimizer":
+        obj.name = name  # the registry is the one place optimizer names are written
+    return obj

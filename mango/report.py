@@ -161,10 +161,23 @@ def load_traces(run_dir: str | Path) -> tuple[dict[str, Any], list[Trace]]:
                             optimizer_seconds=float(res.get("optimizer_seconds", np.nan)),
                             budget=int(s["config"]["budget"]),
                             extra={"folder": folder, "config": s["config"], "meta": s.get("meta", {}),
-                                   "best_value": res.get("best_value")}))
+                                   "best_value": res.get("best_value"),
+                                   "batch_size": _effective_batch_size(res, s["config"])}))
     if missing:
         log.warning("%d of %d runs in %s are not finished; the report leaves them out", missing, len(specs), run_dir)
     return manifest, traces
+
+
+def _effective_batch_size(result: dict[str, Any], config: dict[str, Any]) -> int | None:
+    """Queries per ask a run used: ``result.json``'s ``batch_size`` (written by the loop), else the run
+    config's, else the optimizer's default parameter; ``None`` when none of them says."""
+    b = result.get("batch_size", config.get("batch_size"))
+    if b is None and isinstance(config.get("optimizer"), dict):
+        try:
+            b = registry.describe_params(registry.get("optimizer", config["optimizer"]["name"])).get("batch_size")
+        except ConfigError:  # an optimizer no longer installed: the report still shows the run
+            b = None
+    return int(b) if isinstance(b, (int, float)) and not isinstance(b, bool) else None
 
 
 def default_budgets(budget: int) -> list[int]:
@@ -189,7 +202,7 @@ def _fmt_q(v: float, reached: int, n: int) -> str:
 
 def summary_table(stats: list[UnitStats], budgets: list[int]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the summary table; the best median at the largest budget per unit is bold."""
-    header = ["unit", "optimizer", "seeds"] + [f"best @ {b} (median [IQR])" for b in budgets] + [
+    header = ["unit", "optimizer", "seeds", "batch"] + [f"best @ {b} (median [IQR])" for b in budgets] + [
         "queries to 50 %", "queries to 90 %", "AUC", "wall s", "optimizer %"]
     final = budgets[-1]
     top: dict[str, float] = {}
@@ -197,7 +210,7 @@ def summary_table(stats: list[UnitStats], budgets: list[int]) -> tuple[list[str]
         top[s.unit] = max(top.get(s.unit, -np.inf), np.nan_to_num(s.best_at[final][0], nan=-np.inf))
     rows = []
     for s in stats:
-        cells = [s.unit, s.optimizer, str(s.seeds)]
+        cells = [s.unit, s.optimizer, str(s.seeds), s.batch_size]
         for b in budgets:
             m, lo, hi = s.best_at[b]
             cell = f"{_fmt(m)} [{_fmt(lo)}, {_fmt(hi)}]"
@@ -495,7 +508,9 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, html_page: 
     doc.p("Best activation at several budgets (median over seeds, [25th, 75th percentile]); the best median at "
           "the full budget per unit in bold. *Queries to 50/90 %*: median queries until the best-so-far reached "
           "50/90 % of the best value any method found for that unit (measured from 0, or from the lowest value "
-          "seen when activations go negative); (k/n): seeds that got there. *AUC*: mean of the normalised "
+          "seen when activations go negative); (k/n): seeds that got there. *batch*: queries per ask the runs "
+          "used (an optimizer entry's batch_size, else the config's top-level one, else the optimizer's default; "
+          "'-' where unknown). *AUC*: mean of the normalised "
           "best-so-far curve over queries 1..budget (1 = best value at the first query). *wall s*: median run "
           "time; *optimizer %*: share of wall time spent in the optimizer's ask/tell (gradient AM runs its forward "
           "and backward passes inside ask, so its share includes them; its budget counts every forward pass, and "
@@ -568,7 +583,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, html_page: 
     (out / "summary.json").write_text(json.dumps(
         [{"unit": s.unit, "optimizer": s.optimizer, "seeds": s.seeds,
           "best_at": {str(b): list(v) for b, v in s.best_at.items()}, "q50": s.q50, "q90": s.q90,
-          "auc": s.auc, "seconds": s.seconds, "optimizer_share": s.optimizer_share, "best": s.best}
+          "auc": s.auc, "seconds": s.seconds, "optimizer_share": s.optimizer_share, "best": s.best,
+          "batch_size": s.batch_size}
          for s in stats], indent=1, default=float))
     return paths
 

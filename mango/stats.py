@@ -183,6 +183,7 @@ class UnitStats:
     best: float
     best_any: float
     baseline: float
+    batch_size: str = "-"  # effective queries per ask over the seeds ("10", or "10, 50" if they differ)
 
 
 def unit_reference(traces: Sequence[Trace]) -> tuple[float, float]:
@@ -193,6 +194,13 @@ def unit_reference(traces: Sequence[Trace]) -> tuple[float, float]:
     allv = np.concatenate(vals)
     lo = float(allv.min())
     return float(allv.max()), (0.0 if lo >= 0 else lo)
+
+
+def batch_sizes(traces: Sequence[Trace]) -> str:
+    """The effective batch sizes (``extra["batch_size"]``) of some traces: ``"10"``, ``"10, 50"``, or ``"-"``
+    when no trace recorded one."""
+    sizes = sorted({int(b) for b in (t.extra.get("batch_size") for t in traces) if b is not None})
+    return ", ".join(map(str, sizes)) or "-"
 
 
 def summarize(traces: Sequence[Trace], budgets: Sequence[int], budget: int | None = None,
@@ -225,5 +233,6 @@ def summarize(traces: Sequence[Trace], budgets: Sequence[int], budget: int | Non
                 q50=median_iqr(q[0])[0], q90=median_iqr(q[1])[0],
                 reached50=int(np.isfinite(q[0]).sum()), reached90=int(np.isfinite(q[1]).sum()),
                 auc=median_iqr(aucs)[0], seconds=float(np.nanmedian(secs)) if len(secs) else float("nan"),
-                optimizer_share=share, best=max(t.best for t in ts), best_any=best_any, baseline=baseline))
+                optimizer_share=share, best=max(t.best for t in ts), best_any=best_any, baseline=baseline,
+                batch_size=batch_sizes(ts)))
     return out

@@ -12,9 +12,10 @@ from __future__ import annotations
 import torch
 
 from mango.data import digits
+from mango.recipes import start_recipe
 
 from .digits import CNN_FILE, WEIGHTS_DIR, build_digits_cnn
-from .training import fit, recipe_parser, save_recipe, start_recipe
+from .training import fit, recipe_parser, save_recipe
 
 
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -25,7 +26,7 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     a = recipe_parser(__doc__.splitlines()[0], epochs=20, out=WEIGHTS_DIR).parse_args(argv)
-    gen = start_recipe(a)
+    gen = start_recipe(a.seed, a.threads)
     xtr, ytr = digits("train")
     xte, yte = digits("test")
     model = build_digits_cnn()

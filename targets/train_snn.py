@@ -14,11 +14,12 @@ from __future__ import annotations
 import torch
 
 from mango.data import digits
+from mango.recipes import start_recipe
 
 from .digits import SNN_FILE, SNN_T, WEIGHTS_DIR, build_digits_snn
 from .snn_fast import FastSNN
 from .spiking import reset_states
-from .training import fit, recipe_parser, save_recipe, start_recipe
+from .training import fit, recipe_parser, save_recipe
 
 
 def counts(net: torch.nn.Module, x: torch.Tensor, T: int) -> torch.Tensor:
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = recipe_parser(__doc__.splitlines()[0], epochs=30, out=WEIGHTS_DIR)
     ap.add_argument("--T", type=int, default=SNN_T)
     a = ap.parse_args(argv)
-    gen = start_recipe(a)
+    gen = start_recipe(a.seed, a.threads)
     xtr, ytr = digits("train")
     xte, yte = digits("test")
     net = build_digits_snn()

@@ -1,4 +1,5 @@
-"""Shared pieces of the digits training recipes (``train_cnn``, ``train_snn``)."""
+"""Shared pieces of the digits training recipes (``train_cnn``, ``train_snn``); the set-up common to
+every recipe (seed, threads) is :mod:`mango.recipes`."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-__all__ = ["shift", "recipe_parser", "start_recipe", "fit", "save_recipe"]
+from mango.recipes import seed_arguments
+
+__all__ = ["shift", "recipe_parser", "fit", "save_recipe"]
 
 
 def shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 1) -> torch.Tensor:
@@ -37,18 +40,9 @@ def recipe_parser(description: str, epochs: int, out: Path) -> argparse.Argument
     ap.add_argument("--epochs", type=int, default=epochs)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
+    seed_arguments(ap)
     ap.add_argument("--out", type=Path, default=out)
     return ap
-
-
-def start_recipe(a: argparse.Namespace) -> torch.Generator:
-    """Set threads and seed torch (before the model is built: its initialisation is seeded too);
-    returns the generator that draws permutations and shifts."""
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    return torch.Generator().manual_seed(a.seed)
 
 
 def fit(model: torch.nn.Module, logits: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
