@@ -22,14 +22,15 @@ import torch
 from mango.data import paper_weights_file
 
 from .common import weights_dir
+from .params import FourierGenerator, PixelGenerator
+from .sngan import load_sngan
+from .vqvae import load_paper_vqvae, load_vqvae
 
 __all__ = ["vqvae_digits", "vqvae_cifar10", "sngan_digits", "pixel", "fourier"]
 
 
 def vqvae_digits(device: str = "cpu", weights: str | None = None):
     """VQ-VAE trained on scikit-learn digits (embedded): codebook space 16 x 32 -> [k, 1, 16, 16] in [0, 1]."""
-    from .vqvae import load_vqvae
-
     path = Path(weights) if weights else weights_dir() / "vqvae_digits.pt"
     return load_vqvae(path, device=torch.device(device), name="vqvae-digits")
 
@@ -40,15 +41,11 @@ def vqvae_cifar10(device: str = "cpu", weights: str | None = None):
     ``weights``: ``vqvae_cifar10.pt`` or the folder holding it (default: see
     :func:`mango.data.paper_weights_dir`, e.g. ``$MANGO_PAPER_WEIGHTS``).
     """
-    from .vqvae import load_paper_vqvae
-
     return load_paper_vqvae(paper_weights_file("vqvae_cifar10.pt", weights), device=torch.device(device))
 
 
 def sngan_digits(device: str = "cpu", weights: str | None = None, levels: int = 16, grid: str = "normal"):
     """SN-GAN trained on digits (embedded): 32-d grid (N(0,1) quantiles) -> [k, 1, 16, 16] in [0, 1]."""
-    from .sngan import load_sngan
-
     path = Path(weights) if weights else weights_dir() / "sngan_digits.pt"
     return load_sngan(path, device=torch.device(device), levels=levels, grid=grid, name="sngan-digits")
 
@@ -56,8 +53,6 @@ def sngan_digits(device: str = "cpu", weights: str | None = None, levels: int = 
 def pixel(device: str = "cpu", channels: int = 1, latent_size: int = 8, size: int = 16, levels: int = 16,
           low: float = 0.0, high: float = 1.0, mode: str = "bilinear"):
     """Low-resolution pixels on a uniform grid, upsampled: default 8 x 8 x 16 levels -> [k, 1, 16, 16] in [0, 1]."""
-    from .params import PixelGenerator
-
     return PixelGenerator(channels=channels, latent_size=latent_size, size=size, levels=levels,
                           low=low, high=high, mode=mode).to(torch.device(device)).eval()
 
@@ -65,7 +60,5 @@ def pixel(device: str = "cpu", channels: int = 1, latent_size: int = 8, size: in
 def fourier(device: str = "cpu", channels: int = 1, size: int = 16, levels: int = 16, decay: float = 1.0,
             contrast: float = 1.5, decorrelate: bool = True):
     """Lucent-style Fourier / decorrelated-colour parametrisation: -> [k, channels, size, size] in (0, 1)."""
-    from .params import FourierGenerator
-
     return FourierGenerator(channels=channels, size=size, levels=levels, decay=decay, contrast=contrast,
                             decorrelate=decorrelate).to(torch.device(device)).eval()

@@ -1,7 +1,6 @@
 """Shared fixtures: the paper's CIFAR-10 checkpoints (through MANGO_PAPER_WEIGHTS)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def paper_weights_dir() -> Path:
-    """``$MANGO_PAPER_WEIGHTS`` or ``../shared/weights/cifar10`` beside the project root."""
-    env = os.environ.get("MANGO_PAPER_WEIGHTS")
-    return Path(env) if env else (ROOT.parent / "shared" / "weights" / "cifar10")
+    """The paper checkpoints' folder, by the package's one rule (:func:`mango.data.paper_weights_dir`)."""
+    from mango.data import paper_weights_dir as lookup
+
+    return lookup()
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Closed loop with live recording rigs (``mango-rig/1``).
 
-Modules (nothing is imported until used):
+Modules (the transports are imported with the package; the rest on first use):
 
 * :mod:`.protocol` -- the wire format: JSON header + binary frames, limits, HMAC token.
 * :mod:`.zmq_transport` -- ZeroMQ DEALER client with retries / ROUTER server.
@@ -18,15 +18,16 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..lazy import lazy_attributes
+from .filedrop import FileDropClient
+from .zmq_transport import ZmqRigClient
 
 _LAZY = {
     "Block": ".protocol", "Reply": ".protocol", "ProtocolError": ".protocol", "RigError": ".protocol",
-    "Limits": ".protocol", "ZmqRigClient": ".zmq_transport", "ZmqRigServer": ".zmq_transport",
-    "FileDropClient": ".filedrop", "PoissonNeurons": ".model", "LocalRig": ".model", "build_neurons": ".model",
+    "Limits": ".protocol", "ZmqRigServer": ".zmq_transport", "PoissonNeurons": ".model", "LocalRig": ".model", "build_neurons": ".model",
     "closed_loop": ".closedloop", "RigRunResult": ".closedloop", "select_channels": ".closedloop",
 }
 
-__all__ = sorted([*_LAZY, "make_client", "PROTOCOLS"])
+__all__ = sorted([*_LAZY, "ZmqRigClient", "FileDropClient", "make_client", "PROTOCOLS"])
 PROTOCOLS = ("zmq", "filedrop")
 
 
@@ -35,15 +36,11 @@ def make_client(protocol: str = "zmq", *, address: str = "tcp://127.0.0.1:5555",
                 encoding: str = "raw", run: str = "", allow_remote: bool = False) -> Any:
     """A rig client for ``protocol`` (``"zmq"`` or ``"filedrop"``) with ``present(Block) -> Reply``."""
     if protocol == "zmq":
-        from .zmq_transport import ZmqRigClient
-
         return ZmqRigClient(address, token=token, timeout=timeout, retries=retries, backoff=backoff,
                             encoding=encoding, allow_remote=allow_remote)
     if protocol == "filedrop":
         if not folder:
             raise ConfigError("the filedrop protocol needs a folder (folder=... / --folder)")
-        from .filedrop import FileDropClient
-
         return FileDropClient(folder, timeout=timeout, retries=retries, backoff=backoff, run=run)
     raise ConfigError(f"unknown rig protocol {protocol!r}; valid choices: {', '.join(PROTOCOLS)}")
 
