@@ -58,7 +58,7 @@ from typing import Any
 
 from . import report
 from .clitools import run_progress_printer, slug
-from .config import RunConfig, load_toml, run_config
+from .config import RunConfig, load_toml, positive_int, run_config
 from .errors import ConfigError, choices_hint
 
 __all__ = ["RunSpec", "COMPARE_KEYS", "expand", "load_compare_config", "run_compare", "is_finished",
@@ -149,6 +149,47 @@ def _units(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(f"{base_label}[{u}]", {**spec, "unit": u}) for u in units]
 
 
+def _objectives(gens: list[dict[str, Any]], targets: list[dict[str, Any]], problems: list[dict[str, Any]]
+                ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """The unit axis: ``(label, run-config part, meta)`` for generators x target units, then problems."""
+    out: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    for g in gens:
+        g = dict(g)
+        glabel = g.pop("label", None) or g["name"]
+        for t in targets:
+            for tlabel, ttable in _units(t):
+                label = tlabel if len(gens) == 1 else f"{glabel}:{tlabel}"
+                meta = {"generator": g["name"], "target": ttable["name"], "layer": ttable.get("layer"),
+                        "unit": ttable.get("unit")}
+                out.append((label, {"generator": g, "target": ttable}, meta))
+    for p in problems:
+        p = dict(p)
+        label = p.pop("label", None) or f"{p['name']}({_param_label(p)})"
+        out.append((label, {"problem": p}, {"problem": p["name"]}))
+    return out
+
+
+def _optimizer_entries(opts: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """The optimizer axis: ``(label, [optimizer] table, run-config overrides)``; an entry's own
+    ``batch_size`` is an override of the top-level one (see the module docstring)."""
+    out = []
+    for o in opts:
+        o = dict(o)
+        bs = o.pop("batch_size", None)
+        label = o.pop("label", None) or o["name"]
+        out.append((label, o, {} if bs is None else {"batch_size": bs}))
+    return out
+
+
+def _check_labels(kind: str, labels: list[str]) -> None:
+    """Labels of one axis must be distinct, also as folder names."""
+    for what, names in (("duplicate {} labels {}; give the entries distinct 'label's", labels),
+                        ("{} labels map to the same folder name {}; give distinct 'label's", [slug(x) for x in labels])):
+        dup = sorted({x for x in names if names.count(x) > 1})
+        if dup:
+            raise ConfigError(what.format(kind, dup))
+
+
 def expand(cfg: dict[str, Any]) -> list[RunSpec]:
     """Expand a compare config into its runs, validating every run config (once: the runs carry
     typed :class:`~mango.config.RunConfig` values from here on).
@@ -162,10 +203,8 @@ def expand(cfg: dict[str, Any]) -> list[RunSpec]:
             raise ConfigError(f"unknown compare config key {key!r}; {choices_hint(key, COMPARE_KEYS)}")
     if "budget" not in cfg:
         raise ConfigError("compare config needs a budget (queries per run)")
-    gens = _as_list(cfg.get("generators"), "generators")
-    targets = _as_list(cfg.get("targets"), "targets")
-    problems = _as_list(cfg.get("problems"), "problems")
-    opts = _as_list(cfg.get("optimizers"), "optimizers")
+    gens, targets, problems, opts = (_as_list(cfg.get(k), k) for k in ("generators", "targets", "problems",
+                                                                        "optimizers"))
     if not opts:
         raise ConfigError("compare config needs at least one [[optimizers]] entry")
     if bool(gens) != bool(targets):
@@ -174,51 +213,21 @@ def expand(cfg: dict[str, Any]) -> list[RunSpec]:
         raise ConfigError("compare config needs [[generators]] + [[targets]] or [[problems]]")
     seeds = _seeds(cfg.get("seeds"))
     base = {k: cfg[k] for k in _PASS_THROUGH if k in cfg}
-
-    objectives: list[tuple[str, dict[str, Any], dict[str, Any]]] = []  # (label, cfg part, meta)
-    for g in gens:
-        g = dict(g)
-        glabel = g.pop("label", None) or g["name"]
-        for t in targets:
-            for tlabel, ttable in _units(t):
-                label = tlabel if len(gens) == 1 else f"{glabel}:{tlabel}"
-                meta = {"generator": g["name"], "target": ttable["name"], "layer": ttable.get("layer"),
-                        "unit": ttable.get("unit")}
-                objectives.append((label, {"generator": g, "target": ttable}, meta))
-    for p in problems:
-        p = dict(p)
-        label = p.pop("label", None) or f"{p['name']}({_param_label(p)})"
-        objectives.append((label, {"problem": p}, {"problem": p["name"]}))
-
-    opt_entries: list[tuple[str, dict[str, Any], int | None]] = []
-    for o in opts:
-        o = dict(o)
-        bs = o.pop("batch_size", None)
-        label = o.pop("label", None) or o["name"]
-        opt_entries.append((label, o, bs))
-    for kind, labels in (("unit", [x[0] for x in objectives]), ("optimizer", [x[0] for x in opt_entries])):
-        dup = sorted({x for x in labels if labels.count(x) > 1})
-        if dup:
-            raise ConfigError(f"duplicate {kind} labels {dup}; give the entries distinct 'label's")
-        slugs = [slug(x) for x in labels]
-        dup = sorted({x for x in slugs if slugs.count(x) > 1})
-        if dup:
-            raise ConfigError(f"{kind} labels map to the same folder name {dup}; give distinct 'label's")
+    objectives = _objectives(gens, targets, problems)
+    opt_entries = _optimizer_entries(opts)
+    _check_labels("unit", [x[0] for x in objectives])
+    _check_labels("optimizer", [x[0] for x in opt_entries])
 
     runs: list[RunSpec] = []
     for ulabel, part, meta in objectives:
-        for olabel, otable, bs in opt_entries:
+        for olabel, otable, overrides in opt_entries:
             for seed in seeds:
-                run_cfg = {**base, **part, "optimizer": otable, "seed": seed}
-                if bs is not None:
-                    run_cfg["batch_size"] = bs
                 try:
-                    run = RunConfig.from_dict(run_cfg)
+                    run = RunConfig.from_dict({**base, **part, "optimizer": otable, "seed": seed, **overrides})
                 except ConfigError as exc:
                     raise ConfigError(f"run {ulabel} / {olabel} / seed {seed}: {exc}") from None
-                folder = f"runs/{slug(ulabel)}/{slug(olabel)}/seed{seed}"
                 runs.append(RunSpec(id=f"{ulabel}|{olabel}|{seed}", unit=ulabel, optimizer=olabel, seed=seed,
-                                    run=run, folder=folder, meta=meta))
+                                    run=run, folder=f"runs/{slug(ulabel)}/{slug(olabel)}/seed{seed}", meta=meta))
     return runs
 
 
@@ -323,6 +332,25 @@ def _run_ray(todo: list[tuple[RunSpec, Path]], ray_cfg: dict[str, Any], workers:
             ray.shutdown()
 
 
+def _backend(cfg: dict[str, Any], workers: int | None, ray: dict[str, Any] | bool | None
+             ) -> tuple[int, dict[str, Any] | None]:
+    """``(workers, ray table or None)`` from the arguments, else the config (workers default 2).
+
+    Raises:
+        ConfigError: workers not a positive integer, ``[ray]`` not a table, ``budgets`` not
+            positive integers.
+    """
+    workers = positive_int(workers if workers is not None else cfg.get("workers", 2), "workers")
+    for b in cfg.get("budgets") or []:
+        positive_int(b, "every entry of budgets")
+    ray_cfg = cfg.get("ray") if ray is None else (ray or None)
+    if ray_cfg is True:
+        ray_cfg = {}
+    if ray_cfg is not None and not isinstance(ray_cfg, dict):
+        raise ConfigError(f"[ray] must be a table (e.g. address = \"auto\"), got {ray_cfg!r}")
+    return workers, ray_cfg
+
+
 def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None,
                 ray: dict[str, Any] | bool | None = None,
                 progress: Callable[[RunSpec, str, Any], None] | None = None,
@@ -345,16 +373,9 @@ def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None
         ConfigError: a bad compare config (before anything runs).
     """
     runs = expand(cfg) if runs is None else runs
+    workers, ray_cfg = _backend(cfg, workers, ray)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    workers = int(workers if workers is not None else cfg.get("workers", 2))
-    if workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
-    ray_cfg = cfg.get("ray") if ray is None else (ray or None)
-    if ray_cfg is True:
-        ray_cfg = {}
-    if ray_cfg is not None and not isinstance(ray_cfg, dict):
-        raise ConfigError(f"[ray] must be a table (e.g. address = \"auto\"), got {ray_cfg!r}")
     manifest = {"name": cfg.get("name", out.name), "budget": cfg["budget"], "budgets": cfg.get("budgets"),
                 "config": cfg, "runs": [r.to_dict() for r in runs]}
     (out / "compare.json").write_text(json.dumps(manifest, indent=2, default=str))
@@ -399,8 +420,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """``mango compare CONFIG``."""
     cfg = load_compare_config(args.config)
     out = Path(args.out or cfg.get("out") or Path("runs") / slug(cfg.get("name", Path(args.config).stem)))
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers is not None:
+        positive_int(args.workers, "--workers")
     ray_cfg: Any = None
     if args.local:
         ray_cfg = False

@@ -476,11 +476,92 @@ def _remove_stale_pictures(out: Path) -> None:
             old.unlink()
 
 
+def _summary_section(doc: _Doc, stats: list[UnitStats], budgets: list[int]) -> None:
+    doc.h(2, "Summary")
+    doc.p("Best activation at several budgets (median over seeds, [25th, 75th percentile]); the best median at "
+          "the full budget per unit in bold. *Queries to 50/90 %*: median queries until the best-so-far reached "
+          "50/90 % of the best value any method found for that unit (measured from 0, or from the lowest value "
+          "seen when activations go negative); (k/n): seeds that got there. *batch*: queries per ask the runs "
+          "used (an optimizer entry's batch_size, else the config's top-level one, else the optimizer's default; "
+          "'-' where unknown). *AUC*: mean of the normalised "
+          "best-so-far curve over queries 1..budget (1 = best value at the first query). *wall s*: median run "
+          "time; *optimizer %*: share of wall time spent in the optimizer's ask/tell (gradient AM runs its forward "
+          "and backward passes inside ask, so its share includes them; its budget counts every forward pass, and "
+          "its first hard image is evaluated after its first block of Adam steps, hence '-' at small budgets).")
+    header, rows = summary_table(stats, budgets)
+    doc.table(header, rows)
+
+
+def _win_section(doc: _Doc, traces: list[Trace]) -> None:
+    opts, W, _ = win_rates(traces, list(dict.fromkeys(t.optimizer for t in traces)))
+    if len(opts) <= 1:
+        return
+    doc.h(2, "Win rates")
+    doc.p("Share of (unit, seed) pairs where the row's optimizer found a strictly higher best activation "
+          "than the column's (ties count 1/2).")
+    wrows = [[a] + [("-" if i == j else f"{W[i, j]:.2f}") for j in range(len(opts))] + [
+        f"{np.nanmean(np.delete(W[i], i)):.2f}"] for i, a in enumerate(opts)]
+    doc.table(["optimizer"] + opts + ["mean"], wrows)
+
+
+def _picture_sections(doc: _Doc, traces: list[Trace], units: list[str], out: Path, budget: int,
+                      gifs: bool) -> None:
+    """Convergence curves, best stimuli and (with ``gifs``) the search-progress GIFs."""
+    doc.h(2, "Convergence")
+    if len(units) <= MAX_UNIT_FIGURES:
+        for u in units:
+            doc.img(plot_convergence(traces, u, out / f"convergence_{slug(u)}.png", budget), f"convergence, {u}")
+    else:
+        p = plot_convergence_grid(traces, units, out / "convergence.png", budget)
+        doc.img(p, f"convergence of all {len(units)} units")
+    p = plot_best_stimuli(traces, out / "best_stimuli.png")
+    if p is None:
+        return
+    doc.h(2, "Best stimuli")
+    doc.p("Each method's best stimulus per unit (best seed), with its activation.")
+    doc.img(p, "best stimulus per unit and method")
+    if not gifs:
+        return
+    doc.h(2, "Search progress")
+    doc.p("The best-so-far image during the best run of each unit (frames at improvements, recomputed from "
+          "the run's journal).")
+    ranked = sorted(units, key=lambda u: -_best_trace([t for t in traces if t.unit == u]).best)
+    if len(units) > MAX_UNIT_FIGURES:
+        doc.p(f"(the {MAX_UNIT_FIGURES} units with the highest activations of {len(units)})")
+    for u in [u for u in units if u in ranked[:MAX_UNIT_FIGURES]]:
+        best = _best_trace([t for t in traces if t.unit == u])
+        try:
+            g = make_gif(best, out / f"progress_{slug(u)}.gif")
+        except Exception as exc:  # noqa: BLE001 - a missing generator must not sink the report
+            log.warning("no GIF for %s: %s", u, exc)
+            g = None
+        if g is not None:
+            doc.img(g, f"{u}: best-so-far image, {best.optimizer} seed {best.seed}")
+
+
+def _layer_sections(doc: _Doc, traces: list[Trace], out: Path) -> None:
+    """For every layer with enough units: a grid of each unit's best stimulus and a per-unit table."""
+    for key, lunits in _layer_groups(traces).items():
+        doc.h(2, f"Layer {key}: every unit")
+        g = plot_layer_grid(traces, lunits, f"{key}: best stimulus of every unit", out / f"layer_{slug(key)}.png")
+        if g is not None:
+            doc.img(g, f"{key}: best stimulus per unit")
+        lrows = []
+        for u in lunits:
+            ts = [t for t in traces if t.unit == u]
+            b = _best_trace(ts)
+            first = int(b.queries[int(np.argmax(b.values >= b.best))])
+            lrows.append([u, f"{_fmt(b.best)}", b.optimizer, str(b.seed), str(first),
+                          _fmt(float(np.median([t.best for t in ts])))])
+        doc.table(["unit", "best activation", "optimizer", "seed", "found at query", "median over runs"], lrows)
+
+
 def write_report(run_dir: str | Path, out: str | Path | None = None, html_page: bool = True,
                  gifs: bool = True, title: str | None = None, command: str | None = None) -> list[Path]:
     """Write ``report.md`` (and ``report.html``) with plots into ``out`` (default ``RUN_DIR/report``).
 
-    Returns the paths of the Markdown and HTML files.
+    Reads the run folders only (never writes into them). Returns the paths of the
+    Markdown and HTML files.
 
     Raises:
         ConfigError: no finished run under ``run_dir``.
@@ -497,81 +578,16 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, html_page: 
     stats = summarize(traces, budgets, budget)
     units = list(dict.fromkeys(t.unit for t in traces))
     title = title or f"MANGO comparison: {manifest.get('name', run_dir.name)}"
-    n_expected = len(manifest["runs"])
 
     doc = _Doc([])
     doc.h(1, title)
-    doc.p(f"{len(traces)} finished runs of {n_expected}: {len(units)} units x "
+    doc.p(f"{len(traces)} finished runs of {len(manifest['runs'])}: {len(units)} units x "
           f"{len(set(t.optimizer for t in traces))} optimizers x {len(set(t.seed for t in traces))} seeds, "
           f"budget {budget} queries per run." + (f" Command: `{command}`." if command else ""))
-    doc.h(2, "Summary")
-    doc.p("Best activation at several budgets (median over seeds, [25th, 75th percentile]); the best median at "
-          "the full budget per unit in bold. *Queries to 50/90 %*: median queries until the best-so-far reached "
-          "50/90 % of the best value any method found for that unit (measured from 0, or from the lowest value "
-          "seen when activations go negative); (k/n): seeds that got there. *batch*: queries per ask the runs "
-          "used (an optimizer entry's batch_size, else the config's top-level one, else the optimizer's default; "
-          "'-' where unknown). *AUC*: mean of the normalised "
-          "best-so-far curve over queries 1..budget (1 = best value at the first query). *wall s*: median run "
-          "time; *optimizer %*: share of wall time spent in the optimizer's ask/tell (gradient AM runs its forward "
-          "and backward passes inside ask, so its share includes them; its budget counts every forward pass, and "
-          "its first hard image is evaluated after its first block of Adam steps, hence '-' at small budgets).")
-    header, rows = summary_table(stats, budgets)
-    doc.table(header, rows)
-
-    opts, W, n = win_rates(traces, list(dict.fromkeys(t.optimizer for t in traces)))
-    if len(opts) > 1:
-        doc.h(2, "Win rates")
-        doc.p("Share of (unit, seed) pairs where the row's optimizer found a strictly higher best activation "
-              "than the column's (ties count 1/2).")
-        wrows = [[a] + [("-" if i == j else f"{W[i, j]:.2f}") for j in range(len(opts))] + [
-            f"{np.nanmean(np.delete(W[i], i)):.2f}"] for i, a in enumerate(opts)]
-        doc.table(["optimizer"] + opts + ["mean"], wrows)
-
-    doc.h(2, "Convergence")
-    if len(units) <= MAX_UNIT_FIGURES:
-        for u in units:
-            p = plot_convergence(traces, u, out / f"convergence_{slug(u)}.png", budget)
-            doc.img(p, f"convergence, {u}")
-    else:
-        p = plot_convergence_grid(traces, units, out / "convergence.png", budget)
-        doc.img(p, f"convergence of all {len(units)} units")
-
-    p = plot_best_stimuli(traces, out / "best_stimuli.png")
-    if p is not None:
-        doc.h(2, "Best stimuli")
-        doc.p("Each method's best stimulus per unit (best seed), with its activation.")
-        doc.img(p, "best stimulus per unit and method")
-
-    if gifs and p is not None:
-        doc.h(2, "Search progress")
-        doc.p("The best-so-far image during the best run of each unit (frames at improvements, recomputed from "
-              "the run's journal).")
-        ranked = sorted(units, key=lambda u: -_best_trace([t for t in traces if t.unit == u]).best)
-        if len(units) > MAX_UNIT_FIGURES:
-            doc.p(f"(the {MAX_UNIT_FIGURES} units with the highest activations of {len(units)})")
-        for u in [u for u in units if u in ranked[:MAX_UNIT_FIGURES]]:
-            best = _best_trace([t for t in traces if t.unit == u])
-            try:
-                g = make_gif(best, out / f"progress_{slug(u)}.gif")
-            except Exception as exc:  # noqa: BLE001 - a missing generator must not sink the report
-                log.warning("no GIF for %s: %s", u, exc)
-                g = None
-            if g is not None:
-                doc.img(g, f"{u}: best-so-far image, {best.optimizer} seed {best.seed}")
-
-    for key, lunits in _layer_groups(traces).items():
-        doc.h(2, f"Layer {key}: every unit")
-        g = plot_layer_grid(traces, lunits, f"{key}: best stimulus of every unit", out / f"layer_{slug(key)}.png")
-        if g is not None:
-            doc.img(g, f"{key}: best stimulus per unit")
-        lrows = []
-        for u in lunits:
-            ts = [t for t in traces if t.unit == u]
-            b = _best_trace(ts)
-            first = int(b.queries[int(np.argmax(b.values >= b.best))])
-            lrows.append([u, f"{_fmt(b.best)}", b.optimizer, str(b.seed), str(first),
-                          _fmt(float(np.median([t.best for t in ts])))])
-        doc.table(["unit", "best activation", "optimizer", "seed", "found at query", "median over runs"], lrows)
+    _summary_section(doc, stats, budgets)
+    _win_section(doc, traces)
+    _picture_sections(doc, traces, units, out, budget, gifs)
+    _layer_sections(doc, traces, out)
 
     md = out / "report.md"
     md.write_text(doc.markdown())
