@@ -18,7 +18,13 @@ A config is a table like::
     name = "protes"
     k_top = 10
 
-Unknown keys raise :class:`~mango.errors.ConfigError` naming the key and the valid ones.
+A config is validated once, at the edge, by :meth:`RunConfig.from_dict` (TOML file,
+command-line flags merged into a dict, or a Python dict): unknown keys, component
+names and parameters, and values of the wrong type (``budget = 2.5``, ``seed = true``)
+raise :class:`~mango.errors.ConfigError` naming the key and the valid choices.
+Everything downstream takes the typed :class:`RunConfig`; :meth:`RunConfig.to_dict`
+is the plain dict a run folder stores (``run.json``, ``result.json``) and compares
+on resume.
 """
 from __future__ import annotations
 

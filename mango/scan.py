@@ -25,7 +25,7 @@ import numpy as np
 from . import registry
 from .clitools import merge_table, run_progress_printer, slug
 from .compare import expand, run_compare
-from .config import load_toml
+from .config import integer, load_toml
 from .errors import ConfigError, choices_hint
 from .report import load_traces, write_report
 
@@ -48,7 +48,7 @@ def parse_units(text: str | list[int] | int, size: int | None = None) -> list[in
     if isinstance(text, int):
         units = [text]
     elif isinstance(text, list):
-        units = [int(u) for u in text]
+        units = [integer(u, "every entry of units") for u in text]
     elif str(text).strip() == "all":
         if size is None:
             raise ConfigError("units='all' needs the layer's size (the target could not report it)")
