@@ -23,22 +23,16 @@ Unknown keys raise :class:`~mango.errors.ConfigError` naming the key and the val
 from __future__ import annotations
 
 import json
-import platform
-import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from . import registry
 from .errors import ConfigError
-from .journal import atomic_write
 from .loop import Callback, Result, maximize
 from .objective import BaseObjective, Objective
 
-__all__ = ["TOP_KEYS", "validate_config", "build_objective", "run_config", "versions", "load_toml"]
+__all__ = ["TOP_KEYS", "validate_config", "build_objective", "run_config", "load_toml"]
 
 TOP_KEYS = ("seed", "budget", "batch_size", "device", "eval_batch_size", "select", "generator", "target",
             "problem", "optimizer", "checkpoint_every", "name")
@@ -127,19 +121,6 @@ def build_objective(cfg: dict[str, Any]) -> BaseObjective:
                      select=cfg.get("select"))
 
 
-def versions() -> dict[str, str]:
-    """Versions of Python, MANGO and the numerical libraries (for result.json)."""
-    from importlib import metadata
-
-    out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for pkg in ("mango-am", "torch", "numpy", "jax", "teneva", "nevergrad", "snntorch"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
 def run_config(cfg: dict[str, Any], out: str | Path | None, callbacks: Sequence[Callback] = (),
                objective: BaseObjective | None = None) -> Result:
     """Run a config; with ``out``, journal into it (resuming what is there) and write the results.
@@ -147,46 +128,11 @@ def run_config(cfg: dict[str, Any], out: str | Path | None, callbacks: Sequence[
     Files written to ``out``: ``run.json``, ``journal.jsonl``, ``checkpoint.npz``,
     ``result.json`` (config, versions, seed, best value/code, queries, seconds),
     ``history.npz`` (values, times, query_index, best_so_far) and ``best.png`` for
-    image objectives.
+    image objectives (written by :func:`mango.loop.maximize`, see :meth:`mango.results.Result.save`).
     """
     cfg = validate_config(cfg)
     objective = objective or build_objective(cfg)
     oname, oparams = _params(cfg["optimizer"])
-    result = maximize(objective, oname, cfg["budget"], cfg["seed"], batch_size=cfg.get("batch_size"),
-                      params=oparams, run_dir=out, config=cfg, callbacks=callbacks,
-                      checkpoint_every=cfg.get("checkpoint_every", 10))
-    if out is not None:
-        save_result(result, objective, Path(out))
-    return result
-
-
-def save_result(result: Result, objective: BaseObjective, out: Path) -> None:
-    """Write ``result.json``, ``history.npz`` and (for images) ``best.png`` into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    summary = result.summary()
-    summary.update(versions=versions(), seed=result.config.get("seed"), objective=objective.info(),
-                   finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), known_max=getattr(objective, "known_max", None))
-    atomic_write(out / "result.json", json.dumps(summary, indent=2, default=str).encode())
-    np.savez(out / "history.npz", values=result.values, times=result.times, query_index=result.query_index,
-             best_so_far=result.best_so_far, best_code=result.best_code)
-    if result.best_image is not None:
-        save_png(objective, result.best_image[None], out / "best.png")
-
-
-def save_png(objective: BaseObjective, images: Any, path: Path) -> None:
-    """Save images ``[k, C, H, W]`` as one PNG row via the generator's ``to_uint8`` (or [0, 1] clipping)."""
-    import imageio.v3 as iio
-
-    gen = getattr(objective, "generator", None)
-    to_uint8 = getattr(gen, "to_uint8", None)
-    if callable(to_uint8):
-        arr = np.asarray(to_uint8(images))
-    else:
-        x = images.detach().cpu().float().clamp(0, 1).permute(0, 2, 3, 1).numpy()
-        arr = (x * 255).round().astype(np.uint8)
-    if arr.ndim == 4 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    row = np.concatenate(list(arr), axis=1)
-    scale = max(1, 128 // max(1, arr.shape[1]))
-    row = np.kron(row, np.ones((scale, scale) + (() if row.ndim == 2 else (1,)), dtype=np.uint8))
-    iio.imwrite(path, row)
+    return maximize(objective, oname, cfg["budget"], cfg["seed"], batch_size=cfg.get("batch_size"),
+                    params=oparams, run_dir=out, config=cfg, callbacks=callbacks,
+                    checkpoint_every=cfg.get("checkpoint_every", 10))
