@@ -31,7 +31,8 @@ from mango import registry
 from mango.loop import maximize
 from mango.objective import FunctionObjective
 from mango.rig import make_client
-from mango.rig.closedloop import _images, closed_loop
+from mango.rig.closedloop import closed_loop
+from mango.rig.closedloop import stimulus_images
 from mango.rig.model import LocalRig, build_neurons
 from mango.rig.simulator import RigSimulator, serve_zmq
 
@@ -65,7 +66,7 @@ def main() -> None:
                         presentation_time=args.presentation_time, seed=0)
 
     def expected(I: np.ndarray) -> np.ndarray:
-        return neu.expected(_images(gen, np.asarray(I)))[:, 0]
+        return neu.expected(stimulus_images(gen, np.asarray(I)))[:, 0]
 
     rand = expected(gen.space.sample(np.random.default_rng(99), 1000))
     runs: list[dict] = []

@@ -95,13 +95,13 @@ def loop_rate(pipe: dict[str, Any], device: str, batch: int, n: int, optimizer: 
     obj(obj.space.sample(np.random.default_rng(1), batch))  # same warm-up as raw
     bs = max(1, batch // 10) if optimizer == "gradient" else batch
     maximize(obj, optimizer, budget=2 * bs, seed=12345, batch_size=bs)  # warm-up: JIT (jax); another seed, so no cache hits
-    e0, n0, x0 = obj.eval_seconds, obj.n_evaluated, obj.n_external
+    e0, n0 = obj.eval_seconds, obj.n_evaluated
     t = time.perf_counter()
     res = maximize(obj, optimizer, budget=n, seed=0, batch_size=bs)
     _sync(device)
     wall = time.perf_counter() - t
     evals = obj.eval_seconds - e0
-    evaluated = (obj.n_evaluated - n0) + (obj.n_external - x0)  # gradient AM's own forward passes count too
+    evaluated = (obj.n_evaluated - n0) + res.n_external  # gradient AM's own forward passes count too
     return res.n_queries / wall, evaluated / wall, max(0.0, (wall - evals) / wall)
 
 

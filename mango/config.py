@@ -30,13 +30,9 @@ from __future__ import annotations
 
 import inspect
 import json
-import platform
-import sys
-import time
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -45,13 +41,11 @@ import numpy as np
 from . import registry
 from .channels import check_selection
 from .errors import ConfigError, choices_hint
-from .imaging import save_png
-from .journal import atomic_write
 from .loop import Callback, Result, maximize
 from .objective import BaseObjective, Objective
 
 __all__ = ["TOP_KEYS", "ComponentSpec", "GeneratorSpec", "TargetSpec", "ProblemSpec", "OptimizerSpec", "RunConfig",
-           "validate_config", "build_objective", "run_config", "save_result", "versions", "load_toml",
+           "validate_config", "build_objective", "run_config", "load_toml",
            "positive_int", "integer"]
 
 TOP_KEYS = ("seed", "budget", "batch_size", "device", "eval_batch_size", "select", "generator", "target",
@@ -262,17 +256,6 @@ def build_objective(cfg: RunConfig | Mapping[str, Any]) -> BaseObjective:
                      select=cfg.select)
 
 
-def versions() -> dict[str, str]:
-    """Versions of Python, MANGO and the numerical libraries (for result.json)."""
-    out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for pkg in ("mango-am", "torch", "numpy", "jax", "teneva", "nevergrad", "snntorch"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
 def run_config(cfg: RunConfig | Mapping[str, Any], out: str | Path | None, callbacks: Sequence[Callback] = (),
                objective: BaseObjective | None = None) -> Result:
     """Run a config; with ``out``, journal into it (resuming what is there) and write the results.
@@ -280,26 +263,11 @@ def run_config(cfg: RunConfig | Mapping[str, Any], out: str | Path | None, callb
     ``cfg`` is a :class:`RunConfig` (or a dict, validated here once). Files written to
     ``out``: ``run.json``, ``journal.jsonl``, ``checkpoint.npz``, ``result.json``
     (config, versions, seed, best value/code, queries, seconds), ``history.npz``
-    (values, times, query_index, best_so_far) and ``best.png`` for image objectives.
+    (values, times, query_index, best_so_far) and ``best.png`` for image objectives
+    (written by :func:`mango.loop.maximize` through :meth:`mango.results.Result.save`).
     """
     cfg = RunConfig.from_dict(cfg)
     objective = objective or build_objective(cfg)
-    result = maximize(objective, cfg.optimizer.name, cfg.budget, cfg.seed, batch_size=cfg.batch_size,
-                      params=dict(cfg.optimizer.params), run_dir=out, config=cfg.to_dict(), callbacks=callbacks,
-                      checkpoint_every=cfg.checkpoint_every or 10)
-    if out is not None:
-        save_result(result, objective, Path(out))
-    return result
-
-
-def save_result(result: Result, objective: BaseObjective, out: Path) -> None:
-    """Write ``result.json``, ``history.npz`` and (for images) ``best.png`` into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    summary = result.summary()
-    summary.update(versions=versions(), seed=result.config.get("seed"), objective=objective.info(),
-                   finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), known_max=getattr(objective, "known_max", None))
-    atomic_write(out / "result.json", json.dumps(summary, indent=2, default=str).encode())
-    np.savez(out / "history.npz", values=result.values, times=result.times, query_index=result.query_index,
-             best_so_far=result.best_so_far, best_code=result.best_code)
-    if result.best_image is not None:
-        save_png(result.best_image[None], out / "best.png", getattr(objective, "generator", None))
+    return maximize(objective, cfg.optimizer.name, cfg.budget, cfg.seed, batch_size=cfg.batch_size,
+                    params=dict(cfg.optimizer.params), run_dir=out, config=cfg.to_dict(), callbacks=callbacks,
+                    checkpoint_every=cfg.checkpoint_every or 10)

@@ -1,12 +1,26 @@
-"""The optimisation loop: ask -> evaluate -> journal -> tell, until the budget is spent.
+"""The one optimisation loop: ask -> evaluate -> journal -> tell, until the budget is spent.
 
-:func:`maximize` returns a :class:`Result` with the best code, its value and
-image, and the full history (every query's value, best-so-far by query count and
-by wall time). With ``run_dir`` every batch is journaled (and fsynced) before the
-optimizer is told, and a run restarted with the same arguments continues from the
-journal: the last checkpointed optimizer state is loaded and the later journal
-rows are replayed (asked again and told their recorded values, never evaluated
-again).
+Every run goes through :func:`run_loop`, the loop kernel. It alone owns the
+budget: each step it asks the optimizer for at most the budget left
+(``optimizer.ask(limit)``), counts the queries the optimizer spent itself
+(``optimizer.take_spent()``, gradient AM's forward passes) and what the
+evaluation cost, journals the batch (fsynced) *before* the optimizer is told,
+checkpoints, and calls the callbacks.
+
+What differs between runs is the *evaluation policy* (:class:`Policy`) plugged
+into the kernel: how many codes to ask for, how they are evaluated, what the
+optimizer is told, what a step costs, when a final step without asking is due,
+and what the run recommends. :class:`EvaluateOnce` (every asked code evaluated
+once through the objective) is the policy of :func:`maximize`; the noise-aware
+rig policy (repeats, re-tests, reference images, a confirmation block) is
+:class:`mango.rig.closedloop.RigPolicy`.
+
+Resume: with ``run_dir``, a run restarted with the same arguments continues from
+the journal. The last checkpointed optimizer state is loaded (for policies that
+allow it) and every later journal row is replayed: the optimizer is asked again
+with the same limit, must return the same codes and spend the same queries, and
+is told the recorded values; nothing journaled is evaluated again (the policy's
+``replay`` puts the values back, e.g. :meth:`~mango.objective.BaseObjective.restore`).
 """
 from __future__ import annotations
 
@@ -15,24 +29,27 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from .errors import ConfigError, MangoError
-from .journal import Journal
+from .journal import Journal, JournalRow
 from .objective import BaseObjective
 from .optimizers import make_optimizer
 from .optimizers.base import Optimizer
+from .results import Result
+from .rig.model import float_to_uint8
 
-__all__ = ["maximize", "Result", "BatchEvent"]
+__all__ = ["maximize", "run_loop", "Result", "BatchEvent", "Policy", "Step", "LoopState", "EvaluateOnce",
+           "check_budget", "build_optimizer"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class BatchEvent:
-    """What a callback sees after each batch."""
+    """What a callback of :func:`maximize` sees after each batch."""
 
     batch: int
     I: np.ndarray
@@ -47,49 +64,270 @@ class BatchEvent:
     objective: BaseObjective
 
 
-Callback = Callable[[BatchEvent], None]
+Callback = Callable[[Any], None]
 
 
 @dataclass
-class Result:
-    """Outcome of :func:`maximize`.
+class Step:
+    """One evaluated step, as a policy reports it to the kernel.
 
     Attributes:
-        best_code: ``int64 [d]`` indices of the best query.
-        best_value: its activation.
-        best_image: ``[C, H, W]`` tensor of the best image (None for function objectives).
-        values: ``float64 [N]`` every query's value in order (N = queries evaluated by the loop).
-        times: ``float64 [N]`` elapsed run seconds when each query's batch finished.
-        query_index: ``int64 [N]`` the budget counter after each query (counts
-            external queries, e.g. gradient forward passes).
-        best_so_far: ``float64 [N]`` running maximum of ``values``.
-        n_queries, seconds, optimizer_seconds, eval_seconds: totals.
-        config: the run's config (for result.json).
+        y: ``float64 [k]`` the values the optimizer is told for the asked codes ``I [k, d]``
+            (``k = 0`` for a step without asking, e.g. a confirmation block).
+        cost: budget units the evaluation used (queries; presentations for a rig).
+        extra: optional JSON-able dict stored with the journal row.
+        replayed: the evaluation came from a log rather than a new evaluation.
     """
 
-    best_code: np.ndarray
-    best_value: float
-    values: np.ndarray
-    times: np.ndarray
-    query_index: np.ndarray
-    n_queries: int
-    seconds: float
-    optimizer_seconds: float
-    eval_seconds: float
-    best_image: Any = None
-    config: dict[str, Any] = field(default_factory=dict)
+    y: np.ndarray
+    cost: int
+    extra: dict[str, Any] | None = None
+    replayed: bool = False
+
+
+@dataclass
+class LoopState:
+    """The kernel's bookkeeping, readable by policies and events.
+
+    Attributes:
+        budget: total budget units; used: units spent so far (the one budget counter).
+        external: of ``used``, queries the optimizer spent itself (``take_spent``).
+        steps: steps done; batches: optimizer batches (asks) done.
+        values, times, query_index: per asked code, its told value, the run time when its step
+            finished, and the budget counter after it.
+        optimizer_seconds: time inside ask/tell; elapsed: run seconds (replayed time included).
+    """
+
+    budget: int
+    used: int = 0
+    external: int = 0
+    steps: int = 0
     batches: int = 0
+    values: list[np.ndarray] = field(default_factory=list)
+    times: list[np.ndarray] = field(default_factory=list)
+    query_index: list[np.ndarray] = field(default_factory=list)
+    optimizer_seconds: float = 0.0
+    elapsed: float = 0.0
 
-    @property
-    def best_so_far(self) -> np.ndarray:
-        return np.maximum.accumulate(self.values) if len(self.values) else self.values
+    def history(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(values float64 [N], times float64 [N], query_index int64 [N])`` over every asked code."""
+        if not self.values:
+            return np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64)
+        return (np.concatenate(self.values), np.concatenate(self.times),
+                np.concatenate(self.query_index).astype(np.int64))
 
-    def summary(self) -> dict[str, Any]:
-        """JSON-able summary (what ``result.json`` holds, with config and versions)."""
-        return {"best_value": self.best_value, "best_code": self.best_code.tolist(),
-                "n_queries": self.n_queries, "batches": self.batches, "seconds": self.seconds,
-                "optimizer_seconds": self.optimizer_seconds, "eval_seconds": self.eval_seconds,
-                "config": self.config}
+
+class Policy(Protocol):
+    """How the loop kernel evaluates what the optimizer asks (see the module doc).
+
+    Per step the kernel calls ``plan(left)``; for ``n >= 1`` it asks the optimizer
+    with ``limit = n`` and hands the codes to ``evaluate`` (or ``replay`` when the
+    journal already holds the step); it journals, tells, and calls
+    ``finish_step``, whose return value goes to the callbacks.
+    """
+
+    #: whether the kernel may checkpoint the optimizer and, on resume, skip asking for the
+    #: checkpointed steps (``replay`` is still called for each of them)
+    checkpoints: bool
+
+    def open(self, run_dir: Path | None, optimizer: Optimizer) -> None:
+        """Called once before the first step (open the policy's own logs)."""
+
+    def plan(self, left: int) -> int | None:
+        """With ``left`` budget units: the most codes to ask for (``>= 1``, the ask's limit),
+        ``0`` for a step without asking (a confirmation block), or ``None`` to stop."""
+
+    def evaluate(self, step: int, I: np.ndarray) -> Step:
+        """Evaluate the asked codes ``I int64 [k, d]`` (``k = 0``: a step without asking)."""
+
+    def replay(self, step: int, I: np.ndarray, row: JournalRow) -> Step:
+        """Rebuild the policy's state for a journaled step without evaluating (resume)."""
+
+    def finish_step(self, state: LoopState, I: np.ndarray, step: Step) -> Any:
+        """After the optimizer was told: record the step; return the event for the callbacks."""
+
+    def result(self, state: LoopState, optimizer: Optimizer, config: dict[str, Any]) -> Any:
+        """The run's result (its ``save(folder)`` writes the run folder files)."""
+
+    def close(self) -> None:
+        """Release the policy's logs (always called)."""
+
+
+def check_budget(budget: Any, unit: str = "queries") -> int:
+    """``budget`` as a positive int, or :class:`ConfigError` naming the bad value."""
+    if not isinstance(budget, (int, np.integer)) or isinstance(budget, bool) or budget <= 0:
+        raise ConfigError(f"budget must be a positive integer number of {unit}, got {budget!r}")
+    return int(budget)
+
+
+def build_optimizer(optimizer: Optimizer | str, space: Any, *, seed: int, batch_size: int | None,
+                    budget: int, params: dict[str, Any] | None) -> Optimizer:
+    """An optimizer instance as given, or the registered one named ``optimizer`` built for ``space``."""
+    if isinstance(optimizer, str):
+        return make_optimizer(optimizer, space, batch_size=batch_size, seed=seed, budget=budget, params=params)
+    if optimizer.space.d != space.d or optimizer.space.n != space.n:
+        raise ConfigError(f"optimizer space (d={optimizer.space.d}, n={optimizer.space.n}) differs from the "
+                          f"objective's (d={space.d}, n={space.n})")
+    return optimizer
+
+
+def run_loop(optimizer: Optimizer, budget: int, policy: Policy, *, run_dir: str | Path | None = None,
+             config: dict[str, Any] | None = None, callbacks: Sequence[Callback] = (),
+             checkpoint_every: int = 10) -> Any:
+    """The loop kernel: ask -> evaluate -> journal -> tell under ``policy`` until it stops.
+
+    Args:
+        optimizer: an ask/tell optimizer (closed here at the end).
+        budget: total budget units (``> 0``), counted here only.
+        policy: the evaluation policy (:class:`EvaluateOnce`, the rig policy, ...).
+        run_dir: folder for the journal, checkpoints and results; an existing journal is resumed.
+        config: stored in ``run.json``; a resume with a different config is refused.
+        callbacks: called with the policy's event after every step.
+        checkpoint_every: batches between optimizer checkpoints (policies with ``checkpoints``).
+
+    Returns:
+        ``policy.result(...)``, also saved into ``run_dir`` (``result.save(run_dir)``) when given.
+    """
+    budget = check_budget(budget)
+    folder = None if run_dir is None else Path(run_dir)
+    journal = Journal.open(folder, config) if folder is not None else None
+    st = LoopState(budget=budget)
+    empty = np.zeros((0, optimizer.space.d), dtype=np.int64)
+    try:
+        policy.open(folder, optimizer)
+        rows = journal.rows if journal is not None else []
+        n_rows, first = len(rows), 0
+        if rows and policy.checkpoints and optimizer.state_dict() is not None:
+            ckpt = journal.load_checkpoint()
+            if ckpt is not None and ckpt[0] < n_rows:
+                optimizer.load_state_dict(ckpt[1])
+                first = ckpt[0] + 1
+        t_offset, start = 0.0, time.perf_counter()
+        while True:
+            jb = st.batches  # the journal row this step's batch is (or becomes)
+            if jb < first:  # inside the checkpoint: the optimizer's state holds this batch already
+                row = rows[jb]
+                I, external = row.I, row.external
+                step = policy.replay(st.steps, I, row)
+            else:
+                n = policy.plan(budget - st.used)
+                if n is None:
+                    break
+                I, external, row = empty, 0, None
+                if n > 0:
+                    t0 = time.perf_counter()
+                    I = optimizer.ask(n)
+                    external = optimizer.take_spent()
+                    st.optimizer_seconds += time.perf_counter() - t0
+                    row = rows[jb] if jb < n_rows else None
+                if row is not None:
+                    if not np.array_equal(I, row.I) or external != row.external:
+                        raise MangoError(
+                            f"resume: the optimizer asked other codes (or spent other queries) than journal batch "
+                            f"{row.batch} of {journal.folder}; was the seed or an optimizer parameter changed?")
+                    step = policy.replay(st.steps, I, row)
+                else:
+                    step = policy.evaluate(st.steps, I)
+            if len(I) and step.y.shape != (len(I),):
+                raise MangoError(f"policy returned {step.y.shape} values for {len(I)} asked codes")
+            if row is not None:
+                t = t_offset = row.t
+            else:
+                t = t_offset + time.perf_counter() - start
+                if journal is not None and len(I):
+                    journal.append(I, step.y, t, external, step.extra)
+            if len(I) and jb >= first:
+                t0 = time.perf_counter()
+                optimizer.tell(I, row.y if row is not None else step.y)
+                st.optimizer_seconds += time.perf_counter() - t0
+                if (row is None and journal is not None and policy.checkpoints
+                        and (jb + 1) % checkpoint_every == 0):
+                    state = optimizer.state_dict()
+                    if state is not None:
+                        journal.save_checkpoint(jb, state)
+            st.used += external + step.cost
+            st.external += external
+            if len(I):
+                st.values.append(np.asarray(step.y, dtype=np.float64))
+                st.times.append(np.full(len(I), t))
+                st.query_index.append(st.used - len(I) + 1 + np.arange(len(I)))
+                st.batches += 1
+            st.elapsed = t
+            if row is not None:
+                start = time.perf_counter()  # replaying takes no run time
+            ev = policy.finish_step(st, I, step)
+            st.steps += 1
+            for cb in callbacks:
+                cb(ev)
+        if n_rows:
+            log.info("resumed %s: %d journal rows replayed", folder, n_rows)
+        st.elapsed = t_offset + time.perf_counter() - start
+    finally:
+        optimizer.close()
+        if journal is not None:
+            journal.close()
+        policy.close()
+    result = policy.result(st, optimizer, dict(config or {}))
+    if folder is not None:
+        result.save(folder)
+    return result
+
+
+class EvaluateOnce:
+    """The default policy: every asked code is evaluated once through ``objective``.
+
+    The recommendation is ``optimizer.recommend()`` (the best evaluated code).
+    """
+
+    checkpoints = True
+
+    def __init__(self, objective: BaseObjective) -> None:
+        self.objective = objective
+        self.optimizer: Optimizer | None = None
+        self._best = -np.inf
+
+    def open(self, run_dir: Path | None, optimizer: Optimizer) -> None:
+        self.optimizer = optimizer
+
+    def plan(self, left: int) -> int | None:
+        return left if left > 0 else None
+
+    def evaluate(self, step: int, I: np.ndarray) -> Step:
+        return Step(self.objective(I), len(I))
+
+    def replay(self, step: int, I: np.ndarray, row: JournalRow) -> Step:
+        self.objective.restore(row.I, row.y)
+        return Step(row.y, len(row.y), replayed=True)
+
+    def finish_step(self, state: LoopState, I: np.ndarray, step: Step) -> BatchEvent:
+        code, value = self.optimizer.recommend()
+        improved = value > self._best
+        self._best = max(self._best, value)
+        return BatchEvent(state.batches - 1, I, step.y, state.used, state.budget, value, code, improved,
+                          state.elapsed, step.replayed, self.objective)
+
+    def result(self, state: LoopState, optimizer: Optimizer, config: dict[str, Any]) -> Result:
+        code, value = optimizer.recommend()
+        if code is None:
+            raise MangoError("no query was evaluated")
+        code = np.asarray(code, dtype=np.int64)
+        values, times, qidx = state.history()
+        obj = self.objective
+        best_image = best_uint8 = None
+        images = getattr(obj, "images", None)
+        if callable(images):
+            x = images(code[None])
+            best_image = x[0].detach().cpu()
+            best_uint8 = float_to_uint8(x, getattr(getattr(obj, "generator", None), "to_uint8", None))[0]
+        return Result(best_code=code, best_value=float(value), values=values, times=times, query_index=qidx,
+                      n_queries=state.used, seconds=state.elapsed, optimizer_seconds=state.optimizer_seconds,
+                      eval_seconds=obj.eval_seconds, best_image=best_image, config=config, batches=state.batches,
+                      batch_size=optimizer.k, n_external=state.external, reported_name=obj.reported_name,
+                      reported=obj.reported(values), best_reported=float(obj.reported(np.array([value]))[0]),
+                      best_uint8=best_uint8, objective_info=obj.info(), known_max=getattr(obj, "known_max", None))
+
+    def close(self) -> None:
+        pass
 
 
 def maximize(objective: BaseObjective, optimizer: Optimizer | str, budget: int, seed: int = 0, *,
@@ -102,133 +340,25 @@ def maximize(objective: BaseObjective, optimizer: Optimizer | str, budget: int, 
         objective: an :class:`~mango.objective.Objective` or ``FunctionObjective``.
         optimizer: an optimizer instance, or a registered name (built with
             ``seed``, ``batch_size``, ``budget`` and ``params``).
-        budget: total queries (> 0); the last batch is cut to fit.
+        budget: total queries (> 0), the optimizer's own (gradient forward passes) included;
+            the last batch is cut to fit.
         seed: the run's seed (used when ``optimizer`` is a name).
-        run_dir: folder for the journal and checkpoints; an existing journal
-            there is resumed.
+        run_dir: the run folder: journal and checkpoints while running (an existing journal
+            there is resumed), then ``result.json``, ``history.npz`` and ``best.png``, as the
+            command line writes them.
         config: stored in ``run.json``; a resume with a different config is refused.
         callbacks: called with a :class:`BatchEvent` after every batch.
         checkpoint_every: batches between optimizer checkpoints (for optimizers
             with a ``state_dict``; others resume by replaying the whole journal).
     """
-    if not isinstance(budget, (int, np.integer)) or isinstance(budget, bool) or budget <= 0:
-        raise ConfigError(f"budget must be a positive integer, got {budget!r}")
-    budget = int(budget)
-    if isinstance(optimizer, str):
-        optimizer = make_optimizer(optimizer, objective.space, batch_size=batch_size, seed=seed,
-                                   budget=budget, params=params)
-    if optimizer.space.d != objective.space.d or optimizer.space.n != objective.space.n:
-        raise ConfigError(f"optimizer space (d={optimizer.space.d}, n={optimizer.space.n}) differs from the "
-                          f"objective's (d={objective.space.d}, n={objective.space.n})")
+    budget = check_budget(budget)
+    optimizer = build_optimizer(optimizer, objective.space, seed=seed, batch_size=batch_size, budget=budget,
+                                params=params)
     if optimizer.needs_objective:
         optimizer.bind(objective)
     config = dict(config or {})
     config.setdefault("budget", budget)
     config.setdefault("seed", seed)
     config.setdefault("optimizer", optimizer.name)
-
-    journal = Journal.open(run_dir, config) if run_dir is not None else None
-    values: list[np.ndarray] = []
-    times: list[np.ndarray] = []
-    qidx: list[np.ndarray] = []
-    opt_seconds = 0.0
-    t_offset = 0.0
-    best_value, best_code = -np.inf, None
-    start = time.perf_counter()
-    q_start = objective.n_queries  # the budget counts this run's queries only (objectives may be reused)
-
-    def used() -> int:
-        return objective.n_queries - q_start
-
-    def record(I: np.ndarray, y: np.ndarray, t: float, replayed: bool, batch: int) -> None:
-        nonlocal best_value, best_code
-        values.append(y)
-        times.append(np.full(len(y), t))
-        qidx.append(used() - len(y) + 1 + np.arange(len(y)))
-        improved = False
-        if len(y):
-            j = int(np.argmax(y))
-            if y[j] > best_value:
-                best_value, best_code, improved = float(y[j]), I[j].copy(), True
-        ev = BatchEvent(batch, I, y, used(), budget, best_value, best_code, improved, t,
-                        replayed, objective)
-        for cb in callbacks:
-            cb(ev)
-
-    try:
-        # -- resume: checkpoint + replay -------------------------------------
-        if journal is not None and journal.rows:
-            ckpt = journal.load_checkpoint() if optimizer.state_dict() is not None else None
-            first = 0
-            if ckpt is not None and ckpt[0] < len(journal.rows):
-                optimizer.load_state_dict(ckpt[1])
-                first = ckpt[0] + 1
-            for row in journal.rows:
-                objective.n_queries += row.external
-                if row.batch >= first:
-                    t0 = time.perf_counter()
-                    q0 = objective.n_queries
-                    I = optimizer.ask()[: len(row.y)]
-                    objective.n_queries = q0  # external queries of this ask are in the journal already
-                    if not np.array_equal(I, row.I):
-                        raise MangoError(
-                            f"resume: the optimizer asked other codes than journal batch {row.batch} of "
-                            f"{journal.folder}; was the seed or an optimizer parameter changed?")
-                    optimizer.tell(row.I, row.y)
-                    opt_seconds += time.perf_counter() - t0
-                _refill(objective, row.I, row.y)
-                record(row.I, row.y, row.t, True, row.batch)
-            t_offset = journal.rows[-1].t
-            log.info("resumed %s: %d batches, %d queries from the journal", journal.folder,
-                     len(journal.rows), used())
-            start = time.perf_counter()
-
-        # -- main loop -------------------------------------------------------
-        while used() < budget:
-            t0 = time.perf_counter()
-            ext0 = objective.n_queries
-            I = optimizer.ask()
-            opt_seconds += time.perf_counter() - t0
-            external = objective.n_queries - ext0
-            remaining = budget - used()
-            if remaining <= 0:
-                break
-            I = I[:remaining]
-            y = objective(I)
-            t = t_offset + time.perf_counter() - start
-            if journal is not None:
-                journal.append(I, y, t, external)
-            t0 = time.perf_counter()
-            optimizer.tell(I, y)
-            opt_seconds += time.perf_counter() - t0
-            batch = len(values)
-            if journal is not None and (batch + 1) % checkpoint_every == 0:
-                state = optimizer.state_dict()
-                if state is not None:
-                    journal.save_checkpoint(batch, state)
-            record(I, y, t, False, batch)
-    finally:
-        optimizer.close()
-        if journal is not None:
-            journal.close()
-
-    if best_code is None:
-        raise MangoError("no query was evaluated")
-    vals = np.concatenate(values)
-    best_image = None
-    images = getattr(objective, "images", None)
-    if callable(images):
-        best_image = images(best_code[None])[0].detach().cpu()
-    return Result(best_code=best_code, best_value=best_value, values=vals, times=np.concatenate(times),
-                  query_index=np.concatenate(qidx), n_queries=used(),
-                  seconds=t_offset + time.perf_counter() - start, optimizer_seconds=opt_seconds,
-                  eval_seconds=objective.eval_seconds, best_image=best_image, config=config,
-                  batches=len(values))
-
-
-def _refill(objective: BaseObjective, I: np.ndarray, y: np.ndarray) -> None:
-    """Put journaled values back into the objective's counters and cache."""
-    objective.n_queries += len(y)
-    if objective.cache_enabled:
-        for row, v in zip(I, y):
-            objective._cache[row.tobytes()] = float(v)
+    return run_loop(optimizer, budget, EvaluateOnce(objective), run_dir=run_dir, config=config,
+                    callbacks=callbacks, checkpoint_every=checkpoint_every)

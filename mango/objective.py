@@ -6,7 +6,7 @@
     I [k, d] --space.decode--> z --generator--> x [k, C, H, W] --target--> a [k] or [k, ch]
                                                                     --select--> y [k]
 
-It counts every query, caches exact repeats for deterministic targets and checks
+It counts the queries it answers, caches exact repeats for deterministic targets and checks
 what comes back: a wrong shape, NaN or inf raises :class:`EvaluationError` naming
 the query, and nothing counted or cached before is lost (the failing batch is
 simply not recorded).
@@ -60,12 +60,14 @@ def make_select(select: int | Sequence[int] | str | Callable | None) -> Select |
 class BaseObjective:
     """Shared bookkeeping: query counts, cache, validation, timing.
 
+    The run's budget is counted by the loop (:func:`mango.loop.run_loop`), not
+    here: these counters describe this objective only (it may serve several runs).
+
     Attributes:
         space: the latent space indices live in.
-        n_queries: queries asked for (cache hits included): the budget counter.
+        n_queries: queries this objective answered (cache hits and values put back
+            by :meth:`restore` included).
         n_evaluated: queries actually computed.
-        n_external: queries counted by optimizers that evaluate the pipeline
-            themselves (gradient AM forward passes), included in ``n_queries``.
         eval_seconds: wall time spent inside evaluation.
     """
 
@@ -75,7 +77,6 @@ class BaseObjective:
         self._cache: dict[bytes, float] = {}
         self.n_queries = 0
         self.n_evaluated = 0
-        self.n_external = 0
         self.eval_seconds = 0.0
 
     # subclasses implement this: validated int64 [m, d] -> float64 [m]
@@ -130,10 +131,32 @@ class BaseObjective:
             )
         return vals
 
-    def count(self, n: int, kind: str = "external") -> None:
-        """Count ``n`` queries an optimizer made itself (e.g. gradient AM forward passes)."""
-        self.n_queries += int(n)
-        self.n_external += int(n)
+    def restore(self, I: Any, y: Any) -> None:
+        """Put journaled values back (resume): codes ``I [k, d]`` had values ``y [k]``.
+
+        Counts them as answered queries and, when caching, caches them, so a
+        resumed run continues exactly as the uninterrupted one; nothing is evaluated.
+        """
+        I = self.space.validate(I)
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        if I.shape[0] != y.shape[0]:
+            raise ConfigError(f"restore got {I.shape[0]} codes but {y.shape[0]} values")
+        if self.cache_enabled:
+            for row, v in zip(I, y):
+                self._cache[row.tobytes()] = float(v)
+        self.n_queries += len(y)
+
+    @property
+    def reported_name(self) -> str:
+        """Name of the quantity :meth:`reported` returns (``"value"``: the search score itself)."""
+        return "value"
+
+    def reported(self, values: Any) -> np.ndarray:
+        """The quantity the user asked for, from search scores ``values float64 [k]`` -> ``float64 [k]``.
+
+        Identity here; :class:`Objective` delegates to its target's ``reported``.
+        """
+        return np.asarray(values, dtype=np.float64)
 
     @property
     def noisy(self) -> bool:
@@ -183,6 +206,28 @@ class Objective(BaseObjective):
     @property
     def noisy(self) -> bool:
         return self._noisy
+
+    @property
+    def reported_name(self) -> str:
+        """The target's ``reported_name`` (e.g. ``"rate"``), or ``"value"`` when it has none."""
+        return str(getattr(self.target, "reported_name", None) or "value") if self._reported() else "value"
+
+    def reported(self, values: Any) -> np.ndarray:
+        """The target's ``reported(values)`` (e.g. the firing rate from a graded spiking score), or the
+        scores themselves; ``float64 [k]`` -> ``float64 [k]``."""
+        y = np.asarray(values, dtype=np.float64)
+        fn = self._reported()
+        if fn is None:
+            return y
+        out = np.asarray(fn(y), dtype=np.float64)
+        if out.shape != y.shape:
+            raise EvaluationError(f"target {_describe(self.target)}.reported returned shape {out.shape} for "
+                                  f"{y.shape} values; it must map each value to one number")
+        return out
+
+    def _reported(self) -> Callable[[np.ndarray], Any] | None:
+        fn = getattr(self.target, "reported", None)
+        return fn if callable(fn) else None
 
     @property
     def differentiable(self) -> bool:

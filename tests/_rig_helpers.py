@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from mango import registry
-from mango.rig.closedloop import _images
+from mango.rig.closedloop import stimulus_images
 from mango.rig.model import PoissonNeurons
 from mango.rig.simulator import Faults, RigSimulator, serve_filedrop, serve_zmq
 
@@ -35,13 +35,13 @@ def generator():
 
 
 def neurons(gen, seed: int = 0, channels: int = 1, peak_rate: float = 60.0) -> PoissonNeurons:
-    calib = _images(gen, gen.space.sample(np.random.default_rng(123), 128))
+    calib = stimulus_images(gen, gen.space.sample(np.random.default_rng(123), 128))
     return PoissonNeurons([linear_relu_unit(3 + c) for c in range(channels)], calib, peak_rate=peak_rate,
                           presentation_time=0.2, seed=seed)
 
 
 def random_expected(gen, neu, n: int = 256) -> float:
-    return float(neu.expected(_images(gen, gen.space.sample(np.random.default_rng(9), n)))[:, 0].mean())
+    return float(neu.expected(stimulus_images(gen, gen.space.sample(np.random.default_rng(9), n)))[:, 0].mean())
 
 
 @contextmanager

@@ -16,7 +16,8 @@ import pytest
 from mango import registry
 from mango.objective import Objective
 from mango.rig import make_client
-from mango.rig.closedloop import PresentationLog, _images, closed_loop, select_channels
+from mango.rig.closedloop import PresentationLog, closed_loop, select_channels
+from mango.rig.closedloop import stimulus_images
 from mango.rig.filedrop import manifest_path, read_block, write_response
 from mango.rig.protocol import Reply, RigError
 
@@ -43,7 +44,7 @@ def test_zmq_closed_loop_survives_every_fault_and_beats_random(tmp_path):
     gen = generator()
     neu = neurons(gen)
     addr = f"tcp://127.0.0.1:{free_port()}"
-    refs = _images(gen, gen.space.sample(np.random.default_rng(5), 2))
+    refs = stimulus_images(gen, gen.space.sample(np.random.default_rng(5), 2))
     faults = "drop@2,nan@3,duplicate@4,malformed@5,wrongblock@6,delay@7,crash@8"
     with sim_thread(neu, "zmq", addr, faults=faults, delay=0.8, restart=0.2) as sim:
         with make_client("zmq", address=addr, timeout=0.4, retries=6, backoff=0.05) as cl:

@@ -3,9 +3,19 @@
 An optimizer searches integer index arrays of a :class:`~mango.spaces.LatentSpace`
 and *maximizes*::
 
-    I = opt.ask()        # int64 [k, d], 0 <= I < n
-    y = objective(I)     # float64 [k]
+    I = opt.ask(limit)   # int64 [k', d], 0 <= I < n, k' <= limit - (queries spent inside this ask)
+    spent = opt.take_spent()   # queries the optimizer evaluated itself in that ask (gradient AM)
+    y = objective(I)     # float64 [k']
     opt.tell(I, y)
+
+Query spending (the loop owns the budget): ``limit`` is the most queries one
+``ask`` may spend in all, its own forward passes plus the rows it returns. An
+optimizer that evaluates the pipeline itself records each such query with
+:meth:`Optimizer.spend`; the loop reads them with :meth:`Optimizer.take_spent`
+right after the ask, counts them in the budget and journals them. An ask whose
+own spending leaves no room for one returned row breaks this contract and raises
+:class:`~mango.errors.MangoError`; rows beyond the room are cut by the base class
+(the last batch of a run).
 
 ``state_dict()`` returns JSON/NPZ-able state (numpy arrays, numbers, strings,
 nested dicts/lists) or ``None`` when the optimizer cannot serialise its state;
@@ -19,7 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MangoError
 from ..spaces import LatentSpace
 
 __all__ = ["Optimizer"]
@@ -42,6 +52,11 @@ class Optimizer:
     description: ClassVar[str] = ""
     #: set True by optimizers that need the pipeline itself (gradient AM): the loop calls ``bind(objective)``
     needs_objective: ClassVar[bool] = False
+    #: queries spent inside ``_ask`` and not yet taken by the loop (see :meth:`spend`, :meth:`take_spent`)
+    _spent: int = 0
+    #: the ``limit`` of the ask in progress (``None`` outside ``ask`` or when unlimited); read by ``_ask``
+    #: of optimizers that spend queries themselves
+    ask_limit: int | None = None
 
     def __init__(self, space: LatentSpace, batch_size: int = 10, seed: int = 0) -> None:
         if int(batch_size) < 1:
@@ -53,12 +68,47 @@ class Optimizer:
         self.best_y = -np.inf
         self.n_told = 0
 
-    def ask(self) -> np.ndarray:
-        """Next batch of candidates, ``int64 [k', d]`` (k' = k for most optimizers)."""
-        I = np.asarray(self._ask(), dtype=np.int64)
-        if I.ndim != 2 or I.shape[1] != self.space.d:
-            raise RuntimeError(f"{self.name}: ask produced shape {I.shape}, expected [k, {self.space.d}]")
+    def ask(self, limit: int | None = None) -> np.ndarray:
+        """Next batch of candidates, ``int64 [k', d]`` with ``1 <= k' <= k``.
+
+        Args:
+            limit: the most queries this call may spend in all (queries the
+                optimizer evaluates itself, see :meth:`spend`, plus the rows
+                returned), ``>= 1``; ``None``: no limit. Rows beyond
+                ``limit - spent`` are cut (the last batch of a run).
+
+        Raises:
+            MangoError: the optimizer spent so much inside this ask that no row fits.
+        """
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+                raise ConfigError(f"ask limit must be a positive integer or None, got {limit!r}")
+            limit = int(limit)
+        s0 = self._spent
+        self.ask_limit = limit
+        try:
+            I = np.asarray(self._ask(), dtype=np.int64)
+        finally:
+            self.ask_limit = None
+        if I.ndim != 2 or I.shape[1] != self.space.d or I.shape[0] < 1:
+            raise RuntimeError(f"{self.name}: ask produced shape {I.shape}, expected [k >= 1, {self.space.d}]")
+        if limit is not None:
+            room = limit - (self._spent - s0)
+            if room < 1:
+                raise MangoError(f"{self.name}: this ask spent {self._spent - s0} queries itself with a limit of "
+                                 f"{limit}, leaving no room for the {len(I)} codes it returns; an optimizer must "
+                                 "keep its own queries plus its returned codes within the limit")
+            I = I[:room]
         return I
+
+    def spend(self, n: int) -> None:
+        """Record ``n`` queries this optimizer evaluated itself (e.g. gradient AM forward passes)."""
+        self._spent = self._spent + int(n)
+
+    def take_spent(self) -> int:
+        """Queries recorded with :meth:`spend` since the last call (0 for most optimizers); resets the count."""
+        n, self._spent = self._spent, 0
+        return n
 
     def tell(self, I: np.ndarray, y: np.ndarray) -> None:
         """Report the values ``y [k]`` of the asked batch ``I [k, d]`` (larger is better)."""

@@ -18,8 +18,10 @@ differentiable pipeline, on ``k`` independent chains:
   say ``differentiable = True`` and compute with grad enabled).
 
 Budget accounting: every Adam step is one forward pass of ``k`` images and is
-counted with ``objective.count(k)`` (the backward pass is not counted
-separately; it costs about two forwards). ``ask`` returns the *hard* codes; the
+recorded with ``self.spend(k)`` (the loop takes it with ``take_spent()`` and
+counts it; the backward pass is not counted separately; it costs about two
+forwards). An ``ask(limit)`` takes no more Adam steps than leave room for the
+``k`` hard codes within ``limit``. ``ask`` returns the *hard* codes; the
 loop evaluates them through the objective, so the activation reported is always
 that of a decoded hard image, never of a relaxed one.
 """
@@ -55,8 +57,7 @@ class GradientAM(Optimizer):
         gumbel: add Gumbel noise to the logits (Gumbel-softmax) instead of a plain softmax.
         jitter: maximal random translation in pixels (0: off).
         init_logit_scale: std of the initial logits (codebook spaces).
-        budget: the run's total queries, if known: ``ask`` then takes no more Adam
-            steps than leave room for the hard evaluations within it.
+        budget: unused (accepted for a uniform factory signature; the loop's ``ask(limit)`` bounds the steps).
     """
 
     name: ClassVar[str] = "gradient"
@@ -85,7 +86,6 @@ class GradientAM(Optimizer):
         self.gumbel = bool(gumbel)
         self.jitter = int(jitter)
         self.init_logit_scale = float(init_logit_scale)
-        self.budget = None if budget is None else int(budget)
         self.n_steps = 0
         self.objective: Any = None
         self._param: torch.Tensor | None = None
@@ -95,7 +95,7 @@ class GradientAM(Optimizer):
     # -- set-up ---------------------------------------------------------------
     def bind(self, objective: Any) -> None:
         """Attach the pipeline; raises :class:`ConfigError` naming the non-differentiable part."""
-        missing = [a for a in ("generator", "target", "activations", "count") if not hasattr(objective, a)]
+        missing = [a for a in ("generator", "target", "activations") if not hasattr(objective, a)]
         if missing:
             raise ConfigError(f"gradient AM needs a generator+target objective (mango.objective.Objective); "
                               f"this objective has no {', '.join(missing)}")
@@ -151,7 +151,7 @@ class GradientAM(Optimizer):
         return torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
 
     def step(self) -> float:
-        """One Adam step on all chains; counts ``k`` queries. Returns the mean relaxed activation."""
+        """One Adam step on all chains; spends ``k`` queries. Returns the mean relaxed activation."""
         if self._param is None:
             raise ConfigError("gradient AM is not bound to an objective: call bind(objective) first "
                               "(the loop does this for optimizers with needs_objective)")
@@ -161,7 +161,7 @@ class GradientAM(Optimizer):
             if a.ndim != 1 or a.shape[0] != self.k:
                 raise ConfigError(f"gradient AM needs one activation per chain ([{self.k}]), got {tuple(a.shape)}")
             (g,) = torch.autograd.grad(-a.sum(), [self._param])
-        self.objective.count(self.k)
+        self.spend(self.k)
         self._param.grad = g
         self._adam.step()
         self._adam.zero_grad(set_to_none=True)
@@ -183,9 +183,8 @@ class GradientAM(Optimizer):
         if self._param is None:
             raise ConfigError("gradient AM is not bound to an objective: call bind(objective) first")
         steps = self.steps_per_ask
-        if self.budget is not None:   # Adam steps and hard evaluations so far: k each
-            left = self.budget - self.n_steps * self.k - self.n_told - self.k
-            steps = max(0, min(steps, left // self.k))
+        if self.ask_limit is not None:   # leave room for the k hard codes: k queries per Adam step
+            steps = max(0, min(steps, (self.ask_limit - self.k) // self.k))
         for _ in range(steps):
             self.step()
         return self.hard_codes()

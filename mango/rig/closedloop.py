@@ -1,13 +1,15 @@
 """The noise-aware closed loop with a live rig: blocks = generations, repeats, re-tests, references.
 
-Per generation ``g`` (block id ``g``)::
+It is not a loop of its own: :class:`RigPolicy` is an evaluation policy of the
+one loop kernel, :func:`mango.loop.run_loop`, which asks, journals, tells and
+counts the budget (in presentations). Per generation ``g`` (block id ``g``)::
 
-    I = optimizer.ask()                                  candidates  int64 [k, d]
+    I = optimizer.ask(limit)                             candidates  int64 [k, d]   (kernel)
     block = candidates (+ current best every ``retest_every`` blocks) (+ reference images)
             each shown ``repeats`` times in a seeded random order
     log "sent" (fsync)  ->  rig.present(block)  ->  log "response" with the answered attempt (fsync)
     y = mean over each candidate's repeats of the selected channel(s)
-    optimizer.tell(I, y); journal row (mango.journal)
+    journal row (mango.journal); optimizer.tell(I, y)                                (kernel)
 
 The recommended stimulus is the code with the best **mean over all its
 presentations** (re-tests add presentations, so a lucky trial regresses to its
@@ -43,13 +45,15 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, MangoError
-from ..journal import Journal, atomic_write
-from ..optimizers import make_optimizer
+from ..journal import JournalRow, atomic_write
+from ..loop import LoopState, Step, build_optimizer, check_budget, run_loop
 from ..optimizers.base import Optimizer
+from ..results import write_png
 from .model import float_to_uint8
 from .protocol import Block, Reply
 
-__all__ = ["closed_loop", "RigRunResult", "select_channels", "PresentationLog", "BlockEvent", "ID_STRIDE"]
+__all__ = ["closed_loop", "RigPolicy", "RigRunResult", "select_channels", "stimulus_images", "PresentationLog",
+           "BlockEvent", "ID_STRIDE"]
 
 log = logging.getLogger(__name__)
 ID_STRIDE = 100_000  # image id = block * ID_STRIDE + index in block
@@ -154,6 +158,7 @@ class RigRunResult:
         block_best_mean: ``[G]`` best mean after each block; ``block_presentations``: ``[G]`` cumulative count.
         reference_means: ``[G, r]`` each reference image's mean response per block (drift).
         presentations: total presentations; ``blocks``: number of blocks; ``ignored``: messages dropped.
+        batch_size: candidates the optimizer asked per block (its ``k``).
     """
 
     best_code: np.ndarray
@@ -173,6 +178,7 @@ class RigRunResult:
     replayed_blocks: int = 0
     ignored: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    batch_size: int | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-able summary (``result.json``)."""
@@ -184,13 +190,23 @@ class RigRunResult:
             drift = [float(np.polyfit(t, ref[:, j], 1)[0]) for j in range(ref.shape[1])]
         return {"best_code": self.best_code.tolist(), "best_mean": self.best_mean, "best_n": self.best_n,
                 "best_sem": self.best_sem, "presentations": self.presentations, "blocks": self.blocks,
-                "seconds": self.seconds, "replayed_blocks": self.replayed_blocks,
+                "seconds": self.seconds, "replayed_blocks": self.replayed_blocks, "batch_size": self.batch_size,
                 "top": [{"code": self.codes[i].tolist(), "mean": float(self.means[i]), "n": int(self.counts[i])}
                         for i in order],
                 "reference": {"means_per_block": ref.tolist(), "slope_per_block": drift,
                               "first_block": ref[0].tolist() if ref.size else [],
                               "last_block": ref[-1].tolist() if ref.size else []},
                 "ignored_messages": len(self.ignored), "config": self.config}
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Write ``result.json``, ``history.npz`` and ``best.png`` into ``folder``."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "result.json", json.dumps(self.summary(), indent=2, default=str).encode())
+        np.savez(out / "history.npz", block_best_mean=self.block_best_mean,
+                 block_presentations=self.block_presentations, reference_means=self.reference_means,
+                 codes=self.codes, means=self.means, counts=self.counts, best_code=self.best_code)
+        write_png(out / "best.png", self.best_image)
 
 
 class _Stats:
@@ -233,10 +249,187 @@ class _Stats:
         return float(np.sqrt(var / n))
 
 
-def _images(generator: Any, I: np.ndarray) -> np.ndarray:
+def stimulus_images(generator: Any, I: np.ndarray) -> np.ndarray:
+    """Codes ``int64 [k, d]`` -> the ``uint8 [k, H, W, C]`` images a rig is shown (via the generator's
+    ``to_uint8``, else [0, 1] clipping)."""
     with torch.no_grad():
         x = generator(generator.space.decode(I))
     return float_to_uint8(x, getattr(generator, "to_uint8", None))
+
+
+class RigPolicy:
+    """The noise-aware evaluation policy of the loop kernel (:func:`mango.loop.run_loop`) for a live rig.
+
+    Each step is one block (see the module doc): the asked candidates, plus the
+    incumbent every ``retest_every`` blocks, plus the reference images, each shown
+    ``repeats`` times in a seeded random order; the optimizer is told each
+    candidate's mean. When no further search block fits the budget, one step
+    without asking shows the best codes again (the confirmation block).
+    Presentations are the budget unit. Every block is logged in
+    ``presentations.jsonl`` before it is sent and its response before the
+    optimizer sees it; on resume a logged response is used, never presented again.
+
+    Args: as :func:`closed_loop`.
+    """
+
+    checkpoints = False  # the block plan depends on every earlier block: resume replays them all
+
+    def __init__(self, rig: Any, generator: Any, *, seed: int = 0, repeats: int = 2, retest_every: int = 3,
+                 confirm_top: int = 5, confirm_repeats: int | None = None, reference: np.ndarray | None = None,
+                 select: int | Sequence[int] | str | None = 0) -> None:
+        if int(repeats) < 1:
+            raise ConfigError(f"repeats must be >= 1, got {repeats!r}")
+        if int(retest_every) < 0:
+            raise ConfigError(f"retest_every must be >= 0 (0 = never), got {retest_every!r}")
+        confirm_repeats = 2 * int(repeats) if confirm_repeats is None else int(confirm_repeats)
+        if int(confirm_top) < 0 or confirm_repeats < 1:
+            raise ConfigError(f"confirm_top must be >= 0 and confirm_repeats >= 1, got {confirm_top!r}, "
+                              f"{confirm_repeats!r}")
+        ref = None if reference is None else np.ascontiguousarray(reference, dtype=np.uint8)
+        if ref is not None and (ref.ndim != 4 or len(ref) == 0):
+            raise ConfigError(f"reference images must be uint8 [r, H, W, C] with r >= 1, got shape {ref.shape}")
+        self.rig, self.generator, self.seed = rig, generator, int(seed)
+        self.repeats, self.retest_every = int(repeats), int(retest_every)
+        self.confirm_top, self.confirm_repeats = int(confirm_top), confirm_repeats
+        self.reserve = self.confirm_top * self.confirm_repeats
+        self.ref, self.n_ref, self.select = ref, 0 if ref is None else len(ref), select
+        self.stats = _Stats()
+        self.plog: PresentationLog | None = None
+        self.block_best: list[float] = []
+        self.block_pres: list[int] = []
+        self.ref_means: list[np.ndarray] = []
+        self.replayed = 0
+        self.confirmed = False
+        self._retest = self._confirm = False
+        self._last: tuple[int, int, np.ndarray, np.ndarray] | None = None  # (n_cand, best_n, means, ref means)
+
+    def config(self) -> dict[str, Any]:
+        """The policy's settings (kept in ``run.json``: a resume with other settings is refused)."""
+        return {"repeats": self.repeats, "retest_every": self.retest_every, "confirm_top": self.confirm_top,
+                "confirm_repeats": self.confirm_repeats, "select": self.select,
+                "reference_sha256": None if self.ref is None else hashlib.sha256(self.ref.tobytes()).hexdigest()}
+
+    def open(self, run_dir: Path | None, optimizer: Optimizer) -> None:
+        self.d = optimizer.space.d
+        self.plog = PresentationLog(run_dir / "presentations.jsonl") if run_dir is not None else None
+
+    def plan(self, left: int) -> int | None:
+        stats, g = self.stats, len(self.block_best)
+        retest = bool(self.retest_every and g > 0 and g % self.retest_every == 0 and stats.codes)
+        n_cand = (left - self.reserve) // self.repeats - self.n_ref - retest
+        if n_cand < 1 and retest:  # the last block: candidates rather than a re-test
+            retest, n_cand = False, n_cand + 1
+        confirm = n_cand < 1 and self.confirm_top > 0 and not self.confirmed and bool(stats.codes)
+        if n_cand < 1 and not confirm:
+            return None
+        self._retest, self._confirm = retest, confirm
+        return 0 if confirm else n_cand
+
+    def evaluate(self, step: int, I: np.ndarray) -> Step:
+        return self._block(step, I, logged_only=False)
+
+    def replay(self, step: int, I: np.ndarray, row: JournalRow) -> Step:
+        return self._block(step, I, logged_only=True)
+
+    def _block(self, g: int, I: np.ndarray, logged_only: bool) -> Step:
+        stats, confirm, plog = self.stats, self._confirm, self.plog
+        if confirm:  # final block: the best codes by mean, shown confirm_repeats times each
+            top = np.argsort(-(np.asarray(stats.s) / np.asarray(stats.n)), kind="stable")[:self.confirm_top]
+            codes = [stats.codes[i] for i in top]
+            kinds = ["confirm"] * len(codes)
+            block_repeats = self.confirm_repeats
+        else:
+            codes = [row for row in I]
+            kinds = ["cand"] * len(I)
+            block_repeats = self.repeats
+        n_cand = len(I)
+        if self._retest:
+            bi, _ = stats.best()
+            codes.append(stats.codes[bi])
+            kinds.append("retest")
+        images = stimulus_images(self.generator, np.asarray(codes, dtype=np.int64))
+        if self.ref is not None and not confirm:
+            if self.ref.shape[1:] != images.shape[1:]:
+                raise ConfigError(f"reference images are {self.ref.shape[1:]} (H, W, C) but the generator makes "
+                                  f"{images.shape[1:]}")
+            images = np.concatenate([images, self.ref])
+            kinds += [f"ref{j}" for j in range(self.n_ref)]
+        n_img = len(images)
+        ids = g * ID_STRIDE + np.arange(n_img, dtype=np.int64)
+        order = np.random.default_rng([self.seed, 7, g]).permutation(np.repeat(np.arange(n_img), block_repeats))
+        block = Block(g, ids, images, block_repeats, order)
+        sent_rec = {"ev": "sent", "block": g, "codes": np.asarray(codes).tolist(), "kinds": kinds,
+                    "image_ids": ids.tolist(), "order": order.tolist(), "repeats": block_repeats,
+                    "time": time.time()}
+        is_replay = False
+        if plog is not None and g in plog.sent:
+            old = plog.sent[g]
+            if old["codes"] != sent_rec["codes"] or old["order"] != sent_rec["order"]:
+                raise MangoError(f"resume: block {g} differs from the one logged in {plog.path}; was the seed, "
+                                 "the optimizer or a parameter changed?")
+        elif plog is not None:
+            plog.append(sent_rec)
+        if plog is not None and g in plog.responses:
+            rec = plog.responses[g]
+            reply = Reply(g, np.asarray(rec["image_ids"], dtype=np.int64),
+                          np.asarray(rec["responses"], dtype=np.float64))
+            is_replay = True
+            self.replayed += 1
+        elif logged_only:
+            raise MangoError(f"resume: block {g} is in the journal but its response is not in "
+                             f"{None if plog is None else plog.path} (corrupt run folder)")
+        else:
+            reply = self.rig.present(block)
+            if plog is not None:
+                plog.append({"ev": "response", "block": g, "attempt": int(block.attempt),
+                             "image_ids": np.asarray(reply.image_ids).tolist(),
+                             "responses": np.asarray(reply.responses).tolist(), "time": time.time()})
+        # -- digest: each image's mean over its presentations -----------------------
+        y = select_channels(reply.responses, self.select)
+        j = np.asarray(reply.image_ids, dtype=np.int64) - g * ID_STRIDE
+        cnt = np.bincount(j, minlength=n_img)
+        means = np.bincount(j, weights=y, minlength=n_img) / np.maximum(cnt, 1)
+        for i in range(n_img):
+            if kinds[i] in ("cand", "retest", "confirm"):
+                stats.add(np.asarray(codes[i], dtype=np.int64), y[j == i])
+        self.confirmed = self.confirmed or confirm
+        bi, bm = stats.best(self.repeats + self.confirm_repeats if self.confirmed else 0)
+        rmeans = means[n_img - self.n_ref:] if (self.n_ref and not confirm) else np.zeros(0)
+        self._last = (n_cand, stats.n[bi], means[:n_cand], rmeans)
+        extra = {"block": g, "presentations": int(len(y)), "best_mean": bm, "reference_means": rmeans.tolist()}
+        return Step(means[:n_cand], int(len(y)), extra, is_replay)
+
+    def finish_step(self, state: LoopState, I: np.ndarray, step: Step) -> BlockEvent:
+        n_cand, best_n, cand_means, rmeans = self._last
+        g = len(self.block_best)
+        bm = step.extra["best_mean"]
+        self.block_best.append(bm)
+        self.block_pres.append(state.used)
+        if not self._confirm:
+            self.ref_means.append(rmeans)
+        log.info("block %d: %d candidates, best mean %.4g (n=%d), %d/%d presentations%s", g, n_cand, bm,
+                 best_n, state.used, state.budget, " (from the log)" if step.replayed else "")
+        return BlockEvent(g, n_cand, cand_means, state.used, state.budget, bm, best_n, step.replayed, rmeans)
+
+    def result(self, state: LoopState, optimizer: Optimizer, config: dict[str, Any]) -> RigRunResult:
+        stats = self.stats
+        if not stats.codes:
+            raise MangoError(f"budget {state.budget} is too small for one block (repeats={self.repeats}, "
+                             f"references={self.n_ref})")
+        bi, bm = stats.best(self.repeats + self.confirm_repeats if self.confirmed else 0)
+        return RigRunResult(best_code=stats.codes[bi], best_mean=bm, best_n=stats.n[bi], best_sem=stats.sem(bi),
+                            best_image=stimulus_images(self.generator, stats.codes[bi][None])[0],
+                            codes=np.asarray(stats.codes), means=np.asarray(stats.s) / np.asarray(stats.n),
+                            counts=np.asarray(stats.n), block_best_mean=np.asarray(self.block_best),
+                            block_presentations=np.asarray(self.block_pres),
+                            reference_means=np.asarray(self.ref_means).reshape(len(self.ref_means), self.n_ref),
+                            presentations=state.used, blocks=len(self.block_best), seconds=state.elapsed,
+                            replayed_blocks=self.replayed, ignored=list(getattr(self.rig, "ignored", [])),
+                            config=config, batch_size=optimizer.k)
+
+    def close(self) -> None:
+        if self.plog is not None:
+            self.plog.close()
 
 
 def closed_loop(rig: Any, generator: Any, optimizer: Optimizer | str, budget: int, seed: int = 0, *,
@@ -247,6 +440,9 @@ def closed_loop(rig: Any, generator: Any, optimizer: Optimizer | str, budget: in
                 config: dict[str, Any] | None = None,
                 callbacks: Sequence[Callable[[BlockEvent], None]] = ()) -> RigRunResult:
     """Maximize a recorded neuron's mean response with a live rig, in blocks.
+
+    A convenience: builds the optimizer and a :class:`RigPolicy` and runs them
+    through the one loop kernel, :func:`mango.loop.run_loop`.
 
     Args:
         rig: anything with ``present(Block) -> Reply`` (``ZmqRigClient``,
@@ -265,169 +461,15 @@ def closed_loop(rig: Any, generator: Any, optimizer: Optimizer | str, budget: in
         run_dir: folder for ``presentations.jsonl``, the journal and results; an existing one is resumed.
         config: stored in ``run.json``; resuming with another config is refused.
     """
-    if not isinstance(budget, (int, np.integer)) or isinstance(budget, bool) or budget <= 0:
-        raise ConfigError(f"budget must be a positive integer number of presentations, got {budget!r}")
-    if int(repeats) < 1:
-        raise ConfigError(f"repeats must be >= 1, got {repeats!r}")
-    if int(retest_every) < 0:
-        raise ConfigError(f"retest_every must be >= 0 (0 = never), got {retest_every!r}")
-    budget, repeats, retest_every = int(budget), int(repeats), int(retest_every)
-    confirm_repeats = 2 * repeats if confirm_repeats is None else int(confirm_repeats)
-    if int(confirm_top) < 0 or confirm_repeats < 1:
-        raise ConfigError(f"confirm_top must be >= 0 and confirm_repeats >= 1, got {confirm_top!r}, "
-                          f"{confirm_repeats!r}")
-    confirm_top = int(confirm_top)
-    reserve = confirm_top * confirm_repeats
-    space = generator.space
-    if isinstance(optimizer, str):
-        optimizer = make_optimizer(optimizer, space, batch_size=batch_size, seed=seed,
-                                   budget=max(1, budget // repeats), params=params)
-    ref = None if reference is None else np.ascontiguousarray(reference, dtype=np.uint8)
-    if ref is not None and (ref.ndim != 4 or len(ref) == 0):
-        raise ConfigError(f"reference images must be uint8 [r, H, W, C] with r >= 1, got shape {ref.shape}")
-    n_ref = 0 if ref is None else len(ref)
+    budget = check_budget(budget, "presentations")
+    policy = RigPolicy(rig, generator, seed=seed, repeats=repeats, retest_every=retest_every,
+                       confirm_top=confirm_top, confirm_repeats=confirm_repeats, reference=reference, select=select)
+    optimizer = build_optimizer(optimizer, generator.space, seed=seed, batch_size=batch_size,
+                                budget=max(1, budget // policy.repeats), params=params)
     config = dict(config or {})
     config.setdefault("budget", budget)
     config.setdefault("seed", seed)
     config.setdefault("optimizer", optimizer.name)
-    config.setdefault("repeats", repeats)
-    config.setdefault("retest_every", retest_every)
-    config.setdefault("confirm_top", confirm_top)
-    config.setdefault("confirm_repeats", confirm_repeats)
-    config.setdefault("select", select)
-    config.setdefault("reference_sha256", None if ref is None else hashlib.sha256(ref.tobytes()).hexdigest())
-
-    journal = Journal.open(run_dir, config) if run_dir is not None else None
-    plog = PresentationLog(Path(run_dir) / "presentations.jsonl") if run_dir is not None else None
-    stats = _Stats()
-    used = 0
-    block_best: list[float] = []
-    block_pres: list[int] = []
-    ref_means: list[np.ndarray] = []
-    replayed = 0
-    start = time.perf_counter()
-    g = 0
-    confirmed = False
-    try:
-        while True:
-            retest = bool(retest_every and g > 0 and g % retest_every == 0 and stats.codes)
-            n_cand = (budget - reserve - used) // repeats - n_ref - retest
-            if n_cand < 1 and retest:  # the last block: candidates rather than a re-test
-                retest, n_cand = False, n_cand + 1
-            confirm = n_cand < 1 and confirm_top > 0 and not confirmed and bool(stats.codes)
-            if n_cand < 1 and not confirm:
-                break
-            if confirm:  # final block: the best codes by mean, shown confirm_repeats times each
-                top = np.argsort(-(np.asarray(stats.s) / np.asarray(stats.n)), kind="stable")[:confirm_top]
-                I = np.zeros((0, space.d), dtype=np.int64)
-                n_cand = 0
-                codes = [stats.codes[i] for i in top]
-                kinds = ["confirm"] * len(codes)
-                block_repeats = confirm_repeats
-            else:
-                I = optimizer.ask()[:n_cand]
-                n_cand = len(I)
-                kinds = ["cand"] * n_cand
-                codes = [row for row in I]
-                block_repeats = repeats
-            if retest:
-                bi, _ = stats.best()
-                codes.append(stats.codes[bi])
-                kinds.append("retest")
-            images = _images(generator, np.asarray(codes, dtype=np.int64))
-            if ref is not None and not confirm:
-                if ref.shape[1:] != images.shape[1:]:
-                    raise ConfigError(f"reference images are {ref.shape[1:]} (H, W, C) but the generator makes "
-                                      f"{images.shape[1:]}")
-                images = np.concatenate([images, ref])
-                kinds += [f"ref{j}" for j in range(n_ref)]
-            n_img = len(images)
-            ids = g * ID_STRIDE + np.arange(n_img, dtype=np.int64)
-            order = np.random.default_rng([seed, 7, g]).permutation(np.repeat(np.arange(n_img), block_repeats))
-            block = Block(g, ids, images, block_repeats, order)
-            sent_rec = {"ev": "sent", "block": g, "codes": np.asarray(codes).tolist(), "kinds": kinds,
-                        "image_ids": ids.tolist(), "order": order.tolist(), "repeats": block_repeats,
-                        "time": time.time()}
-            is_replay = False
-            if plog is not None and g in plog.sent:
-                old = plog.sent[g]
-                if old["codes"] != sent_rec["codes"] or old["order"] != sent_rec["order"]:
-                    raise MangoError(f"resume: block {g} differs from the one logged in {plog.path}; was the seed, "
-                                     "the optimizer or a parameter changed?")
-            elif plog is not None:
-                plog.append(sent_rec)
-            if plog is not None and g in plog.responses:
-                rec = plog.responses[g]
-                reply = Reply(g, np.asarray(rec["image_ids"], dtype=np.int64),
-                              np.asarray(rec["responses"], dtype=np.float64))
-                is_replay = True
-                replayed += 1
-            else:
-                reply = rig.present(block)
-                if plog is not None:
-                    plog.append({"ev": "response", "block": g, "attempt": int(block.attempt),
-                                 "image_ids": np.asarray(reply.image_ids).tolist(),
-                                 "responses": np.asarray(reply.responses).tolist(), "time": time.time()})
-            # -- digest ------------------------------------------------------------
-            y = select_channels(reply.responses, select)
-            j = np.asarray(reply.image_ids, dtype=np.int64) - g * ID_STRIDE
-            cnt = np.bincount(j, minlength=n_img)
-            means = np.bincount(j, weights=y, minlength=n_img) / np.maximum(cnt, 1)
-            for i in range(n_img):
-                if kinds[i] in ("cand", "retest", "confirm"):
-                    stats.add(np.asarray(codes[i], dtype=np.int64), y[j == i])
-            if not confirm:
-                optimizer.tell(I, means[:n_cand])
-            confirmed = confirmed or confirm
-            used += len(y)
-            bi, bm = stats.best(repeats + confirm_repeats if confirmed else 0)
-            block_best.append(bm)
-            block_pres.append(used)
-            rmeans = means[n_img - n_ref:] if (n_ref and not confirm) else np.zeros(0)
-            if not confirm:
-                ref_means.append(rmeans)
-            if journal is not None and g >= len(journal.rows) and not confirm:
-                journal.append(I, means[:n_cand], time.perf_counter() - start,
-                               extra={"block": g, "presentations": int(len(y)), "best_mean": bm,
-                                      "reference_means": rmeans.tolist()})
-            log.info("block %d: %d candidates, best mean %.4g (n=%d), %d/%d presentations%s", g, n_cand, bm,
-                     stats.n[bi], used, budget, " (from the log)" if is_replay else "")
-            ev = BlockEvent(g, n_cand, means[:n_cand], used, budget, bm, stats.n[bi], is_replay, rmeans)
-            for cb in callbacks:
-                cb(ev)
-            g += 1
-    finally:
-        optimizer.close()
-        if journal is not None:
-            journal.close()
-        if plog is not None:
-            plog.close()
-    if not stats.codes:
-        raise MangoError(f"budget {budget} is too small for one block (repeats={repeats}, references={n_ref})")
-    bi, bm = stats.best(repeats + confirm_repeats if confirmed else 0)
-    means_all = np.asarray(stats.s) / np.asarray(stats.n)
-    res = RigRunResult(best_code=stats.codes[bi], best_mean=bm, best_n=stats.n[bi], best_sem=stats.sem(bi),
-                       best_image=_images(generator, stats.codes[bi][None])[0], codes=np.asarray(stats.codes),
-                       means=means_all, counts=np.asarray(stats.n), block_best_mean=np.asarray(block_best),
-                       block_presentations=np.asarray(block_pres),
-                       reference_means=np.asarray(ref_means).reshape(len(ref_means), n_ref),
-                       presentations=used, blocks=g, seconds=time.perf_counter() - start, replayed_blocks=replayed,
-                       ignored=list(getattr(rig, "ignored", [])), config=config)
-    if run_dir is not None:
-        save_rig_result(res, Path(run_dir))
-    return res
-
-
-def save_rig_result(res: RigRunResult, out: Path) -> None:
-    """Write ``result.json``, ``history.npz`` and ``best.png`` into ``out``."""
-    import imageio.v3 as iio
-
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "result.json", json.dumps(res.summary(), indent=2, default=str).encode())
-    np.savez(out / "history.npz", block_best_mean=res.block_best_mean, block_presentations=res.block_presentations,
-             reference_means=res.reference_means, codes=res.codes, means=res.means, counts=res.counts,
-             best_code=res.best_code)
-    img = res.best_image[..., 0] if res.best_image.shape[-1] == 1 else res.best_image
-    scale = max(1, 128 // max(1, img.shape[0]))
-    img = np.kron(img, np.ones((scale, scale) + (() if img.ndim == 2 else (1,)), dtype=np.uint8))
-    iio.imwrite(out / "best.png", img)
+    for key, value in policy.config().items():
+        config.setdefault(key, value)
+    return run_loop(optimizer, budget, policy, run_dir=run_dir, config=config, callbacks=callbacks)

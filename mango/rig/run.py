@@ -119,9 +119,9 @@ def _cmd(args: argparse.Namespace) -> int:
     select = _parse_select(args.channel)
     ref = None
     if args.reference:
-        from .closedloop import _images
+        from .closedloop import stimulus_images
 
-        shape = _images(gen, gen.space.sample(np.random.default_rng(0), 1)).shape[1:]
+        shape = stimulus_images(gen, gen.space.sample(np.random.default_rng(0), 1)).shape[1:]
         ref = load_reference(args.reference, shape)
     cfg = {"generator": {"name": args.generator, **gparams}, "optimizer": {"name": args.optimizer, **oparams},
            "batch_size": args.batch_size, "reference_files": [Path(r).name for r in args.reference or []]}

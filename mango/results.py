@@ -1,0 +1,140 @@
+"""What a finished run is, and the run folder files written from it.
+
+:class:`Result` is what :func:`mango.loop.maximize` returns; :meth:`Result.save`
+writes the same run folder files the command line writes (``result.json``,
+``history.npz``, ``best.png``), so a run started from Python and one started
+with ``mango run --out`` leave the same folder. :func:`write_png` is the one
+place an image row becomes a PNG (the rig's results use it too).
+"""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .journal import atomic_write
+
+__all__ = ["Result", "versions", "write_png"]
+
+
+@dataclass
+class Result:
+    """Outcome of :func:`mango.loop.maximize`.
+
+    Attributes:
+        best_code: ``int64 [d]`` indices of the recommended query (``Optimizer.recommend()``:
+            the best evaluated code for every MANGO optimizer).
+        best_value: its search score.
+        values: ``float64 [N]`` every query's score in order (N = queries evaluated by the loop).
+        times: ``float64 [N]`` elapsed run seconds when each query's batch finished.
+        query_index: ``int64 [N]`` the budget counter after each query (counts
+            external queries, e.g. gradient forward passes).
+        n_queries: queries spent in all (``== budget`` unless the optimizer stopped early).
+        n_external: of those, queries the optimizer evaluated itself (gradient AM forward passes).
+        seconds, optimizer_seconds, eval_seconds: wall-time totals.
+        best_image: ``[C, H, W]`` float tensor of the best image (None for function objectives).
+        best_uint8: ``uint8 [H, W, C]`` of the best image as ``best.png`` shows it (None likewise).
+        config: the run's config (``run.json``).
+        batches: optimizer batches (asks) of the run.
+        batch_size: the batch size the optimizer actually used (its ``k``: queries per ask).
+        reported_name: what :attr:`reported` holds (``"value"``: the scores themselves; ``"rate"``
+            for a spiking unit with a graded readout).
+        reported: ``float64 [N]`` the quantity the user asked for, per query (``objective.reported(values)``).
+        best_reported: that quantity at :attr:`best_value`.
+        objective_info: ``objective.info()`` (for ``result.json``); known_max: the problem's known maximum.
+    """
+
+    best_code: np.ndarray
+    best_value: float
+    values: np.ndarray
+    times: np.ndarray
+    query_index: np.ndarray
+    n_queries: int
+    seconds: float
+    optimizer_seconds: float
+    eval_seconds: float
+    best_image: Any = None
+    config: dict[str, Any] = field(default_factory=dict)
+    batches: int = 0
+    batch_size: int | None = None
+    n_external: int = 0
+    reported_name: str = "value"
+    reported: np.ndarray | None = None
+    best_reported: float | None = None
+    best_uint8: np.ndarray | None = None
+    objective_info: dict[str, Any] = field(default_factory=dict)
+    known_max: float | None = None
+
+    @property
+    def best_so_far(self) -> np.ndarray:
+        """``float64 [N]`` running maximum of :attr:`values`."""
+        return np.maximum.accumulate(self.values) if len(self.values) else self.values
+
+    def reported_summary(self) -> dict[str, Any]:
+        """``{"name", "best", "at_best_score"}``: the reported quantity's maximum over the run's queries and
+        its value at the best score (they differ when the score breaks ties the reported quantity cannot see)."""
+        rep = self.values if self.reported is None else self.reported
+        at = self.best_value if self.best_reported is None else self.best_reported
+        return {"name": self.reported_name, "best": float(rep.max()) if len(rep) else float("nan"),
+                "at_best_score": float(at)}
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able summary: what ``result.json`` holds (plus ``versions`` and ``finished`` on save)."""
+        return {"best_value": self.best_value, "best_code": self.best_code.tolist(),
+                "reported": self.reported_summary(),
+                "n_queries": self.n_queries, "n_external": self.n_external, "batches": self.batches,
+                "batch_size": self.batch_size, "seconds": self.seconds,
+                "optimizer_seconds": self.optimizer_seconds, "eval_seconds": self.eval_seconds,
+                "seed": self.config.get("seed"), "objective": self.objective_info, "known_max": self.known_max,
+                "config": self.config}
+
+    def save(self, folder: str | Path) -> None:
+        """Write ``result.json``, ``history.npz`` and (for image objectives) ``best.png`` into ``folder``."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        summary = self.summary()
+        summary.update(versions=versions(), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        atomic_write(out / "result.json", json.dumps(summary, indent=2, default=str).encode())
+        rep = self.values if self.reported is None else self.reported
+        np.savez(out / "history.npz", values=self.values, times=self.times, query_index=self.query_index,
+                 best_so_far=self.best_so_far, best_code=self.best_code, reported=rep)
+        if self.best_uint8 is not None:
+            write_png(out / "best.png", self.best_uint8)
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, MANGO and the numerical libraries (for result.json)."""
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for pkg in ("mango-am", "torch", "numpy", "jax", "teneva", "nevergrad", "snntorch"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def write_png(path: str | Path, images: np.ndarray, min_size: int = 128) -> None:
+    """Save ``uint8 [H, W, C]`` or ``[k, H, W, C]`` (k images side by side) as one PNG, enlarged by an
+    integer factor (nearest neighbour) to at least ``min_size`` pixels high."""
+    import imageio.v3 as iio
+
+    arr = np.asarray(images, dtype=np.uint8)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4:
+        raise ValueError(f"write_png needs uint8 [H, W, C] or [k, H, W, C], got shape {arr.shape}")
+    row = np.concatenate(list(arr), axis=1)
+    if row.shape[-1] == 1:
+        row = row[..., 0]
+    scale = max(1, min_size // max(1, row.shape[0]))
+    if scale > 1:
+        row = np.repeat(np.repeat(row, scale, axis=0), scale, axis=1)
+    iio.imwrite(path, row)
