@@ -39,7 +39,7 @@ from .objective import BaseObjective
 from .optimizers import make_optimizer
 from .optimizers.base import Optimizer
 from .results import Result
-from .rig.model import float_to_uint8
+from .imaging import display_uint8
 
 __all__ = ["maximize", "run_loop", "Result", "BatchEvent", "Policy", "Step", "LoopState", "EvaluateOnce",
            "check_budget", "build_optimizer"]
@@ -318,7 +318,7 @@ class EvaluateOnce:
         if callable(images):
             x = images(code[None])
             best_image = x[0].detach().cpu()
-            best_uint8 = float_to_uint8(x, getattr(getattr(obj, "generator", None), "to_uint8", None))[0]
+            best_uint8 = display_uint8(x, getattr(obj, "generator", None))[0]
         return Result(best_code=code, best_value=float(value), values=values, times=times, query_index=qidx,
                       n_queries=state.used, seconds=state.elapsed, optimizer_seconds=state.optimizer_seconds,
                       eval_seconds=obj.eval_seconds, best_image=best_image, config=config, batches=state.batches,

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .channels import make_select
 from .errors import ConfigError, EvaluationError
 from .protocols import flag
 from .spaces import LatentSpace
@@ -33,28 +34,6 @@ __all__ = ["Objective", "FunctionObjective", "make_select", "BaseObjective"]
 log = logging.getLogger(__name__)
 
 Select = Callable[[torch.Tensor], torch.Tensor]
-
-
-def make_select(select: int | Sequence[int] | str | Callable | None) -> Select | None:
-    """Turn a channel selection into a function ``[k, ch] -> [k]``.
-
-    ``None``: the target already returns ``[k]``; an int: that channel; a list of
-    ints: the mean of those channels; ``"mean"``: the mean of all channels; a
-    callable: used as is.
-    """
-    if select is None or callable(select):
-        return select
-    if isinstance(select, str):
-        if select != "mean":
-            raise ConfigError(f"unknown channel selection {select!r}; valid choices: an int, a list of ints, 'mean'")
-        return lambda a: a.mean(dim=1)
-    if isinstance(select, (int, np.integer)):
-        c = int(select)
-        return lambda a: a[:, c]
-    idx = [int(c) for c in select]
-    if not idx:
-        raise ConfigError("channel selection list is empty")
-    return lambda a: a[:, idx].mean(dim=1)
 
 
 class BaseObjective:
@@ -196,7 +175,7 @@ class Objective(BaseObjective):
         self.generator = generator
         self.target = target
         self.batch_size = int(batch_size)
-        self.select = make_select(select)
+        self.select = None if select is None else make_select(select)
         self.transform = transform
         if device is None:
             device = _module_device(generator) or _module_device(target) or "cpu"

@@ -3,8 +3,7 @@
 :class:`Result` is what :func:`mango.loop.maximize` returns; :meth:`Result.save`
 writes the same run folder files the command line writes (``result.json``,
 ``history.npz``, ``best.png``), so a run started from Python and one started
-with ``mango run --out`` leave the same folder. :func:`write_png` is the one
-place an image row becomes a PNG (the rig's results use it too).
+with ``mango run --out`` leave the same folder (PNGs through :func:`mango.imaging.save_png`).
 """
 from __future__ import annotations
 
@@ -18,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from .imaging import save_png
 from .journal import atomic_write
 
-__all__ = ["Result", "versions", "write_png"]
+__all__ = ["Result", "versions"]
 
 
 @dataclass
@@ -105,7 +105,7 @@ class Result:
         np.savez(out / "history.npz", values=self.values, times=self.times, query_index=self.query_index,
                  best_so_far=self.best_so_far, best_code=self.best_code, reported=rep)
         if self.best_uint8 is not None:
-            write_png(out / "best.png", self.best_uint8)
+            save_png(self.best_uint8, out / "best.png")
 
 
 def versions() -> dict[str, str]:
@@ -119,22 +119,3 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[pkg] = "not installed"
     return out
-
-
-def write_png(path: str | Path, images: np.ndarray, min_size: int = 128) -> None:
-    """Save ``uint8 [H, W, C]`` or ``[k, H, W, C]`` (k images side by side) as one PNG, enlarged by an
-    integer factor (nearest neighbour) to at least ``min_size`` pixels high."""
-    import imageio.v3 as iio
-
-    arr = np.asarray(images, dtype=np.uint8)
-    if arr.ndim == 3:
-        arr = arr[None]
-    if arr.ndim != 4:
-        raise ValueError(f"write_png needs uint8 [H, W, C] or [k, H, W, C], got shape {arr.shape}")
-    row = np.concatenate(list(arr), axis=1)
-    if row.shape[-1] == 1:
-        row = row[..., 0]
-    scale = max(1, min_size // max(1, row.shape[0]))
-    if scale > 1:
-        row = np.repeat(np.repeat(row, scale, axis=0), scale, axis=1)
-    iio.imwrite(path, row)

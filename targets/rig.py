@@ -33,7 +33,7 @@ import torch
 from mango.errors import ConfigError
 from mango.rig import make_client
 from mango.rig.closedloop import select_channels
-from mango.rig.model import float_to_uint8
+from mango.imaging import display_uint8
 from mango.rig.protocol import Block, Reply
 
 __all__ = ["RigTarget", "rig_target"]
@@ -84,7 +84,7 @@ class RigTarget:
     def __call__(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """``[k, C, H, W]`` float in [0, 1] (or ``uint8 [k, H, W, C]``) -> ``float64 [k]`` mean responses."""
         if isinstance(images, torch.Tensor):
-            u8 = float_to_uint8(images)
+            u8 = display_uint8(images)
         else:
             u8 = np.ascontiguousarray(images, dtype=np.uint8)
         k = len(u8)

@@ -24,16 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: source folder -> installed package name
 PACKAGES = {"mango": "mango", "generators": "mango.generators", "targets": "mango.targets"}
 
-#: Known offenders in files owned by other helpers while issue 11 is merged; each entry is
-#: (rule, importing module, imported module[.name]) and is exempt from that rule only.
-#: TODO(integrator): mango/rig/run.py (loop branch) must import parse_kv from mango.clitools
-#: (not mango.cli: a cycle, as cli registers rig-run) and use mango.imaging.display_uint8
-#: instead of closedloop._images; then delete both entries (test_known_offenders_are_current
-#: fails once an entry is stale).
-KNOWN_OFFENDERS: set[tuple[str, str, str]] = {
-    ("cycle", "mango.rig.run", "mango.cli"),
-    ("private", "mango.rig.run", "mango.rig.closedloop._images"),
-}
+#: Exemptions (rule, importing module, imported module[.name]); empty: every rule holds everywhere.
+KNOWN_OFFENDERS: set[tuple[str, str, str]] = set()
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,8 @@ from ..errors import ConfigError, MangoError
 from ..journal import JournalRow, atomic_write
 from ..loop import LoopState, Step, build_optimizer, check_budget, run_loop
 from ..optimizers.base import Optimizer
-from ..results import write_png
-from .model import float_to_uint8
+from ..channels import select_channels
+from ..imaging import display_uint8, save_png
 from .protocol import Block, Reply
 
 __all__ = ["closed_loop", "RigPolicy", "RigRunResult", "select_channels", "stimulus_images", "PresentationLog",
@@ -57,33 +57,6 @@ __all__ = ["closed_loop", "RigPolicy", "RigRunResult", "select_channels", "stimu
 
 log = logging.getLogger(__name__)
 ID_STRIDE = 100_000  # image id = block * ID_STRIDE + index in block
-
-
-def select_channels(responses: np.ndarray, select: int | Sequence[int] | str | None) -> np.ndarray:
-    """``float [P, channels]`` -> ``float [P]``: one channel (int), the mean of a list, or ``"mean"`` of all.
-
-    ``None`` means channel 0 of a one-channel rig (an error for several channels).
-    """
-    r = np.asarray(responses, dtype=np.float64)
-    if r.ndim == 1:
-        r = r[:, None]
-    ch = r.shape[1]
-    if select is None:
-        if ch != 1:
-            raise ConfigError(f"the rig records {ch} channels; choose one with select= (an int in [0, {ch}), "
-                              "a list of ints, or 'mean')")
-        return r[:, 0]
-    if isinstance(select, str):
-        if select != "mean":
-            raise ConfigError(f"unknown channel selection {select!r}; valid choices: an int, a list of ints, 'mean'")
-        return r.mean(axis=1)
-    idx = [int(select)] if isinstance(select, (int, np.integer)) else [int(c) for c in select]
-    if not idx:
-        raise ConfigError("channel selection list is empty")
-    bad = [c for c in idx if not 0 <= c < ch]
-    if bad:
-        raise ConfigError(f"channel {bad[0]} does not exist; the rig records channels 0..{ch - 1}")
-    return r[:, idx].mean(axis=1)
 
 
 class PresentationLog:
@@ -206,7 +179,7 @@ class RigRunResult:
         np.savez(out / "history.npz", block_best_mean=self.block_best_mean,
                  block_presentations=self.block_presentations, reference_means=self.reference_means,
                  codes=self.codes, means=self.means, counts=self.counts, best_code=self.best_code)
-        write_png(out / "best.png", self.best_image)
+        save_png(self.best_image, out / "best.png")
 
 
 class _Stats:
@@ -254,7 +227,7 @@ def stimulus_images(generator: Any, I: np.ndarray) -> np.ndarray:
     ``to_uint8``, else [0, 1] clipping)."""
     with torch.no_grad():
         x = generator(generator.space.decode(I))
-    return float_to_uint8(x, getattr(generator, "to_uint8", None))
+    return display_uint8(x, generator)
 
 
 class RigPolicy:

@@ -29,7 +29,7 @@ from ..errors import ConfigError
 from ..imaging import display_uint8
 from .protocol import Reply
 
-__all__ = ["PoissonNeurons", "LocalRig", "uint8_to_float", "float_to_uint8", "build_neurons"]
+__all__ = ["PoissonNeurons", "LocalRig", "uint8_to_float", "build_neurons"]
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +45,6 @@ def uint8_to_float(images: np.ndarray, channels: int | None = None) -> torch.Ten
         else:
             raise ConfigError(f"cannot turn {x.shape[1]}-channel images into {channels} channels")
     return x
-
-
-def float_to_uint8(images: torch.Tensor, to_uint8: Callable | None = None) -> np.ndarray:
-    """Generator images ``[k, C, H, W]`` -> ``uint8 [k, H, W, C]``: :func:`mango.imaging.display_uint8`.
-
-    TODO(integrator): ``mango.rig.closedloop`` still calls this; switch it to
-    ``display_uint8(x, generator)`` and delete this alias.
-    """
-    return display_uint8(images, None if to_uint8 is None else _Converter(to_uint8))
-
-
-class _Converter:
-    """A stand-in generator whose ``to_uint8`` is the given function."""
-
-    def __init__(self, to_uint8: Callable) -> None:
-        self.to_uint8 = to_uint8
 
 
 class PoissonNeurons:

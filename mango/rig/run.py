@@ -15,15 +15,17 @@ import argparse
 import logging
 import os
 import re
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import registry
+from ..clitools import parse_kv, print_rows
 from ..errors import ConfigError
 from ..journal import atomic_write
+from .closedloop import closed_loop, stimulus_images
 
 __all__ = ["add_arguments", "load_reference", "rig_run_id"]
 
@@ -108,10 +110,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from .. import registry
-    from ..cli import parse_kv
-    from . import make_client
-    from .closedloop import closed_loop
+    from . import make_client  # the package's client factory (the package imports this module's siblings)
 
     gparams = parse_kv(args.gen_param, "--gen-param")
     oparams = parse_kv(args.opt_param, "--opt-param")
@@ -119,8 +118,6 @@ def _cmd(args: argparse.Namespace) -> int:
     select = _parse_select(args.channel)
     ref = None
     if args.reference:
-        from .closedloop import stimulus_images
-
         shape = stimulus_images(gen, gen.space.sample(np.random.default_rng(0), 1)).shape[1:]
         ref = load_reference(args.reference, shape)
     cfg = {"generator": {"name": args.generator, **gparams}, "optimizer": {"name": args.optimizer, **oparams},
@@ -150,8 +147,5 @@ def _cmd(args: argparse.Namespace) -> int:
     if res.reference_means.size:
         rows.append(("reference drift", f"first {np.round(res.reference_means[0], 2).tolist()} "
                                         f"last {np.round(res.reference_means[-1], 2).tolist()}"))
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
-    sys.stdout.flush()
+    print_rows(rows)
     return 0
