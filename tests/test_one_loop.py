@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import mango.loop
+from mango import registry
 from mango import problems
 from mango.errors import MangoError
 from mango.loop import maximize, run_loop
@@ -203,13 +204,16 @@ class RateUnit(Unit):
         return np.floor(values * 4) / 4
 
 
-def test_maximize_run_dir_writes_the_cli_run_folder(tmp_path):
+def test_maximize_run_dir_writes_the_cli_run_folder(tmp_path, monkeypatch):
     from mango.config import run_config
 
     def objective():
         return Objective(BlockGen(), RateUnit())
 
     res = maximize(objective(), "random", budget=30, seed=2, batch_size=7, run_dir=tmp_path / "py")
+    # the typed config checks component names against the registry: register the local ones
+    monkeypatch.setitem(registry._REG["generator"], "local-blocks", registry.Entry("local-blocks", "generator", BlockGen))
+    monkeypatch.setitem(registry._REG["target"], "local-unit", registry.Entry("local-unit", "target", RateUnit))
     cfg = {"budget": 30, "seed": 2, "batch_size": 7, "optimizer": "random",
            "generator": "local-blocks", "target": "local-unit"}
     run_config(cfg, tmp_path / "cli", objective=objective())
