@@ -128,7 +128,7 @@ def test_select_channels():
         select_channels(r, 5)
     with pytest.raises(ConfigError, match="valid choices"):
         select_channels(r, "max")
-    with pytest.raises(ConfigError, match="records 3 channels"):
+    with pytest.raises(ConfigError, match="has 3 channels; choose"):
         select_channels(r, None)
 
 
