@@ -221,3 +221,122 @@ def test_error_to_an_unparsable_request_is_not_signed():
             sock.send_multipart([b"[" * 50 + b"]" * 50])
             head = json.loads(_recv(sock)[0])
     assert head["type"] == "error" and "mac" not in head, head
+
+
+# -- item 5: file drop --------------------------------------------------------------------
+import time  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from mango.rig.filedrop import (FileDropClient, manifest_path, read_block, read_response,  # noqa: E402
+                                write_block, write_response)
+
+
+def _manifest(tmp_path, **change):
+    blk = _block()
+    write_block(tmp_path, blk, run="r")
+    path = manifest_path(tmp_path, blk.block)
+    man = json.loads(path.read_text())
+    man.update(change)
+    path.write_text(json.dumps(man))
+    return path
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"shape": [1, 10**6, 10**6, 3]}, "image size"),
+    ({"shape": [1, 1e6, 1e6, 3]}, "'shape' must be"),
+    ({"files": 5}, "'files' must be a list"),
+    ({"image_ids": None}, "'image_ids' must be a list"),
+    ({"repeats": "2"}, "'repeats' must be an integer"),
+    ({"block": [1]}, "'block' must be an integer"),
+    ({"run": 3}, "'run' must be a string"),
+])
+def test_hostile_manifest_is_refused_before_allocating(tmp_path, change, match):
+    with pytest.raises(ProtocolError, match=match):
+        read_block(_manifest(tmp_path, **change))
+
+
+def test_filedrop_simulator_survives_hostile_manifests_and_keeps_serving(tmp_path):
+    gen = generator()
+    root = tmp_path / "drop"
+    with sim_thread(neurons(gen), "filedrop", str(root)) as sim:
+        for bid, change in enumerate([{"shape": [1, 10**6, 10**6, 3]}, {"files": 5}, {"image_ids": None}]):
+            blk = _block(bid=bid + 1)
+            write_block(root, blk, run="r")
+            path = manifest_path(root, blk.block)
+            man = json.loads(path.read_text())
+            man.update(change)
+            path.write_text(json.dumps(man))
+        cl = FileDropClient(root, timeout=10.0, retries=0, run="r")
+        assert cl.present(_block(bid=9)).responses.shape == (6, 1)
+        assert sim.n_requests == 1
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, 1e308])
+def test_nan_or_absurd_response_file_is_rejected_at_once(tmp_path, value):
+    cl = FileDropClient(tmp_path, timeout=20.0, retries=0, run="r")
+    blk = _block()
+    ids = np.asarray(blk.image_ids)[blk.order]
+    write_response(tmp_path / "responses" / "block_000007.csv",
+                   Reply(7, ids, np.full((len(ids), 1), value)), run="r")
+    t0 = time.monotonic()
+    with pytest.raises(RigError, match="NaN or inf"):
+        cl.present(blk)
+    assert time.monotonic() - t0 < 5.0           # not the 20 s timeout
+    assert len(list((tmp_path / "responses" / "rejected").iterdir())) == 1
+
+
+def test_restarted_filedrop_simulator_does_not_reshow_answered_blocks(tmp_path):
+    gen = generator()
+    root = tmp_path / "drop"
+    neu = neurons(gen)
+    with sim_thread(neu, "filedrop", str(root)) as sim:
+        cl = FileDropClient(root, timeout=10.0, retries=0, run="r")
+        for bid in range(3):
+            cl.present(_block(bid=bid))
+        assert sim.n_requests == 3
+    with sim_thread(neu, "filedrop", str(root)) as sim2:   # the rig PC restarts
+        time.sleep(0.5)
+        assert sim2.n_requests == 0
+        assert FileDropClient(root, timeout=10.0, retries=0, run="r").present(_block(bid=3)) is not None
+        assert sim2.n_requests == 1
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=30)
+MANIFEST_KEYS = ("block", "attempt", "run", "image_ids", "files", "shape", "repeats", "order", "dtype")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.sampled_from(MANIFEST_KEYS), json_values), st.booleans())
+def test_fuzz_manifest_reader(tmp_path_factory, fields, keep_valid_base):
+    root = tmp_path_factory.mktemp("m")
+    path = _manifest(root) if keep_valid_base else manifest_path(root, 7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = json.loads(path.read_text()) if keep_valid_base else {"protocol": "mango-rig", "version": 1,
+                                                                  "type": "block"}
+    base.update(fields)
+    path.write_text(json.dumps(base))
+    try:
+        read_block(path)
+    except ProtocolError:
+        pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(["npz", "csv", "mat"]), st.binary(max_size=3000), st.integers(0, 2000))
+def test_fuzz_response_reader(tmp_path_factory, ext, noise, cut):
+    """Random bytes, and a valid file cut short or overwritten in part: only ProtocolError escapes."""
+    root = tmp_path_factory.mktemp("r")
+    p = root / f"block_000001.{ext}"
+    write_response(p, Reply(1, np.array([1, 2]), np.array([[1.0], [2.0]])), run="r")
+    data = p.read_bytes()
+    for variant in (noise, data[:cut], data[:cut] + noise + data[cut + len(noise):]):
+        p.write_bytes(variant)
+        try:
+            read_response(p)
+        except ProtocolError:
+            pass

@@ -42,7 +42,7 @@ import numpy as np
 from ..errors import MangoError
 
 __all__ = ["PROTOCOL", "VERSION", "Limits", "Block", "Reply", "ProtocolError", "AuthError", "IncompleteReply",
-           "RigError", "new_nonce", "check_values", "verify_mac",
+           "RigError", "new_nonce", "check_values", "verify_mac", "check_block_header",
            "encode_block", "decode_block", "encode_reply", "decode_reply", "encode_error", "decode_error",
            "peek_header", "validate_reply_for", "images_to_png", "png_to_images"]
 
@@ -254,8 +254,8 @@ def _int(header: dict[str, Any], key: str, lo: int = 0, hi: int | None = None) -
 def _int_list(header: dict[str, Any], key: str, n: int | None, limit: int) -> np.ndarray:
     v = header.get(key)
     if not isinstance(v, list) or len(v) > limit or any(
-            not isinstance(x, int) or isinstance(x, bool) for x in v):
-        raise ProtocolError(f"header field {key!r} must be a list of at most {limit} integers")
+            not isinstance(x, int) or isinstance(x, bool) or not -2**62 <= x < 2**62 for x in v):
+        raise ProtocolError(f"header field {key!r} must be a list of at most {limit} integers in [-2**62, 2**62)")
     if n is not None and len(v) != n:
         raise ProtocolError(f"header field {key!r} has {len(v)} entries, expected {n}")
     return np.asarray(v, dtype=np.int64).reshape(-1)
@@ -292,6 +292,41 @@ def png_to_images(frames: list[bytes], shape: tuple[int, int, int]) -> np.ndarra
     return out
 
 
+def check_block_header(header: dict[str, Any], limits: Limits = Limits()) -> tuple[
+        int, tuple[int, int, int, int], np.ndarray, int, np.ndarray | None]:
+    """Type- and range-check the fields of a block header or file-drop manifest, before any image is read.
+
+    Returns:
+        ``(block, (n, H, W, C), image_ids int64 [n], repeats, order int64 [n * repeats] or None)``.
+
+    Raises:
+        ProtocolError: naming the field, what it holds and what is allowed.
+    """
+    bid = _int(header, "block")
+    shape = header.get("shape")
+    if (not isinstance(shape, list) or len(shape) != 4
+            or any(not isinstance(s, int) or isinstance(s, bool) for s in shape)):
+        raise ProtocolError(f"header field 'shape' must be [n, H, W, C] integers, got {shape!r}")
+    n, h, w, c = shape
+    if not 1 <= n <= limits.max_images:
+        raise ProtocolError(f"block has {n} images; allowed 1..{limits.max_images}")
+    if not (1 <= h <= limits.max_side and 1 <= w <= limits.max_side) or c not in (1, 3):
+        raise ProtocolError(f"image size {h}x{w}x{c} not allowed (sides 1..{limits.max_side}, channels 1 or 3)")
+    if header.get("dtype") != "uint8":
+        raise ProtocolError(f"image dtype {header.get('dtype')!r} not supported; valid choices: uint8")
+    ids = _int_list(header, "image_ids", n, limits.max_images)
+    if len(np.unique(ids)) != n:
+        raise ProtocolError("image_ids of a block must be unique")
+    repeats = _int(header, "repeats", 1, limits.max_repeats)
+    order = header.get("order")
+    if order is not None:
+        order = _int_list(header, "order", n * repeats, limits.max_presentations)
+        in_range = order.size == 0 or (order.min() >= 0 and order.max() < n)
+        if not in_range or (np.bincount(order, minlength=n) != repeats).any():
+            raise ProtocolError("'order' must show every image index 0..n-1 exactly 'repeats' times")
+    return bid, (n, h, w, c), ids, repeats, order
+
+
 # -- block -----------------------------------------------------------------------------
 def encode_block(block: Block, token: str | None = None, encoding: str = "raw") -> list[bytes]:
     """Frames of a ``block`` message."""
@@ -318,28 +353,7 @@ def decode_block(frames: list[bytes], token: str | None = None, limits: Limits =
     if header["type"] != "block":
         raise ProtocolError(f"expected a 'block' message, got {header['type']!r}")
     verify_mac(header, frames[1:], token)
-    bid = _int(header, "block")
-    shape = header.get("shape")
-    if (not isinstance(shape, list) or len(shape) != 4
-            or any(not isinstance(s, int) or isinstance(s, bool) for s in shape)):
-        raise ProtocolError(f"header field 'shape' must be [n, H, W, C] integers, got {shape!r}")
-    n, h, w, c = shape
-    if not 1 <= n <= limits.max_images:
-        raise ProtocolError(f"block has {n} images; allowed 1..{limits.max_images}")
-    if not (1 <= h <= limits.max_side and 1 <= w <= limits.max_side) or c not in (1, 3):
-        raise ProtocolError(f"image size {h}x{w}x{c} not allowed (sides 1..{limits.max_side}, channels 1 or 3)")
-    if header.get("dtype") != "uint8":
-        raise ProtocolError(f"image dtype {header.get('dtype')!r} not supported; valid choices: uint8")
-    ids = _int_list(header, "image_ids", n, limits.max_images)
-    if len(np.unique(ids)) != n:
-        raise ProtocolError("image_ids of a block must be unique")
-    repeats = _int(header, "repeats", 1, limits.max_repeats)
-    order = header.get("order")
-    if order is not None:
-        order = _int_list(header, "order", n * repeats, limits.max_presentations)
-        in_range = order.size == 0 or (order.min() >= 0 and order.max() < n)
-        if not in_range or (np.bincount(order, minlength=n) != repeats).any():
-            raise ProtocolError("'order' must show every image index 0..n-1 exactly 'repeats' times")
+    bid, (n, h, w, c), ids, repeats, order = check_block_header(header, limits)
     enc = header.get("encoding")
     if enc == "raw":
         if len(frames) != 2 or len(frames[1]) != n * h * w * c:
@@ -405,7 +419,7 @@ def check_values(resp: np.ndarray, block: int, limits: Limits = Limits()) -> Non
     if bad.any():
         i, j = map(int, np.argwhere(bad.reshape(len(resp), -1))[0])
         raise ProtocolError(f"response of block {block} holds {resp.reshape(len(resp), -1)[i, j]} at presentation "
-                            f"{i}, channel {j}; values must be finite with magnitude <= {limits.max_abs_value:g}")
+                            f"{i}, channel {j}; values must be finite (no NaN or inf) with magnitude <= {limits.max_abs_value:g}")
 
 
 def validate_reply_for(reply: Reply, block: Block) -> None:
