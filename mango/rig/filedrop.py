@@ -70,7 +70,12 @@ def manifest_path(root: Path, block: int) -> Path:
 
 
 def response_paths(root: Path, block: int) -> list[Path]:
-    return [root / "responses" / f"block_{block:06d}.{ext}" for ext in FORMATS]
+    """Where a response to ``block`` may be: ``responses/block_<block>.<npz|csv|mat>``, the block id
+    zero-padded to six digits (``block_000012.npz``, what MANGO's manifests use) or not
+    (``block_12.npz``); the padded names come first."""
+    names = [f"block_{block:06d}.{ext}" for ext in FORMATS]
+    names += [f"block_{block}.{ext}" for ext in FORMATS if f"block_{block}.{ext}" not in names]
+    return [root / "responses" / n for n in names]
 
 
 def write_block(root: Path, block: Block, run: str = "") -> Path:
@@ -382,7 +387,9 @@ class FileDropClient:
             return None, f"response file incomplete or unreadable after {seconds:.3g} s: {last_err}"
         if stale:
             return None, f"no response file of this run within {seconds:.3g} s ({'; '.join(stale[-2:])})"
-        return None, None
+        expected = response_paths(self.root, block.block)
+        return None, (f"no response file within {seconds:.3g} s; expected one of "
+                      f"{', '.join(str(p.relative_to(self.root)) for p in expected[:3])} (or {expected[3].name}, ...)")
 
     def present(self, block: Block) -> Reply:
         """Write ``block`` into the folder and return the rig's validated response

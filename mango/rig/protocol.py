@@ -158,8 +158,16 @@ def new_nonce() -> str:
 
 
 # -- helpers ---------------------------------------------------------------------------
-def _mac(token: str | None, header: dict[str, Any], frames: list[bytes]) -> str:
-    body = json.dumps({k: v for k, v in header.items() if k != "mac"}, sort_keys=True).encode()
+#: the two spellings of the canonical header JSON a MAC may be computed over (sorted keys, non-ASCII
+#: escaped as \uXXXX): compact (what most encoders give, e.g. JSON.stringify, MATLAB jsonencode) and
+#: Python's default spacing. MANGO signs with the compact form and accepts either.
+_CANONICAL_SEPARATORS = ((",", ":"), (", ", ": "))
+
+
+def _mac(token: str | None, header: dict[str, Any], frames: list[bytes],
+         separators: tuple[str, str] = _CANONICAL_SEPARATORS[0]) -> str:
+    body = json.dumps({k: v for k, v in header.items() if k != "mac"}, sort_keys=True,
+                      separators=separators).encode()
     h = hmac.new(str(token).encode(), body, hashlib.sha256)
     for f in frames:
         h.update(len(f).to_bytes(8, "little"))
@@ -239,7 +247,7 @@ def verify_mac(header: dict[str, Any], frames: list[bytes], token: str | None) -
     got = header.get("mac")
     if not isinstance(got, str):
         raise AuthError("message has no 'mac' but this side requires a shared token")
-    if not hmac.compare_digest(got, _mac(token, header, frames)):
+    if not any(hmac.compare_digest(got, _mac(token, header, frames, sep)) for sep in _CANONICAL_SEPARATORS):
         raise AuthError("message authentication failed (wrong shared token or altered message)")
 
 
