@@ -45,8 +45,9 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..journal import atomic_write
-from .protocol import (PROTOCOL, VERSION, Block, IncompleteReply, ProtocolError, Reply, RigError,
-                       images_to_png, png_to_images, validate_reply_for)
+from .protocol import (PROTOCOL, VERSION, Block, IncompleteReply, Limits, ProtocolError, Reply, RigError,
+                       check_block_header, check_values, images_to_png, peek_header, png_to_images,
+                       validate_reply_for)
 
 __all__ = ["FileDropClient", "FORMATS", "read_response", "write_response", "write_block", "read_block",
            "manifest_path", "response_paths", "check_run_id"]
@@ -70,7 +71,12 @@ def manifest_path(root: Path, block: int) -> Path:
 
 
 def response_paths(root: Path, block: int) -> list[Path]:
-    return [root / "responses" / f"block_{block:06d}.{ext}" for ext in FORMATS]
+    """Where a response to ``block`` may be: ``responses/block_<block>.<npz|csv|mat>``, the block id
+    zero-padded to six digits (``block_000012.npz``, what MANGO's manifests use) or not
+    (``block_12.npz``); the padded names come first."""
+    names = [f"block_{block:06d}.{ext}" for ext in FORMATS]
+    names += [f"block_{block}.{ext}" for ext in FORMATS if f"block_{block}.{ext}" not in names]
+    return [root / "responses" / n for n in names]
 
 
 def write_block(root: Path, block: Block, run: str = "") -> Path:
@@ -90,7 +96,7 @@ def write_block(root: Path, block: Block, run: str = "") -> Path:
         if not same:
             atomic_write(path, png)
         files.append(name)
-    man = {"protocol": PROTOCOL, "version": VERSION, "type": "block", "block": int(block.block),
+    man = {"protocol": PROTOCOL, "version": VERSION, "type": "block", "block": int(block.block), "dtype": "uint8",
            "attempt": int(block.attempt), "run": run, "image_ids": [int(i) for i in block.image_ids],
            "files": files, "shape": list(np.shape(block.images)), "repeats": int(block.repeats),
            "order": None if block.order is None else [int(i) for i in block.order]}
@@ -99,24 +105,46 @@ def write_block(root: Path, block: Block, run: str = "") -> Path:
     return path
 
 
-def read_block(path: Path) -> tuple[Block, str]:
-    """Rig side: a manifest and its PNGs -> (Block, run id); :class:`ProtocolError` if incomplete."""
+def read_block(path: Path, limits: Limits = Limits()) -> tuple[Block, str]:
+    """Rig side: a manifest and its PNGs -> (Block, run id).
+
+    The manifest is untrusted input: its size, nesting, every field's type and the declared image
+    shape are checked against ``limits`` (as a ``mango-rig/1`` block header is) before any file is read
+    or any image allocated; ``files`` are names of files in ``stimuli/`` (only the base name is used).
+
+    Raises:
+        ProtocolError: unreadable or invalid manifest, or a missing/unreadable stimulus file.
+    """
     path = Path(path)
     try:
-        man = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        with open(path, "rb") as fh:
+            raw = fh.read(limits.max_header + 1)
+    except OSError as exc:
         raise ProtocolError(f"manifest {path.name} unreadable: {exc}") from None
-    if man.get("protocol") != PROTOCOL or man.get("version") != VERSION:
-        raise ProtocolError(f"manifest {path.name}: unknown protocol {man.get('protocol')!r} v{man.get('version')!r}")
-    n, h, w, c = man["shape"]
+    if len(raw) > limits.max_header:
+        raise ProtocolError(f"manifest {path.name} exceeds {limits.max_header} bytes")
+    man = peek_header([raw], limits)
+    if man["type"] != "block":
+        raise ProtocolError(f"manifest {path.name}: type {man['type']!r}, expected 'block'")
+    bid, (n, h, w, c), ids, repeats, order = check_block_header({"dtype": "uint8", **man}, limits)
+    files = man.get("files")
+    if not isinstance(files, list) or len(files) != n or not all(isinstance(f, str) and f for f in files):
+        raise ProtocolError(f"manifest {path.name}: 'files' must be a list of {n} file names, got "
+                            f"{str(files)[:100]}")
+    run = man.get("run", "")
+    if not isinstance(run, str):
+        raise ProtocolError(f"manifest {path.name}: 'run' must be a string, got {type(run).__name__}")
+    attempt = man.get("attempt", 0)
+    attempt = attempt if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt >= 0 else 0
     frames = []
-    for f in man["files"]:
+    for f in files:
         p = path.parent.parent / "stimuli" / Path(f).name
-        frames.append(p.read_bytes())
+        try:
+            frames.append(p.read_bytes())
+        except OSError as exc:
+            raise ProtocolError(f"manifest {path.name}: stimulus {Path(f).name} unreadable: {exc}") from None
     images = png_to_images(frames, (h, w, c))
-    order = None if man.get("order") is None else np.asarray(man["order"], dtype=np.int64)
-    return Block(int(man["block"]), np.asarray(man["image_ids"], dtype=np.int64), images, int(man["repeats"]),
-                 order, int(man.get("attempt", 0))), str(man.get("run", ""))
+    return Block(bid, ids, images, repeats, order, attempt), run
 
 
 def write_response(path: Path, reply: Reply, run: str = "", atomic: bool = True) -> None:
@@ -167,8 +195,10 @@ def read_response(path: Path) -> tuple[Reply, dict[str, Any]]:
     what the block asked for is :func:`validate_reply_for`'s business.
 
     Raises:
-        ProtocolError: unreadable, half-written (a CSV must end with a newline) or inconsistent file
-            (the reason is named).
+        IncompleteReply: unreadable, half-written (a CSV must end with a newline) or inconsistent file
+            (it may still be being written: read it again later).
+        ProtocolError: a complete file with values that can never be valid (NaN, inf, or beyond
+            ``Limits.max_abs_value``): reject it at once.
     """
     path = Path(path)
     ext = path.suffix.lstrip(".")
@@ -185,7 +215,7 @@ def read_response(path: Path) -> tuple[Reply, dict[str, Any]]:
             with open(path, newline="") as fh:
                 text = fh.read()
             if not text.endswith("\n"):
-                raise ProtocolError(f"{path.name} does not end with a newline (half-written file?)")
+                raise IncompleteReply(f"{path.name} does not end with a newline (half-written file?)")
             lines = text.splitlines()
             while lines and lines[0].startswith("#"):  # "# key=value" lines before the header
                 key, _, value = lines.pop(0)[1:].partition("=")
@@ -196,12 +226,12 @@ def read_response(path: Path) -> tuple[Reply, dict[str, Any]]:
                     meta["run"] = value
             rows = list(csv.reader(lines))
             if not rows or not rows[0] or rows[0][0].strip() != "image_id":
-                raise ProtocolError(f"{path.name}: first line after the '# block=' / '# run=' lines must be "
+                raise IncompleteReply(f"{path.name}: first line after the '# block=' / '# run=' lines must be "
                                     "'image_id,ch0,...'")
             ncol = len(rows[0])
             body = [r for r in rows[1:] if r]
             if any(len(r) != ncol for r in body):
-                raise ProtocolError(f"{path.name}: rows must have {ncol} columns (half-written file?)")
+                raise IncompleteReply(f"{path.name}: rows must have {ncol} columns (half-written file?)")
             ids = np.asarray([int(r[0]) for r in body], dtype=np.int64)
             resp = np.asarray([[float(v) for v in r[1:]] for r in body], dtype=np.float64).reshape(len(body), ncol - 1)
         elif ext == "mat":
@@ -224,15 +254,17 @@ def read_response(path: Path) -> tuple[Reply, dict[str, Any]]:
     except ProtocolError:
         raise
     except Exception as exc:  # zip, h5py, csv and value errors of a half-written file
-        raise ProtocolError(f"{path.name} unreadable ({exc.__class__.__name__}: {exc})") from None
-    ids = np.asarray(ids)
+        raise IncompleteReply(f"{path.name} unreadable ({exc.__class__.__name__}: {str(exc)[:200]})") from None
+    try:
+        ids = np.asarray(ids)
+        resp = np.asarray(resp, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise IncompleteReply(f"{path.name}: arrays unreadable ({exc})") from None
     if not np.issubdtype(ids.dtype, np.number) or not np.all(np.equal(np.mod(ids, 1), 0)):
-        raise ProtocolError(f"{path.name}: image ids must be integers")
-    resp = np.asarray(resp, dtype=np.float64)
+        raise IncompleteReply(f"{path.name}: image ids must be integers")
     if resp.ndim != 2 or resp.shape[0] != len(ids) or resp.shape[0] == 0:
-        raise ProtocolError(f"{path.name}: responses shape {resp.shape} does not match {len(ids)} image ids")
-    if not np.isfinite(resp).all():
-        raise ProtocolError(f"{path.name}: responses hold NaN or inf")
+        raise IncompleteReply(f"{path.name}: responses shape {resp.shape} does not match {len(ids)} image ids")
+    check_values(resp, int(meta.get("block", -1)))
     return Reply(int(meta.get("block", -1)), ids.astype(np.int64), resp), meta
 
 
@@ -313,9 +345,12 @@ class FileDropClient:
                     continue  # the leftover seen before, unchanged
                 try:
                     reply, meta = read_response(path)
-                except ProtocolError as exc:
+                except IncompleteReply as exc:
                     last_err = str(exc)  # maybe half-written: read again on the next poll
                     continue
+                except ProtocolError as exc:  # complete but never valid (NaN, inf, absurd): reject now
+                    self._reject(path, str(exc), block.block)
+                    return None, f"invalid response file: {exc}"
                 other = self._other_run(meta)
                 if other is not None:
                     why = f"{path.name} {other}: a leftover of another run? ignored, still waiting"
@@ -351,7 +386,9 @@ class FileDropClient:
             return None, f"response file incomplete or unreadable after {seconds:.3g} s: {last_err}"
         if stale:
             return None, f"no response file of this run within {seconds:.3g} s ({'; '.join(stale[-2:])})"
-        return None, None
+        expected = response_paths(self.root, block.block)
+        return None, (f"no response file within {seconds:.3g} s; expected one of "
+                      f"{', '.join(str(p.relative_to(self.root)) for p in expected[:3])} (or {expected[3].name}, ...)")
 
     def present(self, block: Block) -> Reply:
         """Write ``block`` into the folder and return the rig's validated response

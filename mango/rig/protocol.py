@@ -32,6 +32,8 @@ import hashlib
 import hmac
 import io
 import json
+import re
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +41,8 @@ import numpy as np
 
 from ..errors import ConfigError, MangoError
 
-__all__ = ["PROTOCOL", "VERSION", "Limits", "Block", "Reply", "ProtocolError", "IncompleteReply", "RigError",
+__all__ = ["PROTOCOL", "VERSION", "Limits", "Block", "Reply", "ProtocolError", "AuthError", "IncompleteReply",
+           "RigError", "new_nonce", "check_values", "verify_mac", "check_block_header",
            "encode_block", "decode_block", "encode_reply", "decode_reply", "encode_error", "decode_error",
            "peek_header", "validate_reply_for", "images_to_png", "png_to_images"]
 
@@ -51,6 +54,12 @@ TYPES = ("block", "response", "error")
 
 class ProtocolError(MangoError, ValueError):
     """A message that does not follow ``mango-rig/1``; the message says why."""
+
+
+class AuthError(ProtocolError):
+    """A message that fails authentication (no MAC, or a wrong one) while a shared token is set.
+
+    Such a message must change nothing: receivers drop it (logged) and keep waiting."""
 
 
 class IncompleteReply(ProtocolError):
@@ -74,6 +83,10 @@ class Limits:
         max_repeats: repeats per image.
         max_presentations: rows of a response matrix.
         max_channels: columns of a response matrix.
+        max_abs_value: largest magnitude a response value may have (spike counts, rates or
+            voltages are far below it); larger values are refused at the boundary so that
+            sums and means over presentations stay finite.
+        max_depth: nesting depth of the JSON header (a valid header has depth 2).
     """
 
     max_bytes: int = 64 * 2**20
@@ -83,6 +96,8 @@ class Limits:
     max_repeats: int = 100
     max_presentations: int = 100_000
     max_channels: int = 4096
+    max_abs_value: float = 1e9
+    max_depth: int = 4
 
 
 @dataclass
@@ -97,6 +112,9 @@ class Block:
         order: optional ``int [n * repeats]`` presentation order as indices into
             ``images`` (each image exactly ``repeats`` times); ``None`` = rig chooses.
         attempt: retry counter (0 for the first send); informative only.
+        nonce: a fresh random string per attempt (set by the client); the rig echoes it in its
+            reply, so a captured reply cannot be replayed into another block or run, and a rig
+            refuses a block whose nonce it has already served.
     """
 
     block: int
@@ -105,6 +123,7 @@ class Block:
     repeats: int = 1
     order: np.ndarray | None = None
     attempt: int = 0
+    nonce: str | None = None
 
     @property
     def n_presentations(self) -> int:
@@ -119,17 +138,36 @@ class Reply:
         block: the block id it answers.
         image_ids: ``int64 [P]`` which image each presentation showed.
         responses: ``float64 [P, channels]`` (e.g. spike counts), all finite.
+        nonce: the nonce of the block attempt it answers (None from a rig that does not echo it;
+            required when a shared token is set).
     """
 
     block: int
     image_ids: np.ndarray
     responses: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    nonce: str | None = None
+
+
+_NONCE = re.compile(r"[0-9A-Za-z_-]{8,128}")
+
+
+def new_nonce() -> str:
+    """A fresh random nonce (32 hex digits) for one block attempt."""
+    return secrets.token_hex(16)
 
 
 # -- helpers ---------------------------------------------------------------------------
-def _mac(token: str | None, header: dict[str, Any], frames: list[bytes]) -> str:
-    body = json.dumps({k: v for k, v in header.items() if k != "mac"}, sort_keys=True).encode()
+#: the two spellings of the canonical header JSON a MAC may be computed over (sorted keys, non-ASCII
+#: escaped as \uXXXX): compact (what most encoders give, e.g. JSON.stringify, MATLAB jsonencode) and
+#: Python's default spacing. MANGO signs with the compact form and accepts either.
+_CANONICAL_SEPARATORS = ((",", ":"), (", ", ": "))
+
+
+def _mac(token: str | None, header: dict[str, Any], frames: list[bytes],
+         separators: tuple[str, str] = _CANONICAL_SEPARATORS[0]) -> str:
+    body = json.dumps({k: v for k, v in header.items() if k != "mac"}, sort_keys=True,
+                      separators=separators).encode()
     h = hmac.new(str(token).encode(), body, hashlib.sha256)
     for f in frames:
         h.update(len(f).to_bytes(8, "little"))
@@ -153,10 +191,14 @@ def peek_header(frames: list[bytes], limits: Limits = Limits()) -> dict[str, Any
         raise ProtocolError(f"message of {total} bytes exceeds the limit of {limits.max_bytes} bytes")
     if len(frames[0]) > limits.max_header:
         raise ProtocolError(f"header of {len(frames[0])} bytes exceeds the limit of {limits.max_header}")
+    raw = bytes(frames[0])
+    depth = _depth(raw)
+    if depth > limits.max_depth:
+        raise ProtocolError(f"header JSON nests {depth} levels deep; at most {limits.max_depth} are allowed")
     try:
-        header = json.loads(bytes(frames[0]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"header is not UTF-8 JSON ({exc.__class__.__name__}: {exc})") from None
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError(f"header is not UTF-8 JSON ({exc.__class__.__name__}: {str(exc)[:200]})") from None
     if not isinstance(header, dict):
         raise ProtocolError(f"header must be a JSON object, got {type(header).__name__}")
     if header.get("protocol") != PROTOCOL:
@@ -165,17 +207,48 @@ def peek_header(frames: list[bytes], limits: Limits = Limits()) -> dict[str, Any
         raise ProtocolError(f"unsupported {PROTOCOL} version {header.get('version')!r}; this side speaks {VERSION}")
     if header.get("type") not in TYPES:
         raise ProtocolError(f"unknown message type {header.get('type')!r}; valid choices: {', '.join(TYPES)}")
+    bid = header.get("block")
+    if not (bid is None and header["type"] == "error") and (
+            not isinstance(bid, int) or isinstance(bid, bool) or bid < 0):
+        raise ProtocolError(f"header field 'block' must be an integer >= 0 (or null in an error), got {bid!r}"[:300])
+    nonce = header.get("nonce")
+    if nonce is not None and not (isinstance(nonce, str) and _NONCE.fullmatch(nonce)):
+        raise ProtocolError("header field 'nonce' must be 8-128 characters of [0-9A-Za-z_-], got "
+                            f"{nonce!r}"[:300])
+    if "mac" in header and not isinstance(header["mac"], str):
+        raise ProtocolError(f"header field 'mac' must be a hex string, got {type(header['mac']).__name__}")
     return header
 
 
-def _check_mac(header: dict[str, Any], frames: list[bytes], token: str | None) -> None:
+def _depth(raw: bytes) -> int:
+    """Nesting depth of JSON text, counted without parsing it (brackets inside strings skipped).
+
+    Linear in the length and allocation-free per byte, so a hostile header of many ``[`` is refused
+    before the recursive parser sees it."""
+    # drop escaped characters, then string literals, then count the bracket nesting
+    text = re.sub(rb'\\.', b"", raw)
+    text = re.sub(rb'"[^"]*"', b"", text)
+    brackets = re.sub(rb"[^\[\]{}]", b"", text)
+    if not brackets:
+        return 0
+    steps = np.frombuffer(brackets, dtype=np.uint8)
+    opens = (steps == ord("[")) | (steps == ord("{"))
+    return int(np.cumsum(np.where(opens, 1, -1)).max())
+
+
+def verify_mac(header: dict[str, Any], frames: list[bytes], token: str | None) -> None:
+    """Check a parsed header's MAC over ``frames`` (the binary frames after the header); no-op without a token.
+
+    Raises:
+        AuthError: the MAC is missing or wrong.
+    """
     if not token:
         return
     got = header.get("mac")
     if not isinstance(got, str):
-        raise ProtocolError("message has no 'mac' but this side requires a shared token")
-    if not hmac.compare_digest(got, _mac(token, header, frames)):
-        raise ProtocolError("message authentication failed (wrong shared token or altered message)")
+        raise AuthError("message has no 'mac' but this side requires a shared token")
+    if not any(hmac.compare_digest(got, _mac(token, header, frames, sep)) for sep in _CANONICAL_SEPARATORS):
+        raise AuthError("message authentication failed (wrong shared token or altered message)")
 
 
 def _int(header: dict[str, Any], key: str, lo: int = 0, hi: int | None = None) -> int:
@@ -189,8 +262,8 @@ def _int(header: dict[str, Any], key: str, lo: int = 0, hi: int | None = None) -
 def _int_list(header: dict[str, Any], key: str, n: int | None, limit: int) -> np.ndarray:
     v = header.get(key)
     if not isinstance(v, list) or len(v) > limit or any(
-            not isinstance(x, int) or isinstance(x, bool) for x in v):
-        raise ProtocolError(f"header field {key!r} must be a list of at most {limit} integers")
+            not isinstance(x, int) or isinstance(x, bool) or not -2**62 <= x < 2**62 for x in v):
+        raise ProtocolError(f"header field {key!r} must be a list of at most {limit} integers in [-2**62, 2**62)")
     if n is not None and len(v) != n:
         raise ProtocolError(f"header field {key!r} has {len(v)} entries, expected {n}")
     return np.asarray(v, dtype=np.int64).reshape(-1)
@@ -227,28 +300,16 @@ def png_to_images(frames: list[bytes], shape: tuple[int, int, int]) -> np.ndarra
     return out
 
 
-# -- block -----------------------------------------------------------------------------
-def encode_block(block: Block, token: str | None = None, encoding: str = "raw") -> list[bytes]:
-    """Frames of a ``block`` message."""
-    if encoding not in ENCODINGS:
-        raise ConfigError(f"unknown image encoding {encoding!r}; valid choices: {', '.join(ENCODINGS)}")
-    images = np.ascontiguousarray(block.images, dtype=np.uint8)
-    if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise ProtocolError(f"block images must be uint8 [n, H, W, C] with C in (1, 3), got {images.shape}")
-    frames = [images.tobytes()] if encoding == "raw" else images_to_png(images)
-    header = {"type": "block", "block": int(block.block), "attempt": int(block.attempt),
-              "image_ids": [int(i) for i in block.image_ids], "shape": list(images.shape), "dtype": "uint8",
-              "encoding": encoding, "repeats": int(block.repeats),
-              "order": None if block.order is None else [int(i) for i in block.order]}
-    return _pack(header, frames, token)
+def check_block_header(header: dict[str, Any], limits: Limits = Limits()) -> tuple[
+        int, tuple[int, int, int, int], np.ndarray, int, np.ndarray | None]:
+    """Type- and range-check the fields of a block header or file-drop manifest, before any image is read.
 
+    Returns:
+        ``(block, (n, H, W, C), image_ids int64 [n], repeats, order int64 [n * repeats] or None)``.
 
-def decode_block(frames: list[bytes], token: str | None = None, limits: Limits = Limits()) -> Block:
-    """Check and decode a ``block`` message; raises :class:`ProtocolError` naming the problem."""
-    header = peek_header(frames, limits)
-    if header["type"] != "block":
-        raise ProtocolError(f"expected a 'block' message, got {header['type']!r}")
-    _check_mac(header, frames[1:], token)
+    Raises:
+        ProtocolError: naming the field, what it holds and what is allowed.
+    """
     bid = _int(header, "block")
     shape = header.get("shape")
     if (not isinstance(shape, list) or len(shape) != 4
@@ -271,6 +332,34 @@ def decode_block(frames: list[bytes], token: str | None = None, limits: Limits =
         in_range = order.size == 0 or (order.min() >= 0 and order.max() < n)
         if not in_range or (np.bincount(order, minlength=n) != repeats).any():
             raise ProtocolError("'order' must show every image index 0..n-1 exactly 'repeats' times")
+    return bid, (n, h, w, c), ids, repeats, order
+
+
+# -- block -----------------------------------------------------------------------------
+def encode_block(block: Block, token: str | None = None, encoding: str = "raw") -> list[bytes]:
+    """Frames of a ``block`` message."""
+    if encoding not in ENCODINGS:
+        raise ConfigError(f"unknown image encoding {encoding!r}; valid choices: {', '.join(ENCODINGS)}")
+    images = np.ascontiguousarray(block.images, dtype=np.uint8)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ProtocolError(f"block images must be uint8 [n, H, W, C] with C in (1, 3), got {images.shape}")
+    frames = [images.tobytes()] if encoding == "raw" else images_to_png(images)
+    header = {"type": "block", "block": int(block.block), "attempt": int(block.attempt),
+              "image_ids": [int(i) for i in block.image_ids], "shape": list(images.shape), "dtype": "uint8",
+              "encoding": encoding, "repeats": int(block.repeats),
+              "order": None if block.order is None else [int(i) for i in block.order]}
+    if block.nonce is not None:
+        header["nonce"] = block.nonce
+    return _pack(header, frames, token)
+
+
+def decode_block(frames: list[bytes], token: str | None = None, limits: Limits = Limits()) -> Block:
+    """Check and decode a ``block`` message; raises :class:`ProtocolError` naming the problem."""
+    header = peek_header(frames, limits)
+    if header["type"] != "block":
+        raise ProtocolError(f"expected a 'block' message, got {header['type']!r}")
+    verify_mac(header, frames[1:], token)
+    bid, (n, h, w, c), ids, repeats, order = check_block_header(header, limits)
     enc = header.get("encoding")
     if enc == "raw":
         if len(frames) != 2 or len(frames[1]) != n * h * w * c:
@@ -284,7 +373,8 @@ def decode_block(frames: list[bytes], token: str | None = None, limits: Limits =
     else:
         raise ProtocolError(f"unknown image encoding {enc!r}; valid choices: {', '.join(ENCODINGS)}")
     attempt = header.get("attempt", 0)
-    return Block(bid, ids, images, repeats, order, int(attempt) if isinstance(attempt, int) else 0)
+    attempt = attempt if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt >= 0 else 0
+    return Block(bid, ids, images, repeats, order, attempt, header.get("nonce"))
 
 
 # -- response --------------------------------------------------------------------------
@@ -295,6 +385,8 @@ def encode_reply(reply: Reply, token: str | None = None) -> list[bytes]:
         r = r[:, None]
     header = {"type": "response", "block": int(reply.block), "image_ids": [int(i) for i in reply.image_ids],
               "shape": list(r.shape), "dtype": "float64", **reply.meta}
+    if reply.nonce is not None:
+        header["nonce"] = reply.nonce
     return _pack(header, [r.tobytes()], token)
 
 
@@ -303,7 +395,7 @@ def decode_reply(frames: list[bytes], token: str | None = None, limits: Limits =
     header = peek_header(frames, limits)
     if header["type"] != "response":
         raise ProtocolError(f"expected a 'response' message, got {header['type']!r}")
-    _check_mac(header, frames[1:], token)
+    verify_mac(header, frames[1:], token)
     bid = _int(header, "block")
     shape = header.get("shape")
     if (not isinstance(shape, list) or len(shape) != 2
@@ -319,10 +411,21 @@ def decode_reply(frames: list[bytes], token: str | None = None, limits: Limits =
     if len(frames) != 2 or len(frames[1]) != p * ch * 8:
         raise ProtocolError(f"response: expected one frame of {p * ch * 8} bytes, got {[len(f) for f in frames[1:]]}")
     resp = np.frombuffer(bytes(frames[1]), dtype="<f8").reshape(p, ch).astype(np.float64)
-    if not np.isfinite(resp).all():
-        i, j = map(int, np.argwhere(~np.isfinite(resp))[0])
-        raise ProtocolError(f"response of block {bid} holds {resp[i, j]} at presentation {i}, channel {j}")
-    return Reply(bid, ids, resp)
+    check_values(resp, bid, limits)
+    return Reply(bid, ids, resp, nonce=header.get("nonce"))
+
+
+def check_values(resp: np.ndarray, block: int, limits: Limits = Limits()) -> None:
+    """Refuse a response matrix holding NaN, inf or a value beyond ``limits.max_abs_value``.
+
+    Raises:
+        ProtocolError: naming the value, its presentation and channel, and the limit.
+    """
+    bad = ~np.isfinite(resp) | (np.abs(np.nan_to_num(resp, nan=0.0, posinf=np.inf)) > limits.max_abs_value)
+    if bad.any():
+        i, j = map(int, np.argwhere(bad.reshape(len(resp), -1))[0])
+        raise ProtocolError(f"response of block {block} holds {resp.reshape(len(resp), -1)[i, j]} at presentation "
+                            f"{i}, channel {j}; values must be finite (no NaN or inf) with magnitude <= {limits.max_abs_value:g}")
 
 
 def validate_reply_for(reply: Reply, block: Block) -> None:
@@ -337,6 +440,9 @@ def validate_reply_for(reply: Reply, block: Block) -> None:
     """
     if reply.block != block.block:
         raise ProtocolError(f"reply is for block {reply.block}, expected {block.block}")
+    if block.nonce is not None and reply.nonce is not None and reply.nonce != block.nonce:
+        raise ProtocolError(f"reply to block {block.block} carries nonce {reply.nonce!r}, not the block's "
+                            f"{block.nonce!r} (a replayed or stale reply)")
     ids = np.asarray(reply.image_ids).reshape(-1)
     if len(np.asarray(reply.responses)) != len(ids):
         raise ProtocolError(f"reply to block {block.block} has {len(np.asarray(reply.responses))} response rows "
@@ -359,9 +465,13 @@ def validate_reply_for(reply: Reply, block: Block) -> None:
         raise IncompleteReply(f"reply to block {block.block} has {what}; truncated? (short: {detail})")
 
 
-def encode_error(reason: str, block: int | None = None, token: str | None = None) -> list[bytes]:
-    """Frames of an ``error`` message."""
-    return _pack({"type": "error", "block": block, "reason": str(reason)[:2000]}, [], token)
+def encode_error(reason: str, block: int | None = None, token: str | None = None,
+                 nonce: str | None = None) -> list[bytes]:
+    """Frames of an ``error`` message (``nonce``: that of the block it answers, when known)."""
+    header: dict[str, Any] = {"type": "error", "block": block, "reason": str(reason)[:2000]}
+    if nonce is not None:
+        header["nonce"] = nonce
+    return _pack(header, [], token)
 
 
 def decode_error(frames: list[bytes], token: str | None = None, limits: Limits = Limits()) -> dict[str, Any]:
@@ -374,5 +484,5 @@ def decode_error(frames: list[bytes], token: str | None = None, limits: Limits =
     header = peek_header(frames, limits)
     if header.get("type") != "error":
         raise ProtocolError(f"expected an 'error' message, got {header.get('type')!r}")
-    _check_mac(header, frames[1:], token)
+    verify_mac(header, frames[1:], token)
     return header

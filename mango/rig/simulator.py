@@ -34,7 +34,7 @@ import numpy as np
 
 from ..clitools import parse_kv
 from ..errors import ConfigError
-from .filedrop import FORMATS, read_block, write_response
+from .filedrop import FORMATS, read_block, read_response, response_paths, write_response
 from .model import PoissonNeurons, build_neurons
 from .protocol import Block, ProtocolError, Reply
 from .zmq_transport import ZmqRigServer, nan_reply
@@ -202,10 +202,15 @@ def serve_filedrop(sim: RigSimulator, root: str | os.PathLike, *, fmt: str = "np
                 continue
             try:
                 block, run = read_block(man)
-            except (ProtocolError, OSError, KeyError, ValueError) as exc:
-                log.warning("rig-sim: manifest %s not usable yet: %s", man.name, exc)
+            except ProtocolError as exc:
+                log.warning("rig-sim: manifest %s not usable: %s", man.name, exc)
+                seen[man.name] = stamp   # looked at again only when it changes
                 continue
             seen[man.name] = stamp
+            if _answered(root, block.block, run, stamp):
+                log.info("rig-sim: block %d of run %r was answered before (a restart?): not shown again",
+                         block.block, run)
+                continue
             reply, fault = sim.handle(block)
             out = root / "responses" / f"block_{block.block:06d}.{fmt}"
             if fault in ("drop", "crash"):
@@ -234,6 +239,24 @@ def serve_filedrop(sim: RigSimulator, root: str | os.PathLike, *, fmt: str = "np
                 continue
             write_response(out, reply, run)
         time.sleep(poll)
+
+
+def _answered(root: Path, block: int, run: str, manifest_mtime_ns: int) -> bool:
+    """Whether a response file of ``run`` for ``block`` (waiting in ``responses/`` or accepted into
+    ``responses/done/``) is newer than the block's manifest: then a restarted rig must not show it again.
+    A re-request (a new manifest written after the client rejected an answer) is newer than the
+    answer and is shown."""
+    for path in response_paths(root, block):
+        for p in (path, path.parent / "done" / path.name):
+            try:
+                if p.stat().st_mtime_ns < manifest_mtime_ns:
+                    continue
+                _, meta = read_response(p)
+            except (OSError, ProtocolError):
+                continue
+            if meta.get("run", "") == run:
+                return True
+    return False
 
 
 def _wrong_block(reply: Reply) -> Reply:

@@ -4,8 +4,15 @@ Why DEALER/ROUTER and not REQ/REP: a REQ socket whose reply was lost is stuck
 (it may not send again). The client here is a DEALER that may resend at any time;
 after a second timeout in a row it closes and reopens its socket ("lazy pirate"),
 which also recovers from a rig that restarted. Replies are matched to the block
-in flight by block id: late, duplicate and unknown replies are logged and dropped,
-never mixed into another block.
+in flight by block id and nonce: late, duplicate and unknown replies are logged and
+dropped, never mixed into another block.
+
+Authentication (with a shared token): every attempt of a block carries a fresh random
+``nonce`` covered by the MAC, and the rig echoes it in its signed reply. A message that
+fails authentication changes nothing (the client keeps waiting; the rig answers it with an
+*unsigned* error, so it signs nothing an attacker chose); a reply whose nonce is not one of
+the block's attempts (a captured reply replayed) is dropped; the rig refuses a block whose
+nonce it has already served (a captured block replayed), without presenting it.
 """
 from __future__ import annotations
 
@@ -16,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .protocol import (Block, Limits, ProtocolError, Reply, RigError, decode_block, decode_error, decode_reply,
-                       encode_block, encode_error, encode_reply, peek_header, validate_reply_for)
+from .protocol import (AuthError, Block, Limits, ProtocolError, Reply, RigError, decode_block, decode_error,
+                       decode_reply, encode_block, encode_error, encode_reply, new_nonce, peek_header,
+                       validate_reply_for, verify_mac)
 
 __all__ = ["DEFAULT_ADDRESS", "ZmqRigClient", "ZmqRigServer", "check_address"]
 
@@ -108,10 +116,11 @@ class ZmqRigClient:
         log.warning("rig %s: ignored a message (%s)", self.address, why)
         self.ignored.append({"block": block, "reason": why})
 
-    def _listen(self, block: Block, seconds: float) -> tuple[Reply | None, str | None]:
+    def _listen(self, block: Block, seconds: float, nonces: set[str] | None = None) -> tuple[Reply | None, str | None]:
         """Wait up to ``seconds`` for a valid reply to ``block``; (reply, None) or (None, failure reason)."""
         import zmq
 
+        nonces = nonces if nonces is not None else ({block.nonce} if block.nonce else set())
         deadline = time.monotonic() + seconds
         while True:
             left = deadline - time.monotonic()
@@ -136,7 +145,10 @@ class ZmqRigClient:
                     header = decode_error(frames, self.token, self.limits)
                 except ProtocolError as exc:   # unsigned, or signed with another token: must not end the
                     self._ignore(f"unauthenticated error message for block {bid!r}: {exc}", bid)  # attempt,
-                    self._unverified.append(str(header.get("reason")))   # but its text helps diagnose
+                    self._unverified.append(str(header.get("reason"))[:200])  # but its text helps diagnose
+                    continue
+                if self.token and header.get("nonce") not in nonces:  # a signed error replayed from elsewhere
+                    self._ignore(f"error for block {bid} without the nonce of one of its attempts (replayed)", bid)
                     continue
                 return None, f"rig reported an error: {header.get('reason')!r}"
             if header["type"] != "response":
@@ -144,7 +156,19 @@ class ZmqRigClient:
                 continue
             try:
                 reply = decode_reply(frames, self.token, self.limits)
-                validate_reply_for(reply, block)
+            except AuthError as exc:  # an unsigned or forged reply changes nothing: keep waiting
+                self._ignore(f"unauthenticated reply for block {block.block}: {exc}", bid)
+                continue
+            except ProtocolError as exc:
+                self._ignore(f"invalid reply for block {block.block}: {exc}", bid)
+                return None, f"invalid reply: {exc}"
+            if (reply.nonce is not None or self.token) and reply.nonce not in nonces:
+                self._ignore(f"reply for block {block.block} with a nonce of no attempt of it (replayed or stale)",
+                             bid)
+                continue
+            try:
+                validate_reply_for(reply, Block(block.block, block.image_ids, block.images, block.repeats,
+                                                block.order, block.attempt, None))
             except ProtocolError as exc:
                 self._ignore(f"invalid reply for block {block.block}: {exc}", bid)
                 return None, f"invalid reply: {exc}"
@@ -160,14 +184,17 @@ class ZmqRigClient:
         if self._sock is None:
             self._open()
         failures: list[str] = []
+        nonces: set[str] = set()  # a late reply to an earlier attempt of this block is still its answer
         for attempt in range(self.retries + 1):
             block.attempt = attempt
+            block.nonce = new_nonce()
+            nonces.add(block.nonce)
             if attempt >= 2:
                 self._reopen()
             self._sock.send_multipart(encode_block(block, self.token, self.encoding))
             wait = self.timeout + (min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) if attempt else 0.0)
             self._unverified = []
-            reply, why = self._listen(block, wait)
+            reply, why = self._listen(block, wait, nonces)
             if reply is not None:
                 self.answered.add(block.block)
                 return reply
@@ -196,8 +223,13 @@ class ZmqRigServer:
         self.token = token or None
         self.limits = limits
         self.rejected: list[str] = []
+        self._served: dict[str, None] = {}   # nonces of blocks received (insertion-ordered, bounded)
+        self._nonce_of: dict[int, str] = {}  # block id -> nonce of its latest attempt (echoed in replies)
         self._ctx: Any = None
         self._sock: Any = None
+
+    #: how many served nonces are remembered for replay detection
+    max_nonces = 100_000
 
     def open(self) -> "ZmqRigServer":
         import zmq
@@ -239,19 +271,41 @@ class ZmqRigServer:
         try:
             block = decode_block(frames, self.token, self.limits)
         except ProtocolError as exc:
-            bid = None
+            bid = nonce = None
+            trusted = False  # an error is signed only in answer to a request that passed authentication
             try:
-                b = peek_header(frames, self.limits).get("block")
-                bid = b if isinstance(b, int) else None
+                head = peek_header(frames, self.limits)
+                bid, nonce = head.get("block"), head.get("nonce")
+                verify_mac(head, frames[1:], self.token)
+                trusted = True
             except ProtocolError:
                 pass
             log.warning("rig server: rejected a message: %s", exc)
-            self.rejected.append(str(exc))
-            self._sock.send_multipart([peer] + encode_error(f"rejected: {exc}", bid, self.token))
+            self.rejected.append(str(exc)[:500])
+            signer = self.token if trusted else None
+            self._sock.send_multipart([peer] + encode_error(f"rejected: {exc}", bid, signer, nonce))
+            return None
+        if block.nonce is not None:
+            if block.nonce in self._served:
+                why = f"block {block.block} repeats nonce {block.nonce!r} already served (a replayed message)"
+                log.warning("rig server: rejected a message: %s", why)
+                self.rejected.append(why)
+                return None      # answered by nothing: a replay gets neither a presentation nor a signature
+            self._served[block.nonce] = None
+            if len(self._served) > self.max_nonces:
+                self._served.pop(next(iter(self._served)))
+            self._nonce_of[block.block] = block.nonce
+        elif self.token:
+            why = f"block {block.block} has no nonce, which a shared token requires (replay protection)"
+            self.rejected.append(why)
+            self._sock.send_multipart([peer] + encode_error(f"rejected: {why}", block.block, self.token))
             return None
         return peer, block
 
     def send_reply(self, peer: bytes, reply: Reply) -> None:
+        """Send ``reply``; it echoes the nonce of its block's latest attempt unless it carries one."""
+        if reply.nonce is None and reply.block in self._nonce_of:
+            reply = Reply(reply.block, reply.image_ids, reply.responses, reply.meta, self._nonce_of[reply.block])
         self._sock.send_multipart([peer] + encode_reply(reply, self.token))
 
     def send_raw(self, peer: bytes, frames: list[bytes]) -> None:
@@ -262,4 +316,4 @@ def nan_reply(reply: Reply) -> Reply:
     """A copy of ``reply`` with NaN in it (fault injection)."""
     r = np.array(reply.responses, dtype=np.float64)
     r.flat[0] = np.nan
-    return Reply(reply.block, reply.image_ids, r)
+    return Reply(reply.block, reply.image_ids, r, nonce=reply.nonce)
