@@ -318,3 +318,87 @@ def test_response_size_is_checked_before_parsing():
     with pytest.raises(ProtocolError, match="exceeds the limit"):
         decode_response(raw, limits=Limits(max_bytes=len(raw) - 1))
     assert decode_response(raw, limits=Limits(max_bytes=len(raw))).responses.shape == (6, 2)
+
+
+def test_png_that_declares_another_size_is_refused_before_decoding():
+    block = _block()
+    big = replace(block, images=np.zeros((3, 32, 32, 1), dtype=np.uint8))
+    samples, digests = encode_images(big, "r")  # a sender that lies about the size, with matching digests
+    marker = decode_marker(encode_marker(block, "r", digests).encode())
+    got = {decode_image(s.encode())[1]: decode_image(s.encode())[2] for s in samples}
+    with pytest.raises(ProtocolError, match=r"PNG of \(32, 32\).*says \(16, 16\)"):
+        _assemble(marker, got)
+
+
+def test_the_documented_minimal_lab_side_runs_against_the_client(tmp_path):
+    """The lab script in PROTOCOL_LSL.md, extracted verbatim (only NAME changed), serves a real closed loop."""
+    import re
+    import subprocess
+    import sys
+
+    doc = (Path(__file__).parents[1] / "mango" / "rig" / "PROTOCOL_LSL.md").read_text()
+    section = doc.split("## Minimal lab side", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    name = _name()
+    assert 'NAME = "mango"' in code
+    script = tmp_path / "lab.py"
+    script.write_text(code.replace('NAME = "mango"', f'NAME = "{name}"'))
+    lab = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        gen = generator()
+        with LslRigClient(name, timeout=10, retries=2, connect_timeout=30) as cl:
+            block = _block()
+            reply = cl.present(block)
+            assert reply.meta["onsets"].shape == (6,) and np.all(np.diff(reply.meta["onsets"]) >= 0)
+            np.testing.assert_array_equal(reply.image_ids, block.image_ids[block.order])
+            res = closed_loop(cl, gen, "ga", 60, seed=0, batch_size=5, repeats=2, run_dir=tmp_path / "run")
+            assert res.presentations == 60 and not cl.ignored
+        assert lab.wait(20) == 0, lab.stdout.read().decode()  # the 'end' marker stopped it
+    finally:
+        lab.kill()
+        lab.wait()
+    _log_check(tmp_path / "run", 60)
+
+
+def test_simulator_answers_a_bad_marker_or_missing_images_with_an_error_and_presents_nothing():
+    """A MANGO side written by hand: a marker that breaks the rules and one whose images never come."""
+    from mango.rig.lsl_transport import _dump
+
+    gen = generator()
+    neu = neurons(gen)
+    name = _name()
+    names = stream_names(name)
+    sim = RigSimulator(neu)
+    stop, ready = threading.Event(), threading.Event()
+    th = threading.Thread(target=serve_lsl, args=(sim, name),
+                          kwargs={"stop": stop, "ready": ready, "image_wait": 0.3}, daemon=True)
+    th.start()
+    assert ready.wait(10)
+    try:
+        mk = pylsl.StreamOutlet(pylsl.StreamInfo(names["markers"], MARKER_TYPE, 1, pylsl.IRREGULAR_RATE,
+                                                 pylsl.cf_string, "hand-markers"))
+        im = pylsl.StreamOutlet(pylsl.StreamInfo(names["images"], IMAGE_TYPE, 1, pylsl.IRREGULAR_RATE,
+                                                 pylsl.cf_string, "hand-images"))
+        found = pylsl.resolve_byprop("name", names["responses"], 1, 10)
+        inlet = pylsl.StreamInlet(found[0], recover=False)
+        inlet.open_stream(10)
+        assert mk.wait_for_consumers(10) and im.wait_for_consumers(10)
+        block = _block()
+        _, digests = encode_images(block, "hand")
+        bad = json.loads(encode_marker(block, "hand", digests))
+        bad["repeats"] = 0
+        mk.push_sample([_dump({k: v for k, v in bad.items() if k not in ("protocol", "version")}, None)])
+        mk.push_sample([encode_marker(block, "hand", digests)])  # its images are never sent
+        errors = []
+        deadline = time.monotonic() + 10
+        while len(errors) < 2 and time.monotonic() < deadline:
+            s, _ = inlet.pull_sample(timeout=0.1)
+            if s:
+                errors.append(json.loads(s[0]))
+    finally:
+        stop.set()
+        th.join(10)
+    assert [e["type"] for e in errors] == ["error", "error"], errors
+    assert all(e["run"] == "hand" and e["block"] == block.block and e["nonce"] == block.nonce for e in errors)
+    assert "repeats" in errors[0]["reason"] and "never arrived" in errors[1]["reason"]
+    assert sim.n_requests == 0

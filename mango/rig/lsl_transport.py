@@ -739,6 +739,13 @@ def _reject_marker(streams: _Streams, raw: bytes, exc: ProtocolError, token: str
     streams.push(encode_lsl_error(f"rejected: {exc}", bid, _run_of(head), nonce, signer))
 
 
+def _png_size(png: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR chunk, or ``None`` if it does not start like a PNG file."""
+    if len(png) < 24 or png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
 def _assemble(marker: dict[str, Any], got: dict[int, bytes]) -> Block:
     """The block a marker announces, from its image samples (each checked against the marker's digest)."""
     n, h, w, c = marker["shape"]
@@ -749,6 +756,10 @@ def _assemble(marker: dict[str, Any], got: dict[int, bytes]) -> Block:
     for i in range(n):
         if hashlib.sha256(got[i]).hexdigest() != marker["sha256"][i]:
             raise ProtocolError(f"image {i} of block {marker['block']} does not match the marker's SHA-256")
+        size = _png_size(got[i])
+        if size != (w, h):  # checked before decoding: a small file may declare a huge image
+            raise ProtocolError(f"image {i} of block {marker['block']} is a PNG of {size} (width, height), "
+                                f"the marker says {(w, h)}")
         frames.append(got[i])
     imgs = png_to_images(frames, (h, w, c))
     return Block(marker["block"], marker["image_ids"], imgs, marker["repeats"], marker["order"], marker["attempt"],
