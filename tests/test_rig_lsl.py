@@ -360,7 +360,7 @@ def test_the_documented_minimal_lab_side_runs_against_the_client(tmp_path):
     _log_check(tmp_path / "run", 60)
 
 
-def test_simulator_answers_a_bad_marker_or_missing_images_with_an_error_and_presents_nothing():
+def test_simulator_answers_a_bad_marker_or_missing_images_with_an_error_and_presents_only_complete_blocks():
     """A MANGO side written by hand: a marker that breaks the rules and one whose images never come."""
     from mango.rig.lsl_transport import _dump
 
@@ -389,16 +389,27 @@ def test_simulator_answers_a_bad_marker_or_missing_images_with_an_error_and_pres
         bad["repeats"] = 0
         mk.push_sample([_dump({k: v for k, v in bad.items() if k not in ("protocol", "version")}, None)])
         mk.push_sample([encode_marker(block, "hand", digests)])  # its images are never sent
-        errors = []
+        # the same block again (a resend: new nonce), complete, while the first still waits for its images
+        again = replace(block, attempt=1, nonce=new_nonce())
+        samples, digests2 = encode_images(again, "hand")
+        for s in samples:
+            im.push_sample([s])
+        mk.push_sample([encode_marker(again, "hand", digests2)])
+        got = []
         deadline = time.monotonic() + 10
-        while len(errors) < 2 and time.monotonic() < deadline:
+        while len(got) < 3 and time.monotonic() < deadline:
             s, _ = inlet.pull_sample(timeout=0.1)
             if s:
-                errors.append(json.loads(s[0]))
+                got.append(json.loads(s[0]))
     finally:
         stop.set()
         th.join(10)
-    assert [e["type"] for e in errors] == ["error", "error"], errors
+    errors = [g for g in got if g["type"] == "error"]
+    answers = [g for g in got if g["type"] == "response"]
+    assert len(errors) == 2 and len(answers) == 1, got
     assert all(e["run"] == "hand" and e["block"] == block.block and e["nonce"] == block.nonce for e in errors)
     assert "repeats" in errors[0]["reason"] and "never arrived" in errors[1]["reason"]
-    assert sim.n_requests == 0
+    assert answers[0]["nonce"] == again.nonce and answers[0]["run"] == "hand"
+    reply = decode_response(json.dumps(answers[0]).encode())
+    assert reply.responses.shape == (6, 1)
+    assert sim.n_requests == 1  # only the complete block was presented

@@ -695,12 +695,15 @@ def serve_lsl(sim: Any, name: str = DEFAULT_NAME, *, token: str | None = None, s
                                 marker["block"], marker["nonce"])
                     continue
                 pending.append((marker, time.monotonic()))
-            for marker, since in list(pending):
+                if len(pending) > 64:  # a flood of markers whose images never come
+                    old = pending.pop(0)[0]
+                    log.warning("rig-sim: dropped the marker of block %d (too many waiting for images)", old["block"])
+            due, pending = pending, []
+            for marker, since in due:
                 got = images.get(marker["nonce"], {})
-                n = marker["shape"][0]
-                if len(got) < n and time.monotonic() - since < image_wait:
+                if len(got) < marker["shape"][0] and time.monotonic() - since < image_wait:
+                    pending.append((marker, since))  # its images may still be on their way
                     continue
-                pending.remove((marker, since))
                 try:
                     block = _assemble(marker, got)
                 except ProtocolError as exc:
