@@ -774,7 +774,13 @@ def _answer(sim: Any, streams: _Streams, block: Block, run: str, token: str | No
 
     The simulated onsets are the LSL time the presentations started plus ``sim.latency`` per presentation."""
     t0 = _pylsl().local_clock()
-    reply, fault = sim.handle(block)
+    try:
+        reply, fault = sim.handle(block)
+    except Exception as exc:  # e.g. images the model cannot take: answer, do not stop serving
+        log.exception("rig-sim: block %d could not be presented", block.block)
+        streams.push(encode_lsl_error(f"the rig could not present block {block.block}: "
+                                      f"{exc.__class__.__name__}: {exc}", block.block, run, block.nonce, token))
+        return
     reply = Reply(reply.block, reply.image_ids, reply.responses, reply.meta, block.nonce)
     onsets = t0 + sim.latency * np.arange(len(reply.image_ids))
     if fault == "drop":
