@@ -413,3 +413,33 @@ def test_simulator_answers_a_bad_marker_or_missing_images_with_an_error_and_pres
     reply = decode_response(json.dumps(answers[0]).encode())
     assert reply.responses.shape == (6, 1)
     assert sim.n_requests == 1  # only the complete block was presented
+
+
+def test_two_runs_on_one_rig_and_prefix_each_take_only_their_own_answers():
+    """The rig subscribes to every MANGO marker stream of its prefix; each client keeps its run's answers."""
+    gen = generator()
+    neu = neurons(gen)
+    name = _name()
+    with lsl_sim(neu, name) as sim:
+        a = LslRigClient(name, run="run-x", timeout=10, retries=0)
+        b = LslRigClient(name, run="run-y", timeout=10, retries=0)
+        blocks = {"a": _block(bid=4), "b": _block(bid=4, n=2)}  # same block id in both runs
+        out: dict = {}
+
+        def go(key: str, cl: LslRigClient) -> None:
+            out[key] = cl.present(blocks[key])
+
+        ths = [threading.Thread(target=go, args=("a", a)), threading.Thread(target=go, args=("b", b))]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join(30)
+        a.close()
+        b.close()
+    assert sim.n_requests == 2
+    for key in ("a", "b"):
+        blk = blocks[key]
+        np.testing.assert_array_equal(np.sort(out[key].image_ids), np.sort(np.repeat(blk.image_ids, blk.repeats)))
+        assert out[key].meta["run"] == ("run-x" if key == "a" else "run-y")
+    # each saw the other run's answer on the shared response stream and ignored it (if it was already listening)
+    assert all("of run" in i["reason"] for i in a.ignored + b.ignored)
