@@ -1,7 +1,7 @@
 """Lab Streaming Layer (LSL) transport of ``mango-rig/1``: marker + image streams out, a response stream in.
 
-LSL is the glue most human and many animal labs already run between the stimulus PC,
-the amplifier/spike sorter and LabRecorder (which writes everything to one XDF file).
+LSL is common glue in electrophysiology labs between the stimulus PC, the amplifier or
+spike sorter and LabRecorder (which writes every stream to one XDF file).
 This transport speaks the same block/response content as the ZeroMQ and file-drop
 transports, carried as JSON strings in three LSL streams (``NAME`` defaults to ``mango``)::
 
@@ -43,7 +43,8 @@ it asks for; the stimulus side reports when each presentation really started in 
 response's optional ``onsets`` (its LSL clock), which MANGO keeps in ``Reply.meta``.
 
 Matching and validation (search side, :class:`LslRigClient`): every response sample is
-untrusted input. Its size is checked before parsing, then the header like any
+untrusted input. Its size is checked before it is parsed (liblsl itself has already received
+it whole: LSL has no per-sample size limit of its own), then the header like any
 ``mango-rig/1`` header (:func:`~mango.rig.protocol.peek_header`), the MAC
 (:func:`~mango.rig.protocol.verify_mac`), the field types and limits, the values
 (:func:`~mango.rig.protocol.check_values`: finite, bounded) and the match with the block in
