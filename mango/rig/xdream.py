@@ -81,7 +81,8 @@ def mat_name(xblock: int) -> str:
 
 
 # -- reading .mat (untrusted) ----------------------------------------------------------------------
-def read_xdream_mat(data: bytes | str | os.PathLike, limits: Limits = Limits()) -> tuple[list[str], np.ndarray]:
+def read_xdream_mat(data: bytes | str | os.PathLike, limits: Limits = Limits(),
+                    block: int = -1) -> tuple[list[str], np.ndarray]:
     """Parse an XDream response file -> (``stimulusID`` names ``[P]``, ``tEvokedResp`` ``float64 [P, channels]``).
 
     ``data`` is the file's bytes (or a path, read once, at most ``limits.max_bytes``). MATLAB v7.3
@@ -89,7 +90,7 @@ def read_xdream_mat(data: bytes | str | os.PathLike, limits: Limits = Limits()) 
     ``stimulusID`` a cell vector of P char rows and ``tEvokedResp`` ``[channels x P]`` (a
     ``[P x channels]`` matrix is accepted where P tells the orientation apart). Names are reduced to
     their file name (after the last ``\\`` or ``/``). Values are checked with
-    :func:`~mango.rig.protocol.check_values`.
+    :func:`~mango.rig.protocol.check_values` (``block`` names the block in its message).
 
     Raises:
         ProtocolError: unreadable, too large, wrong types or shapes, or non-finite values (the reason named).
@@ -113,6 +114,7 @@ def read_xdream_mat(data: bytes | str | os.PathLike, limits: Limits = Limits()) 
         raise
     except Exception as exc:  # scipy, h5py and numpy raise many types on malformed files
         raise UnreadableMat(f".mat file unreadable ({exc.__class__.__name__}: {str(exc)[:200]})") from None
+    check_values(resp, block, limits)
     return names, resp
 
 
@@ -516,14 +518,13 @@ class XDreamClient:
 
     def _parse(self, path: Path, block: Block, idx: np.ndarray, names: dict[str, int]) -> Reply:
         """A read ``.mat`` -> Reply of MANGO image ids for this XDream block (validated)."""
-        got, resp = read_xdream_mat(path, self.limits)
+        got, resp = read_xdream_mat(path, self.limits, block.block)
         by_stem = {n[:-4]: i for n, i in names.items()}
         stray = [g for g in got if g not in names and g not in by_stem]
         if stray:
             raise ProtocolError(f"stimulusID names {stray[:3]} that block {path.stem[5:]} did not show "
                                 f"(expected names like {next(iter(names))!r})")
         local = np.asarray([names.get(g, by_stem.get(g)) for g in got], dtype=np.int64)
-        check_values(resp, block.block, self.limits)
         ids = np.asarray(block.image_ids, dtype=np.int64)
         reply = Reply(block.block, ids[local], resp)
         validate_reply_for(reply, Block(block.block, ids[idx], block.images[:0], self.shows))
