@@ -306,6 +306,47 @@ def test_a_rejected_answer_is_moved_aside_and_the_images_shown_again(tmp_path):
     assert "holds nan" in cl.ignored[0]["reason"] and cl.ignored[0]["file"] == "block000.mat"
 
 
+def test_dropped_trials_are_shown_again_in_the_next_block(tmp_path):
+    """The rig records only 2 of 3 images in block000 (and one image twice, shows=1): the missing image
+    alone is block001; the extra presentation is not used and is logged."""
+    b = _block(n=3, repeats=1)
+    shown: list[list[str]] = []
+
+    def rig():
+        for xb in (0, 1):
+            want = 3 if xb == 0 else 1
+            while len(files := sorted(p.name for p in tmp_path.glob(f"block{xb:03d}_*.bmp"))) < want:
+                time.sleep(0.01)
+            shown.append(files)
+            names = [files[0], files[1], files[0]] if xb == 0 else files
+            write_xdream_mat(tmp_path / f"block{xb:03d}.mat", names, np.arange(len(names), dtype=float)[:, None] + 10 * xb,
+                             "7.3")
+
+    th = threading.Thread(target=rig)
+    th.start()
+    cl = XDreamClient(tmp_path, timeout=5, retries=0, poll=0.01)
+    reply = cl.present(b)
+    th.join()
+    assert len(shown[1]) == 1 and shown[1][0].split("_", 2)[2] == shown[0][2].split("_", 2)[2]
+    assert sorted(reply.image_ids.tolist()) == sorted(b.image_ids.tolist())
+    assert sorted(reply.responses[:, 0].tolist()) == [0.0, 1.0, 10.0]
+    assert "beyond the 1 per image needed" in cl.ignored[0]["reason"] and b.attempt == 0
+
+
+@pytest.mark.parametrize("shows", [1, 2])
+def test_rig_showing_each_file_several_times(tmp_path, shows):
+    """shows=2: the simulated rig shows each BMP twice per XDream block, so repeats=2 is one XDream block."""
+    gen = generator()
+    neu = neurons(gen)
+    b = _block(n=4, repeats=2, c=1)
+    b.images = np.ascontiguousarray(np.repeat(np.repeat(b.images[:, :8, :8], 2, axis=1), 2, axis=2))  # 16x16 grey
+    with xdream_rig(neu, tmp_path, version="5", shows=shows, settle=0.02) as sim:
+        cl = XDreamClient(tmp_path, timeout=5, retries=0, poll=0.01, shows=shows)
+        reply = cl.present(b)
+    assert sim.n_requests == 2 // shows == cl.next_block
+    assert np.bincount(reply.image_ids - 200_000).tolist() == [2, 2, 2, 2]
+
+
 # -- fuzzing -----------------------------------------------------------------------------------------
 _SEEDS = [_matlab_v73(NAMES, RESP.T), _matlab_v5(NAMES, RESP.T), _matlab_v5(NAMES, RESP.T, compress=False)]
 

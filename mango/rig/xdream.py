@@ -19,20 +19,25 @@ MATLAB ``save -v7.3`` (HDF5 behind a 512-byte MATLAB header; stimulusID an HDF5 
 references into ``#refs#``, each a uint16 char array) is what XDream reads; MATLAB's default
 ``save`` (v5 format, ``-v7``, zlib-compressed) is read as well. Blocks are numbered 000, 001, ...
 over the whole experiment (a new client continues after the largest number in the folders). A
-presentation row per image showing; an image shown again in the same block has several rows, and
-XDream averages all rows of an image. Repeats beyond one block are further XDream blocks: each
-``repeats`` of a MANGO block is ``repeats / shows`` XDream blocks in which the rig shows each file
-``shows`` times (default 1, XDream's ``reps`` loop). After reading a block's ``.mat`` the scorer
-deletes that block's BMPs; the next block's BMPs appearing is the signal for the next block.
+presentation row per showing; an image shown again in the same block has several rows, and
+XDream averages all rows of an image. Repeats are further XDream blocks (XDream's ``reps`` loop:
+each image once per block, a fresh shuffled slot order each time): a MANGO block with ``repeats``
+r is ``r / shows`` XDream blocks in which the rig shows each file ``shows`` times (default 1). An
+image the rig did not record (a dropped trial) is shown again in the next XDream block, as XDream's
+``require_response`` does. After reading a block's ``.mat`` the scorer deletes that block's BMPs;
+the next block's BMPs appearing is the signal for the next block. There is no manifest: a rig
+script takes the BMPs present (this client writes them hidden and renames them in one quick pass).
 
 Beyond XDream (which waits forever and trusts the file): every ``.mat`` is untrusted input, read
 from one bounded in-memory copy; declared sizes, variable types, names, counts and values are
 checked before anything large is allocated (:func:`read_xdream_mat`, :class:`ProtocolError` with
-the reason). A file that parses but is wrong (NaN, a name not shown in the block, wrong counts) is
-moved to ``response_folder/rejected/`` and the images are shown again under the next block number;
-an unreadable or short file is re-read until the timeout (MATLAB may still be writing it), then
-rejected the same way; no file within the timeout is re-requested the same way, and after the retry
-budget :class:`RigError` names the file it waited for.
+the reason). A file that parses but is wrong (NaN or inf, a name not shown in the block, another
+channel count) is moved to ``response_folder/rejected/`` and the images are shown again under the
+next block number; an unreadable file is re-read until the timeout (MATLAB writes in place, it may
+still be writing), then rejected the same way; no file within the timeout is re-requested the same
+way, and after the retry budget :class:`RigError` names the file it waited for. Block numbers are
+never reused (a new client continues after the largest number in the folders), so a late answer
+or a leftover of an earlier run is never taken for a new block.
 """
 from __future__ import annotations
 
@@ -51,7 +56,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..journal import atomic_write
-from .protocol import Block, IncompleteReply, Limits, ProtocolError, Reply, RigError, check_values, validate_reply_for
+from .protocol import Block, Limits, ProtocolError, Reply, RigError, check_values, validate_reply_for
 
 __all__ = ["XDreamClient", "UnreadableMat", "serve_xdream", "read_xdream_mat", "write_xdream_mat", "stimulus_name", "mat_name",
            "MAT_VERSIONS", "STIMULUS_NAME"]
@@ -412,7 +417,8 @@ class XDreamClient:
         backoff: extra waiting before re-request ``k``: ``backoff * 2**(k-1)`` s (capped at ``max_backoff``).
         poll: seconds between looks into the response folder.
         shows: presentations the rig script makes of each BMP per XDream block (default 1). A MANGO
-            block with ``repeats`` r becomes ``r / shows`` XDream blocks (r must be a multiple).
+            block with ``repeats`` r becomes ``r / shows`` XDream blocks (r must be a multiple) when
+            the rig records every showing.
         limits: size limits for the ``.mat`` files.
 
     Attributes:
@@ -475,40 +481,18 @@ class XDreamClient:
         except OSError:
             pass
 
-    def _rounds(self, block: Block) -> list[np.ndarray]:
-        """Image indices per XDream block: each image once per round, slots in the order of ``block.order``."""
-        n = len(block.image_ids)
-        if int(block.repeats) % self.shows:
-            raise ConfigError(f"block {block.block} asks for {block.repeats} repeats per image, not a multiple of "
-                              f"the {self.shows} showings per XDream block (shows=)")
-        k = int(block.repeats) // self.shows
-        order = np.asarray(block.order if block.order is not None else
-                           np.random.default_rng([block.block, 11]).permutation(np.repeat(np.arange(n), block.repeats)))
-        rounds = []
-        for r in range(k):  # round r: each image at its (r * shows)-th occurrence in the order
-            first = np.full(n, len(order))
-            seen = np.zeros(n, dtype=np.int64)
-            for pos, i in enumerate(order):
-                if seen[i] == r * self.shows:
-                    first[i] = pos
-                seen[i] += 1
-            rounds.append(np.argsort(first, kind="stable"))
-        return rounds
-
     def _write(self, xb: int, block: Block, idx: np.ndarray) -> dict[str, int]:
+        """Write the images ``idx`` of ``block`` as XDream block ``xb`` (slot = position in ``idx``);
+        returns file name -> image index."""
         self._cleanup()  # the previous block's BMPs go first: the rig sees only this block's
         names: dict[str, int] = {}
-        files = []
-        for slot, i in enumerate(idx):
-            iid = int(block.image_ids[i])
-            name = stimulus_name(xb, slot, f"gen{int(block.block):03d}_{iid:06d}")
-            names[name] = int(i)
-            files.append((name, _bmp(np.asarray(block.images[i], dtype=np.uint8))))
         tmp = []
-        for name, data in files:  # all files written hidden first, then renamed in one quick pass
-            t = self.folder / f".{name}.tmp"
+        for slot, i in enumerate(idx):
+            name = stimulus_name(xb, slot, f"gen{int(block.block):03d}_{int(block.image_ids[i]):06d}")
+            names[name] = int(i)
+            t = self.folder / f".{name}.tmp"  # all files written hidden first, then renamed in one quick pass
             with open(t, "wb") as fh:
-                fh.write(data)
+                fh.write(_bmp(np.asarray(block.images[i], dtype=np.uint8)))
                 fh.flush()
                 os.fsync(fh.fileno())
             tmp.append((t, self.folder / name))
@@ -516,80 +500,114 @@ class XDreamClient:
             os.replace(t, p)
         return names
 
-    def _parse(self, path: Path, block: Block, idx: np.ndarray, names: dict[str, int]) -> Reply:
-        """A read ``.mat`` -> Reply of MANGO image ids for this XDream block (validated)."""
+    def _parse(self, path: Path, block: Block, names: dict[str, int],
+               channels: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """A ``.mat`` -> (image index per presentation ``int64 [P]``, responses ``float64 [P, channels]``)."""
         got, resp = read_xdream_mat(path, self.limits, block.block)
         by_stem = {n[:-4]: i for n, i in names.items()}
         stray = [g for g in got if g not in names and g not in by_stem]
         if stray:
-            raise ProtocolError(f"stimulusID names {stray[:3]} that block {path.stem[5:]} did not show "
+            raise ProtocolError(f"stimulusID names {stray[:3]} that {path.stem} did not show "
                                 f"(expected names like {next(iter(names))!r})")
-        local = np.asarray([names.get(g, by_stem.get(g)) for g in got], dtype=np.int64)
-        ids = np.asarray(block.image_ids, dtype=np.int64)
-        reply = Reply(block.block, ids[local], resp)
-        validate_reply_for(reply, Block(block.block, ids[idx], block.images[:0], self.shows))
-        return reply
+        if channels is not None and resp.shape[1] != channels:
+            raise ProtocolError(f"tEvokedResp has {resp.shape[1]} channels; the earlier XDream blocks of block "
+                                f"{block.block} had {channels}")
+        return np.asarray([names.get(g, by_stem.get(g)) for g in got], dtype=np.int64), resp
 
-    def _wait(self, path: Path, block: Block, idx: np.ndarray, names: dict[str, int],
-              seconds: float) -> tuple[Reply | None, str | None]:
+    def _wait(self, path: Path, block: Block, names: dict[str, int], channels: int | None,
+              seconds: float) -> tuple[tuple[np.ndarray, np.ndarray] | None, str | None]:
         deadline = time.monotonic() + seconds
         last_err: str | None = None
         while time.monotonic() < deadline:
             try:
-                reply = self._parse(path, block, idx, names)
+                return self._parse(path, block, names, channels), None
             except FileNotFoundError:
                 pass
-            except (IncompleteReply, UnreadableMat) as exc:
-                last_err = str(exc)  # MATLAB may still be writing it: read again
+            except UnreadableMat as exc:
+                last_err = str(exc)  # MATLAB writes in place: maybe still being written, read again
             except ProtocolError as exc:
                 self._reject(path, str(exc), block.block)
                 return None, f"invalid {path.name}: {exc}"
             except OSError as exc:
                 last_err = f"{exc.__class__.__name__}: {exc}"
-            else:
-                return reply, None
             time.sleep(self.poll)
         if path.exists():
-            why = f"{path.name} still incomplete or unreadable after {seconds:.3g} s: {last_err}"
+            why = f"{path.name} still unreadable after {seconds:.3g} s: {last_err}"
             self._reject(path, why, block.block)
             return None, why
         return None, f"no {path.name} in {self.response_folder} within {seconds:.3g} s"
 
     def present(self, block: Block) -> Reply:
-        """Show ``block`` as XDream blocks and return the validated reply
-        (``image_ids`` ``int64 [n * repeats]``, ``responses`` ``float64 [n * repeats, channels]``)."""
-        ids, resps = [], []
-        for idx in self._rounds(block):
-            failures: list[str] = []
-            for attempt in range(self.retries + 1):
-                block.attempt = attempt
+        """Show ``block`` as XDream blocks until every image has ``block.repeats`` recorded presentations;
+        return the validated reply (``image_ids`` ``int64 [n * repeats]``, ``responses``
+        ``float64 [n * repeats, channels]``).
+
+        Each XDream block shows every image that still needs presentations once (the rig shows each
+        file ``shows`` times), in the order of their next occurrence in ``block.order``. Presentations
+        missing from a valid ``.mat`` (the rig dropped trials) are shown again in the next XDream block,
+        as XDream does with ``require_response``; presentations beyond those needed are not used
+        (logged in :attr:`ignored`). A missing, unreadable or invalid ``.mat`` costs one of the
+        ``retries``; then :class:`RigError`.
+        """
+        n, rep = len(block.image_ids), int(block.repeats)
+        if rep % self.shows:
+            raise ConfigError(f"block {block.block} asks for {rep} repeats per image, not a multiple of the "
+                              f"{self.shows} showings per XDream block (shows=)")
+        order = np.asarray(block.order if block.order is not None else
+                           np.random.default_rng([block.block, 11]).permutation(np.repeat(np.arange(n), rep)))
+        occurrences = [np.flatnonzero(order == i) for i in range(n)]
+        remaining = np.full(n, rep)
+        taken_idx: list[int] = []
+        taken_rows: list[np.ndarray] = []
+        channels: int | None = None
+        failures: list[str] = []
+        try:
+            while remaining.any():
+                need = np.flatnonzero(remaining > 0)
+                nxt = [occurrences[i][min(rep - remaining[i], len(occurrences[i]) - 1)] for i in need]
+                idx = need[np.argsort(nxt, kind="stable")]
                 xb = self.next_block
                 self.next_block += 1
+                block.attempt = len(failures)
                 names = self._write(xb, block, idx)
                 path = self.response_folder / mat_name(xb)
-                log.info("xdream %s: block %d as XDream block %03d (%d images), waiting for %s", self.folder,
-                         block.block, xb, len(idx), path)
-                wait = self.timeout + (min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) if attempt else 0.0)
-                reply, why = self._wait(path, block, idx, names, wait)
-                if reply is not None:
-                    break
-                failures.append(f"attempt {attempt} (XDream block {xb:03d}): {why}")
-                log.warning("xdream %s: block %d: %s; %s", self.folder, block.block, why,
-                            "showing its images again as the next XDream block" if attempt < self.retries
-                            else "giving up")
-            else:
-                self._cleanup()
-                raise RigError(f"no valid {path.name} (XDream block {xb:03d}) in {self.response_folder} for block "
-                               f"{block.block} after {self.retries + 1} attempts ({'; '.join(failures)}). Fix the "
-                               "rig and rerun the same command: the run folder resumes without re-presenting "
-                               "recorded images.")
-            self._cleanup()  # XDream's cleanup after a block is read: the signal that it is done
-            ids.append(reply.image_ids)
-            resps.append(reply.responses)
-        if len({r.shape[1] for r in resps}) > 1:
-            raise RigError(f"block {block.block}: the rig answered with {[r.shape[1] for r in resps]} channels in "
-                           "successive XDream blocks")
-        reply = Reply(block.block, np.concatenate(ids), np.concatenate(resps))
+                log.info("xdream %s: block %d: %d images as XDream block %03d; waiting for %s", self.folder,
+                         block.block, len(idx), xb, path)
+                k = len(failures)
+                wait = self.timeout + (min(self.max_backoff, self.backoff * 2 ** (k - 1)) if k else 0.0)
+                got, why = self._wait(path, block, names, channels, wait)
+                if got is None:
+                    failures.append(f"XDream block {xb:03d}: {why}")
+                    if len(failures) > self.retries:
+                        raise RigError(f"no valid {path.name} in {self.response_folder} for block {block.block} "
+                                       f"after {len(failures)} attempts ({'; '.join(failures)}). Fix the rig and "
+                                       "rerun the same command: the run folder resumes without re-presenting "
+                                       "recorded images.")
+                    log.warning("xdream %s: block %d: %s; showing its images again as XDream block %03d",
+                                self.folder, block.block, why, self.next_block)
+                    continue
+                local, resp = got
+                channels = resp.shape[1]
+                extra = 0
+                for j, i in enumerate(local):
+                    if remaining[i] > 0:
+                        remaining[i] -= 1
+                        taken_idx.append(int(i))
+                        taken_rows.append(resp[j])
+                    else:
+                        extra += 1
+                if extra:
+                    why = f"{path.name}: {extra} presentations beyond the {rep} per image needed, not used"
+                    log.warning("xdream %s: %s", self.folder, why)
+                    self.ignored.append({"block": block.block, "reason": why, "file": path.name})
+                if remaining[idx].any():
+                    log.info("xdream %s: %s lacks %d presentations; shown again in the next XDream block",
+                             self.folder, path.name, int(remaining[idx].sum()))
+                self._cleanup()  # XDream's cleanup after a block is read: the signal that it is done
+        finally:
+            self._cleanup()
+        ids = np.asarray(block.image_ids, dtype=np.int64)
+        reply = Reply(block.block, ids[np.asarray(taken_idx, dtype=np.int64)], np.asarray(taken_rows))
         validate_reply_for(reply, block)
         return reply
 
