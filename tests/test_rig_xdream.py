@@ -50,8 +50,8 @@ def _matlab_v73(names, resp_matlab, *, header=True, ref_shape=None) -> bytes:
         r.attrs["MATLAB_class"] = np.bytes_("double")
     data = bytearray(buf.getvalue())
     if header:
-        data[:128] = b"MATLAB 7.3 MAT-file, Platform: PCWIN64, Created on: Mon Jan 6 10:00:00 2020 HDF5 schema 1.00 .".ljust(
-            116, b" ") + b"\x00" * 8 + b"\x00\x02IM"
+        text = b"MATLAB 7.3 MAT-file, Platform: PCWIN64, Created on: Mon Jan 6 10:00:00 2020 HDF5 schema 1.00 ."
+        data[:128] = text.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02IM"  # 116 text, subsys offset, v0x0200, IM
     return bytes(data)
 
 
@@ -319,8 +319,8 @@ def test_dropped_trials_are_shown_again_in_the_next_block(tmp_path):
                 time.sleep(0.01)
             shown.append(files)
             names = [files[0], files[1], files[0]] if xb == 0 else files
-            write_xdream_mat(tmp_path / f"block{xb:03d}.mat", names, np.arange(len(names), dtype=float)[:, None] + 10 * xb,
-                             "7.3")
+            values = np.arange(len(names), dtype=float)[:, None] + 10 * xb
+            write_xdream_mat(tmp_path / f"block{xb:03d}.mat", names, values, "7.3")
 
     th = threading.Thread(target=rig)
     th.start()

@@ -58,8 +58,8 @@ from ..errors import ConfigError
 from ..journal import atomic_write
 from .protocol import Block, Limits, ProtocolError, Reply, RigError, check_values, validate_reply_for
 
-__all__ = ["XDreamClient", "UnreadableMat", "serve_xdream", "read_xdream_mat", "write_xdream_mat", "stimulus_name", "mat_name",
-           "MAT_VERSIONS", "STIMULUS_NAME"]
+__all__ = ["XDreamClient", "UnreadableMat", "serve_xdream", "read_xdream_mat", "write_xdream_mat", "stimulus_name",
+           "mat_name", "MAT_VERSIONS", "STIMULUS_NAME"]
 
 log = logging.getLogger(__name__)
 MAT_VERSIONS = ("7.3", "5")
@@ -164,7 +164,8 @@ def _orient(names: list[str], resp: np.ndarray, limits: Limits) -> tuple[list[st
 
 def _clean_name(raw: str) -> str:
     if len(raw) > MAX_NAME or not raw.isprintable():
-        raise ProtocolError(f"stimulusID entry {raw[:40]!r} is not a printable file name of at most {MAX_NAME} characters")
+        raise ProtocolError(f"stimulusID entry {raw[:40]!r} is not a printable file name of at most {MAX_NAME} "
+                            "characters")
     return re.split(r"[\\/]", raw)[-1]
 
 
@@ -554,7 +555,11 @@ class XDreamClient:
             raise ConfigError(f"block {block.block} asks for {rep} repeats per image, not a multiple of the "
                               f"{self.shows} showings per XDream block (shows=)")
         order = np.asarray(block.order if block.order is not None else
-                           np.random.default_rng([block.block, 11]).permutation(np.repeat(np.arange(n), rep)))
+                           np.random.default_rng([block.block, 11]).permutation(np.repeat(np.arange(n), rep)),
+                           dtype=np.int64)
+        if order.ndim != 1 or order.size != n * rep or order.min(initial=0) < 0 or order.max(initial=0) >= n \
+                or (np.bincount(order, minlength=n) != rep).any():
+            raise ConfigError(f"block {block.block}: order must show every image index 0..{n - 1} exactly {rep} times")
         occurrences = [np.flatnonzero(order == i) for i in range(n)]
         remaining = np.full(n, rep)
         taken_idx: list[int] = []
