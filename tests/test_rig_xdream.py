@@ -117,6 +117,7 @@ def test_client_writes_bmps_as_ephys_scorer_and_maps_names_back(tmp_path, c):
     own order with full paths; repeats=2 -> two XDream blocks (000, 001), images cleaned up after each."""
     b = _block(c=c)
     seen: list[list[str]] = []
+    expected: dict[int, list[float]] = {}
 
     def rig():
         for xb in range(2):
@@ -133,8 +134,10 @@ def test_client_writes_bmps_as_ephys_scorer_and_maps_names_back(tmp_path, c):
                 iid = int(m.group(3).split("_")[1])
                 img = iio.imread(tmp_path / name)
                 np.testing.assert_array_equal(img.reshape(b.images[0].shape), b.images[iid - 200_000])
-            write_xdream_mat(tmp_path / f"block{xb:03d}.mat", [f"D:\\xdream\\{n}" for n in shown],
-                             np.array([[float(xb * 10 + k)] for k in range(3)]), "7.3")
+            values = np.array([[float(xb * 10 + k) for k in range(3)]])  # MATLAB [channels x P]
+            for k, name in enumerate(shown):
+                expected.setdefault(200_000 + int(name[-5]), []).append(float(xb * 10 + k))
+            (tmp_path / f"block{xb:03d}.mat").write_bytes(_matlab_v73([f"D:\\xdream\\{n}" for n in shown], values))
             while any(p.name.startswith(f"block{xb:03d}_") for p in tmp_path.iterdir()):
                 time.sleep(0.01)  # XDream deletes a block's BMPs once its .mat is read
 
@@ -145,6 +148,8 @@ def test_client_writes_bmps_as_ephys_scorer_and_maps_names_back(tmp_path, c):
     th.join()
     assert reply.block == 2 and reply.responses.shape == (6, 1)
     assert sorted(reply.image_ids.tolist()) == [200000, 200000, 200001, 200001, 200002, 200002]
+    for iid, vals in expected.items():  # each response row went to the image its stimulusID names
+        assert sorted(reply.responses[reply.image_ids == iid, 0].tolist()) == sorted(vals)
     assert all(m.endswith(".bmp") and "_gen002_2000" in m for m in seen[0])
     # the slots follow the block's presentation order: first round = first occurrence of each image
     first = [int(i) for i in dict.fromkeys(b.order.tolist())]
