@@ -15,7 +15,7 @@ import pytest
 
 pylsl = pytest.importorskip("pylsl", reason="the LSL transport needs pylsl (pip install pylsl)")
 
-from mango.rig.closedloop import PresentationLog, _images, closed_loop  # noqa: E402
+from mango.rig.closedloop import PresentationLog, closed_loop, stimulus_images as _images  # noqa: E402
 from mango.rig.lsl_transport import (IMAGE_TYPE, MARKER_TYPE, RESPONSE_TYPE, LslRigClient, _assemble,  # noqa: E402
                                      decode_image, decode_marker, decode_response, encode_images, encode_marker,
                                      encode_response, serve_lsl, stream_names)

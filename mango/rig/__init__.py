@@ -19,6 +19,8 @@ from typing import Any
 from ..errors import ConfigError
 from ..lazy import lazy_attributes
 from .filedrop import FileDropClient
+from .lsl_transport import LslRigClient
+from .xdream import XDreamClient
 from .zmq_transport import ZmqRigClient
 
 _LAZY = {
@@ -27,14 +29,21 @@ _LAZY = {
     "closed_loop": ".closedloop", "RigRunResult": ".closedloop", "select_channels": ".closedloop",
 }
 
-__all__ = sorted([*_LAZY, "ZmqRigClient", "FileDropClient", "make_client", "PROTOCOLS"])
-PROTOCOLS = ("zmq", "filedrop")
+__all__ = sorted([*_LAZY, "ZmqRigClient", "FileDropClient", "LslRigClient", "XDreamClient", "make_client",
+                  "PROTOCOLS"])
+#: the transports: ZeroMQ sockets, a shared folder (MANGO's manifest convention), Lab Streaming Layer,
+#: and a shared folder in XDream's own convention (BMP stimuli, ``block%03d.mat`` responses)
+PROTOCOLS = ("zmq", "filedrop", "lsl", "xdream")
 
 
 def make_client(protocol: str = "zmq", *, address: str = "tcp://127.0.0.1:5555", folder: str | None = None,
                 token: str | None = None, timeout: float = 10.0, retries: int = 5, backoff: float = 0.5,
-                encoding: str = "raw", run: str = "", allow_remote: bool = False) -> Any:
-    """A rig client for ``protocol`` (``"zmq"`` or ``"filedrop"``) with ``present(Block) -> Reply``."""
+                encoding: str = "raw", run: str = "", allow_remote: bool = False, stream_name: str = "mango") -> Any:
+    """A rig client for ``protocol`` (one of :data:`PROTOCOLS`) with ``present(Block) -> Reply``.
+
+    ``address``/``token``/``encoding``/``allow_remote`` are for ZeroMQ; ``folder`` for the two folder
+    transports; ``stream_name`` (the stream prefix) for LSL; ``run`` (the run id) for the file drop and
+    LSL, which echo it so a leftover of another run is never taken for this run's answer."""
     if protocol == "zmq":
         return ZmqRigClient(address, token=token, timeout=timeout, retries=retries, backoff=backoff,
                             encoding=encoding, allow_remote=allow_remote)
@@ -42,6 +51,13 @@ def make_client(protocol: str = "zmq", *, address: str = "tcp://127.0.0.1:5555",
         if not folder:
             raise ConfigError("the filedrop protocol needs a folder (folder=... / --folder)")
         return FileDropClient(folder, timeout=timeout, retries=retries, backoff=backoff, run=run)
+    if protocol == "lsl":
+        return LslRigClient(stream_name, run=run or None, token=token, timeout=timeout, retries=retries,
+                            backoff=backoff)
+    if protocol == "xdream":
+        if not folder:
+            raise ConfigError("the xdream protocol needs a folder (folder=... / --folder): XDream's write_dir")
+        return XDreamClient(folder, timeout=timeout, retries=retries, backoff=backoff)
     raise ConfigError(f"unknown rig protocol {protocol!r}; valid choices: {', '.join(PROTOCOLS)}")
 
 

@@ -73,8 +73,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .protocol import (PROTOCOL, VERSION, AuthError, Block, Limits, ProtocolError, Reply, RigError, _depth, _int,
-                       _int_list, _mac, _NONCE, check_block_header, check_values, images_to_png, new_nonce,
+from .filedrop import check_run_id
+from .model import wrong_block_reply
+from .protocol import (PROTOCOL, VERSION, AuthError, Block, Limits, ProtocolError, Reply, RigError, json_depth, header_int,
+                       header_int_list, compute_mac, NONCE_PATTERN, check_block_header, check_values, images_to_png, new_nonce,
                        peek_header, png_to_images, validate_reply_for, verify_mac)
 
 __all__ = ["DEFAULT_NAME", "MARKER_TYPE", "IMAGE_TYPE", "RESPONSE_TYPE", "LslRigClient", "serve_lsl",
@@ -106,8 +108,6 @@ def stream_names(name: str = DEFAULT_NAME) -> dict[str, str]:
 
 
 def _check_run(run: str) -> str:
-    from .filedrop import check_run_id
-
     return check_run_id(run)
 
 
@@ -117,7 +117,7 @@ def _dump(header: dict[str, Any], token: str | None, allow_nan: bool = False) ->
     the MAC covers the canonical JSON of everything but ``mac``)."""
     header = {"protocol": PROTOCOL, "version": VERSION, **header}
     if token:
-        header["mac"] = _mac(token, header, [])
+        header["mac"] = compute_mac(token, header, [])
     return json.dumps(header, allow_nan=allow_nan)
 
 
@@ -138,7 +138,7 @@ def _load(raw: bytes, limits: Limits, what: str) -> dict[str, Any]:
     """Size, depth and JSON checks of a sample that is not one of the header types (images, end markers)."""
     if len(raw) > limits.max_bytes:
         raise ProtocolError(f"{what} sample of {len(raw)} bytes exceeds the limit of {limits.max_bytes} bytes")
-    depth = _depth(raw)
+    depth = json_depth(raw)
     if depth > limits.max_depth:
         raise ProtocolError(f"{what} JSON nests {depth} levels deep; at most {limits.max_depth} are allowed")
     try:
@@ -229,9 +229,9 @@ def decode_image(raw: bytes, limits: Limits = Limits()) -> tuple[str, int, bytes
     if obj.get("type") != "image":
         raise ProtocolError(f"expected an 'image' sample, got type {str(obj.get('type'))[:50]!r}")
     nonce = obj.get("nonce")
-    if not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
+    if not isinstance(nonce, str) or not NONCE_PATTERN.fullmatch(nonce):
         raise ProtocolError("image sample field 'nonce' must be 8-128 characters of [0-9A-Za-z_-]")
-    index = _int(obj, "index", 0, limits.max_images - 1)
+    index = header_int(obj, "index", 0, limits.max_images - 1)
     data = obj.get("png")
     if not isinstance(data, str):
         raise ProtocolError("image sample field 'png' must be a base64 string")
@@ -276,7 +276,7 @@ def decode_response(raw: bytes, token: str | None = None, limits: Limits = Limit
     if header["type"] != "response":
         raise ProtocolError(f"expected a 'response' sample, got {header['type']!r}")
     verify_mac(header, [], token)
-    bid = _int(header, "block")
+    bid = header_int(header, "block")
     shape = header.get("shape")
     if (not isinstance(shape, list) or len(shape) != 2
             or any(not isinstance(s, int) or isinstance(s, bool) for s in shape)):
@@ -287,7 +287,7 @@ def decode_response(raw: bytes, token: str | None = None, limits: Limits = Limit
                             f"(1..{limits.max_presentations} x 1..{limits.max_channels})")
     if header.get("dtype") != "float64":
         raise ProtocolError(f"response dtype {str(header.get('dtype'))[:50]!r} not supported; valid choices: float64")
-    ids = _int_list(header, "image_ids", p, limits.max_presentations)
+    ids = header_int_list(header, "image_ids", p, limits.max_presentations)
     rows = header.get("responses")
     if not isinstance(rows, list) or len(rows) != p or any(
             not isinstance(row, list) or len(row) != ch
@@ -654,7 +654,6 @@ def serve_lsl(sim: Any, name: str = DEFAULT_NAME, *, token: str | None = None, s
         token: shared secret (markers must carry a valid MAC; responses are signed).
         image_wait: seconds a marker waits for its images before it is answered with an error.
     """
-    from .simulator import _wrong_block
 
     names = stream_names(name)
     streams = _Streams(names)
@@ -717,7 +716,7 @@ def serve_lsl(sim: Any, name: str = DEFAULT_NAME, *, token: str | None = None, s
                 if len(served) > 100_000:
                     served.popitem(last=False)
                 busy = True
-                _answer(sim, streams, block, marker["run"], token, _wrong_block)
+                _answer(sim, streams, block, marker["run"], token, wrong_block_reply)
             if not busy:
                 time.sleep(poll)
     finally:

@@ -29,7 +29,7 @@ from ..errors import ConfigError
 from ..imaging import display_uint8
 from .protocol import Reply
 
-__all__ = ["PoissonNeurons", "LocalRig", "uint8_to_float", "build_neurons"]
+__all__ = ["PoissonNeurons", "LocalRig", "uint8_to_float", "build_neurons", "wrong_block_reply"]
 
 log = logging.getLogger(__name__)
 
@@ -149,3 +149,9 @@ class LocalRig:
 
     def close(self) -> None:
         pass
+
+
+def wrong_block_reply(reply: Reply) -> Reply:
+    """Fault injection: a copy of ``reply`` that names another block (and that block's image ids)."""
+    shift = 100_000
+    return Reply(reply.block + shift, np.asarray(reply.image_ids) + shift * 100_000, reply.responses)

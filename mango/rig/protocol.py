@@ -42,7 +42,8 @@ import numpy as np
 from ..errors import ConfigError, MangoError
 
 __all__ = ["PROTOCOL", "VERSION", "Limits", "Block", "Reply", "ProtocolError", "AuthError", "IncompleteReply",
-           "RigError", "new_nonce", "check_values", "verify_mac", "check_block_header",
+           "RigError", "new_nonce", "check_values", "verify_mac", "check_block_header", "json_depth", "header_int",
+           "header_int_list", "compute_mac", "NONCE_PATTERN",
            "encode_block", "decode_block", "encode_reply", "decode_reply", "encode_error", "decode_error",
            "peek_header", "validate_reply_for", "images_to_png", "png_to_images"]
 
@@ -149,7 +150,7 @@ class Reply:
     nonce: str | None = None
 
 
-_NONCE = re.compile(r"[0-9A-Za-z_-]{8,128}")
+NONCE_PATTERN = re.compile(r"[0-9A-Za-z_-]{8,128}")
 
 
 def new_nonce() -> str:
@@ -164,7 +165,7 @@ def new_nonce() -> str:
 _CANONICAL_SEPARATORS = ((",", ":"), (", ", ": "))
 
 
-def _mac(token: str | None, header: dict[str, Any], frames: list[bytes],
+def compute_mac(token: str | None, header: dict[str, Any], frames: list[bytes],
          separators: tuple[str, str] = _CANONICAL_SEPARATORS[0]) -> str:
     body = json.dumps({k: v for k, v in header.items() if k != "mac"}, sort_keys=True,
                       separators=separators).encode()
@@ -178,7 +179,7 @@ def _mac(token: str | None, header: dict[str, Any], frames: list[bytes],
 def _pack(header: dict[str, Any], frames: list[bytes], token: str | None) -> list[bytes]:
     header = {"protocol": PROTOCOL, "version": VERSION, **header}
     if token:
-        header["mac"] = _mac(token, header, frames)
+        header["mac"] = compute_mac(token, header, frames)
     return [json.dumps(header, allow_nan=False).encode()] + frames
 
 
@@ -192,7 +193,7 @@ def peek_header(frames: list[bytes], limits: Limits = Limits()) -> dict[str, Any
     if len(frames[0]) > limits.max_header:
         raise ProtocolError(f"header of {len(frames[0])} bytes exceeds the limit of {limits.max_header}")
     raw = bytes(frames[0])
-    depth = _depth(raw)
+    depth = json_depth(raw)
     if depth > limits.max_depth:
         raise ProtocolError(f"header JSON nests {depth} levels deep; at most {limits.max_depth} are allowed")
     try:
@@ -212,7 +213,7 @@ def peek_header(frames: list[bytes], limits: Limits = Limits()) -> dict[str, Any
             not isinstance(bid, int) or isinstance(bid, bool) or bid < 0):
         raise ProtocolError(f"header field 'block' must be an integer >= 0 (or null in an error), got {bid!r}"[:300])
     nonce = header.get("nonce")
-    if nonce is not None and not (isinstance(nonce, str) and _NONCE.fullmatch(nonce)):
+    if nonce is not None and not (isinstance(nonce, str) and NONCE_PATTERN.fullmatch(nonce)):
         raise ProtocolError("header field 'nonce' must be 8-128 characters of [0-9A-Za-z_-], got "
                             f"{nonce!r}"[:300])
     if "mac" in header and not isinstance(header["mac"], str):
@@ -220,7 +221,7 @@ def peek_header(frames: list[bytes], limits: Limits = Limits()) -> dict[str, Any
     return header
 
 
-def _depth(raw: bytes) -> int:
+def json_depth(raw: bytes) -> int:
     """Nesting depth of JSON text, counted without parsing it (brackets inside strings skipped).
 
     Linear in the length and allocation-free per byte, so a hostile header of many ``[`` is refused
@@ -247,11 +248,11 @@ def verify_mac(header: dict[str, Any], frames: list[bytes], token: str | None) -
     got = header.get("mac")
     if not isinstance(got, str):
         raise AuthError("message has no 'mac' but this side requires a shared token")
-    if not any(hmac.compare_digest(got, _mac(token, header, frames, sep)) for sep in _CANONICAL_SEPARATORS):
+    if not any(hmac.compare_digest(got, compute_mac(token, header, frames, sep)) for sep in _CANONICAL_SEPARATORS):
         raise AuthError("message authentication failed (wrong shared token or altered message)")
 
 
-def _int(header: dict[str, Any], key: str, lo: int = 0, hi: int | None = None) -> int:
+def header_int(header: dict[str, Any], key: str, lo: int = 0, hi: int | None = None) -> int:
     v = header.get(key)
     if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
         rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
@@ -259,7 +260,7 @@ def _int(header: dict[str, Any], key: str, lo: int = 0, hi: int | None = None) -
     return v
 
 
-def _int_list(header: dict[str, Any], key: str, n: int | None, limit: int) -> np.ndarray:
+def header_int_list(header: dict[str, Any], key: str, n: int | None, limit: int) -> np.ndarray:
     v = header.get(key)
     if not isinstance(v, list) or len(v) > limit or any(
             not isinstance(x, int) or isinstance(x, bool) or not -2**62 <= x < 2**62 for x in v):
@@ -310,7 +311,7 @@ def check_block_header(header: dict[str, Any], limits: Limits = Limits()) -> tup
     Raises:
         ProtocolError: naming the field, what it holds and what is allowed.
     """
-    bid = _int(header, "block")
+    bid = header_int(header, "block")
     shape = header.get("shape")
     if (not isinstance(shape, list) or len(shape) != 4
             or any(not isinstance(s, int) or isinstance(s, bool) for s in shape)):
@@ -322,13 +323,13 @@ def check_block_header(header: dict[str, Any], limits: Limits = Limits()) -> tup
         raise ProtocolError(f"image size {h}x{w}x{c} not allowed (sides 1..{limits.max_side}, channels 1 or 3)")
     if header.get("dtype") != "uint8":
         raise ProtocolError(f"image dtype {header.get('dtype')!r} not supported; valid choices: uint8")
-    ids = _int_list(header, "image_ids", n, limits.max_images)
+    ids = header_int_list(header, "image_ids", n, limits.max_images)
     if len(np.unique(ids)) != n:
         raise ProtocolError("image_ids of a block must be unique")
-    repeats = _int(header, "repeats", 1, limits.max_repeats)
+    repeats = header_int(header, "repeats", 1, limits.max_repeats)
     order = header.get("order")
     if order is not None:
-        order = _int_list(header, "order", n * repeats, limits.max_presentations)
+        order = header_int_list(header, "order", n * repeats, limits.max_presentations)
         in_range = order.size == 0 or (order.min() >= 0 and order.max() < n)
         if not in_range or (np.bincount(order, minlength=n) != repeats).any():
             raise ProtocolError("'order' must show every image index 0..n-1 exactly 'repeats' times")
@@ -396,7 +397,7 @@ def decode_reply(frames: list[bytes], token: str | None = None, limits: Limits =
     if header["type"] != "response":
         raise ProtocolError(f"expected a 'response' message, got {header['type']!r}")
     verify_mac(header, frames[1:], token)
-    bid = _int(header, "block")
+    bid = header_int(header, "block")
     shape = header.get("shape")
     if (not isinstance(shape, list) or len(shape) != 2
             or any(not isinstance(s, int) or isinstance(s, bool) for s in shape)):
@@ -407,7 +408,7 @@ def decode_reply(frames: list[bytes], token: str | None = None, limits: Limits =
                             f"(1..{limits.max_presentations} x 1..{limits.max_channels})")
     if header.get("dtype") != "float64":
         raise ProtocolError(f"response dtype {header.get('dtype')!r} not supported; valid choices: float64")
-    ids = _int_list(header, "image_ids", p, limits.max_presentations)
+    ids = header_int_list(header, "image_ids", p, limits.max_presentations)
     if len(frames) != 2 or len(frames[1]) != p * ch * 8:
         raise ProtocolError(f"response: expected one frame of {p * ch * 8} bytes, got {[len(f) for f in frames[1:]]}")
     resp = np.frombuffer(bytes(frames[1]), dtype="<f8").reshape(p, ch).astype(np.float64)

@@ -25,6 +25,7 @@ from .. import registry
 from ..clitools import parse_kv, print_rows
 from ..errors import ConfigError
 from ..journal import atomic_write
+from . import PROTOCOLS, make_client
 from .closedloop import closed_loop, stimulus_images
 
 __all__ = ["add_arguments", "load_reference", "rig_run_id"]
@@ -81,9 +82,12 @@ def _parse_select(text: str) -> Any:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``mango rig-run``."""
-    p.add_argument("--protocol", choices=("zmq", "filedrop"), default="zmq")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="zmq",
+                   help="zmq (socket), filedrop (folder), lsl (Lab Streaming Layer), xdream (XDream's folder files)")
     p.add_argument("--address", default="tcp://127.0.0.1:5555", help="rig endpoint (zmq)")
-    p.add_argument("--folder", help="shared folder (filedrop)")
+    p.add_argument("--folder", help="shared folder (filedrop; xdream: the folder the rig script watches)")
+    p.add_argument("--stream-name", default="mango", help="LSL stream prefix (lsl): NAME-markers, NAME-images, "
+                   "NAME-responses")
     p.add_argument("--token", default=os.environ.get("MANGO_RIG_TOKEN"), help="shared token (or $MANGO_RIG_TOKEN)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait per attempt")
     p.add_argument("--retries", type=int, default=5, help="resends before giving up")
@@ -110,8 +114,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from . import make_client  # the package's client factory (the package imports this module's siblings)
-
     gparams = parse_kv(args.gen_param, "--gen-param")
     oparams = parse_kv(args.opt_param, "--opt-param")
     gen = registry.create("generator", args.generator, gparams)
@@ -124,7 +126,7 @@ def _cmd(args: argparse.Namespace) -> int:
            "batch_size": args.batch_size, "reference_files": [Path(r).name for r in args.reference or []]}
     client = make_client(args.protocol, address=args.address, folder=args.folder, token=args.token,
                          timeout=args.timeout, retries=args.retries, encoding=args.encoding,
-                         run=rig_run_id(args.out), allow_remote=args.allow_remote)
+                         run=rig_run_id(args.out), allow_remote=args.allow_remote, stream_name=args.stream_name)
 
     def progress(ev: Any) -> None:
         if not args.quiet:

@@ -35,8 +35,10 @@ import numpy as np
 from ..clitools import parse_kv
 from ..errors import ConfigError
 from .filedrop import FORMATS, read_block, read_response, response_paths, write_response
-from .model import PoissonNeurons, build_neurons
+from .lsl_transport import serve_lsl
+from .model import PoissonNeurons, build_neurons, wrong_block_reply
 from .protocol import Block, ProtocolError, Reply
+from .xdream import serve_xdream
 from .zmq_transport import ZmqRigServer, nan_reply
 
 __all__ = ["Faults", "RigSimulator", "serve_zmq", "serve_filedrop", "add_arguments", "FAULT_KINDS"]
@@ -167,7 +169,7 @@ def serve_zmq(sim: RigSimulator, address: str, *, token: str | None = None, stop
             if fault == "nan":
                 reply = nan_reply(reply)
             if fault == "wrongblock":
-                reply = _wrong_block(reply)
+                reply = wrong_block_reply(reply)
             if fault == "malformed":
                 server.send_raw(peer, [json.dumps({"protocol": "mango-rig", "version": 1, "type": "response",
                                                    "block": block.block, "shape": [1]}).encode(), b"\x00" * 3])
@@ -224,7 +226,7 @@ def serve_filedrop(sim: RigSimulator, root: str | os.PathLike, *, fmt: str = "np
             if fault == "nan":
                 reply = Reply(reply.block, reply.image_ids, np.full_like(reply.responses, np.nan))
             if fault == "wrongblock":
-                reply = _wrong_block(reply)
+                reply = wrong_block_reply(reply)
             if fault == "malformed":
                 out.write_bytes(b"\x00garbage, not a response file")
                 continue
@@ -259,19 +261,17 @@ def _answered(root: Path, block: int, run: str, manifest_mtime_ns: int) -> bool:
     return False
 
 
-def _wrong_block(reply: Reply) -> Reply:
-    """A reply that names another block (and that block's image ids)."""
-    shift = 100_000
-    return Reply(reply.block + shift, np.asarray(reply.image_ids) + shift * 100_000, reply.responses)
-
-
 # -- command line ------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``mango rig-sim``."""
-    p.add_argument("--protocol", choices=("zmq", "filedrop"), default="zmq", help="wire protocol (default zmq)")
+    p.add_argument("--protocol", choices=("zmq", "filedrop", "lsl", "xdream"), default="zmq",
+                   help="wire protocol (default zmq)")
     p.add_argument("--address", default="tcp://127.0.0.1:5555", help="ZeroMQ endpoint to bind (default loopback)")
-    p.add_argument("--folder", help="file-drop folder (for --protocol filedrop)")
+    p.add_argument("--folder", help="the shared folder (filedrop, xdream)")
     p.add_argument("--format", default="npz", choices=("npz", "csv", "mat"), help="file-drop response format")
+    p.add_argument("--stream-name", default="mango", help="LSL stream prefix (lsl)")
+    p.add_argument("--mat-version", default="7.3", choices=("7.3", "5"), help="XDream .mat version (xdream)")
+    p.add_argument("--shows", type=int, default=1, help="presentations of each BMP per XDream block (xdream)")
     p.add_argument("--target", default="cnn-digits", help="registered target whose units are the neurons")
     p.add_argument("--units", default="0", help="comma-separated unit indices, one channel each (default 0)")
     p.add_argument("--target-param", action="append", metavar="KEY=VALUE", help="target parameter")
@@ -290,24 +290,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_cmd)
 
 
+class _Ready:
+    """The ``ready`` event a server sets once it is bound (socket) or watching (folder): only then does
+    ``rig-sim`` say it is ready, so a bad address or folder never prints "ready" before its error."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def set(self) -> None:
+        print(self.text, flush=True)
+
+
 def _cmd(args: argparse.Namespace) -> int:
     try:
         units = [int(u) for u in str(args.units).split(",") if u.strip()]
     except ValueError:
         raise ConfigError(f"--units {args.units!r} must be comma-separated integers") from None
+    if args.protocol in ("filedrop", "xdream"):
+        if not args.folder:
+            raise ConfigError(f"--protocol {args.protocol} needs --folder")
+        if Path(args.folder).exists() and not Path(args.folder).is_dir():
+            raise ConfigError(f"--folder {args.folder!r} is a file, not a folder")
     calib = None if str(args.calib_generator).lower() == "none" else args.calib_generator
     neurons = build_neurons(args.target, units, parse_kv(args.target_param, "--target-param"), calib,
                             peak_rate=args.peak_rate, presentation_time=args.presentation_time, seed=args.seed)
     sim = RigSimulator(neurons, latency=args.latency, faults=Faults.parse(args.faults, args.seed),
                        delay=args.delay, restart=args.restart, record=args.record, seed=args.seed)
-    print(f"rig-sim: {args.target} units {units} ({args.protocol}) ready", flush=True)
+    ready = _Ready(f"rig-sim: {args.target} units {units} ({args.protocol}) ready")
     try:
         if args.protocol == "zmq":
-            serve_zmq(sim, args.address, token=args.token, allow_remote=args.allow_remote)
+            serve_zmq(sim, args.address, token=args.token, allow_remote=args.allow_remote, ready=ready)
+        elif args.protocol == "filedrop":
+            serve_filedrop(sim, args.folder, fmt=args.format, ready=ready)
+        elif args.protocol == "lsl":
+            serve_lsl(sim, args.stream_name, token=args.token, ready=ready)
         else:
-            if not args.folder:
-                raise ConfigError("--protocol filedrop needs --folder")
-            serve_filedrop(sim, args.folder, fmt=args.format)
+            serve_xdream(sim, args.folder, version=args.mat_version, shows=args.shows, ready=ready)
     except KeyboardInterrupt:
         pass
     return 0
