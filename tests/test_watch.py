@@ -97,7 +97,7 @@ def test_state_of_a_running_folder(tmp_path, served):
     run = tmp_path / "run"
     batches = [[0.1, 0.3, 0.2, 0.0, 0.1, 0.05, 0.2, 0.25, 0.15, 0.1], [0.4] + [0.0] * 9, [0.35] * 10]
     _write_run(run, batches, budget=100)
-    url = served(run)
+    url = served(run, render=False)
     assert url.startswith("http://127.0.0.1:")
     s = _state(url)
     assert s["kind"] == "run" and s["status"] == "running"
@@ -113,7 +113,7 @@ def test_state_of_a_running_folder(tmp_path, served):
     assert bl["x"][-1] == 100 and bl["y"][-1] == pytest.approx(0.3, abs=1e-3)
     assert s["qps_recent"] == pytest.approx(20 / 1.0)  # 20 queries between t=0.5 and t=1.5
     assert s["eta_s"] == pytest.approx(70 / 20)
-    assert s["image"] is None  # no best.png yet: the page says "no image yet"
+    assert s["image"] is None  # no best.png yet (and no drawing): the page says "no image yet"
     assert s["reported"] is None
     # the loop writes best.png and a running result.json at an improvement
     _png(run / "best.png")
@@ -126,6 +126,46 @@ def test_state_of_a_running_folder(tmp_path, served):
     assert s["reported"] == {"name": "rate", "best": 0.5, "at_best_score": 0.5}
     code, body = _get(url, s["image"])
     assert code == 200 and body == (run / "best.png").read_bytes()
+
+
+def test_images_drawn_from_the_journal(tmp_path, served):
+    """Before best.png exists the best image is drawn from the journal's best code; the latest batch as a grid."""
+    iio = pytest.importorskip("imageio.v3")
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = {"budget": 50, "optimizer": {"name": "protes"}, "generator": {"name": "vqvae-digits"},
+           "target": {"name": "snn-digits"}}
+    (run / "run.json").write_text(json.dumps(cfg))
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 32, size=(2, 5, 16))
+    with open(run / "journal.jsonl", "w") as fh:
+        for b in range(2):
+            y = [0.1, 0.2, 0.9 if b == 0 else 0.3, 0.0, 0.4]
+            fh.write(json.dumps({"batch": b, "I": codes[b].tolist(), "y": y, "t": b + 1.0, "time": time.time(),
+                                 "external": 0}) + "\n")
+    before = _snapshot(tmp_path)
+    url = served(run)
+    s = _state(url)
+    assert s["image"].startswith("render/best.png?run=.") and "best code" in s["image_source"]
+    assert s["latest_batch"]["image"].startswith("render/latest.png")
+    code, body = _get(url, s["image"])
+    assert code == 200, body
+    best = iio.imread(body)
+    from mango import registry
+
+    gen = registry.create("generator", "vqvae-digits", {})
+    import torch
+
+    with torch.no_grad():
+        want = np.asarray(gen.to_uint8(gen(gen.space.decode(codes[0][2:3]))))[0, ..., 0]
+    scale = best.shape[0] // want.shape[0]
+    assert scale >= 1 and np.array_equal(best[::scale, ::scale], want)  # the code with y = 0.9
+    code, body = _get(url, s["latest_batch"]["image"])
+    assert code == 200 and iio.imread(body).shape[0] > best.shape[0] // 2  # a grid of 5 images (2 x 3)
+    assert _snapshot(tmp_path) == before  # drawn in memory, nothing written
+    # once the run writes best.png, that file is shown
+    _png(run / "best.png")
+    assert _state(url)["image"].startswith("files/best.png")
 
 
 def test_finished_run_keeps_being_served(tmp_path, served):

@@ -35,7 +35,8 @@ DEFAULT_PORT = 8765
 _SERVERS: dict[str, Any] = {}
 
 
-def serve(folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> str:
+def serve(folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, token: str | None = None, *,
+          render: bool = True) -> str:
     """Serve the live view of ``folder`` in a background (daemon) thread and return its URL.
 
     Args:
@@ -43,6 +44,8 @@ def serve(folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, tok
         host: address to bind (default loopback). Any other address requires ``token``.
         port: TCP port; 0 picks a free one.
         token: secret required on every request (at least 8 characters); the URL carries it.
+        render: also draw the latest batch (and the best image before ``best.png`` exists) from the
+            journal's codes with the run's generator, in memory.
 
     Returns:
         The page's URL, e.g. ``http://127.0.0.1:38211/`` (``...?token=...`` with a token).
@@ -53,7 +56,7 @@ def serve(folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, tok
     """
     from .server import start
 
-    srv = start(folder, host=host, port=port, token=token)
+    srv = start(folder, host=host, port=port, token=token, render=render)
     _SERVERS[srv.url] = srv
     return srv.url
 
@@ -74,6 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"TCP port (default {DEFAULT_PORT}, a free one when it is taken; 0: any free port)")
     p.add_argument("--token", default=os.environ.get("MANGO_WATCH_TOKEN"),
                    help="secret every request must carry (or $MANGO_WATCH_TOKEN); 'auto' makes a random one")
+    p.add_argument("--no-render", action="store_true",
+                   help="do not draw images from the journal's codes (the latest batch; the best image before "
+                        "best.png exists); saves loading the generator")
     p.add_argument("--open", action="store_true", help="open the page in the default web browser")
     p.set_defaults(func=main)
 
@@ -90,11 +96,11 @@ def main(args: argparse.Namespace) -> int:
     if port < 0 or port > 65535:
         raise ConfigError(f"--port must be in 0..65535, got {port}")
     try:
-        srv = start(args.folder, host=args.host, port=port, token=token)
+        srv = start(args.folder, host=args.host, port=port, token=token, render=not args.no_render)
     except ConfigError as exc:
         if port == DEFAULT_PORT and "cannot bind" in str(exc):
             log.warning("port %d is taken; using a free port", port)
-            srv = start(args.folder, host=args.host, port=0, token=token)
+            srv = start(args.folder, host=args.host, port=0, token=token, render=not args.no_render)
         else:
             raise
     print(f"watching {args.folder}: {srv.url}", flush=True)

@@ -32,8 +32,8 @@ PAGE = r"""<!doctype html>
   .card h2 { font-size:13px; margin:0 0 8px; color:var(--muted); font-weight:600; text-transform:uppercase; letter-spacing:.04em; }
   .big { font-size:30px; font-weight:650; font-variant-numeric: tabular-nums; }
   .sub { color:var(--muted); font-size:12px; }
-  .kv { display:grid; grid-template-columns:128px 1fr; gap:3px 12px; font-variant-numeric: tabular-nums; }
-  .kv dt { color:var(--muted); } .kv dd { margin:0; }
+  .kv { display:grid; grid-template-columns:112px minmax(0, 1fr); gap:3px 12px; font-variant-numeric: tabular-nums; }
+  .kv dt { color:var(--muted); } .kv dd { margin:0; overflow-wrap:anywhere; }
   .badge { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12px; font-weight:600; color:#fff; background:var(--muted); }
   .s-running { background:var(--run); } .s-finished { background:var(--ok); } .s-failed { background:var(--bad); }
   .s-stalled { background:var(--warn); } .s-pending { background:var(--base); }
@@ -77,8 +77,9 @@ PAGE = r"""<!doctype html>
         <div class="big" id="best-value">–</div>
         <div class="sub" id="best-where"></div>
         <div class="sub" id="reported"></div>
+        <div class="sub" id="image-source"></div>
         <div style="margin-top:10px" id="image-box">
-          <img id="best-image" class="hidden" alt="best image so far">
+          <img id="best-image" class="hidden" alt="best image so far" onerror="this.classList.add('hidden');document.getElementById('no-image').classList.remove('hidden')">
           <div id="no-image" class="noimg">no image yet</div>
         </div>
       </div>
@@ -109,7 +110,7 @@ PAGE = r"""<!doctype html>
       <div class="card" id="latest-card">
         <h2>Latest batch</h2>
         <div class="sub" id="latest-text"></div>
-        <img id="latest-image" class="hidden" alt="latest batch" style="max-width:100%;image-rendering:pixelated">
+        <img id="latest-image" class="hidden" alt="latest batch, best first" style="max-width:100%;max-height:420px;image-rendering:pixelated;display:block;margin:6px 0" onerror="this.classList.add('hidden')">
         <div class="bars" id="latest-bars"></div>
       </div>
     </div>
@@ -193,7 +194,7 @@ function drawChart(svg, series, opts) {
   while (svg.firstChild) svg.removeChild(svg.firstChild);
   const W = svg.clientWidth || 600, H = svg.clientHeight || 300;
   svg.setAttribute("viewBox", "0 0 " + W + " " + H);
-  const m = {l: 54, r: 12, t: 10, b: 30};
+  const m = {l: 54, r: 22, t: 10, b: 30};
   let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
   for (const s of series) for (let i = 0; i < s.x.length; i++) {
     const x = s.x[i], y = s.y[i];
@@ -270,6 +271,7 @@ function renderRun(s) {
   } else {
     img.classList.add("hidden"); $("no-image").classList.remove("hidden");
   }
+  $("image-source").textContent = s.image && s.image_source && s.image_source !== "best.png" ? s.image_source : "";
   const unit = rig ? "presentations" : "queries";
   const series = [];
   const curve = s.curve || {x: [], y: []};
@@ -296,9 +298,9 @@ function renderRun(s) {
   const lb = s.latest_batch;
   $("latest-card").classList.toggle("hidden", !lb);
   if (lb) {
-    $("latest-text").textContent = "batch " + lb.batch + ": " + lb.size + " queries, max " + fmt(lb.max) + ", mean " + fmt(lb.mean);
+    $("latest-text").textContent = "batch " + lb.batch + ": " + lb.size + " queries, max " + fmt(lb.max) + ", mean " + fmt(lb.mean) + (lb.image ? " (images best first)" : "");
     const li = $("latest-image");
-    if (lb.image) { li.setAttribute("src", withToken(lb.image)); li.classList.remove("hidden"); } else li.classList.add("hidden");
+    if (lb.image) { const src = withToken(lb.image); if (li.getAttribute("src") !== src) li.setAttribute("src", src); li.classList.remove("hidden"); } else li.classList.add("hidden");
     const bars = $("latest-bars");
     bars.innerHTML = "";
     const vals = (lb.values || []).filter(v => v !== null).slice().sort((a, b) => b - a);

@@ -10,6 +10,7 @@ dict describing the folder now (see :meth:`FolderWatcher.state` for its keys).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -285,13 +287,27 @@ class RunReader:
         self._cache_key: Any = None
         self._cache: dict[str, Any] | None = None
         self.spec_config: dict[str, Any] | None = None  # the run's config from a compare manifest
+        self.render = False  # whether the page may ask for images drawn from the journal's codes
+        self._seen = 0
+        self._best: tuple[float, list[int]] | None = None
 
     # files ---------------------------------------------------------------------------------------
     def poll(self) -> None:
         self.run_json.poll()
         self.result.poll()
         self.journal.poll()
-        if not self.journal.items:
+        rows = self.journal.items
+        if len(rows) < self._seen:  # read again from the start (a resume cut the file, or a new file)
+            self._seen, self._best = 0, None
+        for r in rows[self._seen:]:
+            if len(r.y) and r.codes is not None:
+                j = int(np.argmax(r.y))
+                if self._best is None or r.y[j] > self._best[0]:
+                    self._best = (float(r.y[j]), list(r.codes[j]) if j < len(r.codes) else [])
+        for r in rows[max(0, self._seen - 1): len(rows) - 1]:
+            r.codes = None  # keep the codes of the latest row only
+        self._seen = len(rows)
+        if not rows:
             key = _stat_key(self.folder / "history.npz")
             if key != self._hist_key:
                 self._hist_key = key
@@ -372,6 +388,36 @@ class RunReader:
                 stale = max(stale, STALE_BATCHES * float(np.median(gaps)))
         return "running" if time.time() - last < stale else "stalled"
 
+    def generator_table(self) -> dict[str, Any] | None:
+        """The run's generator table (``{"name": ..., params}``) when its images can be drawn."""
+        g = self.config.get("generator")
+        if isinstance(g, str):
+            g = {"name": g}
+        return g if isinstance(g, dict) and g.get("name") else None
+
+    def best_codes(self) -> list[list[int]] | None:
+        """``[[code]]`` of the best query so far (from the journal), or None."""
+        return [self._best[1]] if self._best is not None and self._best[1] else None
+
+    def latest_codes(self) -> list[list[int]] | None:
+        """The latest batch's codes, best value first, or None."""
+        rows = self.journal.items
+        if not rows or rows[-1].codes is None or not len(rows[-1].y):
+            return None
+        order = np.argsort(-rows[-1].y, kind="stable")
+        codes = rows[-1].codes
+        return [codes[i] for i in order if i < len(codes)]
+
+    def _render_url(self, what: str) -> str | None:
+        if not self.render or self.generator_table() is None:
+            return None
+        codes = self.best_codes() if what == "best" else self.latest_codes()
+        if not codes:
+            return None
+        rel = self.folder.relative_to(self.root).as_posix()
+        tag = hashlib.sha1(json.dumps([self.generator_table(), codes], default=str).encode()).hexdigest()[:16]
+        return f"render/{what}.png?run={quote(rel)}&v={tag}"
+
     def image_url(self, name: str = "best.png") -> str | None:
         key = _stat_key(self.folder / name)
         if key is None:
@@ -451,6 +497,11 @@ class RunReader:
         # speed and time left
         out.update(self._speed(rows, times, n_queries, budget, res, status))
         out["image"] = self.image_url()
+        out["image_source"] = "best.png" if out["image"] else None
+        if out["image"] is None:
+            out["image"] = self._render_url("best")
+            if out["image"]:
+                out["image_source"] = "drawn from the best code in the journal (best.png not written yet)"
         out["last_write"] = self.last_write()
         if rows and detail:
             last = rows[-1]
@@ -458,7 +509,7 @@ class RunReader:
                                    "values": [_num(v) for v in last.y[:512]],
                                    "max": _num(last.y.max()) if len(last.y) else None,
                                    "mean": _num(last.y.mean()) if len(last.y) else None,
-                                   "image": self.image_url("latest.png") or self.image_url("batch.png")}
+                                   "image": self._render_url("latest")}
         out["torn_bytes"] = self.journal.torn_bytes
         out["skipped_lines"] = self.journal.bad_lines
         self._cache_key, self._cache = key, out
@@ -752,10 +803,13 @@ class FolderWatcher:
 
     Args:
         folder: the folder to watch (it may not exist yet: the state says so until it does).
+        render: offer images drawn from the journal's codes with the run's generator (the latest
+            batch as a grid; the best image before ``best.png`` exists) at ``render/...`` URLs.
     """
 
-    def __init__(self, folder: str | os.PathLike) -> None:
+    def __init__(self, folder: str | os.PathLike, render: bool = False) -> None:
         self.folder = Path(folder).resolve()
+        self.render = render
         self._runs: dict[Path, RunReader] = {}
         self.manifest = JsonFile(self.folder / "compare.json")
         self.compare_status = JsonFile(self.folder / "compare_status.json")
@@ -801,12 +855,17 @@ class FolderWatcher:
         kind = detect_kind(self.folder)
         if kind in ("run", "rig"):
             r = self._reader(self.folder, rig=(kind == "rig"))
+            r.render = self.render
             bl = self._single_baseline(r) if kind == "run" else None
             return {**base, **r.summary(baseline_values=bl), "kind": kind}
         if kind in ("compare", "multi"):
             return {**base, **self._multi(kind)}
         return {**base, "kind": "empty", "message": "no run files yet (run.json, journal.jsonl, result.json, "
                                                     "presentations.jsonl or compare.json); waiting"}
+
+    def run_reader(self, rel: str) -> RunReader | None:
+        """The reader of the run folder ``rel`` (relative to the watched folder) when it is being followed."""
+        return self._runs.get((self.folder / rel).resolve())
 
     # baselines -----------------------------------------------------------------------------------------
     def _single_baseline(self, r: RunReader) -> tuple[np.ndarray, str] | None:

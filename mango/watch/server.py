@@ -55,8 +55,8 @@ class Hub:
     """One :class:`FolderWatcher` shared by every connection; recomputes the state only when the files
     change (or every ``refresh`` seconds, so that "running" turns into "stalled" when a run dies)."""
 
-    def __init__(self, folder: str | os.PathLike, refresh: float = 2.0) -> None:
-        self.watcher = FolderWatcher(folder)
+    def __init__(self, folder: str | os.PathLike, refresh: float = 2.0, render: bool = True) -> None:
+        self.watcher = FolderWatcher(folder, render=render)
         self.refresh = refresh
         self._lock = threading.Lock()
         self._fp: Any = None
@@ -78,6 +78,14 @@ class Hub:
                     self._body = body
                     self.version += 1
             return self._body, self.version
+
+    def codes(self, rel: str, what: str) -> tuple[dict[str, Any] | None, list[list[int]] | None]:
+        """``(generator table, codes)`` of run folder ``rel``'s best query (``what="best"``) or latest batch."""
+        with self._lock:
+            reader = self.watcher.run_reader(rel)
+            if reader is None:
+                return None, None
+            return reader.generator_table(), (reader.best_codes() if what == "best" else reader.latest_codes())
 
     def state_json(self) -> str:
         body, _ = self.get()
@@ -138,7 +146,7 @@ class _Guard:
 
 
 def create_app(folder: str | os.PathLike, token: str | None = None, loopback_only: bool = True,
-               interval: float = 0.5, stopping: threading.Event | None = None) -> Any:
+               interval: float = 0.5, stopping: threading.Event | None = None, render: bool = True) -> Any:
     """The Starlette app watching ``folder``.
 
     Args:
@@ -147,6 +155,8 @@ def create_app(folder: str | os.PathLike, token: str | None = None, loopback_onl
         loopback_only: refuse requests whose Host header is not a loopback name.
         interval: seconds between checks of the files for each open event stream.
         stopping: set it to end the event streams (server shutdown).
+        render: draw the latest batch and the best code with the run's generator (in memory, at
+            ``/render/{best,latest}.png?run=REL``; needs torch and the generator's weights).
     """
     from starlette.applications import Starlette
     from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
@@ -155,7 +165,12 @@ def create_app(folder: str | os.PathLike, token: str | None = None, loopback_onl
     from .page import PAGE
 
     root = Path(folder).resolve()
-    hub = Hub(root)
+    hub = Hub(root, render=render)
+    renderer = None
+    if render:
+        from .render import Renderer
+
+        renderer = Renderer()
     stop = stopping or threading.Event()
 
     async def index(request: Any) -> Response:
@@ -203,11 +218,25 @@ def create_app(folder: str | os.PathLike, token: str | None = None, loopback_onl
         data = await asyncio.to_thread(path.read_bytes)
         return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
 
+    async def rendered(request: Any) -> Response:
+        what = request.path_params["what"]
+        rel = request.query_params.get("run", ".")
+        if renderer is None or what not in ("best", "latest"):
+            return PlainTextResponse("nothing to draw", status_code=404)
+        table, codes = hub.codes(rel, what)
+        if table is None or not codes:
+            return PlainTextResponse("no codes or no generator to draw them", status_code=404)
+        try:
+            png = await asyncio.to_thread(renderer.render, table, codes, request.query_params.get("v", ""))
+        except Exception as exc:  # noqa: BLE001 - the page shows "no image"
+            return PlainTextResponse(f"cannot draw: {exc}", status_code=404)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
     async def favicon(request: Any) -> Response:
         return Response(status_code=204)
 
     routes = [Route("/", index), Route("/favicon.ico", favicon), Route("/api/state", state), Route("/events", events),
-              Route("/files/{path:path}", files)]
+              Route("/files/{path:path}", files), Route("/render/{what}.png", rendered)]
     app = Starlette(routes=routes)
     app.state.hub = hub
     return _Guard(app, token, loopback_only)
@@ -261,7 +290,7 @@ def check_binding(host: str, token: str | None) -> None:
 
 
 def start(folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
-          interval: float = 0.5) -> WatchServer:
+          interval: float = 0.5, render: bool = True) -> WatchServer:
     """Serve the live view of ``folder`` in a background thread; returns once it accepts connections.
 
     Args:
@@ -270,6 +299,7 @@ def start(folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, tok
         port: TCP port; 0 picks a free one.
         token: the secret every request must carry (required off loopback, at least 8 characters).
         interval: seconds between file checks per open page.
+        render: draw images from the journal's codes (see :func:`create_app`).
 
     Raises:
         ConfigError: a non-loopback host without a token, a short token, or an address that cannot be bound.
@@ -280,7 +310,8 @@ def start(folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, tok
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
     stopping = threading.Event()
-    app = create_app(folder, token=token, loopback_only=is_loopback(host), interval=interval, stopping=stopping)
+    app = create_app(folder, token=token, loopback_only=is_loopback(host), interval=interval, stopping=stopping,
+                     render=render)
     config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
                             timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
