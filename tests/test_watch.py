@@ -448,3 +448,27 @@ def test_page_is_self_contained(tmp_path, served):
     html = body.decode()
     assert code == 200 and "EventSource" in html and 'id="curve"' in html
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and "https://" not in html  # no CDN
+
+
+def test_watch_option_for_run_commands(tmp_path, monkeypatch, capsys):
+    from mango.watch import add_watch_option, parse_watch, serve_option
+
+    assert parse_watch("") == ("127.0.0.1", 8765)
+    assert parse_watch("0") == ("127.0.0.1", 0)
+    assert parse_watch("localhost:9001") == ("localhost", 9001)
+    assert parse_watch("[::1]:9002") == ("::1", 9002)
+    with pytest.raises(ConfigError, match="0..65535"):
+        parse_watch("host:99999")
+    p = argparse.ArgumentParser()
+    add_watch_option(p)
+    assert p.parse_args([]).watch is None and p.parse_args(["--watch"]).watch == ""
+    assert serve_option(None, tmp_path) is None
+    monkeypatch.delenv("MANGO_WATCH_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="without a token"):
+        serve_option("0.0.0.0:0", tmp_path)
+    url = serve_option(p.parse_args(["--watch", "127.0.0.1:0"]).watch, tmp_path / "run")
+    try:
+        assert f"live view: {url}" in capsys.readouterr().err
+        assert _state(url)["kind"] == "missing"
+    finally:
+        stop(url)

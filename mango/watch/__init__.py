@@ -27,7 +27,8 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["serve", "stop", "add_arguments", "main", "DEFAULT_PORT"]
+__all__ = ["serve", "stop", "add_arguments", "main", "add_watch_option", "serve_option", "parse_watch",
+           "DEFAULT_PORT"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,70 @@ def stop(url: str) -> None:
         srv.stop()
 
 
+def parse_watch(value: str) -> tuple[str, int]:
+    """``--watch`` value -> ``(host, port)``: ``PORT``, ``HOST:PORT``, ``HOST`` or ``""`` (127.0.0.1, default port).
+
+    Raises:
+        mango.errors.ConfigError: a port that is not an integer in 0..65535.
+    """
+    from ..errors import ConfigError
+
+    host, port = "127.0.0.1", str(DEFAULT_PORT)
+    text = (value or "").strip()
+    if text.startswith("["):  # [::1]:8765
+        end = text.find("]")
+        host, rest = text[1:end], text[end + 1:]
+        port = rest.lstrip(":") or port
+    elif text.isdigit():
+        port = text
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+        host = host or "127.0.0.1"
+    elif text:
+        host = text
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--watch {value!r}: the port must be an integer in 0..65535 (valid forms: PORT, "
+                          "HOST:PORT, HOST)")
+    return host, int(port)
+
+
+def add_watch_option(p: argparse.ArgumentParser) -> None:
+    """Add ``--watch [[HOST:]PORT]`` to a command that writes a run folder (run, compare, scan, rig-run)."""
+    p.add_argument("--watch", nargs="?", const="", default=None, metavar="[HOST:]PORT",
+                   help=f"serve the live view of the output folder while this runs (default 127.0.0.1:{DEFAULT_PORT}, "
+                        "a free port when taken; another host needs $MANGO_WATCH_TOKEN); `mango watch FOLDER` "
+                        "keeps showing it after the run")
+
+
+def serve_option(value: str | None, folder: str | os.PathLike, token: str | None = None) -> str | None:
+    """Start the live view a ``--watch`` value asks for (None: not asked); prints and returns the URL.
+
+    The token defaults to ``$MANGO_WATCH_TOKEN``. The server is a daemon thread: it ends with the command.
+    """
+    if value is None:
+        return None
+    host, port = parse_watch(value)
+    token = token if token is not None else os.environ.get("MANGO_WATCH_TOKEN")
+    srv = _start(folder, host, port, token, render=True)
+    _SERVERS[srv.url] = srv
+    print(f"live view: {srv.url}", file=sys.stderr, flush=True)
+    return srv.url
+
+
+def _start(folder: str | os.PathLike, host: str, port: int, token: str | None, render: bool) -> Any:
+    """Start a server; the default port falls back to a free one when it is taken."""
+    from ..errors import ConfigError
+    from .server import start
+
+    try:
+        return start(folder, host=host, port=port, token=token, render=render)
+    except ConfigError as exc:
+        if port == DEFAULT_PORT and "cannot bind" in str(exc):
+            log.warning("port %d is taken; using a free port", port)
+            return start(folder, host=host, port=0, token=token, render=render)
+        raise
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``mango watch``."""
     p.add_argument("folder", help="run, rig-run, compare or scan folder (it may not exist yet)")
@@ -87,7 +152,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """``mango watch FOLDER``: serve until Ctrl-C; prints the URL."""
     from ..errors import ConfigError
-    from .server import start
 
     token = args.token
     if token == "auto":
@@ -95,14 +159,7 @@ def main(args: argparse.Namespace) -> int:
     port = int(args.port)
     if port < 0 or port > 65535:
         raise ConfigError(f"--port must be in 0..65535, got {port}")
-    try:
-        srv = start(args.folder, host=args.host, port=port, token=token, render=not args.no_render)
-    except ConfigError as exc:
-        if port == DEFAULT_PORT and "cannot bind" in str(exc):
-            log.warning("port %d is taken; using a free port", port)
-            srv = start(args.folder, host=args.host, port=0, token=token, render=not args.no_render)
-        else:
-            raise
+    srv = _start(args.folder, args.host, port, token, render=not args.no_render)
     print(f"watching {args.folder}: {srv.url}", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         import socket

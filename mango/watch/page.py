@@ -84,10 +84,10 @@ PAGE = r"""<!doctype html>
         </div>
       </div>
       <div class="card">
-        <h2>Best so far vs. random search</h2>
+        <h2 id="curve-title">Best so far vs. random search</h2>
         <svg id="curve" class="chart" data-points="0" data-last-x="0"></svg>
         <div class="legend"><span><i style="border-color:var(--acc)"></i><span id="curve-label">best so far</span></span>
-          <span><i style="border-color:#74c0fc"></i>batch maximum</span>
+          <span id="batch-legend"><i style="border-color:#74c0fc"></i>batch maximum</span>
           <span id="baseline-legend"><i style="border-color:var(--base);border-top-style:dashed"></i>random search, expected best of n</span></div>
         <div class="sub" id="baseline-source"></div>
       </div>
@@ -280,7 +280,9 @@ function renderRun(s) {
   if (s.baseline) series.push({x: s.baseline.x.filter(x => x <= Math.max(end, 1)), y: s.baseline.y, color: "#868e96", dash: "6 4", width: 1.5, cls: "baseline"});
   series.push({x: curve.x, y: curve.y, color: "#d9480f", step: true, width: 2.5, extendTo: end, cls: "best-curve"});
   drawChart($("curve"), series, {main: series.length - 1, xlabel: unit, xmin: 0});
-  $("curve-label").textContent = rig ? "best mean response so far" : "best so far";
+  $("curve-label").textContent = rig ? "best mean response so far (over each image's presentations)" : "best so far";
+  $("curve-title").textContent = rig ? "Best mean response so far" : "Best so far vs. random search";
+  $("batch-legend").classList.toggle("hidden", !(s.batch_max && !rig));
   $("baseline-legend").classList.toggle("hidden", !s.baseline);
   $("baseline-source").textContent = s.baseline ? ("Random-search baseline: " + s.baseline.source +
       (s.baseline_now !== undefined && s.baseline_now !== null ? "; expected best at " + end + " queries: " + fmt(s.baseline_now) : "")) :

@@ -639,6 +639,7 @@ class RigReader(RunReader):
             elif ev in ("ignored", "rejected"):
                 rejected_events += 1
         stats_s: dict[bytes, list[float]] = {}
+        best_n = None
         table = []
         best_x: list[float] = []
         best_y: list[float | None] = []
@@ -692,7 +693,8 @@ class RigReader(RunReader):
                         s[1] += float(cnt[i])
                 used += int(len(y))
                 if stats_s:
-                    best_mean = max(s[0] / s[1] for s in stats_s.values() if s[1])
+                    best_s = max((s for s in stats_s.values() if s[1]), key=lambda s: s[0] / s[1])
+                    best_mean, best_n = best_s[0] / best_s[1], int(best_s[1])
                     row["best_mean"] = _num(best_mean)
                     best_x.append(float(used))
                     best_y.append(_num(best_mean))
@@ -715,8 +717,8 @@ class RigReader(RunReader):
             "latency": {"x": [float(r["block"]) for r in answered if r.get("latency_s") is not None], "y": lat},
             "reference": {"x": [float(i) for i in range(len(ref_series))],
                           "series": [[(s[j] if j < len(s) else None) for s in ref_series] for j in range(n_ref)]},
-            "best_curve": {"x": best_x, "y": best_y},
-            "table": table[-30:],
+            "best_curve": {"x": best_x, "y": best_y}, "best_n": best_n,
+            "table": table[-12:],
         }
         if n_ref and len(ref_series) >= 2:
             t = np.arange(len(ref_series), dtype=np.float64)
@@ -741,7 +743,13 @@ class RigReader(RunReader):
         if rig["best_curve"]["x"]:
             out["curve"] = rig["best_curve"]
             out["best"] = rig["best_curve"]["y"][-1]
+            out["best_query"] = None  # a mean over presentations, not one query
+            out["best_n"] = rig.get("best_n")
             out["curve_unit"] = "presentations"
+        cfg = self.config
+        sel = cfg.get("select")
+        out["objective"] = (out.get("objective") or "generator") + " -> rig" + (
+            f" (channel {sel})" if sel is not None else "")
         res = self.result.value if isinstance(self.result.value, dict) else {}
         if res.get("status") != "running" and _num(res.get("best_mean")) is not None:
             out["best"] = _num(res["best_mean"])

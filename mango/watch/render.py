@@ -58,7 +58,7 @@ class Renderer:
         self._gens: dict[str, Any] = {}
         self._png: dict[tuple[str, str], bytes] = {}
 
-    def _generator(self, table: dict[str, Any]) -> Any:
+    def generator(self, table: dict[str, Any]) -> Any:
         key = json.dumps(table, sort_keys=True, default=str)
         with self._lock:
             if key not in self._gens:
@@ -89,7 +89,7 @@ class Renderer:
         ck = (json.dumps(table, sort_keys=True, default=str), cache_key)
         if cache_key and ck in self._png:
             return self._png[ck]
-        gen = self._generator(table)
+        gen = self.generator(table)
         I = np.asarray(codes, dtype=np.int64)[:MAX_GRID]
         if I.ndim != 2 or I.shape[1] != gen.space.d:
             raise ValueError(f"codes of shape {I.shape} do not fit the generator's space (d={gen.space.d})")

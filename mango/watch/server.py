@@ -57,6 +57,12 @@ class Hub:
 
     def __init__(self, folder: str | os.PathLike, refresh: float = 2.0, render: bool = True) -> None:
         self.watcher = FolderWatcher(folder, render=render)
+        self.renderer = None
+        self._warmed: set[str] = set()
+        if render:
+            from .render import Renderer
+
+            self.renderer = Renderer()
         self.refresh = refresh
         self._lock = threading.Lock()
         self._fp: Any = None
@@ -77,7 +83,26 @@ class Hub:
                 if body != self._body:
                     self._body = body
                     self.version += 1
+                self._warm()
             return self._body, self.version
+
+    def _warm(self) -> None:
+        """Build the generator of the watched run in the background, so its first image comes quickly."""
+        if self.renderer is None:
+            return
+        reader = self.watcher.run_reader(".")
+        table = reader.generator_table() if reader is not None else None
+        if table is None or json.dumps(table, sort_keys=True, default=str) in self._warmed:
+            return
+        self._warmed.add(json.dumps(table, sort_keys=True, default=str))
+
+        def build() -> None:
+            try:
+                self.renderer.generator(table)
+            except Exception:  # noqa: BLE001 - logged by the renderer; the page shows no image
+                pass
+
+        threading.Thread(target=build, name="mango-watch-warm", daemon=True).start()
 
     def codes(self, rel: str, what: str) -> tuple[dict[str, Any] | None, list[list[int]] | None]:
         """``(generator table, codes)`` of run folder ``rel``'s best query (``what="best"``) or latest batch."""
@@ -166,11 +191,7 @@ def create_app(folder: str | os.PathLike, token: str | None = None, loopback_onl
 
     root = Path(folder).resolve()
     hub = Hub(root, render=render)
-    renderer = None
-    if render:
-        from .render import Renderer
-
-        renderer = Renderer()
+    renderer = hub.renderer
     stop = stopping or threading.Event()
 
     async def index(request: Any) -> Response:
