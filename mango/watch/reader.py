@@ -45,6 +45,11 @@ def _num(x: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def _running(res: Any) -> bool:
+    """True for a result.json the run marks as still running (written at an improvement)."""
+    return isinstance(res, dict) and (res.get("status") == "running" or res.get("running") is True)
+
+
 def _stat_key(path: Path) -> tuple[int, int, int] | None:
     try:
         st = path.stat()
@@ -372,7 +377,9 @@ class RunReader:
 
     def status(self, failed: bool = False) -> str:
         res = self.result.value
-        if isinstance(res, dict) and res.get("status", "finished") not in ("running",):
+        if isinstance(res, dict) and res.get("status") in ("failed", "error"):
+            return "failed"
+        if isinstance(res, dict) and not _running(res):
             return "finished"
         if failed:
             return "failed"
@@ -444,7 +451,7 @@ class RunReader:
         n_queries = int(qidx[-1]) if len(qidx) else 0
         if rows:
             n_queries = int(sum(len(r.y) + r.external for r in rows))
-        n_queries = max(n_queries, int(res.get("n_queries", 0) or 0)) if res.get("status") != "running" else n_queries
+        n_queries = max(n_queries, int(res.get("n_queries", 0) or 0)) if not _running(res) else n_queries
         out: dict[str, Any] = {"kind": "run", "status": status, "budget": budget, "n_queries": n_queries,
                                "batches": len(rows) if rows else res.get("batches"), **_describe(cfg)}
         # best value and where it was reached
@@ -453,9 +460,7 @@ class RunReader:
         if len(values):
             j = int(np.argmax(values))
             best, best_q = _num(values[j]), int(qidx[j])
-        if res.get("status") != "running" and _num(res.get("best_value")) is not None and not len(values):
-            best = _num(res.get("best_value"))
-        if _num(res.get("best_value")) is not None and res.get("status") == "running" and best is None:
+        if best is None and _num(res.get("best_value")) is not None:
             best = _num(res.get("best_value"))
         out["best"], out["best_query"] = best, best_q
         out["known_max"] = _num(res.get("known_max"))
@@ -517,7 +522,7 @@ class RunReader:
 
     def _reported(self, res: dict[str, Any], values: np.ndarray) -> dict[str, Any] | None:
         rep = res.get("reported")
-        if isinstance(rep, dict) and rep.get("name") and res.get("status") != "running":
+        if isinstance(rep, dict) and rep.get("name") and not _running(res):
             return {"name": str(rep["name"]), "best": _num(rep.get("best")),
                     "at_best_score": _num(rep.get("at_best_score"))}
         rows = self.journal.items
@@ -546,7 +551,7 @@ class RunReader:
             elapsed = rows[-1].t
         elif len(times) and np.isfinite(times[-1]):
             elapsed = float(times[-1])
-        if _num(res.get("seconds")) and res.get("status") != "running":
+        if _num(res.get("seconds")) and not _running(res):
             elapsed = float(res["seconds"])
         out["elapsed_s"] = _num(elapsed)
         if elapsed and n:
@@ -702,7 +707,7 @@ class RigReader(RunReader):
         answered = [r for r in table if r["status"] == "answered"]
         lat = [r["latency_s"] for r in answered if r.get("latency_s") is not None]
         res = self.result.value if isinstance(self.result.value, dict) else {}
-        if res and res.get("status") != "running" and isinstance(res.get("ignored_messages"), int):
+        if res and not _running(res) and isinstance(res.get("ignored_messages"), int):
             rejected_total = max(rejected_total, int(res["ignored_messages"]))
         n_ref = max((len(r) for r in ref_series), default=0)
         out = {
@@ -751,7 +756,7 @@ class RigReader(RunReader):
         out["objective"] = (out.get("objective") or "generator") + " -> rig" + (
             f" (channel {sel})" if sel is not None else "")
         res = self.result.value if isinstance(self.result.value, dict) else {}
-        if res.get("status") != "running" and _num(res.get("best_mean")) is not None:
+        if not _running(res) and _num(res.get("best_mean")) is not None:
             out["best"] = _num(res["best_mean"])
             out["best_n"] = res.get("best_n")
         if budget and rig["presentations"]:

@@ -68,12 +68,19 @@ class Hub:
         self._fp: Any = None
         self._at = 0.0
         self._body = ""
+        self._checked = 0.0
+        self.min_gap = 0.2
         self.version = 0
 
-    def get(self) -> tuple[str, int]:
-        """``(state JSON without the server time, version)``; the version grows when the state changes."""
+    def get(self, fresh: bool = False) -> tuple[str, int]:
+        """``(state JSON without the server time, version)``; the version grows when the state changes.
+
+        Event streams share one look at the files per ``min_gap`` seconds; ``fresh`` always looks."""
         with self._lock:
             now = time.monotonic()
+            if self._body and not fresh and now - self._checked < self.min_gap:
+                return self._body, self.version  # several open pages: one look at the files per min_gap
+            self._checked = now
             fp = self.watcher.fingerprint()
             if fp != self._fp or now - self._at >= self.refresh or not self._body:
                 state = self.watcher.state()
@@ -113,7 +120,7 @@ class Hub:
             return reader.generator_table(), (reader.best_codes() if what == "best" else reader.latest_codes())
 
     def state_json(self) -> str:
-        body, _ = self.get()
+        body, _ = self.get(fresh=True)
         return body[:-1] + f', "now": {time.time()}}}' if body.endswith("}") else body
 
 
