@@ -472,3 +472,33 @@ def test_watch_option_for_run_commands(tmp_path, monkeypatch, capsys):
         assert _state(url)["kind"] == "missing"
     finally:
         stop(url)
+
+
+def test_rig_view_of_a_real_closed_loop(tmp_path):
+    """The rig view read from what mango.rig.closedloop really writes (ZeroMQ simulator with faults)."""
+    pytest.importorskip("zmq")
+    from _rig_helpers import free_port, generator, neurons, sim_thread
+
+    from mango.rig import make_client
+    from mango.rig.closedloop import _images, closed_loop
+
+    gen = generator()
+    neu = neurons(gen)
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    refs = _images(gen, gen.space.sample(np.random.default_rng(5), 2))
+    with sim_thread(neu, "zmq", addr, faults="drop@2,nan@4", delay=0.5):
+        with make_client("zmq", address=addr, timeout=0.4, retries=6, backoff=0.05) as cl:
+            res = closed_loop(cl, gen, "ga", 200, seed=0, batch_size=10, repeats=2, reference=refs,
+                              run_dir=tmp_path / "run")
+    s = FolderWatcher(tmp_path / "run").state()
+    rig = s["rig"]
+    assert s["kind"] == "rig" and s["status"] == "finished"
+    assert rig["blocks"] == res.blocks and rig["presentations"] == res.presentations == s["n_queries"]
+    assert rig["retries"] >= 2 and rig["dropped"] == 0 and rig["sent_unanswered"] == 0
+    assert rig["rejected"] == len(res.ignored) >= 1
+    assert np.allclose(np.array(rig["reference"]["series"]).T, res.reference_means)
+    assert s["best"] == pytest.approx(res.best_mean)
+    # best mean after each block, as the loop computes it (the confirmation block ranks differently)
+    assert np.allclose(s["curve"]["y"][:-1], res.block_best_mean[:-1])
+    assert s["curve"]["x"] == [float(x) for x in res.block_presentations]
+    assert rig["latency_max_s"] >= 0.4  # the dropped block waited for a timeout
