@@ -436,12 +436,11 @@ class RunReader:
     def summary(self, failed: bool = False, baseline_values: tuple[np.ndarray, str] | None = None,
                 detail: bool = True) -> dict[str, Any]:
         """The run's state for the page (see :meth:`FolderWatcher.state`)."""
-        key = (self.journal.generation, self.result.key, self.run_json.key, self._hist_key,
-               _stat_key(self.folder / "best.png"), failed, detail,
-               None if baseline_values is None else (len(baseline_values[0]), baseline_values[1]))
         status = self.status(failed)
+        key = (self.journal.generation, self.result.key, self.run_json.key, self._hist_key,
+               _stat_key(self.folder / "best.png"), failed, detail, status,
+               None if baseline_values is None else (len(baseline_values[0]), baseline_values[1]))
         if key == self._cache_key and self._cache is not None:
-            self._cache["status"] = status
             return self._cache
         cfg = self.config
         res = self.result.value if isinstance(self.result.value, dict) else {}

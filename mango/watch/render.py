@@ -6,7 +6,6 @@ The generator is built once per config, on the CPU, lazily (the first request pa
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import threading
