@@ -422,6 +422,10 @@ def test_compare_folder_table_and_baseline(tmp_path, served):
     bl = s["baselines"]["sep"]
     assert "random-search" in bl["source"]
     assert bl["y"][0] == pytest.approx(0.5) and bl["y"][1] == pytest.approx(0.75)  # best of 2 draws from {0, 1}
+    # one run of the grid watched on its own: its baseline is the grid's random-search run of the same unit
+    one = FolderWatcher(out / runs[0]["folder"]).state()
+    assert one["baseline"]["source"].startswith("random-search run runs/sep/random/seed0")
+    assert one["baseline"]["y"][1] == pytest.approx(0.75)
 
 
 def test_folder_of_runs_without_manifest(tmp_path, served):

@@ -893,8 +893,7 @@ class FolderWatcher:
             for spec in man.get("runs", []):
                 cfg = spec.get("config", {})
                 if _opt_name(cfg) == "random" and {k: cfg.get(k) for k in unit_cfg} == unit_cfg:
-                    other = RunReader(parent / spec["folder"], self.folder)
-                    other.poll()
+                    other = self._reader((parent / spec["folder"]).resolve())
                     v, _, _ = other.values()
                     if len(v):
                         return v, f"random-search run {spec['folder']} of the same objective in {parent.name}"
