@@ -890,9 +890,13 @@ class FolderWatcher:
             man = self._parents.setdefault(parent, JsonFile(parent / "compare.json")).poll()
             if not isinstance(man, dict):
                 continue
+            rel = r.folder.relative_to(parent).as_posix()
+            mine = next((sp for sp in man.get("runs", []) if sp.get("folder") == rel), None)
             for spec in man.get("runs", []):
                 cfg = spec.get("config", {})
-                if _opt_name(cfg) == "random" and {k: cfg.get(k) for k in unit_cfg} == unit_cfg:
+                same = (spec.get("unit") == mine.get("unit") if mine is not None
+                        else {k: cfg.get(k) for k in unit_cfg} == unit_cfg)
+                if spec is not mine and (_opt_name(cfg) == "random" or spec.get("optimizer") == "random") and same:
                     other = self._reader((parent / spec["folder"]).resolve())
                     v, _, _ = other.values()
                     if len(v):
