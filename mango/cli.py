@@ -17,10 +17,12 @@ from . import compare, registry, report, scan
 from .clitools import Progress, merge_table, parse_kv, print_rows
 from .config import RunConfig, build_objective, load_toml, run_config
 from .demo import run_demo
-from .errors import MangoError
+from . import watch
+from .errors import ConfigError, MangoError
 from .registry import describe_params
 from .rig import run as rig_run
 from .rig import simulator
+from .watch import add_watch_option, serve_option
 
 __all__ = ["main", "build_parser", "parse_kv"]
 
@@ -44,6 +46,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = RunConfig.from_dict(_config_from_args(args))
     out = Path(args.out) if args.out else None
     objective = build_objective(cfg)
+    if out is not None:
+        serve_option(args.watch, out)
+    elif args.watch is not None:
+        raise ConfigError("--watch needs --out: the live view reads the run folder")
     bar = Progress(cfg.budget) if not args.quiet else None
     try:
         res = run_config(cfg, out, callbacks=[bar] if bar else [], objective=objective)
@@ -102,6 +108,7 @@ def extra_commands() -> dict[str, tuple[Any, str]]:
         "compare": (compare, "run a grid of objectives x optimizers x seeds (local processes or Ray)"),
         "report": (report, "write the Markdown/HTML report of a compare or scan folder"),
         "scan": (scan, "maximize every unit of a layer, one run each"),
+        "watch": (watch, "live web page of a run, rig-run, compare or scan folder (read-only)"),
     }
 
 
@@ -124,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument(f"--{name}-param", action="append", metavar="KEY=VALUE", help=f"{name} parameter")
     r.add_argument("--out", help="run folder (journal, result.json, history.npz); re-running resumes it")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_watch_option(r)
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="maximize units of the embedded default models")

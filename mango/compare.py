@@ -60,6 +60,7 @@ from . import report
 from .clitools import run_progress_printer, slug
 from .config import RunConfig, load_toml, positive_int, run_config
 from .errors import ConfigError, choices_hint
+from .watch import add_watch_option, serve_option
 
 __all__ = ["RunSpec", "COMPARE_KEYS", "expand", "load_compare_config", "run_compare", "is_finished",
            "add_arguments"]
@@ -428,6 +429,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     elif args.ray_address:
         ray_cfg = {"address": args.ray_address}
     runs = expand(cfg)
+    serve_option(args.watch, out)
     t0 = time.perf_counter()
     status = run_compare(cfg, out, workers=args.workers, ray=ray_cfg, progress=run_progress_printer(len(runs)),
                          runs=runs)
@@ -443,6 +445,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``mango compare``."""
     p.add_argument("config", help="compare config (TOML): generators x targets/units x optimizers x seeds")
+    add_watch_option(p)
     p.add_argument("--out", help="output folder (default: the config's 'out', else runs/<name>)")
     p.add_argument("--workers", type=int, help="local worker processes (default: the config's, else 2)")
     p.add_argument("--ray-address", help="run on this Ray cluster (overrides the config's [ray])")

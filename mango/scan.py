@@ -28,6 +28,7 @@ from .compare import expand, run_compare
 from .config import integer, load_toml
 from .errors import ConfigError, choices_hint
 from .report import load_traces, write_report
+from .watch import add_watch_option, serve_option
 
 __all__ = ["parse_units", "layer_size", "scan_config", "run_scan", "add_arguments"]
 
@@ -176,6 +177,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         f"scan-{(scan.get('target') or {}).get('name', 'target')}-{scan.get('layer')}"))
     scan.pop("out", None)
     ray: Any = {"address": args.ray_address} if args.ray_address else None
+    serve_option(args.watch, out)
     status = run_scan(scan, out, workers=args.workers, ray=ray, progress="print")
     print(f"{'unit':>6} {'seed':>4} {'best':>10} {'at query':>9} {'seconds':>8}")
     for r in status["table"]:
@@ -188,6 +190,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``mango scan``."""
     p.add_argument("--config", help="scan config (TOML): generator, target, layer, units, optimizer, budget, ...")
+    add_watch_option(p)
     p.add_argument("--generator", help="registered generator")
     p.add_argument("--target", help="registered target")
     p.add_argument("--layer", help="layer to scan (see `mango layers TARGET`)")

@@ -26,6 +26,7 @@ from ..clitools import parse_kv, print_rows
 from ..errors import ConfigError
 from ..journal import atomic_write
 from . import PROTOCOLS, make_client
+from ..watch import add_watch_option, serve_option
 from .closedloop import closed_loop, stimulus_images
 
 __all__ = ["add_arguments", "load_reference", "rig_run_id"]
@@ -109,6 +110,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel", default="0", help="channel: an int, a list '0,2' (mean), or 'mean'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder (journal); rerun the same command to resume")
+    add_watch_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no per-block lines")
     p.set_defaults(func=_cmd)
 
@@ -124,6 +126,7 @@ def _cmd(args: argparse.Namespace) -> int:
         ref = load_reference(args.reference, shape)
     cfg = {"generator": {"name": args.generator, **gparams}, "optimizer": {"name": args.optimizer, **oparams},
            "batch_size": args.batch_size, "reference_files": [Path(r).name for r in args.reference or []]}
+    serve_option(args.watch, args.out)
     client = make_client(args.protocol, address=args.address, folder=args.folder, token=args.token,
                          timeout=args.timeout, retries=args.retries, encoding=args.encoding,
                          run=rig_run_id(args.out), allow_remote=args.allow_remote, stream_name=args.stream_name)
