@@ -484,7 +484,7 @@ def test_rig_view_of_a_real_closed_loop(tmp_path):
     from _rig_helpers import free_port, generator, neurons, sim_thread
 
     from mango.rig import make_client
-    from mango.rig.closedloop import _images, closed_loop
+    from mango.rig.closedloop import closed_loop, stimulus_images as _images
 
     gen = generator()
     neu = neurons(gen)
