@@ -284,7 +284,7 @@ class FastSNN:
     """
 
     #: niceness of the background compile process (backend "auto"): evaluations come first
-    compile_nice: int = 10
+    compile_nice: int = 19
 
     def __init__(self, net: nn.Module, backend: str = "auto", unroll: int = 8,
                  max_elems: int = 2 ** 25, time_batch: int | None = None,

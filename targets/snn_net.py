@@ -41,7 +41,7 @@ from mango.objectives import ObjectiveExpr, Term, as_objective, unit as unit_obj
 from .models import load_model
 from .snn_fast import FastSNN, fast_supported
 from .spiking import ENCODINGS, poisson_spikes, reference_run, reset_states, spiking_layer_names
-from .units import OUTPUT, UnitSpec, find_layer
+from .units import OUTPUT, UnitSpec, find_layer, list_layers
 
 __all__ = ["SpikingNetTarget", "snn_unit", "DEFAULT_T"]
 
@@ -144,6 +144,21 @@ class SpikingNetTarget:
     def describe(self) -> str:
         how = f"T={self.T}" if self.T is not None else "T=?"
         return f"{type(self.net).__name__}: {self.objective} (spiking, {self.mode or 'unprobed'}, {how}, {self.encoding})"
+
+    def layers(self, input_shape: Sequence[int] | None = None) -> list[tuple[str, tuple[int, ...]]]:
+        """All layers with per-sample output shapes of one step (see :func:`~mango.targets.units.list_layers`);
+        the spiking ones are :attr:`spiking`. ``input_shape`` defaults to the one given at construction."""
+        shape = input_shape or self.input_shape
+        if shape is None:
+            raise ConfigError("layers() needs the per-sample input shape, e.g. (1, 16, 16)")
+        try:
+            reset_states(self.net)
+            rows = list_layers(self.net, shape)
+        finally:
+            reset_states(self.net)
+        # "output" of a spiking net is its last spiking layer (a net looping over time returns [T, B, ...])
+        last = dict(rows).get(self.spiking[-1])
+        return [r for r in rows if r[0] != OUTPUT] + ([(OUTPUT, last)] if last is not None else [])
 
     # -- probe -------------------------------------------------------------
     def _probe(self, example: torch.Tensor) -> None:

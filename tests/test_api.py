@@ -218,6 +218,8 @@ def test_one_liner_tutorial_snn_equals_direct_forward(nets):
     vis = mango.maximize(net, "lif2:3", generator="vqvae-digits", optimizer="random", budget=40, seed=0)
     t = vis.objective.target
     assert t.mode == "loop" and t.T == nets.num_steps
+    assert t.layers((1, 16, 16)) == [("fc1", (40,)), ("lif1", (40,)), ("fc2", (10,)), ("lif2", (10,)),
+                                     ("output", (10,))]
     with torch.no_grad():
         spk, mem = net(vis.best_image[None])
         assert float(spk[:, 0, 3].mean()) == vis.best_value
