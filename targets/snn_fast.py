@@ -263,13 +263,15 @@ class FastSNN:
         backend: ``"compile"`` (``torch.compile`` fused neuron kernel, compiled before the
             first call returns; needs a C compiler on CPU or Triton on GPU), ``"torch"``
             (pure-torch loop) or ``"auto"``: answer with the exact pure-torch kernel at once
-            while the fused kernel is compiled in a background thread for the same call
-            pattern (T, layer, membrane, input kind, batch's time chunking), checked there
-            to give bit-identical counts and membrane sums on a probe batch, and used from
-            the next call on (a compile failure or a mismatch keeps the torch kernel, with
-            a logged warning). Results never depend on which kernel ran: both are exact.
-            Compiled kernels are also cached on disk by inductor, so later processes
-            compile faster. See :meth:`kernel_in_use` and :meth:`wait_compiled`.
+            while a child process (at niceness :attr:`compile_nice`) compiles the fused
+            kernel variants this call pattern needs (T, layers, membrane, input kind, the
+            batch's time chunking) into inductor's disk cache; once it has finished, the
+            next call loads them from that cache, checks them bit-identical to the torch
+            kernel on a probe batch, and uses them from then on (a compile failure or a
+            mismatch keeps the torch kernel, with a logged warning). Results never depend on
+            which kernel ran: both are exact. A child still running when this process exits
+            is terminated (its work is only a cache). See :meth:`kernel_in_use` and
+            :meth:`wait_compiled`.
         unroll: time steps per fused kernel call.
         max_elems: bound on the elements of the largest intermediate tensor
             (sets the time chunk ``Tc``; default 2**25, i.e. 128 MB in float32).
