@@ -1,6 +1,8 @@
 """MANGO: Maximization of neural Activation via Non-Gradient Optimization.
 
-The engine: search spaces (:mod:`mango.spaces`), the batched objective
+The one-liner: ``mango.maximize(model, "layer:unit", generator="vqvae-digits", budget=1000)``
+(:mod:`mango.api`) for any torch or snnTorch model; objectives compose as values
+(:mod:`mango.objectives`). The engine: search spaces (:mod:`mango.spaces`), the batched objective
 (:mod:`mango.objective`), ask/tell optimizers (:mod:`mango.optimizers`), the loop
 (:mod:`mango.loop`), the journal (:mod:`mango.journal`) and the command line
 (:mod:`mango.cli`). Concrete generators and targets live in
@@ -21,14 +23,22 @@ _LAZY = {
     "LatentSpace": "mango.spaces",
     "QTTView": "mango.spaces",
     "Objective": "mango.objective",
-    "maximize": "mango.loop",
+    "maximize": "mango.api",
+    "maximize_model": "mango.api",
+    "Visualization": "mango.api",
     "Result": "mango.loop",
     "make_optimizer": "mango.optimizers",
     "register": "mango.registry",
 }
 
 
+#: submodules reachable as attributes (``mango.objectives.parse``) without an explicit import
+_SUBMODULES = ("objectives",)
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"mango.{name}")
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'mango' has no attribute {name!r}")

@@ -36,7 +36,14 @@ networks at several batch sizes.
 """
 from __future__ import annotations
 
+import atexit
+import json
 import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,6 +148,48 @@ def _steps(cur: torch.Tensor, mem: torch.Tensor, msum: torch.Tensor | None, beta
 
 _COMPILED: dict[tuple, Any] = {}
 
+#: the compile child (backend "auto"): compiles the listed (k, mode, const, with_msum) variants
+#: on dummy inputs into inductor's on-disk cache and exits
+_CHILD = """
+import os, sys, json
+parent, nice = int(sys.argv[4]), int(sys.argv[5])
+try:                                # Linux: end with the parent, however it ends
+    import ctypes, signal
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)     # PR_SET_PDEATHSIG
+except Exception:
+    pass
+if os.getppid() != parent:
+    sys.exit(0)
+if nice and hasattr(os, "nice"):
+    os.nice(nice)                   # the parent's evaluations come first
+import torch
+torch.set_num_threads(1)
+from mango.targets.snn_fast import _compiled
+variants, dtype, device = json.loads(sys.argv[1]), getattr(torch, sys.argv[2]), torch.device(sys.argv[3])
+kw = dict(dtype=dtype, device=device)
+beta, thr, g = torch.tensor(0.9, **kw), torch.tensor(1.0, **kw), torch.tensor(1.0, **kw)
+with torch.no_grad():
+    for k, mode, const, with_msum in variants:
+        cur = torch.rand((64,) if const else (k, 64), **kw)
+        mem = torch.zeros(64, **kw)
+        fn = _compiled(k, mode, bool(const), bool(with_msum))
+        fn(cur, mem, torch.zeros(64, **kw), beta, thr, g) if with_msum else fn(cur, mem, beta, thr, g)
+"""
+
+#: compile children still running; terminated at exit (their work is only a cache)
+_CHILDREN: set[subprocess.Popen] = set()
+
+
+@atexit.register
+def _stop_children() -> None:
+    for p in list(_CHILDREN):
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
 
 def _compiled(k: int, mode: int, const: bool, with_msum: bool):
     key = (k, mode, const, with_msum)
@@ -211,9 +260,18 @@ class FastSNN:
 
     Args:
         net: a supported ``nn.Sequential`` (see :func:`fast_supported`).
-        backend: ``"compile"`` (``torch.compile`` fused neuron kernel; needs a C
-            compiler on CPU or Triton on GPU), ``"torch"`` (pure-torch loop) or
-            ``"auto"`` (compile, falling back to torch with a logged warning).
+        backend: ``"compile"`` (``torch.compile`` fused neuron kernel, compiled before the
+            first call returns; needs a C compiler on CPU or Triton on GPU), ``"torch"``
+            (pure-torch loop) or ``"auto"``: answer with the exact pure-torch kernel at once
+            while a child process (at niceness :attr:`compile_nice`) compiles the fused
+            kernel variants this call pattern needs (T, layers, membrane, input kind, the
+            batch's time chunking) into inductor's disk cache; once it has finished, the
+            next call loads them from that cache, checks them bit-identical to the torch
+            kernel on a probe batch, and uses them from then on (a compile failure or a
+            mismatch keeps the torch kernel, with a logged warning). Results never depend on
+            which kernel ran: both are exact. A child still running when this process exits
+            is terminated (its work is only a cache). See :meth:`kernel_in_use` and
+            :meth:`wait_compiled`.
         unroll: time steps per fused kernel call.
         max_elems: bound on the elements of the largest intermediate tensor
             (sets the time chunk ``Tc``; default 2**25, i.e. 128 MB in float32).
@@ -226,6 +284,9 @@ class FastSNN:
             faster than 1 (T=32/128, batch 16/64); 1 can win when other processes load the
             cores, since each small kernel ends in an OpenMP barrier.
     """
+
+    #: niceness of the background compile process (backend "auto"): evaluations come first
+    compile_nice: int = 19
 
     def __init__(self, net: nn.Module, backend: str = "auto", unroll: int = 8,
                  max_elems: int = 2 ** 25, time_batch: int | None = None,
@@ -253,10 +314,114 @@ class FastSNN:
         self.names = [s.name for s in self.stages]
         self._sizes: dict[tuple, int] = {}
         self._batch_ok: dict[tuple, bool] = {}
+        # backend "auto": call plans whose compiled kernels are verified ("ready"), being built
+        # ("pending") or unusable ("failed"); one compile process at a time
+        self._compile_state: dict[tuple, str] = {}
+        self._compile_proc: subprocess.Popen | None = None
+        self._compile_plan: tuple | None = None
+        self._tls = threading.local()         # the probe's planned batch size (see _chunk)
+        self._last_kernel = "none"
 
     # -- helpers -----------------------------------------------------------
-    def _backend(self) -> str:
-        return "compile" if self.backend == "auto" else self.backend
+    def _backend(self, key: tuple | None = None) -> str:
+        if self.backend != "auto":
+            return self.backend
+        return "compile" if self._compile_state.get(key) == "ready" else "torch"
+
+    def kernel_in_use(self) -> str:
+        """The neuron kernel the last :meth:`run` used: ``"compile"``, ``"torch"`` (or ``"none"`` yet)."""
+        return self._last_kernel
+
+    def _variants(self, T: int, tc: int, last: int, layer: str, want_mem: bool, sequence: bool
+                  ) -> list[tuple[int, int, bool, bool]]:
+        """The compiled kernel variants ``(k, mode, const, with_msum)`` a call plan runs (see :meth:`_run`)."""
+        ks = {self.unroll, *([1] if T % self.unroll else [])} if tc >= self.unroll else {1}
+        out = set()
+        for i, st in enumerate(self.stages[:last + 1]):
+            const = i == 0 and not sequence
+            msum = want_mem and st.name == layer
+            out.update((k, int(st.neuron.reset_mechanism_val), const, msum) for k in ks)
+        return sorted(out)
+
+    def _compile_in_background(self, key: tuple, B: int, x: torch.Tensor, T: int, tc: int, last: int,
+                               layer: str, want_mem: bool, sequence: bool) -> None:
+        """Start compiling this call plan's kernel variants in a child process (backend ``"auto"``).
+
+        The child compiles them into inductor's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``)
+        and exits; :meth:`_poll_compile` then loads them here from that cache (seconds
+        instead of minutes) between two calls, checks on a probe batch that they give
+        bit-identical results, and only then switches. No thread runs in this process, so
+        nothing is left half-done at exit; a child still running then is terminated.
+        """
+        if self._compile_proc is not None or self._compile_state.get(key):
+            return
+        variants = self._variants(T, tc, last, layer, want_mem, sequence)
+        dtype = str(x.dtype).replace("torch.", "")
+        cmd = [sys.executable, "-c", _CHILD, json.dumps(variants), dtype, str(x.device), str(os.getpid()),
+               str(int(self.compile_nice))]
+        try:
+            self._compile_log = tempfile.TemporaryFile()
+            self._compile_proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                  stderr=self._compile_log)
+        except OSError as e:
+            self._compile_state[key] = "failed"
+            log.warning("cannot start the neuron-kernel compile process (%s); staying on the exact "
+                        "pure-torch kernel", e)
+            return
+        _CHILDREN.add(self._compile_proc)
+        self._compile_state[key] = "pending"
+        xs = (x[:, :2] if sequence else x[:2]).detach().clone()
+        self._compile_plan = (key, B, xs, T, last, layer, want_mem, sequence)
+        log.info("compiling %d neuron-kernel variant(s) in process %d; using the exact pure-torch kernel "
+                 "until they are ready", len(variants), self._compile_proc.pid)
+
+    def _poll_compile(self) -> None:
+        """If the compile child has finished: load its kernels, verify them, switch (backend ``"auto"``)."""
+        proc = self._compile_proc
+        if proc is None or proc.poll() is None:
+            return
+        self._compile_proc = None
+        _CHILDREN.discard(proc)
+        key, B, xs, T, last, layer, want_mem, sequence = self._compile_plan
+        self._compile_plan = None
+        self._compile_log.seek(0)
+        err = self._compile_log.read().decode(errors="replace")
+        self._compile_log.close()
+        if proc.returncode != 0:
+            self._compile_state[key] = "failed"
+            log.warning("torch.compile neuron kernel unavailable (compile process exit %s: %s); staying on "
+                        "the exact pure-torch kernel", proc.returncode, err.strip().splitlines()[-1:] or "")
+            return
+        self._tls.plan_batch = B
+        try:
+            with torch.no_grad():
+                ref = self._run(xs, T, last, layer, want_mem, sequence, False, "torch")
+                got = self._run(xs, T, last, layer, want_mem, sequence, False, "compile")
+            same = torch.equal(ref[0], got[0]) and (ref[1] is None or torch.equal(ref[1], got[1]))
+        except Exception as e:   # an inductor error here
+            self._compile_state[key] = "failed"
+            log.warning("torch.compile neuron kernel unavailable (%s: %s); staying on the exact pure-torch "
+                        "kernel", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            return
+        finally:
+            self._tls.plan_batch = None
+        self._compile_state[key] = "ready" if same else "failed"
+        if same:
+            log.info("compiled neuron kernel ready (T=%d, layer %s); switching to it", T, layer)
+        else:
+            log.warning("compiled neuron kernel differs from the pure-torch kernel on a probe batch "
+                        "(T=%d, layer %s); staying on the pure-torch kernel", T, layer)
+
+    def wait_compiled(self, timeout: float | None = None) -> bool:
+        """Wait for a running background compile and load it; True if none is running any more."""
+        proc = self._compile_proc
+        if proc is not None:
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
+        self._poll_compile()
+        return self._compile_proc is None
 
     @staticmethod
     def _apply(mods: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
@@ -330,6 +495,7 @@ class FastSNN:
         return mem, spk.reshape(steps, *shape), msum
 
     def _chunk(self, per_sample: int, B: int, T: int) -> int:
+        B = getattr(self._tls, "plan_batch", None) or B     # background compile plans for the caller's batch
         return max(1, min(T, self.max_elems // max(1, per_sample * B)))
 
     # -- main entry ----------------------------------------------------------
@@ -351,16 +517,29 @@ class FastSNN:
         if layer not in self.names:
             raise ConfigError(f"unknown spiking layer {layer!r}; {choices_hint(layer, self.names)}")
         last = len(self.stages) - 1 if record_all else self.names.index(layer)
-        backend = self._backend()
+        # the compiled kernel variants a call needs follow from T, the layers run, the membrane sum,
+        # the input kind and the time chunk (which depends on the batch size): one key per such plan
+        B = x.shape[1] if sequence else x.shape[0]
+        tc = min(self._chunk(self._largest(x, last, sequence), B, int(T)), self.unroll)
+        key_plan = (int(T), tc, last, layer, bool(want_mem), bool(sequence), bool(record_all),
+                    tuple(x.shape[2:] if sequence else x.shape[1:]), x.dtype, x.device)
+        if self.backend == "auto":
+            self._poll_compile()
+        backend = self._backend(key_plan)
         try:
-            return self._run(x, int(T), last, layer, want_mem, sequence, record_all, backend)
-        except Exception as e:  # compile failures (no C compiler / Triton) -> pure torch
+            out = self._run(x, int(T), last, layer, want_mem, sequence, record_all, backend)
+        except Exception as e:  # a compile failure after all (e.g. a new shape) -> pure torch
             if backend != "compile" or self.backend != "auto" or isinstance(e, ConfigError):
                 raise
             log.warning("torch.compile neuron kernel unavailable (%s: %s); using the pure-torch fallback",
                         type(e).__name__, str(e).splitlines()[0] if str(e) else "")
-            self.backend = "torch"
-            return self._run(x, int(T), last, layer, want_mem, sequence, record_all, "torch")
+            self._compile_state[key_plan] = "failed"
+            backend = "torch"
+            out = self._run(x, int(T), last, layer, want_mem, sequence, record_all, "torch")
+        self._last_kernel = backend
+        if self.backend == "auto" and backend == "torch" and not record_all and key_plan not in self._compile_state:
+            self._compile_in_background(key_plan, B, x, int(T), tc, last, layer, want_mem, sequence)
+        return out
 
     def _largest(self, x: torch.Tensor, last: int, sequence: bool) -> int:
         """Largest per-sample element count of any intermediate (probed once per input shape)."""

@@ -5,6 +5,12 @@
     target = UnitTarget(model, unit=3)                                    # class logit 3
     target = UnitTarget(model, unit=3, output="softmax")                  # class probability
     y = target(images)  # images [k, C, H, W] -> y [k] float
+    target = ObjectiveTarget(model, "features.3:12 - 0.5*output:3")      # a weighted sum of units
+
+A module containing snnTorch neurons is refused: one forward pass of a spiking
+net is one time step whose value depends on the earlier calls. Spiking nets go
+through :func:`mango.targets.snn_net.snn_unit` (``--target snn-unit``), which
+resets the neurons per stimulus and reads firing rates over ``T`` steps.
 
 The hook is registered for each call and removed right after it (also on error),
 keeps only the selected unit's ``[k]`` values (no activation tensors are stored)
@@ -21,19 +27,30 @@ import torch
 from torch import nn
 
 from mango.errors import ConfigError, choices_hint
+from mango.objectives import ObjectiveExpr, Term, as_objective
 
+from .models import SCRIPT_HINT as _SCRIPT_HINT
+from .models import load_model, spiking_neuron_names
 from .units import OUTPUT, UnitSpec, find_layer, layer_names, list_layers, output_shapes
 
-__all__ = ["UnitTarget", "list_layers"]
+__all__ = ["UnitTarget", "ObjectiveTarget", "torch_unit", "list_layers", "refuse_spiking"]
 
 log = logging.getLogger(__name__)
 
 _OUTPUTS = ("raw", "logit", "softmax")
 
-#: what to do instead of passing TorchScript (ScriptModules refuse forward hooks)
-_SCRIPT_HINT = ("TorchScript modules do not support the forward hooks a unit is read through. "
-                "Use the eager (Python) module instead: save it with torch.save(model, path) and pass "
-                "that file, or build the architecture in Python, load its state_dict and pass the module")
+
+def refuse_spiking(model: nn.Module, what: str = "torch_unit") -> None:
+    """Raise :class:`ConfigError` if ``model`` contains snnTorch neurons, naming the spiking route."""
+    names = spiking_neuron_names(model)
+    if names:
+        shown = ", ".join(repr(n or "(the model itself)") for n in names[:6]) + (" ..." if len(names) > 6 else "")
+        raise ConfigError(
+            f"{type(model).__name__} contains snnTorch neurons ({shown}); {what} would read one time step "
+            "of it, whose value depends on earlier calls. Use the spiking route, which resets the neurons "
+            "for every stimulus and reads firing rates over T steps: in Python mango.maximize(net, "
+            "'<layer>:<unit>', ...) or mango.targets.snn_net.snn_unit(net, ...); on the command line "
+            "--target snn-unit --target-param model=package.module:function")
 
 
 class _Reached(Exception):
@@ -68,6 +85,7 @@ class UnitTarget:
             raise ConfigError(f"UnitTarget needs a torch.nn.Module, got {type(model).__name__}")
         if isinstance(model, torch.jit.ScriptModule):
             raise ConfigError(f"{type(model).__name__} is a TorchScript module; {_SCRIPT_HINT}")
+        refuse_spiking(model, "UnitTarget")
         if output not in _OUTPUTS:
             raise ConfigError(f"unknown output {output!r}; {choices_hint(output, _OUTPUTS)}")
         self.model = model.eval()
@@ -152,33 +170,136 @@ def _first(out: object) -> torch.Tensor:
     raise ConfigError(f"layer output of type {type(out).__name__} is not a tensor")
 
 
+class ObjectiveTarget:
+    """A weighted sum of units of ``model`` (an :class:`~mango.objectives.ObjectiveExpr`), one forward pass.
+
+    Args:
+        model: any non-spiking module mapping ``[k, C, H, W]`` to something; put into eval mode.
+        objective: ``"layer:unit"`` string or objective value (see :mod:`mango.objectives`):
+            channel means, channels at positions, ``output:c`` (class logit), ``softmax:c``
+            (class probability); ``mem(...)`` terms need a spiking net and are refused.
+        input_shape: per-sample input shape; when given, layers and units are checked now.
+        stop_early: stop the forward pass once every layer read has run (unless the output is read).
+
+    Calling it: ``images [k, C, H, W]`` -> ``sum_i w_i * unit_i [k]`` float32; each term's value
+    equals :class:`UnitTarget`'s for the same unit. Gradients flow when enabled.
+    """
+
+    noisy = False
+    differentiable = True
+
+    def __init__(self, model: nn.Module, objective: str | ObjectiveExpr,
+                 input_shape: Sequence[int] | None = None, stop_early: bool = True) -> None:
+        if isinstance(model, torch.jit.ScriptModule):
+            raise ConfigError(f"{type(model).__name__} is a TorchScript module; {_SCRIPT_HINT}")
+        refuse_spiking(model, "a torch unit objective")
+        self.model = model.eval()
+        self.objective = as_objective(objective)
+        self.stop_early = bool(stop_early)
+        self.modules: dict[str, nn.Module] = {}
+        self.specs: dict[Term, UnitSpec] = {}
+        for _, t in self.objective:
+            if t.kind == "mem":
+                raise ConfigError(f"{t} reads a membrane potential, but {type(model).__name__} has no "
+                                  "snnTorch neurons; use a plain unit such as "
+                                  f"'{t.layer}:{t.unit}'")
+            if t.layer != OUTPUT and t.layer not in self.modules:
+                m = find_layer(model, t.layer, extra=(OUTPUT,))
+                if isinstance(m, torch.jit.ScriptModule):
+                    raise ConfigError(f"layer {t.layer!r} is a TorchScript module; {_SCRIPT_HINT}")
+                self.modules[t.layer] = m
+            self.specs[t] = UnitSpec.make(t.unit, t.position)
+        self._checked = False
+        self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+        if self.input_shape is not None:
+            self._check(torch.zeros((1, *self.input_shape), device=self.device))
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.model.parameters():
+            return p.device
+        for b in self.model.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def describe(self) -> str:
+        return f"{type(self.model).__name__}: {self.objective}"
+
+    def layers(self, input_shape: Sequence[int] | None = None) -> list[tuple[str, tuple[int, ...]]]:
+        """The model's layers and per-sample output shapes (see :func:`list_layers`)."""
+        shape = input_shape or self.input_shape
+        if shape is None:
+            raise ConfigError("layers() needs the per-sample input shape, e.g. (1, 16, 16)")
+        return list_layers(self.model, shape)
+
+    def _check(self, example: torch.Tensor) -> None:
+        shapes = output_shapes(self.model, example[:1])
+        for t, spec in self.specs.items():
+            if t.layer not in shapes:
+                valid = [n for n in layer_names(self.model) if n in shapes] + [OUTPUT]
+                raise ConfigError(f"layer {t.layer!r} produced no tensor output in a forward pass; "
+                                  f"{choices_hint(t.layer, valid)}")
+            spec.check(shapes[t.layer][1:], t.layer)
+        self._checked = True
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """``images [k, C, H, W]`` -> the objective's values ``[k]``."""
+        if images.ndim < 2:
+            raise ConfigError(f"images must have a batch axis, got shape {tuple(images.shape)}")
+        if not self._checked:
+            self._check(images)
+        outs: dict[str, torch.Tensor] = {}
+        need_output = OUTPUT in self.objective.layers
+        stop = self.stop_early and not need_output
+
+        def make(name: str):
+            def hook(_m, _inp, out):
+                outs.setdefault(name, _first(out))
+                if stop and len(outs) == len(self.modules):
+                    raise _Reached
+            return hook
+
+        handles = [m.register_forward_hook(make(n)) for n, m in self.modules.items()]
+        try:
+            out = self.model(images)
+            if need_output:
+                outs[OUTPUT] = _first(out)
+        except _Reached:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        missing = [n for n in self.modules if n not in outs]
+        if missing:
+            raise ConfigError(f"layer(s) {missing} were not called in the forward pass")
+
+        def value(t: Term) -> torch.Tensor:
+            a = outs[t.layer]
+            if t.kind == "softmax":
+                a = torch.softmax(a, dim=1)
+            return self.specs[t].select(a).float()
+
+        return self.objective.combine(value)
+
+
 def torch_unit(model: nn.Module | str, layer: str | None = None, unit: int | Sequence[int] = 0,
                position: Sequence[int] | None = None, output: str = "raw",
-               input_shape: Sequence[int] | None = None, device: str = "cpu") -> UnitTarget:
-    """A unit of a user's torch model (a module, or a path to a full pickled eager module).
+               input_shape: Sequence[int] | None = None, device: str = "cpu",
+               objective: str | None = None) -> UnitTarget | ObjectiveTarget:
+    """A unit of a user's (non-spiking) torch model: a module, a file or a factory.
 
-    A full pickled module (``torch.save(model, path)``) is loaded with
-    ``torch.load(weights_only=False)``, so only load files you trust. A TorchScript
-    file (``torch.jit.save``) is refused with a :class:`ConfigError` naming the file:
-    ScriptModules do not allow the forward hooks a unit is read through.
+    ``model``: an ``nn.Module``; a full pickled eager module file (``torch.save(model, path)``,
+    loaded with ``weights_only=False``, so only load files you trust); or a Python factory
+    ``"package.module:function"`` called with no arguments. A TorchScript file is refused
+    (ScriptModules do not allow the forward hooks a unit is read through), and so is a model
+    with snnTorch neurons (use ``snn-unit``). ``objective``: instead of ``layer``/``unit``/
+    ``position``, a ``"layer:unit"`` string or weighted sum such as ``"conv2:5 - 0.5*output:3"``
+    (see :mod:`mango.objectives`).
     """
-    if isinstance(model, str):
-        from pathlib import Path
-        p = Path(model)
-        if not p.is_file():
-            raise ConfigError(f"model file {str(p)!r} not found")
-        try:
-            m = torch.jit.load(str(p), map_location=device)
-        except Exception:
-            try:
-                m = torch.load(str(p), map_location=device, weights_only=False)
-            except Exception as e:
-                raise ConfigError(f"cannot load a torch module from {str(p)!r}: {e}") from e
-        else:
-            raise ConfigError(f"{str(p)!r} is a TorchScript file; {_SCRIPT_HINT}")
-        if not isinstance(m, nn.Module):
-            raise ConfigError(f"{str(p)!r} holds a {type(m).__name__}, not a torch module "
-                              "(a state_dict needs its architecture: build the module in Python)")
-        model = m
-    return UnitTarget(model.to(device), layer=layer, unit=unit, position=position, output=output,
-                      input_shape=input_shape)
+    m = load_model(model, device)
+    if objective is not None:
+        if layer not in (None, "") or unit != 0 or position is not None or output != "raw":
+            raise ConfigError("give either objective= or layer/unit/position/output, not both "
+                              f"(objective={objective!r}, layer={layer!r}, unit={unit!r})")
+        return ObjectiveTarget(m, objective, input_shape=input_shape)
+    return UnitTarget(m, layer=layer, unit=unit, position=position, output=output, input_shape=input_shape)

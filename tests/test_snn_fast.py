@@ -77,13 +77,37 @@ def test_compiled_kernel_identical():
     pytest.importorskip("torch._inductor")
     net = random_net(1)
     x = torch.randn(4, 2, 14, 14, generator=torch.Generator().manual_seed(9)) * 2
-    fast = FastSNN(net, backend="auto", unroll=4)
+    fast = FastSNN(net, backend="compile", unroll=4)
     names = spiking_layer_names(net)
     with torch.no_grad():
         ref = reference_run(net, x, 8, names, record="spikes")
         out = fast.run(x, 8, record_all=True)
+    assert fast.kernel_in_use() == "compile"
     for n in names:
         assert torch.equal(ref[n], out[n]), n
+
+
+def test_auto_backend_answers_at_once_then_switches_to_the_compiled_kernel():
+    """backend="auto": the first calls run the exact pure-torch kernel while a child process compiles;
+    once loaded and verified, the compiled kernel runs; every result is bit-identical to the step loop."""
+    pytest.importorskip("torch._inductor")
+    net = random_net(3)
+    x = torch.randn(5, 2, 14, 14, generator=torch.Generator().manual_seed(3)) * 2
+    last = spiking_layer_names(net)[-1]
+    fast = FastSNN(net, backend="auto", unroll=4)
+    fast.compile_nice = 0                   # the test waits for it: no need to yield the CPU
+    with torch.no_grad():
+        ref = reference_run(net, x, 10, [last])[last]
+        first = fast.run(x, 10, want_mem=True)
+        assert fast.kernel_in_use() == "torch"
+        assert fast.wait_compiled(timeout=900)
+        later = fast.run(x, 10, want_mem=True)
+        assert fast.kernel_in_use() == "compile"
+        other_batch = fast.run(x[:3], 10, want_mem=True)      # same plan (time chunk): no new compile
+    assert fast.kernel_in_use() == "compile"
+    for c, m in (first, later):
+        assert torch.equal(c, ref[0]) and torch.equal(m, ref[1])
+    assert torch.equal(other_batch[0], ref[0][:3]) and torch.equal(other_batch[1], ref[1][:3])
 
 
 def test_target_fast_equals_slow_and_stops_early():

@@ -1,0 +1,189 @@
+"""The one-liner: maximize a unit of any torch or snnTorch model, in the spirit of lucent's ``render_vis``.
+
+    import mango
+    res = mango.maximize(model, "conv2:5", generator="vqvae-digits", optimizer="protes", budget=1000, seed=0)
+    res.best_image          # [C, H, W] tensor, the generator's output for the best code
+    res.trace               # float64 [budget], every query's value in order
+    res.save("runs/conv2_5")  # result.json, history.npz, best.png: the folder `mango run --out` writes
+
+``model`` is any ``nn.Module`` (or a file / ``"package.module:function"`` factory).
+A model with snnTorch neurons is run as a spiking target: every image starts from
+reset neurons and is presented for ``T`` steps (a step module) or once to a net
+whose ``forward`` loops over time itself; the value is the unit's firing rate.
+``objective`` is a ``"layer:unit"`` string or a composed value from
+:mod:`mango.objectives` (``"conv2:5 - 0.5*output:3"``, ``"lif2:3 + 0.01*mem(lif2:3)"``).
+
+The model adapters live in ``mango.targets`` and are reached by name through
+:mod:`mango.registry` (the registered target ``model``), never imported here.
+When the first argument is already an :class:`~mango.objective.BaseObjective`,
+:func:`maximize` is :func:`mango.loop.maximize`.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import loop, registry
+from .config import save_result
+from .errors import ConfigError
+from .objective import BaseObjective, Objective
+from .objectives import ObjectiveExpr, as_objective
+
+__all__ = ["maximize", "maximize_model", "Visualization"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Visualization:
+    """What :func:`maximize` returns for a model: the loop's result plus what made it.
+
+    Attributes:
+        result: the loop's :class:`~mango.loop.Result` (every other attribute not found here,
+            e.g. ``n_queries``, ``seconds``, ``query_index``, is read from it).
+        objective: the evaluated :class:`~mango.objective.Objective` (generator + target).
+        expr: the objective value that was maximized (``str(expr)`` is its ``"layer:unit"`` text).
+    """
+
+    result: loop.Result
+    objective: Objective
+    expr: ObjectiveExpr
+
+    @property
+    def best_image(self) -> torch.Tensor:
+        """The best image ``[C, H, W]`` in the generator's output space."""
+        return self.result.best_image
+
+    @property
+    def best_value(self) -> float:
+        """The objective's value at the best image (for one spiking unit: its firing rate in [0, 1])."""
+        return self.result.best_value
+
+    @property
+    def best_code(self) -> np.ndarray:
+        """``int64 [d]`` latent indices of the best image."""
+        return self.result.best_code
+
+    @property
+    def trace(self) -> np.ndarray:
+        """``float64 [N]``: the activation of every query, in the order asked."""
+        return self.result.values
+
+    @property
+    def best_so_far(self) -> np.ndarray:
+        """``float64 [N]``: running maximum of :attr:`trace`."""
+        return self.result.best_so_far
+
+    def activation(self, images: torch.Tensor) -> np.ndarray:
+        """The objective's values ``float64 [k]`` of images ``[k, C, H, W]`` (e.g. edited best images)."""
+        with torch.no_grad():
+            return self.objective.activations(images.to(self.objective.device)).double().cpu().numpy()
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``result.json``, ``history.npz`` and ``best.png`` into ``folder`` (what the CLI writes)."""
+        out = Path(folder)
+        save_result(self.result, self.objective, out)
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name in ("result", "objective", "expr"):
+            raise AttributeError(name)
+        return getattr(self.result, name)
+
+
+def maximize(model: Any, *args: Any, **kwargs: Any) -> Visualization | loop.Result:
+    """Maximize a unit of ``model``; see :func:`maximize_model` for the arguments.
+
+    ``mango.maximize(model, "layer:unit", generator=..., optimizer=..., budget=..., seed=...)``
+    returns a :class:`Visualization`. When ``model`` is already an objective
+    (:class:`~mango.objective.BaseObjective`), this is :func:`mango.loop.maximize`
+    (``maximize(objective, optimizer, budget, seed, ...)``) and returns its ``Result``.
+    """
+    if isinstance(model, BaseObjective):
+        return loop.maximize(model, *args, **kwargs)
+    return maximize_model(model, *args, **kwargs)
+
+
+def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr, *,
+                   generator: Any = None, optimizer: str = "protes", budget: int = 1000, seed: int = 0,
+                   batch_size: int | None = None, optimizer_params: dict[str, Any] | None = None,
+                   generator_params: dict[str, Any] | None = None, target_params: dict[str, Any] | None = None,
+                   device: str | torch.device | None = None, eval_batch_size: int = 64,
+                   transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                   run_dir: str | Path | None = None, callbacks: Sequence[loop.Callback] = (),
+                   **spiking: Any) -> Visualization:
+    """Find the image (from ``generator``'s latent space) that maximizes ``objective`` in ``model``.
+
+    Args:
+        model: any ``nn.Module`` (CNN, MLP, snnTorch net), a pickled-module file, or a factory
+            ``"package.module:function"``. Put into eval mode; moved to ``device`` when given.
+        objective: ``"layer:unit"`` (channel mean), ``"layer:unit@(y,x)"``, ``"output:c"`` /
+            ``"logits:c"`` (class logit; a spiking net's class neuron rate), ``"softmax:c"``, or
+            a weighted sum (string or :mod:`mango.objectives` value).
+        generator: a registered generator name (``mango generators``; e.g. ``"vqvae-digits"``,
+            images ``[k, 1, 16, 16]`` in [0, 1]) or a generator object with a ``space``. The model
+            must accept its images (or pass ``transform``).
+        optimizer: registered optimizer name (``mango optimizers``).
+        budget: number of queries (images evaluated), > 0.
+        seed: the run's seed (optimizer); the same seed gives the same run.
+        batch_size: queries per ask (default: the optimizer's own).
+        optimizer_params, generator_params: further parameters of those components.
+        target_params: further parameters of the model target (``input_shape``; spiking:
+            ``T``, ``encoding``, ``seed`` (Poisson), ``fast``, ``backend``).
+        **spiking: shorthand for ``target_params`` (e.g. ``T=64``).
+        device: torch device for the model, generator and evaluation (default: the model's).
+        eval_batch_size: images per forward pass (bound it by memory).
+        transform: function applied to the generator's images before the model (resize, normalise).
+        run_dir: journal the run into this folder (a re-run resumes it) and save the results there.
+        callbacks: called after every batch with a :class:`~mango.loop.BatchEvent`.
+
+    Returns:
+        a :class:`Visualization`: ``best_image``, ``best_value``, ``trace``, ``save(folder)``.
+    """
+    expr = as_objective(objective)
+    if generator is None:
+        raise ConfigError(f"maximize needs a generator: a registered name "
+                          f"({', '.join(registry.names('generator'))}) or a generator object")
+    if isinstance(model, torch.nn.Module) and device is None:
+        p = next(iter(model.parameters()), None)
+        device = p.device if p is not None else "cpu"
+    dev = torch.device(device or "cpu")
+    tparams = {**(target_params or {}), **spiking}
+    if "objective" in tparams or "model" in tparams:
+        raise ConfigError("pass the model and objective as maximize's first two arguments, not in target_params")
+    target = registry.create("target", "model", tparams, model=model, objective=expr, device=str(dev))
+    gname = None
+    if isinstance(generator, str):
+        gname = generator
+        gparams = dict(generator_params or {})
+        try:
+            if "device" in registry.describe_params(registry.get("generator", gname)):
+                gparams.setdefault("device", str(dev))
+        except (TypeError, ValueError):
+            pass
+        generator = registry.create("generator", gname, gparams)
+    elif generator_params:
+        raise ConfigError("generator_params apply to a generator given by name, not to a generator object")
+    obj = Objective(generator, target, device=dev, batch_size=eval_batch_size, transform=transform)
+    config = {"generator": {"name": gname or type(generator).__name__, **(generator_params or {})},
+              "target": {"name": "model", "model": _describe(model), "objective": str(expr), **tparams},
+              "optimizer": {"name": optimizer, **(optimizer_params or {})}, "budget": budget, "seed": seed,
+              "eval_batch_size": eval_batch_size}
+    if batch_size is not None:
+        config["batch_size"] = batch_size
+    result = loop.maximize(obj, optimizer, budget, seed, batch_size=batch_size, params=optimizer_params,
+                           run_dir=run_dir, config=config, callbacks=callbacks)
+    vis = Visualization(result, obj, expr)
+    if run_dir is not None:
+        vis.save(run_dir)
+    return vis
+
+
+def _describe(model: Any) -> str:
+    return model if isinstance(model, str) else type(model).__name__

@@ -1,0 +1,127 @@
+"""Bringing a user's model in: load it (module, file or Python factory) and tell spiking from not.
+
+A model is given as
+
+* an ``nn.Module`` (Python);
+* a path to a full pickled eager module (``torch.save(model, path)``; loaded with
+  ``weights_only=False``, so only load files you trust);
+* a Python factory ``"package.module:function"`` (or ``"path/to/file.py:function"``):
+  the function is imported and called with no arguments and must return the module.
+  This is how the command line takes a network that cannot be pickled, such as an
+  snnTorch net whose neurons hold a ``snntorch.surrogate`` function.
+
+A model is *spiking* when it contains snnTorch neurons (``snntorch``'s
+``SpikingNeuron`` subclasses: ``Leaky``, ``Synaptic``, ...).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import re
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mango.errors import ConfigError
+
+__all__ = ["load_model", "spiking_neuron_names", "is_spiking", "SCRIPT_HINT", "FACTORY_RE"]
+
+log = logging.getLogger(__name__)
+
+#: what to do instead of passing TorchScript (ScriptModules refuse forward hooks)
+SCRIPT_HINT = ("TorchScript modules do not support the forward hooks a unit is read through. "
+               "Use the eager (Python) module instead: save it with torch.save(model, path) and pass "
+               "that file, or build the architecture in Python, load its state_dict and pass the module "
+               "(on the command line: a factory 'package.module:function' returning it)")
+
+#: ``package.module:function`` or ``path/to/file.py:function``
+FACTORY_RE = re.compile(r"^(?P<mod>[\w.]+|.+\.py):(?P<fn>[A-Za-z_]\w*)$")
+
+
+def spiking_neuron_names(model: nn.Module) -> list[str]:
+    """Dotted names of the snnTorch neurons in ``model`` (the model itself as ``""``), in order."""
+    try:
+        from snntorch._neurons.neurons import SpikingNeuron
+    except ImportError:  # pragma: no cover - snntorch missing
+        return []
+    return [n for n, m in model.named_modules() if isinstance(m, SpikingNeuron)]
+
+
+def is_spiking(model: nn.Module) -> bool:
+    """Whether ``model`` contains snnTorch neurons."""
+    return bool(spiking_neuron_names(model))
+
+
+def _from_factory(spec: str) -> object:
+    m = FACTORY_RE.match(spec)
+    assert m is not None
+    mod, fn = m.group("mod"), m.group("fn")
+    try:
+        if mod.endswith(".py"):
+            path = Path(mod)
+            if not path.is_file():
+                raise ConfigError(f"model factory file {mod!r} not found (in {spec!r})")
+            name = f"mango_user_model_{abs(hash(str(path.resolve())))}"
+            s = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(s)  # type: ignore[arg-type]
+            sys.modules[name] = module
+            s.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            if str(Path.cwd()) not in sys.path and "" not in sys.path:
+                sys.path.insert(0, str(Path.cwd()))       # `mango run` from a project folder finds its modules
+            module = importlib.import_module(mod)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"cannot import the model factory module {mod!r} (from {spec!r}): "
+                          f"{type(e).__name__}: {e}") from e
+    factory = getattr(module, fn, None)
+    if not callable(factory):
+        valid = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))
+        raise ConfigError(f"{mod!r} has no callable {fn!r}; callables there: {', '.join(valid[:20]) or '(none)'}")
+    try:
+        return factory()
+    except Exception as e:
+        raise ConfigError(f"model factory {spec!r} failed: {type(e).__name__}: {e}") from e
+
+
+def load_model(model: nn.Module | str, device: str | torch.device | None = None) -> nn.Module:
+    """The ``nn.Module`` that ``model`` names (see the module docstring), on ``device`` (None: where it is).
+
+    Raises:
+        ConfigError: a missing file, a TorchScript file, a factory that cannot be imported or does
+            not return a module, or a file holding something else (e.g. a state_dict); the message
+            names the value and what to pass instead.
+    """
+    if isinstance(model, (str, Path)):
+        spec = str(model)
+        p = Path(spec)
+        if p.is_file():
+            try:
+                m = torch.jit.load(str(p), map_location=device)
+            except Exception:
+                try:
+                    m = torch.load(str(p), map_location=device, weights_only=False)
+                except Exception as e:
+                    raise ConfigError(f"cannot load a torch module from {spec!r}: {e}") from e
+            else:
+                raise ConfigError(f"{spec!r} is a TorchScript file; {SCRIPT_HINT}")
+            what = f"{spec!r} holds"
+        elif FACTORY_RE.match(spec):
+            m = _from_factory(spec)
+            what = f"model factory {spec!r} returned"
+        else:
+            raise ConfigError(f"model {spec!r} is neither a file nor a factory 'package.module:function'")
+        if not isinstance(m, nn.Module):
+            raise ConfigError(f"{what} a {type(m).__name__}, not a torch module "
+                              "(a state_dict needs its architecture: build the module in a factory function)")
+        model = m
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module, a file path or 'package.module:function', "
+                          f"got {type(model).__name__}")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ConfigError(f"{type(model).__name__} is a TorchScript module; {SCRIPT_HINT}")
+    return model if device is None else model.to(device)

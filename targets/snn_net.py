@@ -1,0 +1,352 @@
+"""Any snnTorch network as a MANGO target: detected, reset per stimulus, read out as firing rates.
+
+Two ways of writing an snnTorch net are found in the wild, and both are accepted:
+
+* a **step module** (snnTorch tutorial 6 style, :class:`~mango.targets.spiking.SpikingSequential`,
+  an ``nn.Sequential`` of layers and ``init_hidden=True`` neurons): ``net(x)`` runs *one*
+  time step and the neurons keep their state between calls. The target resets every
+  neuron, presents the image for ``T`` steps (default 32) and reads each unit's firing
+  rate (exact fast path :class:`~mango.targets.snn_fast.FastSNN` where the net allows);
+* a **time-looping net** (snnTorch tutorial 5 style): ``forward`` loops over
+  ``num_steps`` itself (``mem = self.lif.init_leaky()``, then ``for step in range(num_steps)``)
+  and returns stacked records ``[T, B, ...]``. The target resets the neurons, calls
+  ``net(images)`` once and reads each unit's rate over the steps the net ran, found
+  by counting the neuron calls in one probe forward; ``T`` is the net's own
+  (passing another ``T`` is refused with a message naming the net's).
+
+Which kind a net is, is found by a probe: one forward of one image with a hook
+counting the calls of each neuron (1: step module; n > 1, the same for all: a
+net looping over n steps). Anything else (neurons called different numbers of
+times, a forward that needs a spike sequence ``[T, B, ...]``, outputs without the
+batch axis) is refused with a message saying what to write instead.
+
+Values (per image): a term ``layer:unit`` of a spiking layer is the unit's firing
+rate, spikes / T in [0, 1] (times the neuron's ``graded_spikes_factor``); of a
+non-spiking layer (e.g. a ``Linear`` before a neuron) its mean output over the T
+steps; ``mem(layer:unit)`` the unit's mean membrane over the T steps;
+``output:c`` the rate of class neuron c of the last spiking layer (checked to be
+what the net returns). Terms combine as in :mod:`mango.objectives`.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from mango.errors import ConfigError, choices_hint
+from mango.objectives import ObjectiveExpr, Term, as_objective, unit as unit_objective
+
+from .models import load_model
+from .snn_fast import FastSNN, fast_supported
+from .spiking import ENCODINGS, poisson_spikes, reference_run, reset_states, spiking_layer_names
+from .units import OUTPUT, UnitSpec, find_layer, list_layers
+
+__all__ = ["SpikingNetTarget", "snn_unit", "DEFAULT_T"]
+
+log = logging.getLogger(__name__)
+
+#: time steps for a step module when T is not given
+DEFAULT_T = 32
+
+
+def _spk_mem(out: object, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A layer's (output, membrane): snnTorch neurons return ``spk`` or ``(spk, mem[, ...])``."""
+    if isinstance(out, (tuple, list)):
+        spk = out[0]
+        mem = out[1] if len(out) > 1 and isinstance(out[1], torch.Tensor) else getattr(module, "mem", None)
+    else:
+        spk, mem = out, getattr(module, "mem", None)
+    if not isinstance(spk, torch.Tensor):
+        raise ConfigError(f"layer output of type {type(spk).__name__} is not a tensor")
+    return spk, (mem if isinstance(mem, torch.Tensor) else None)
+
+
+class SpikingNetTarget:
+    """An objective over units of an snnTorch network, reset per stimulus, over ``T`` steps.
+
+    Args:
+        net: step module or time-looping net (see the module docstring); put into eval mode.
+        objective: ``"layer:unit"`` string or objective value (:mod:`mango.objectives`).
+        T: time steps for a step module (default 32); for a time-looping net None or the
+            net's own number of steps.
+        encoding: ``"static"`` (the image at every step) or ``"poisson"`` (rate-coded spikes,
+            step modules only; images in [0, 1]).
+        seed: Poisson seed (per image, see :func:`~mango.targets.spiking.poisson_spikes`);
+            None: fresh noise at every call (``noisy``).
+        fast: use the exact fast path when the net is a supported ``nn.Sequential`` and every
+            term reads a spiking layer.
+        backend: the fast path's neuron kernel (``"torch"``, ``"auto"``, ``"compile"``).
+        input_shape: per-sample input shape; when given, the net is probed now.
+
+    Calling it: ``images [k, C, H, W]`` -> ``[k]`` float32. Every image starts from reset
+    neurons, so its value does not depend on earlier calls or on its batch.
+    """
+
+    def __init__(self, net: nn.Module, objective: str | ObjectiveExpr, T: int | None = None,
+                 encoding: str = "static", seed: int | None = 0, fast: bool = True, backend: str = "torch",
+                 input_shape: Sequence[int] | None = None) -> None:
+        if not isinstance(net, nn.Module):
+            raise ConfigError(f"SpikingNetTarget needs a torch.nn.Module, got {type(net).__name__}")
+        self.spiking = spiking_layer_names(net)
+        if not self.spiking:
+            raise ConfigError(f"{type(net).__name__} has no snnTorch neurons: use a torch unit "
+                              "(mango.maximize does this itself; command line: --target torch-unit)")
+        if "" in self.spiking:
+            raise ConfigError(f"{type(net).__name__} is a single snnTorch neuron; wrap it with the layers "
+                              "that feed it (e.g. in a SpikingSequential)")
+        if encoding not in ENCODINGS:
+            raise ConfigError(f"unknown encoding {encoding!r}; {choices_hint(encoding, ENCODINGS)}")
+        if T is not None and (isinstance(T, bool) or int(T) < 1):
+            raise ConfigError(f"T (time steps) must be a positive integer or None, got {T!r}")
+        self.net = net.eval()
+        self.objective = as_objective(objective)
+        self.T_requested = None if T is None else int(T)
+        self.encoding = encoding
+        self.seed = seed
+        self.noisy = encoding == "poisson" and seed is None
+        self.differentiable = encoding == "static"
+        self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+        self.terms: dict[Term, tuple[str, UnitSpec]] = {}
+        for _, t in self.objective:
+            if t.kind == "softmax":
+                raise ConfigError(f"{t}: a spiking net's output is spikes, not logits; read the class "
+                                  f"neuron's firing rate instead: 'output:{t.unit}'")
+            layer = self.spiking[-1] if t.layer == OUTPUT else t.layer
+            if t.layer != OUTPUT:
+                find_layer(net, layer, extra=(OUTPUT,))
+            if t.kind == "mem" and layer not in self.spiking:
+                raise ConfigError(f"{t}: layer {layer!r} is not a spiking layer, so it has no membrane; "
+                                  f"{choices_hint(layer, self.spiking)}")
+            self.terms[t] = (layer, UnitSpec.make(t.unit, t.position))
+        self.layers_read = list(dict.fromkeys(layer for layer, _ in self.terms.values()))
+        self.reads_output = any(t.layer == OUTPUT for t in self.terms)
+        self.mode: str | None = None        # "step" or "loop", set by the probe
+        self.T: int | None = None
+        self.backend = backend
+        self._fast_ok = bool(fast)
+        self._fast: FastSNN | None = None
+        if self.input_shape is not None:
+            self._probe(torch.zeros((1, *self.input_shape), device=self.device))
+
+    # -- description -------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        for p in self.net.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    @property
+    def uses_fast_path(self) -> bool:
+        return self._fast is not None
+
+    def describe(self) -> str:
+        how = f"T={self.T}" if self.T is not None else "T=?"
+        return f"{type(self.net).__name__}: {self.objective} (spiking, {self.mode or 'unprobed'}, {how}, {self.encoding})"
+
+    def layers(self, input_shape: Sequence[int] | None = None) -> list[tuple[str, tuple[int, ...]]]:
+        """All layers with per-sample output shapes of one step (see :func:`~mango.targets.units.list_layers`);
+        the spiking ones are :attr:`spiking`. ``input_shape`` defaults to the one given at construction."""
+        shape = input_shape or self.input_shape
+        if shape is None:
+            raise ConfigError("layers() needs the per-sample input shape, e.g. (1, 16, 16)")
+        try:
+            reset_states(self.net)
+            rows = list_layers(self.net, shape)
+        finally:
+            reset_states(self.net)
+        # "output" of a spiking net is its last spiking layer (a net looping over time returns [T, B, ...])
+        last = dict(rows).get(self.spiking[-1])
+        return [r for r in rows if r[0] != OUTPUT] + ([(OUTPUT, last)] if last is not None else [])
+
+    # -- probe -------------------------------------------------------------
+    def _probe(self, example: torch.Tensor) -> None:
+        """One forward of one image: count neuron calls, record shapes, check the output."""
+        x = example[:1].detach()
+        modules = dict(self.net.named_modules())
+        watch = list(dict.fromkeys([*self.spiking, *self.layers_read]))
+        calls = {n: 0 for n in watch}
+        first: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        spikes_last: list[torch.Tensor] = []
+
+        def make(name: str):
+            def hook(m, _inp, out):
+                calls[name] += 1
+                spk, mem = _spk_mem(out, m)
+                first.setdefault(name, (spk.detach().clone(), mem))
+                if name == self.spiking[-1]:
+                    spikes_last.append(spk.detach().clone())
+            return hook
+
+        handles = [modules[n].register_forward_hook(make(n)) for n in watch]
+        try:
+            reset_states(self.net)
+            with torch.no_grad():
+                out = self.net(x)
+        except ConfigError:
+            raise
+        except Exception as e:
+            raise ConfigError(
+                f"{type(self.net).__name__}(images) failed on one image of shape {tuple(x.shape)}: "
+                f"{type(e).__name__}: {e}. MANGO calls forward with a static image batch [B, C, H, W]; a net "
+                "whose forward takes a spike sequence [T, B, ...] (x[step]) must be written as one time step "
+                "(forward(x) -> spikes of one step, neurons with init_hidden=True), or loop over its own "
+                "num_steps presenting the same x at each step") from e
+        finally:
+            for h in handles:
+                h.remove()
+            reset_states(self.net)
+        used = {n: c for n, c in calls.items() if n in self.spiking and c > 0}
+        if not used:
+            raise ConfigError(f"none of the snnTorch neurons of {type(self.net).__name__} "
+                              f"({', '.join(self.spiking)}) ran in a forward pass")
+        for layer in self.layers_read:
+            if calls[layer] == 0:
+                raise ConfigError(f"layer {layer!r} was not called in a forward pass of {type(self.net).__name__}")
+        counts = set(used.values())
+        if len(counts) > 1:
+            raise ConfigError(
+                f"the neurons of {type(self.net).__name__} ran different numbers of times in one forward "
+                f"({used}), so the time steps are ambiguous. Write forward as one time step (MANGO then "
+                "runs T steps with reset), or loop every neuron over the same num_steps")
+        n = counts.pop()
+        if n == 1:
+            self.mode = "step"
+            self.T = self.T_requested or DEFAULT_T
+        else:
+            self.mode = "loop"
+            if self.T_requested not in (None, n):
+                raise ConfigError(
+                    f"{type(self.net).__name__}.forward loops over {n} time steps itself, so T is the net's: "
+                    f"pass T=None (or T={n}), or change the number of steps inside the net, not T={self.T_requested}")
+            if self.encoding == "poisson":
+                raise ConfigError(
+                    f"{type(self.net).__name__}.forward loops over time itself and is given one static image, so "
+                    "MANGO cannot feed it Poisson spikes: use encoding='static', or write forward as one time step")
+            self.T = n
+        for layer in self.layers_read:
+            spk, _ = first[layer]
+            if spk.ndim < 1 or spk.shape[0] != x.shape[0]:
+                raise ConfigError(
+                    f"layer {layer!r} output has shape {tuple(spk.shape)} for a batch of {x.shape[0]} image(s): "
+                    "no leading batch axis. MANGO needs per-image outputs [B, ...] at every step")
+        for t, (layer, spec) in self.terms.items():
+            spec.check(tuple(first[layer][0].shape[1:]), layer)
+            if t.kind == "mem" and first[layer][1] is None:
+                raise ConfigError(f"{t}: layer {layer!r} exposes no membrane (neither returned nor in .mem)")
+        if self.reads_output:
+            self._check_output(out, spikes_last)
+        fast_why = "off (fast=False)"
+        if self._fast_ok and self.mode == "step" and all(layer in self.spiking for layer in self.layers_read):
+            fast_why = fast_supported(self.net)
+            if fast_why is None:
+                self._fast = FastSNN(self.net, backend=self.backend)
+        elif self._fast_ok:
+            fast_why = "time-looping net or a non-spiking layer read"
+        log.info("%s: %s mode, T=%d, fast path %s", type(self.net).__name__, self.mode, self.T,
+                 "on" if self._fast is not None else f"off ({fast_why})")
+
+    def _check_output(self, out: object, spikes_last: list[torch.Tensor]) -> None:
+        """``output:c`` reads the last spiking layer: refuse if that is not what the net returns."""
+        last = self.spiking[-1]
+        o = out[0] if isinstance(out, (tuple, list)) and out else out
+        ref = spikes_last[0] if self.mode == "step" else torch.stack(spikes_last)
+        if not (isinstance(o, torch.Tensor) and o.shape == ref.shape and torch.equal(o.detach(), ref)):
+            shape = tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__
+            raise ConfigError(
+                f"'output:<class>' reads the firing rate of the last spiking layer {last!r}, but "
+                f"{type(self.net).__name__} returns something else (first output {shape}, expected its spikes "
+                f"{tuple(ref.shape)}); name the layer whose unit you want, e.g. '{last}:0'")
+
+    # -- evaluation --------------------------------------------------------
+    def _input(self, images: torch.Tensor) -> torch.Tensor:
+        if self.encoding == "poisson":
+            return poisson_spikes(images, self.T, self.seed)
+        return images
+
+    def _loop_run(self, images: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+        """Time-looping net: reset, one forward, sums of (output, membrane) of each layer read."""
+        modules = dict(self.net.named_modules())
+        acc: dict[str, list] = {n: [] for n in self.layers_read}
+
+        def make(name: str):
+            def hook(m, _inp, out):
+                spk, mem = _spk_mem(out, m)
+                a = acc[name]
+                if not a:
+                    a.extend([spk.clone(), None if mem is None else mem.clone()])
+                else:
+                    a[0] = a[0] + spk
+                    if mem is not None and a[1] is not None:
+                        a[1] = a[1] + mem
+            return hook
+
+        handles = [modules[n].register_forward_hook(make(n)) for n in self.layers_read]
+        try:
+            reset_states(self.net)
+            self.net(images)
+        finally:
+            for h in handles:
+                h.remove()
+            reset_states(self.net)
+        return {n: (v[0], v[1]) for n, v in acc.items()}
+
+    def _step_run(self, images: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+        x = self._input(images)
+        seq = self.encoding == "poisson"
+        grad = torch.is_grad_enabled() and images.requires_grad
+        if self._fast is not None and not grad:
+            out = {}
+            with torch.no_grad():
+                for layer in self.layers_read:
+                    want_mem = any(t.kind == "mem" and lay == layer for t, (lay, _) in self.terms.items())
+                    out[layer] = self._fast.run(x, self.T, layer, want_mem=want_mem, sequence=seq)
+            return out
+        return reference_run(self.net, x, self.T, self.layers_read, sequence=seq)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """``images [k, C, H, W]`` -> the objective's value per image ``[k]`` (rates in [0, 1] for one unit)."""
+        if images.ndim < 2:
+            raise ConfigError(f"images must have a batch axis, got shape {tuple(images.shape)}")
+        if self.mode is None:
+            self._probe(images)
+        sums = self._loop_run(images) if self.mode == "loop" else self._step_run(images)
+        T = float(self.T)
+
+        def value(t: Term) -> torch.Tensor:
+            layer, spec = self.terms[t]
+            s, m = sums[layer]
+            a = m if t.kind == "mem" else s
+            if a is None:
+                raise ConfigError(f"{t}: layer {layer!r} gave no membrane")
+            return (spec.select(a) / T).float()
+
+        return self.objective.combine(value)
+
+
+def snn_unit(model: nn.Module | str, objective: str | None = None, layer: str | None = None,
+             unit: int | Sequence[int] = 0, position: Sequence[int] | None = None, T: int | None = None,
+             encoding: str = "static", seed: int | None = 0, fast: bool = True, backend: str = "torch",
+             input_shape: Sequence[int] | None = None, device: str = "cpu") -> SpikingNetTarget:
+    """A unit (firing rate) or objective of a user's snnTorch net: a module, a file or a factory.
+
+    ``model``: an ``nn.Module``, a pickled module file, or a factory ``"package.module:function"``
+    (the command line's way to take a net whose neurons hold a ``snntorch.surrogate``
+    function, which cannot be pickled). Either ``objective`` (``"lif2:3 + 0.01*mem(lif2:3)"``)
+    or ``layer``/``unit``/``position`` (default: the last spiking layer, unit 0). See
+    :class:`SpikingNetTarget` for T, step modules and time-looping nets.
+    """
+    net = load_model(model, device)
+    if objective is not None:
+        if layer not in (None, "") or unit != 0 or position is not None:
+            raise ConfigError("give either objective= or layer/unit/position, not both "
+                              f"(objective={objective!r}, layer={layer!r}, unit={unit!r})")
+        obj = as_objective(objective)
+    else:
+        spec = UnitSpec.make(unit, position)
+        names = spiking_layer_names(net)
+        default = names[-1] if names else OUTPUT          # no neurons: SpikingNetTarget says what to do
+        obj = unit_objective(default if layer in (None, "") else str(layer), spec.unit, spec.position)
+    return SpikingNetTarget(net, obj, T=T, encoding=encoding, seed=seed, fast=fast, backend=backend,
+                            input_shape=input_shape)
