@@ -15,6 +15,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .lazy import lazy_attributes
+
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -36,12 +38,13 @@ _LAZY = {
 _SUBMODULES = ("objectives",)
 
 
+_lazy_getattr, __dir__ = lazy_attributes(__name__, _LAZY, globals())
+
+
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         return importlib.import_module(f"mango.{name}")
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'mango' has no attribute {name!r}")
+    return _lazy_getattr(name)
 
 
 __all__ = ["__version__", *_LAZY]

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 from . import loop, registry
-from .config import save_result
 from .errors import ConfigError
 from .objective import BaseObjective, Objective
 from .objectives import ObjectiveExpr, as_objective
@@ -88,7 +87,7 @@ class Visualization:
     def save(self, folder: str | Path) -> Path:
         """Write ``result.json``, ``history.npz`` and ``best.png`` into ``folder`` (what the CLI writes)."""
         out = Path(folder)
-        save_result(self.result, self.objective, out)
+        self.result.save(out)
         return out
 
     def __getattr__(self, name: str) -> Any:
@@ -179,10 +178,7 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
         config["batch_size"] = batch_size
     result = loop.maximize(obj, optimizer, budget, seed, batch_size=batch_size, params=optimizer_params,
                            run_dir=run_dir, config=config, callbacks=callbacks)
-    vis = Visualization(result, obj, expr)
-    if run_dir is not None:
-        vis.save(run_dir)
-    return vis
+    return Visualization(result, obj, expr)  # with run_dir, the loop has written the folder
 
 
 def _describe(model: Any) -> str:
