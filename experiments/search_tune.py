@@ -9,8 +9,9 @@ share of the loop's wall time.
 
 Units are chosen by a rule that keeps them disjoint from ``experiments/search_quality.toml``'s
 benchmark units (see ``--pipeline``): on the digits SNN every unit is fair game (the benchmark
-is on the paper SNN); on the paper SNN only units with an index that is 2 modulo the benchmark
-stride are used (the benchmark takes every k-th unit starting at 0).
+is on the paper SNN); on the paper SNN only units whose index is not a multiple of the layer's benchmark stride
+(the benchmark's candidates are every stride-th unit from 0; strides 4, 5, 3 for spiking1,
+spiking2 and the outputs, as in search_quality.toml).
 
     python experiments/search_tune.py --pipeline digits --budget 300 --seeds 0 1 2 \\
         --method protes --method discrete-one-plus-one --method elite
@@ -33,6 +34,10 @@ PIPELINES = {
                16, 0.01),
     "paper": ("vqvae-cifar10", "snn-cifar10", {"spiking1": 64, "spiking2": 100, "final_spiking": 10}, 32, 0.01),
 }
+
+
+#: the benchmark's candidate strides (experiments/search_quality.toml): never tuned on
+BENCH_STRIDE = {"spiking1": 4, "spiking2": 5, "final_spiking": 3}
 
 
 def parse_method(text: str) -> tuple[str, str, dict]:
@@ -89,7 +94,7 @@ def main(argv=None) -> int:
                 count, _ = tgt_all.spikes(images)
             per_unit = count.reshape(count.shape[0], count.shape[1], -1).sum(-1) if count.ndim > 2 else count
             fires = (per_unit > 0).any(0).cpu().numpy()
-            cand = [u for u in range(nu) if (args.pipeline != "paper" or u % 5 == 2)]
+            cand = [u for u in range(nu) if (args.pipeline != "paper" or u % BENCH_STRIDE[layer] != 0)]
             if args.silent_only:
                 cand = [u for u in cand if not fires[u]]
             step = max(1, len(cand) // args.per_layer)
