@@ -151,3 +151,11 @@ def test_default_fires_a_silent_digits_unit_where_plain_rate_protes_does_not():
     assert min(fired) > 0, fired
     protes = [maximize(plain, "protes", budget=budget, seed=s).best_value for s in seeds]
     assert max(protes) == 0, protes
+
+
+def test_beats_random_on_ordered_grid_problem():
+    make = lambda s: problems.quadratic_grid(d=16, n=32, seed=s)  # noqa: E731 (maximum 0)
+    seeds = [0, 1, 2]
+    got = np.median([maximize(make(s), "elite", budget=1500, seed=s, batch_size=50).best_value for s in seeds])
+    rnd = np.median([maximize(make(s), "random", budget=1500, seed=s, batch_size=50).best_value for s in seeds])
+    assert got > rnd + 0.8 * (0 - rnd), (got, rnd)
