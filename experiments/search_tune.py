@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -130,7 +129,7 @@ def main(argv=None) -> int:
                 print(f"{label:40s} {layer}[{unit}] s{seed}: rate {rate:.3f} score {res.best_value:.4f} "
                       f"wall {wall:.1f}s opt {100 * t_opt[0] / wall:.1f}%", flush=True)
     print()
-    print(f"| method | median rate (mean over units) | fired runs | opt share of wall |")
+    print("| method | median rate (mean over units) | fired runs | opt share of wall |")
     print("| --- | --- | --- | --- |")
     for label in dict.fromkeys(r["method"] for r in rows):
         rs = [r for r in rows if r["method"] == label]

@@ -62,7 +62,11 @@ def _load_starts(starts: Any, space: LatentSpace) -> np.ndarray:
 
 
 class EliteSearch(Optimizer):
-    """Elite local search (learned position weights, crossover, plateau moves) + PROTES samples.
+    """Start codes (natural images, uniform textures), then elite local search (recolour, block and
+    point moves with learned position weights, crossover, plateau moves); optional PROTES samples.
+
+    The design (``starts`` + ``uniform_codes``; 40 + 64 codes on the paper's VQ-VAE) is asked first,
+    so a budget smaller than the design is spent on it alone.
 
     Args:
         space: search space (codebook or grid).
