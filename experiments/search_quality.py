@@ -1,0 +1,426 @@
+"""Search-quality benchmark of issue 12 item 5: select units by the rule in the config, run the
+grid through ``mango compare`` (resumable), and write the report.
+
+    export MANGO_PAPER_WEIGHTS=/path/to/weights/cifar10
+    python experiments/search_quality.py                       # select + run + report (full)
+    python experiments/search_quality.py --select-only         # only apply the unit rule
+    python experiments/search_quality.py --estimate            # measure per-query costs, predict the wall time
+    python experiments/search_quality.py --methods elite protes   # a subset of methods (resumes the rest later)
+    python experiments/search_quality.py --quick               # 2 units (1 silent, 1 firing), 1 seed, 100 queries
+    python experiments/search_quality.py --report-only         # rebuild the report from the run folders
+
+Steps:
+1. **select**: the rule of ``[selection]`` / ``[[layers]]`` (stated in the TOML file) applied to
+   100 seeded random codes; the chosen units, with whether each is silent and its largest spike
+   count on those codes, go to ``experiments/results/search_quality_units.json``.
+2. **run**: the grid units x methods x seeds as one ``mango compare`` config (run folders under
+   ``--out``, default ``runs/search_quality``); a finished run is never repeated, an interrupted
+   one resumes from its journal, so the script can be stopped and started again.
+3. **report**: ``experiments/results/search_quality.md``: median best firing rate per unit and
+   method, the fraction of silent-unit runs brought to fire, the queries each method needs to
+   reach the old default's (protes) 1,000-query value, and the wall time.
+
+The search score is whatever the target's default readout is; the report converts every score to
+the plain firing rate with the target's ``reported`` mapping (issue 12, interface 2) when the
+target has one, and takes the score as the rate otherwise (the plain-rate readout).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_CONFIG = HERE / "search_quality.toml"
+RESULTS = HERE / "results"
+OLD_DEFAULT = "protes"
+
+log = logging.getLogger("search_quality")
+
+
+# -- config and unit rule -----------------------------------------------------------------------
+def load_config(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    with open(path, "rb") as fh:
+        cfg = tomllib.load(fh)
+    for key in ("benchmark", "selection", "generator", "target", "layers", "optimizers"):
+        if key not in cfg:
+            raise SystemExit(f"{path}: missing [{key}] (see experiments/search_quality.toml)")
+    return cfg
+
+
+def rule_hash(cfg: dict[str, Any]) -> str:
+    """Hash of everything the unit choice depends on (the rule, the generator and the target)."""
+    part = {k: cfg[k] for k in ("selection", "generator", "target", "layers")}
+    return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _target_params(cfg: dict[str, Any], layer: str, unit: int) -> dict[str, Any]:
+    t = dict(cfg["target"])
+    t.update(layer=layer, unit=int(unit))
+    return t
+
+
+def layer_spike_counts(cfg: dict[str, Any], layer: str, codes: np.ndarray) -> np.ndarray:
+    """Largest spike count of every unit of ``layer`` over ``codes`` (over positions for a channel): ``[n_units]``."""
+    import torch
+
+    from mango import registry
+
+    gp = dict(cfg["generator"])
+    gen = registry.create("generator", gp.pop("name"), gp)
+    tp = _target_params(cfg, layer, 0)
+    target = registry.create("target", tp.pop("name"), tp)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(codes), 50):
+            images = gen(gen.space.decode(codes[i:i + 50]))
+            count, _ = target.spikes(images)  # [k, *layer shape]
+            c = count.reshape(count.shape[0], count.shape[1], -1).amax(-1) if count.ndim > 2 else count
+            out.append(c.float().cpu().numpy())
+    return np.concatenate(out).max(0)
+
+
+def select_units(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Apply the rule of the config: returns ``{"rule_hash", "units": [{layer, label, unit, silent, max_count}], "notes"}``."""
+    from mango import registry
+
+    sel = cfg["selection"]
+    gp = dict(cfg["generator"])
+    space = registry.create("generator", gp.pop("name"), gp).space
+    codes = space.sample(np.random.default_rng(int(sel["silence_seed"])), int(sel["codes"]))
+    units, notes = [], []
+    for ly in cfg["layers"]:
+        counts = layer_spike_counts(cfg, ly["name"], codes)
+        if counts.shape[0] != int(ly["n_units"]):
+            raise SystemExit(f"layer {ly['name']}: config says {ly['n_units']} units, the network has {counts.shape[0]}")
+        cand = list(range(0, int(ly["n_units"]), int(ly["stride"])))
+        silent = [u for u in cand if counts[u] == 0]
+        firing = [u for u in cand if counts[u] > 0]
+        n_sil = min(int(ly["silent"]), len(silent))
+        n_fire = min(int(ly["units"]) - n_sil, len(firing))
+        n_sil = min(int(ly["units"]) - n_fire, len(silent))
+        if n_sil != int(ly["silent"]):
+            notes.append(f"{ly['name']}: {len(silent)} silent candidates of {len(cand)}; took {n_sil} silent "
+                         f"(quota {ly['silent']}) and {n_fire} firing")
+        label = ly.get("label", ly["name"])
+        for u in sorted(silent[:n_sil] + firing[:n_fire]):
+            units.append({"layer": ly["name"], "label": label, "unit": u, "silent": bool(counts[u] == 0),
+                          "max_count": float(counts[u])})
+        notes.append(f"{ly['name']}: {int((counts == 0).sum())} of {len(counts)} units silent on the "
+                     f"{len(codes)} random codes")
+    return {"rule_hash": rule_hash(cfg), "units": units, "notes": notes,
+            "selection": sel, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def get_units(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The chosen units: read from ``path`` when it was written for this rule, else computed and written."""
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("rule_hash") == rule_hash(cfg):
+            return saved
+        log.warning("%s was written for another rule; recomputing", path)
+    chosen = select_units(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(chosen, indent=1))
+    return chosen
+
+
+def unit_label(u: dict[str, Any]) -> str:
+    return f"{u['label']}[{u['unit']}]"
+
+
+# -- the grid -----------------------------------------------------------------------------------------
+def compare_config(cfg: dict[str, Any], units: list[dict[str, Any]], methods: list[str] | None,
+                   budget: int, seeds: list[int], name: str) -> dict[str, Any]:
+    """One ``mango compare`` config for the chosen units (one [[targets]] table per unit, labelled like the report)."""
+    b = cfg["benchmark"]
+    opts = [dict(o) for o in cfg["optimizers"]]
+    if methods:
+        known = [o.get("label", o["name"]) for o in opts]
+        bad = [m for m in methods if m not in known]
+        if bad:
+            raise SystemExit(f"unknown methods {bad}; valid choices: {', '.join(known)}")
+        opts = [o for o in opts if o.get("label", o["name"]) in methods]
+    targets = []
+    for u in units:
+        t = _target_params(cfg, u["layer"], u["unit"])
+        t["label"] = unit_label(u)
+        targets.append(t)
+    out = {"name": name, "budget": int(budget), "seeds": list(seeds), "generators": [dict(cfg["generator"])],
+           "targets": targets, "optimizers": opts, "workers": int(b.get("workers", 2))}
+    for key in ("eval_batch_size", "device", "checkpoint_every"):
+        if key in b:
+            out[key] = b[key]
+    out["budgets"] = [x for x in b.get("budgets", []) if x <= budget] or [budget]
+    return out
+
+
+# -- report ---------------------------------------------------------------------------------------------
+def _rate_mapper(cfg: dict[str, Any], u: dict[str, Any]):
+    """score -> plain firing rate for unit ``u`` (the target's ``reported``; identity without one)."""
+    from mango import registry
+
+    tp = _target_params(cfg, u["layer"], u["unit"])
+    target = registry.create("target", tp.pop("name"), tp)
+    fn = getattr(target, "reported", None)
+    if fn is None:
+        return lambda v: np.asarray(v, dtype=np.float64), "score (plain rate readout)"
+    return (lambda v: np.asarray(fn(np.asarray(v, dtype=np.float64)), dtype=np.float64),
+            getattr(target, "reported_name", "rate"))
+
+
+def collect(cfg: dict[str, Any], out: Path, units: list[dict[str, Any]], specs: list[Any]) -> list[dict[str, Any]]:
+    """One row per finished run of ``specs`` (``mango.compare.RunSpec``): unit, method, seed, best rate,
+    best-so-far rate by query, seconds. A folder whose result.json holds another config is skipped."""
+    from mango.compare import is_finished
+
+    by_label = {unit_label(u): u for u in units}
+    mappers: dict[str, Any] = {}
+    rows = []
+    for rs in specs:
+        spec = rs.to_dict()
+        folder = out / spec["folder"]
+        if spec["unit"] not in by_label or not is_finished(spec["config"], folder):
+            continue
+        u = by_label[spec["unit"]]
+        if spec["unit"] not in mappers:
+            mappers[spec["unit"]] = _rate_mapper(cfg, u)[0]
+        to_rate = mappers[spec["unit"]]
+        res = json.loads((folder / "result.json").read_text())
+        with np.load(folder / "history.npz") as h:
+            values, qidx = h["values"], h["query_index"]
+        rate = to_rate(values)
+        rows.append({"unit": spec["unit"], "silent": u["silent"], "method": spec["optimizer"], "seed": spec["seed"],
+                     "best_rate": float(rate.max()) if rate.size else float("nan"),
+                     "best_so_far": np.maximum.accumulate(rate), "query_index": np.asarray(qidx),
+                     "seconds": float(res.get("seconds", np.nan)),
+                     "optimizer_seconds": float(res.get("optimizer_seconds", np.nan)),
+                     "n_queries": int(res.get("n_queries", len(values)))})
+    return rows
+
+
+def queries_to_reach(row: dict[str, Any], level: float) -> float:
+    """First query count at which the run's best-so-far rate reaches ``level`` (inf: never)."""
+    hit = np.nonzero(row["best_so_far"] >= level - 1e-12)[0]
+    return float(row["query_index"][hit[0]]) if hit.size else float("inf")
+
+
+def _fmt(x: float) -> str:
+    return "-" if x is None or not np.isfinite(x) else f"{x:.3f}"
+
+
+def write_report(cfg: dict[str, Any], out: Path, chosen: dict[str, Any], path: Path, wall: dict[str, Any],
+                 budget: int, seeds: list[int], command: str, specs: list[Any]) -> str:
+    units = chosen["units"]
+    rows = collect(cfg, out, units, specs)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    ulabels = [unit_label(u) for u in units if any(r["unit"] == unit_label(u) for r in rows)]
+    silent = {unit_label(u) for u in units if u["silent"]}
+
+    def runs(unit=None, method=None):
+        return [r for r in rows if (unit is None or r["unit"] == unit) and (method is None or r["method"] == method)]
+
+    med = {(u, m): (float(np.median([r["best_rate"] for r in runs(u, m)])) if runs(u, m) else np.nan)
+           for u in ulabels for m in methods}
+    lines = [f"# Search quality on the paper SNN ({budget} queries, seeds {seeds})", "",
+             f"Generated by `{command}` from `experiments/search_quality.toml` "
+             f"(units: `experiments/results/search_quality_units.json`, rule hash {chosen['rule_hash']}).", "",
+             "Units were chosen by the rule stated in the TOML file before any search ran "
+             "(silent = no spike on 100 seeded random codes). Values are plain firing rates in [0, 1] "
+             "(the search score converted with the target's `reported` mapping where it has one).", ""]
+    lines += ["## Median best firing rate (over seeds)", "",
+              "| unit | silent | " + " | ".join(methods) + " |", "| --- | --- | " + " | ".join("---" for _ in methods) + " |"]
+    for u in ulabels:
+        best = max((med[u, m] for m in methods if np.isfinite(med[u, m])), default=np.nan)
+        cells = [("**" + _fmt(med[u, m]) + "**") if np.isfinite(med[u, m]) and med[u, m] == best and best > 0
+                 else _fmt(med[u, m]) for m in methods]
+        lines.append(f"| {u} | {'yes' if u in silent else 'no'} | " + " | ".join(cells) + " |")
+    mean_row = [np.mean([med[u, m] for u in ulabels]) for m in methods]
+    lines.append("| **mean over units** | | " + " | ".join(_fmt(x) for x in mean_row) + " |")
+    lines.append("")
+
+    # silent units brought to fire
+    lines += ["## Silent units brought to fire", "",
+              "| method | silent-unit runs that fired | silent units fired on every seed | mean rate on silent units |",
+              "| --- | --- | --- | --- |"]
+    for m in methods:
+        sr = [r for r in runs(method=m) if r["unit"] in silent]
+        if not sr:
+            continue
+        per_unit = [all(r["best_rate"] > 0 for r in runs(u, m)) for u in ulabels if u in silent and runs(u, m)]
+        lines.append(f"| {m} | {sum(r['best_rate'] > 0 for r in sr)}/{len(sr)} ({np.mean([r['best_rate'] > 0 for r in sr]):.0%}) "
+                     f"| {sum(per_unit)}/{len(per_unit)} | {np.mean([r['best_rate'] for r in sr]):.3f} |")
+    lines.append("")
+
+    # queries to reach the old default's budget value
+    if OLD_DEFAULT in methods:
+        lines += [f"## Queries to reach the old default's ({OLD_DEFAULT}) {budget}-query value", "",
+                  f"Per unit the level is the median over seeds of {OLD_DEFAULT}'s best rate at {budget} queries; "
+                  "units where that level is 0 are left out (every run reaches it at once). "
+                  f"Per method: median over (unit, seed) runs of the first query count whose best-so-far rate "
+                  f"reaches the level ('> {budget}': never within the budget).", ""]
+        level = {u: med[u, OLD_DEFAULT] for u in ulabels if np.isfinite(med[u, OLD_DEFAULT])}
+        used = [u for u in ulabels if level.get(u, 0) > 0]
+        lines += [f"Units with a level > 0: {len(used)} of {len(ulabels)}.", "",
+                  "| method | median queries | runs reaching it |", "| --- | --- | --- |"]
+        for m in methods:
+            q = [queries_to_reach(r, level[u]) for u in used for r in runs(u, m)]
+            if not q:
+                continue
+            mq = float(np.median(q))
+            lines.append(f"| {m} | {('> %d' % budget) if not np.isfinite(mq) else int(mq)} | "
+                         f"{sum(np.isfinite(q))}/{len(q)} |")
+        lines.append("")
+
+    # time
+    lines += ["## Wall time", ""]
+    tot = sum(r["seconds"] for r in rows)
+    lines.append(f"- Runs in this report: {len(rows)}; sum of run times {tot:.0f} s "
+                 f"(with {wall.get('workers', 2)} workers in parallel: about {tot / max(1, wall.get('workers', 2)):.0f} s).")
+    if wall.get("sessions"):
+        lines.append(f"- Wall time of the invocations that ran them: {sum(wall['sessions']):.0f} s "
+                     f"({len(wall['sessions'])} invocation(s): {', '.join(f'{s:.0f}' for s in wall['sessions'])} s).")
+    lines += ["", "| method | mean run time (s) | optimizer's own share of the run |", "| --- | --- | --- |"]
+    for m in methods:
+        rs = runs(method=m)
+        share = sum(r["optimizer_seconds"] for r in rs) / max(1e-9, sum(r["seconds"] for r in rs))
+        lines.append(f"| {m} | {np.mean([r['seconds'] for r in rs]):.1f} | {share:.1%} |")
+    lines.append("")
+    lines += ["## Notes", ""] + [f"- {n}" for n in chosen.get("notes", [])] + [""]
+    text = "\n".join(lines)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return text
+
+
+# -- estimate ---------------------------------------------------------------------------------------
+def estimate(cfg: dict[str, Any], units: list[dict[str, Any]], n_methods_free: int, has_gradient: bool,
+             budget: int, seeds: list[int], workers: int) -> str:
+    """Measure the per-query cost of the pipeline (and of the gradient AM) on one core and predict the wall time."""
+    import torch
+
+    from mango.config import build_objective, validate_config
+    from mango.loop import maximize
+
+    torch.set_num_threads(1)
+    u = units[0]
+    base = {"generator": dict(cfg["generator"]), "target": _target_params(cfg, u["layer"], u["unit"]),
+            "budget": 1, "seed": 0, "eval_batch_size": cfg["benchmark"].get("eval_batch_size", 50)}
+    obj = build_objective(validate_config({**base, "optimizer": {"name": "random"}}))
+    I = obj.space.sample(np.random.default_rng(0), 150)
+    obj(I[:50])  # warm-up (compile, caches)
+    t0 = time.perf_counter()
+    obj(I[50:])
+    per_q = (time.perf_counter() - t0) / 100
+    n_free = len(units) * n_methods_free * len(seeds) * budget
+    lines = [f"pipeline: {per_q * 1000:.1f} ms per query on one core ({1 / per_q:.1f} images/s)",
+             f"gradient-free: {n_free} queries -> {n_free * per_q / workers / 60:.1f} min on {workers} cores"]
+    total = n_free * per_q / workers
+    if has_gradient:
+        t0 = time.perf_counter()
+        res = maximize(obj, "gradient", budget=50, seed=0)
+        per_gq = (time.perf_counter() - t0) / max(1, res.n_queries)
+        n_g = len(units) * len(seeds) * budget
+        lines.append(f"gradient: {per_gq * 1000:.1f} ms per counted query (50-query run) -> "
+                     f"{n_g * per_gq / workers / 60:.1f} min for {len(units) * len(seeds)} runs")
+        total += n_g * per_gq / workers
+    lines.append(f"predicted wall time: {total / 60:.1f} min on {workers} cores")
+    return "\n".join(lines)
+
+
+# -- main ---------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    ap.add_argument("--out", type=Path, default=None, help="run folders (default runs/search_quality[_quick])")
+    ap.add_argument("--report", type=Path, default=None,
+                    help="report file (default experiments/results/search_quality[_quick].md)")
+    ap.add_argument("--methods", nargs="+", default=None, help="run only these methods (labels in the config)")
+    ap.add_argument("--units", nargs="+", default=None, help="run only these units (labels such as spiking2[5])")
+    ap.add_argument("--quick", action="store_true",
+                    help="proof run: the first silent and the first firing unit, seed 0, 100 queries")
+    ap.add_argument("--budget", type=int, default=None)
+    ap.add_argument("--seeds", type=int, nargs="+", default=None)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--select-only", action="store_true")
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--estimate", action="store_true", help="measure per-query costs and predict the full wall time")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    cfg = load_config(args.config)
+    b = cfg["benchmark"]
+    chosen = get_units(cfg, RESULTS / "search_quality_units.json")
+    units = chosen["units"]
+    print("units (rule applied):", ", ".join(unit_label(u) + (" (silent)" if u["silent"] else "") for u in units))
+    if args.select_only:
+        return 0
+    budget = int(args.budget or b["budget"])
+    seeds = list(args.seeds or b["seeds"])
+    if args.quick:
+        budget = int(args.budget or 100)
+        seeds = list(args.seeds or [0])
+        first_silent = next(u for u in units if u["silent"])
+        first_firing = next(u for u in units if not u["silent"])
+        units = [first_silent, first_firing]
+    if args.units:
+        known = [unit_label(u) for u in units]
+        bad = [x for x in args.units if x not in known]
+        if bad:
+            raise SystemExit(f"unknown units {bad}; valid choices: {', '.join(known)}")
+        units = [u for u in units if unit_label(u) in args.units]
+    suffix = "_quick" if args.quick else ""
+    out = args.out or Path("runs") / f"search_quality{suffix}"
+    report = args.report or RESULTS / f"search_quality{suffix}.md"
+    workers = int(args.workers or b.get("workers", 2))
+    ccfg = compare_config(cfg, units, args.methods, budget, seeds, name=b.get("name", "search_quality") + suffix)
+    ccfg["workers"] = workers
+    if args.estimate:
+        names = [o["name"] for o in ccfg["optimizers"]]
+        print(estimate(cfg, units, sum(n != "gradient" for n in names), "gradient" in names, budget, seeds, workers))
+        return 0
+
+    wall_path = out / "search_quality_wall.json"
+    wall = json.loads(wall_path.read_text()) if wall_path.exists() else {"sessions": [], "workers": workers}
+    if not args.report_only:
+        from mango.compare import expand, run_compare
+
+        n = len(expand(ccfg))
+        count = [0]
+
+        def progress(spec, status, info):
+            count[0] += 1
+            msg = {"done": lambda: f"best {info['best_value']:.4g} in {info['wall']:.1f} s",
+                   "skip": lambda: "finished before", "error": lambda: f"ERROR {info}"}[status]()
+            print(f"[{count[0]}/{n}] {spec.unit} | {spec.optimizer} | seed {spec.seed}: {msg}", flush=True)
+
+        t0 = time.perf_counter()
+        status = run_compare(ccfg, out, workers=workers, ray=False, progress=progress)
+        if status["ran"]:
+            wall["sessions"].append(time.perf_counter() - t0)
+            wall["workers"] = workers
+            out.mkdir(parents=True, exist_ok=True)
+            wall_path.write_text(json.dumps(wall))
+        if status["errors"]:
+            print("errors:", json.dumps(status["errors"], indent=1))
+    cmd = "python experiments/search_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    from mango.compare import expand
+
+    all_specs = expand(compare_config(cfg, units, None, budget, seeds, name=ccfg["name"]))
+    text = write_report(cfg, out, chosen | {"units": units}, report, wall, budget, seeds, cmd.strip(), all_specs)
+    print(text)
+    print(f"report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
