@@ -17,13 +17,15 @@ Readouts (what the search maximizes; ``readout=``):
   pass shows below threshold (still gradient-free: it reads only the forward state)::
 
       score = g * (N + tie) / (P * T),   tie in [0, 1 - 2**-20]
-      tie   = 0.5 * mean_p S_p + 0.5 * mean_p E_p
-      S_p   = 1/2 + 1/2 * r_p / (1 + |r_p|),  r_p = (max_t mem_p(t) - thr) / thr   (S in (0, 1), 1/2 at threshold)
+      tie   = 0.4 * mean_p s(max_t mem_p(t)) + 0.2 * mean_p s(mean_t mem_p(t)) + 0.4 * mean_p E_p
+      s(v)  = 1/2 + 1/2 * r / (1 + |r|),  r = (v - thr) / thr      (in (0, 1), 1/2 at threshold)
       E_p   = (T - t_first_p) / T if position p fired (first at step t_first_p), else 0
 
-  ``S`` is how close each position's membrane came to threshold (its peak over time,
-  squashed into (0, 1); a mean over positions, which climbs more steadily than a
-  max), ``E`` how early it fired. One more spike anywhere in the unit raises ``N`` by
+  The first two terms say how close each position's membrane came to threshold: its
+  peak over time and its mean over time (the peak alone is often the first step's,
+  where a deep layer sees only its bias, the same for every image), squashed into
+  (0, 1) and averaged over positions (a mean climbs more steadily than a max); ``E``
+  says how early it fired. One more spike anywhere in the unit raises ``N`` by
   1, i.e. the plain rate by its smallest possible step ``g / (P * T)``; the tie term
   is always below that step, so **the score can never outrank one more spike**, and
   the plain rate is recovered exactly from the score alone (:meth:`SpikingTarget.reported`,
@@ -249,14 +251,23 @@ def plain_rate(n_spikes: torch.Tensor, T: int, g: float = 1.0) -> torch.Tensor:
     return N * float(g) / float(P * int(T))
 
 
+def _squash(v: torch.Tensor, thr: float) -> torch.Tensor:
+    """Membrane values -> (0, 1), monotone, 1/2 at ``thr`` (float64; +-inf and NaN clamped)."""
+    scale = abs(float(thr)) if float(thr) != 0.0 else 1.0
+    r = (v.to(torch.float64) - float(thr)) / scale
+    r = torch.nan_to_num(r, nan=-1e300, neginf=-1e300, posinf=1e300)
+    return 0.5 + 0.5 * r / (1.0 + r.abs())
+
+
 def graded_score(n_spikes: torch.Tensor, peak: torch.Tensor, first: torch.Tensor, T: int, thr: float,
-                 g: float = 1.0) -> torch.Tensor:
+                 g: float = 1.0, mem_sum: torch.Tensor | None = None) -> torch.Tensor:
     """The graded readout (see module docstring) from per-position statistics -> float64 ``[B]``.
 
     Args:
         n_spikes: spikes per position ``[B, P]`` (integer values in [0, T]).
         peak: max over time of each position's membrane ``[B, P]`` (any real; ``-inf`` allowed).
         first: first step with a spike ``[B, P]`` in ``[0, T)``, or ``>= T`` where none.
+        mem_sum: sum over time of each position's membrane ``[B, P]`` (None: its term is left out).
         T: time steps; thr: the layer's threshold; g: the value of one spike (> 0).
 
     Returns:
@@ -266,14 +277,12 @@ def graded_score(n_spikes: torch.Tensor, peak: torch.Tensor, first: torch.Tensor
     P = n_spikes.shape[1]
     T = int(T)
     N = n_spikes.to(torch.float64).sum(1)
-    scale = abs(float(thr)) if float(thr) != 0.0 else 1.0
-    r = (peak.to(torch.float64) - float(thr)) / scale            # 0 at threshold
-    r = torch.nan_to_num(r, nan=-1e300, neginf=-1e300, posinf=1e300)
-    S = 0.5 + 0.5 * r / (1.0 + r.abs())                          # (0, 1), 1/2 at threshold
     f = first.to(torch.float64)
     E = torch.where(f < T, (T - f) / T, torch.zeros_like(f))     # (0, 1] when it fired, else 0
-    tie = (0.5 * S.mean(1) + 0.5 * E.mean(1)).clamp(0.0, TIE_MAX)
-    return (N + tie) * float(g) / float(P * T)
+    tie = 0.4 * _squash(peak, thr).mean(1) + 0.4 * E.mean(1)
+    if mem_sum is not None:
+        tie = tie + 0.2 * _squash(mem_sum.to(torch.float64) / T, thr).mean(1)
+    return (N + tie.clamp(0.0, TIE_MAX)) * float(g) / float(P * T)
 
 
 def rate_from_score(score: np.ndarray, P: int, T: int, g: float = 1.0) -> np.ndarray:
@@ -471,8 +480,12 @@ class SpikingTarget:
 
     def stats(self, images: torch.Tensor):
         """Spike-value sums ``[k, *S]`` and :class:`~mango.targets.snn_fast.ScanStats` ``[k, *S]``
-        of the whole layer over ``T`` (fast path when possible, else the snnTorch loop; identical)."""
-        x = self._input(images)
+        of the whole layer over ``T`` (fast path when possible, else the snnTorch loop; identical).
+
+        The images are made contiguous first: a channels-last batch (the VQ-VAE decoder returns one)
+        would make the step loop's convolutions pick other kernels (other rounding) than the batched path.
+        """
+        x = self._input(images.contiguous())
         grad = torch.is_grad_enabled() and images.requires_grad
         if self._fast is not None and not grad:
             with torch.no_grad():
@@ -494,7 +507,8 @@ class SpikingTarget:
         count, st = self.stats(images)
         n = self._unit(st.n_spikes.detach())
         if self.readout == "graded":
-            y = graded_score(n, self._unit(st.peak.detach()), self._unit(st.first), self.T, self.thr, self.g)
+            y = graded_score(n, self._unit(st.peak.detach()), self._unit(st.first), self.T, self.thr, self.g,
+                             mem_sum=self._unit(st.mem_sum.detach()))
         else:
             y = plain_rate(n, self.T, self.g)
             if self.readout == "count":
@@ -539,6 +553,7 @@ class SpikingTarget:
             if self._fast_plan is None:
                 self._fast_plan = FastSNN(self.net, backend="torch")
             plan = self._fast_plan
+        images = images.contiguous()
         if plan is None:
             count = self._surrogate_step_loop(images, float(slope))
         else:

@@ -177,8 +177,9 @@ def test_spiking_rate_equals_hand_computation(fast):
         r = peak - 1.0
         return 0.5 + 0.5 * r / (1 + abs(r))
     gr = SpikingTarget(net, layer="lif", unit=0, T=8, fast=fast)(x)
-    expect = torch.tensor([(3 + 0.5 * squash(max(mems)) + 0.5 * (8 - 1) / 8) / 8,
-                           (0 + 0.5 * squash(max(mems_low))) / 8], dtype=torch.float64)
+    expect = torch.tensor([(3 + 0.4 * squash(max(mems)) + 0.2 * squash(sum(mems) / 8) + 0.4 * (8 - 1) / 8) / 8,
+                           (0 + 0.4 * squash(max(mems_low)) + 0.2 * squash(sum(mems_low) / 8)) / 8],
+                          dtype=torch.float64)
     assert torch.allclose(gr, expect, atol=1e-7, rtol=0) and gr[1] > 0
     with pytest.warns(DeprecationWarning, match="tie_break"):
         tbt = SpikingTarget(net, layer="lif", unit=0, T=8, tie_break=0.01, fast=fast)
