@@ -12,7 +12,8 @@ add output unit 3 (the paper's "cat"), whatever it does.
 For each unit: ``mango.loop.maximize`` with the optimizer ``gradient`` (its default
 recipe, ``batch_size`` 1) at budget 1000, seed 0; reported: the best rate at the end,
 the best rate within the first chain (331 queries: 300 Adam steps + 30 hard codes, the
-recipe of search-facts.md) and the wall time of each. ``--old FILE`` also runs the
+recipe of search-facts.md) and the wall time of each. The SNN runs the pure-torch neuron
+kernel (no compile time in the figures) on ``--threads`` CPU threads (default 1). ``--old FILE`` also runs the
 previous implementation (``git show <rev>:mango/optimizers/gradient.py > FILE``) with its
 defaults on the first ``--old-units`` units.
 
@@ -55,7 +56,7 @@ def silent_units(gen, target, n: int = 100, seed: int = 0) -> dict[str, list[int
 
 
 def run_unit(gen, layer: str, unit: int, budget: int, optimizer, seed: int = 0) -> dict:
-    target = registry.create("target", "snn-cifar10", {"layer": layer, "unit": unit, "T": T})
+    target = registry.create("target", "snn-cifar10", {"layer": layer, "unit": unit, "T": T, "backend": "torch"})
     obj = Objective(gen, target)
     t0 = time.perf_counter()
     res = maximize(obj, optimizer, budget=budget, seed=seed) if not isinstance(optimizer, str) else \
@@ -85,28 +86,37 @@ def main() -> None:
     ap.add_argument("--old", default=None, help="file with the previous gradient.py to compare")
     ap.add_argument("--old-units", type=int, default=2)
     ap.add_argument("--only-old", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: no OpenMP barriers on a busy machine)")
+    ap.add_argument("--units", type=int, default=None, help="run only the first N units of the rule")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     gen = registry.create("generator", "vqvae-cifar10")
-    probe = registry.create("target", "snn-cifar10", {"T": T})
+    probe = registry.create("target", "snn-cifar10", {"T": T, "backend": "torch"})
     silent = silent_units(gen, probe)
     units = [(layer, silent[layer][0]) for layer in LAYERS if silent[layer]] + [("final_spiking", 3)]
     report = {"T": T, "budget": args.budget, "silent_counts": {k: len(v) for k, v in silent.items()},
               "units": units, "torch_threads": torch.get_num_threads(), "new": [], "old": []}
     print("silent on 100 random codes:", report["silent_counts"], "units:", units, flush=True)
+    units = units[: args.units] if args.units else units
     if not args.only_old:
         for layer, unit in units:
             r = run_unit(gen, layer, unit, args.budget, "gradient")
             report["new"].append(r)
             print("new", json.dumps(r), flush=True)
+            if args.out:
+                args.out.write_text(json.dumps(report, indent=1))
     if args.old:
         for layer, unit in units[: args.old_units]:
             r = run_unit(gen, layer, unit, args.budget, load_old(args.old, gen.space, args.budget))
             report["old"].append(r)
             print("old", json.dumps(r), flush=True)
+            if args.out:
+                args.out.write_text(json.dumps(report, indent=1))
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":

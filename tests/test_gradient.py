@@ -189,7 +189,7 @@ def test_registered_generators_beat_random_through_the_loop(generator, lr):
     gen = registry.create("generator", generator)
     obj = Objective(gen, registry.create("target", "cnn-digits", {"unit": 3}))
     res = maximize(obj, "gradient", budget=budget, seed=0, batch_size=k,
-                   params={"lr": lr, "steps_per_ask": 10, "steps": 30, "init_logit_scale": 0.1})
+                   params={"lr": lr, "steps_per_ask": 10})
     assert 0 < res.n_queries <= budget and obj.n_external > 0
     final = res.values[-k:]                                   # the chains' last hard images
     assert res.best_value == pytest.approx(float(obj(res.best_code[None])[0]))

@@ -23,6 +23,10 @@ The recipe (defaults; every number is a parameter of :class:`GradientAM`):
 * **Scoring**: every ``score_every`` (10) steps ``ask`` returns the ``k`` hard codes;
   the loop evaluates them with the exact black box (for a spiking unit: the exact
   spikes, graded readout), so the result is always a decoded hard image's value.
+* **Budget**: when the run's ``budget`` is known and ``k`` chains of ``steps`` steps (each
+  step ``k`` queries, plus ``k`` per ``score_every`` steps for the hard codes) do not fit
+  in it, ``steps`` is cut to what fits, so the temperature still anneals to ``tau_end``
+  (e.g. ``batch_size`` 10 at budget 1,000: 90 steps per chain).
 * **Restarts**: when a chain has taken its ``steps`` and budget is left, a fresh chain
   starts (new initial logits from the seed and the restart number; Adam reset), so a
   budget of 1,000 runs three 330-query chains instead of one.
@@ -68,7 +72,8 @@ class GradientAM(Optimizer):
         batch_size: number of chains ``k`` run side by side (>= 1; default 1).
         seed: fixes the initial latents of every chain and restart, Gumbel noise and jitter.
         lr: Adam learning rate (> 0).
-        steps: Adam steps per chain (>= 1); the temperature reaches ``tau_end`` at the last.
+        steps: Adam steps per chain (>= 1; cut to what ``budget`` allows); the temperature
+            reaches ``tau_end`` at the last.
         score_every: Adam steps between two ``ask`` results (the hard codes scored).
         tau_start, tau_end: softmax temperature schedule (codebook spaces; > 0).
         anneal_steps: steps over which ``tau`` anneals (default: ``steps``).
@@ -110,10 +115,13 @@ class GradientAM(Optimizer):
         if int(jitter) < 0:
             raise ConfigError(f"jitter must be >= 0 pixels, got {jitter!r}")
         self.lr = float(lr)
-        self.steps = int(steps)
         self.score_every = int(score_every)
+        self.steps = int(steps)
+        if budget is not None:      # k chains whose steps do not fit the budget: anneal over the steps that do
+            fit = int(int(budget) // (self.k * (1.0 + 1.0 / self.score_every)))
+            self.steps = max(1, min(self.steps, fit))
         self.tau_start, self.tau_end = float(tau_start), float(tau_end)
-        self.anneal_steps = max(1, int(anneal_steps if anneal_steps is not None else steps))
+        self.anneal_steps = max(1, int(anneal_steps if anneal_steps is not None else self.steps))
         self.init_logit_scale = float(init_logit_scale)
         self.slope = float(slope)
         self.restarts = bool(restarts)
