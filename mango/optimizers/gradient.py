@@ -276,8 +276,8 @@ class GradientAM(Optimizer):
         n, self._pending = self._pending, 0
         return n
 
-    def _ask(self) -> np.ndarray:  # pragma: no cover - ask is overridden
-        return self.ask()
+    def _ask(self, limit: int | None = None) -> np.ndarray:  # pragma: no cover - ask is overridden
+        return self.ask(limit)
 
     def _tell(self, I: np.ndarray, y: np.ndarray) -> None:
         # the chains follow their own gradients; the base class keeps the best hard code
