@@ -96,7 +96,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, recipe: str) -> nn.M
 
 
 def snn_digits(layer: str = "spiking_out", unit: int | list[int] = 0, position: list[int] | None = None,
-               T: int = SNN_T, readout: str = "rate", tie_break: float = 0.0, encoding: str = "static",
+               T: int = SNN_T, readout: str = "graded", tie_break: float = 0.0, encoding: str = "static",
                seed: int | None = 0, fast: bool = True, backend: str = "torch", weights: str | None = None,
                device: str = "cpu") -> SpikingTarget:
     """Embedded spiking CNN on digits (default: firing rate of class neuron 0 over T=16 steps).

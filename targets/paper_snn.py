@@ -106,7 +106,7 @@ def load_paper_snn(path: str | os.PathLike | None = None, device: str | torch.de
 
 
 def snn_cifar10(weights: str | None = None, layer: str = "final_spiking", unit: int | list[int] = 3,
-                position: list[int] | None = None, T: int = 128, readout: str = "rate",
+                position: list[int] | None = None, T: int = 128, readout: str = "graded",
                 tie_break: float = 0.0, fast: bool = True, backend: str = "auto",
                 device: str = "cpu") -> SpikingTarget:
     """The paper's spiking CNN on CIFAR-10 (default: firing rate of class neuron 3, "cat", T=128).

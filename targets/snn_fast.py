@@ -17,6 +17,13 @@ network layer by layer over time instead:
 Time is processed in chunks of ``Tc`` steps (membranes carried across chunks) so
 memory stays bounded (``max_elems``).
 
+Readout statistics (:meth:`FastSNN.run_stats`, for the graded readout of
+:mod:`mango.targets.spiking`): for the requested layer the scan also keeps, per
+neuron, the spike number, the membrane sum, the peak membrane and the first step
+with a spike (:class:`ScanStats`). That layer's recurrence then runs the pure-torch
+scan, which shares :func:`leaky_update` with the compiled kernel, so spikes and
+membranes stay bit-identical to the step loop (the tests compare all four).
+
 Exactness: the membrane update does the same float32 operations in the same
 order as snnTorch 1.0's ``Leaky`` (``beta.clamp(0, 1) * mem + input``, then
 ``- reset * threshold`` with ``reset = mem_prev > threshold``; spike
@@ -52,7 +59,7 @@ from torch import nn
 
 from mango.errors import ConfigError, choices_hint
 
-__all__ = ["FastSNN", "fast_supported", "leaky_scan"]
+__all__ = ["FastSNN", "ScanStats", "fast_supported", "leaky_scan", "leaky_update"]
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +131,25 @@ def _is_neuron(m: nn.Module) -> bool:
 # the Leaky recurrence
 # ---------------------------------------------------------------------------
 
+def leaky_update(mem: torch.Tensor, c: torch.Tensor, beta: torch.Tensor, thr: torch.Tensor,
+                 mode: int) -> torch.Tensor:
+    """One Leaky membrane update (snnTorch 1.0's float32 operations, in its order).
+
+    ``mode`` 0 subtract: ``(beta*mem + c) - reset*thr``; 1 zero: ``beta*((1-reset)*mem) + c``;
+    2 none: ``beta*mem + c``; ``reset = mem > thr`` of the *previous* membrane. The spike
+    of the step is ``new_mem > thr``. Used by the exact scan, its statistics and the
+    differentiable surrogate forward, so all three share the same arithmetic.
+    """
+    if mode == 0:      # subtract: (beta*mem + in) - reset*thr, reset from the previous membrane
+        reset = mem > thr
+        mem = beta * mem + c
+        return torch.where(reset, mem - thr, mem)
+    if mode == 1:      # zero: mem = (1 - reset) * mem, then beta*mem + in
+        reset = mem > thr
+        return beta * torch.where(reset, mem * 0.0, mem) + c
+    return beta * mem + c  # none
+
+
 def _steps(cur: torch.Tensor, mem: torch.Tensor, msum: torch.Tensor | None, beta: torch.Tensor,
            thr: torch.Tensor, g: torch.Tensor, k: int, mode: int, const: bool
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -131,19 +157,66 @@ def _steps(cur: torch.Tensor, mem: torch.Tensor, msum: torch.Tensor | None, beta
     spks = []
     for t in range(k):
         c = cur if const else cur[t]
-        if mode == 0:      # subtract: (beta*mem + in) - reset*thr, reset from the previous membrane
-            reset = mem > thr
-            mem = beta * mem + c
-            mem = torch.where(reset, mem - thr, mem)
-        elif mode == 1:    # zero: mem = (1 - reset) * mem, then beta*mem + in
-            reset = mem > thr
-            mem = beta * torch.where(reset, mem * 0.0, mem) + c
-        else:              # none
-            mem = beta * mem + c
+        mem = leaky_update(mem, c, beta, thr, mode)
         spks.append((mem > thr).to(mem.dtype) * g)
         if msum is not None:
             msum = msum + mem
     return mem, torch.stack(spks), msum
+
+
+def _steps_stats(cur: torch.Tensor, mem: torch.Tensor, stats: "ScanStats", beta: torch.Tensor,
+                 thr: torch.Tensor, g: torch.Tensor, k: int, mode: int, const: bool, t0: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_steps` (pure torch, same update) that also updates the readout statistics in place.
+
+    ``t0`` is the absolute index of the first of these ``k`` steps (for first-spike times).
+    Returns ``(mem [N], spikes [k, N])``.
+    """
+    spks = []
+    for t in range(k):
+        c = cur if const else cur[t]
+        mem = leaky_update(mem, c, beta, thr, mode)
+        fired = mem > thr
+        spks.append(fired.to(mem.dtype) * g)
+        stats.update(t0 + t, mem, fired)
+    return mem, torch.stack(spks)
+
+
+@dataclass
+class ScanStats:
+    """Per-neuron statistics of one spiking layer accumulated over time (all ``[N]``, flat).
+
+    Attributes:
+        n_spikes: number of steps with a spike (float32, integer values in [0, T]).
+        mem_sum: sum over steps of the membrane after each update.
+        peak: max over steps of the membrane after each update (``-inf`` before the first step).
+        first: index (0-based) of the first step with a spike; ``T`` (the ``never`` value) when none.
+    """
+
+    n_spikes: torch.Tensor
+    mem_sum: torch.Tensor
+    peak: torch.Tensor
+    first: torch.Tensor
+    never: int
+
+    @staticmethod
+    def zeros(shape: int | tuple[int, ...], T: int, dtype: torch.dtype, device: torch.device | str) -> "ScanStats":
+        """Statistics before the first step, for neurons of ``shape``, over ``T`` steps."""
+        shape = (int(shape),) if isinstance(shape, int) else tuple(shape)
+        return ScanStats(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device),
+                         torch.full(shape, float("-inf"), dtype=dtype, device=device),
+                         torch.full(shape, int(T), dtype=torch.int64, device=device), int(T))
+
+    def update(self, t: int, mem: torch.Tensor, fired: torch.Tensor) -> None:
+        """Fold in step ``t``: membrane ``mem`` after the update, ``fired = mem > thr`` (bool)."""
+        self.n_spikes = self.n_spikes + fired.to(self.n_spikes.dtype)
+        self.mem_sum = self.mem_sum + mem
+        self.peak = torch.maximum(self.peak, mem)
+        self.first = torch.where(fired & (self.first == self.never), torch.full_like(self.first, t), self.first)
+
+    def reshape(self, *shape: int) -> "ScanStats":
+        return ScanStats(self.n_spikes.reshape(shape), self.mem_sum.reshape(shape), self.peak.reshape(shape),
+                         self.first.reshape(shape), self.never)
 
 
 _COMPILED: dict[tuple, Any] = {}
@@ -474,7 +547,8 @@ class FastSNN:
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def _scan(self, st: _Stage, cur: torch.Tensor, mem: torch.Tensor, msum: torch.Tensor | None,
-              steps: int, const: bool, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+              steps: int, const: bool, backend: str, stats: ScanStats | None = None, t0: int = 0
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         n = st.neuron
         beta = n.beta.detach().clamp(0, 1).to(cur.dtype).reshape(())
         thr = n.threshold.detach().to(cur.dtype).reshape(())
@@ -487,8 +561,11 @@ class FastSNN:
         if nt is not None and nt != old:
             torch.set_num_threads(nt)
         try:
-            mem, spk, msum = leaky_scan(flat_cur, mem, beta, thr, g, mode, steps, msum=msum, const=const,
-                                        backend=backend, unroll=self.unroll)
+            if stats is not None:   # readout statistics: the pure-torch scan (same update, same bits)
+                mem, spk = _steps_stats(flat_cur, mem, stats, beta, thr, g, steps, mode, const, t0)
+            else:
+                mem, spk, msum = leaky_scan(flat_cur, mem, beta, thr, g, mode, steps, msum=msum, const=const,
+                                            backend=backend, unroll=self.unroll)
         finally:
             if nt is not None and nt != old:
                 torch.set_num_threads(old)
@@ -513,6 +590,22 @@ class FastSNN:
         Returns:
             ``(count [B, *S], mem_sum [B, *S] or None)`` of ``layer``, or the dict with ``record_all``.
         """
+        return self._dispatch(x, T, layer, want_mem, sequence, record_all, False)
+
+    def run_stats(self, x: torch.Tensor, T: int, layer: str | None = None, sequence: bool = False
+                  ) -> tuple[torch.Tensor, ScanStats]:
+        """Evaluate ``T`` steps and return the readout statistics of ``layer`` (default: the last).
+
+        Returns:
+            ``(count [B, *S], stats)``: the spike-value sum (as :meth:`run`) and a
+            :class:`ScanStats` reshaped to ``[B, *S]`` (spike numbers, membrane sum, peak
+            membrane, first-spike step). Spikes and membranes are bit-identical to the
+            snnTorch step loop (the target layer's recurrence runs the pure-torch scan,
+            which shares :func:`leaky_update` with the compiled kernel).
+        """
+        return self._dispatch(x, T, layer, False, sequence, False, True)
+
+    def _dispatch(self, x, T, layer, want_mem, sequence, record_all, want_stats):
         layer = self.names[-1] if layer is None else layer
         if layer not in self.names:
             raise ConfigError(f"unknown spiking layer {layer!r}; {choices_hint(layer, self.names)}")
@@ -527,7 +620,7 @@ class FastSNN:
             self._poll_compile()
         backend = self._backend(key_plan)
         try:
-            out = self._run(x, int(T), last, layer, want_mem, sequence, record_all, backend)
+            out = self._run(x, int(T), last, layer, want_mem, sequence, record_all, backend, want_stats)
         except Exception as e:  # a compile failure after all (e.g. a new shape) -> pure torch
             if backend != "compile" or self.backend != "auto" or isinstance(e, ConfigError):
                 raise
@@ -535,7 +628,7 @@ class FastSNN:
                         type(e).__name__, str(e).splitlines()[0] if str(e) else "")
             self._compile_state[key_plan] = "failed"
             backend = "torch"
-            out = self._run(x, int(T), last, layer, want_mem, sequence, record_all, "torch")
+            out = self._run(x, int(T), last, layer, want_mem, sequence, record_all, "torch", want_stats)
         self._last_kernel = backend
         if self.backend == "auto" and backend == "torch" and not record_all and key_plan not in self._compile_state:
             self._compile_in_background(key_plan, B, x, int(T), tc, last, layer, want_mem, sequence)
@@ -554,7 +647,7 @@ class FastSNN:
             self._sizes[key] = big
         return self._sizes[key]
 
-    def _run(self, x, T, last, layer, want_mem, sequence, record_all, backend):
+    def _run(self, x, T, last, layer, want_mem, sequence, record_all, backend, want_stats=False):
         B = x.shape[1] if sequence else x.shape[0]
         if sequence and x.shape[0] != T:
             raise ConfigError(f"input sequence has {x.shape[0]} steps, expected T={T}")
@@ -564,6 +657,7 @@ class FastSNN:
             Tc = self.unroll          # one fused kernel call per layer and chunk: no concatenation
         mems: list[torch.Tensor | None] = [None] * (last + 1)
         count = msum = None
+        stats: ScanStats | None = None
         recorded: dict[str, list[torch.Tensor]] = {s.name: [] for s in self.stages[:last + 1]}
         for t0 in range(0, T, Tc):
             steps = min(Tc, T - t0)
@@ -578,8 +672,10 @@ class FastSNN:
                 is_target = st.name == layer and not record_all
                 if is_target and want_mem and msum is None:
                     msum = torch.zeros_like(mems[i])
+                if is_target and want_stats and stats is None:
+                    stats = ScanStats.zeros(mems[i].numel(), T, mems[i].dtype, mems[i].device)
                 mems[i], spk, ms = self._scan(st, cur, mems[i], msum if is_target and want_mem else None,
-                                              steps, const, backend)
+                                              steps, const, backend, stats if is_target else None, t0)
                 if is_target and want_mem:
                     msum = ms
                 if record_all:
@@ -592,4 +688,6 @@ class FastSNN:
                 cur, const = self._post(st.post, spk), False
         if record_all:
             return {n: torch.cat(v) for n, v in recorded.items()}
+        if want_stats:
+            return count, stats.reshape(*count.shape)
         return count, (msum.reshape(count.shape) if want_mem else None)

@@ -5,13 +5,46 @@ its snnTorch neurons keep their membrane in ``neuron.mem`` between calls (snnTor
 ``Leaky`` does this when no ``mem`` is passed). :class:`SpikingSequential` is an
 ``nn.Sequential`` that does this for layers returning ``(spk, mem)`` tuples.
 
-The activation of a unit over ``T`` steps is its spike count (``readout="count"``,
-in ``[0, T]``) or firing rate (``"rate"``, count / T in ``[0, 1]``); a unit is one
-neuron (``unit=c`` of a ``[N]`` layer, or ``unit=c, position=(y, x)``) or a
-channel's mean over space (``unit=c`` of a ``[C, H, W]`` layer). An optional
-tie-break adds ``tie_break * mean_t(membrane)`` of the same unit, so an optimizer
-still sees a slope where rates are equal; keep ``tie_break * max|mem| < 1`` (count)
-or ``< 1/T`` (rate) if the order of different rates must not change.
+A unit is one neuron (``unit=c`` of a ``[N]`` layer, or ``unit=c, position=(y, x)``)
+or a channel (``unit=c`` of a ``[C, H, W]`` layer: its ``P = H * W`` positions,
+averaged). Over ``T`` steps a unit emits ``N`` spikes in all (summed over its ``P``
+positions; each spike has the layer's value ``g``, snnTorch's
+``graded_spikes_factor``, 1 in most networks).
+
+Readouts (what the search maximizes; ``readout=``):
+
+* ``"graded"`` (default): the firing rate with its ties broken by what the forward
+  pass shows below threshold (still gradient-free: it reads only the forward state)::
+
+      score = g * (N + tie) / (P * T),   tie in [0, 1 - 2**-20]
+      tie   = 0.4 * mean_p s(max_t mem_p(t)) + 0.2 * mean_p s(mean_t mem_p(t)) + 0.4 * mean_p E_p
+      s(v)  = 1/2 + 1/2 * r / (1 + |r|),  r = (v - thr) / thr      (in (0, 1), 1/2 at threshold)
+      E_p   = (T - t_first_p) / T if position p fired (first at step t_first_p), else 0
+
+  The first two terms say how close each position's membrane came to threshold: its
+  peak over time and its mean over time (the peak alone is often the first step's,
+  where a deep layer sees only its bias, the same for every image), squashed into
+  (0, 1) and averaged over positions (a mean climbs more steadily than a max); ``E``
+  says how early it fired. One more spike anywhere in the unit raises ``N`` by
+  1, i.e. the plain rate by its smallest possible step ``g / (P * T)``; the tie term
+  is always below that step, so **the score can never outrank one more spike**, and
+  the plain rate is recovered exactly from the score alone (:meth:`SpikingTarget.reported`,
+  ``reported_name = "rate"``), bit for bit equal to ``readout="rate"`` of the same
+  image. A silent unit still gets a score that differs between images.
+* ``"rate"``: the plain firing rate ``g * N / (P * T)`` in ``[0, g]``.
+* ``"count"``: the plain spike count ``g * N / P`` (per position for a channel) in ``[0, g * T]``.
+
+All readouts are float64. ``tie_break`` (deprecated) adds ``tie_break * mean_t(membrane)``
+to the plain rate/count, which can outrank a spike; with ``tie_break != 0`` the readout
+is the plain one plus that term, as before (a deprecation warning says so).
+
+Recording rigs (:mod:`mango.targets.rig`) return spike counts only: no membrane is
+recorded there, so their score is the (mean) count itself, with no graded term.
+
+For gradient AM, :meth:`SpikingTarget.surrogate_forward` runs the same network with
+Heaviside spikes forward and a fast-sigmoid surrogate backward
+(``d spike / d v = 1 / (1 + slope * |v - thr|)^2``), so gradients flow even where
+the unit never fires, and returns the differentiable plain rate.
 
 Neuron states are reset before every batch (every stimulus starts from zero).
 
@@ -32,8 +65,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,11 +77,14 @@ from mango.errors import ConfigError, choices_hint
 from .units import UnitSpec, find_layer, list_layers
 
 __all__ = ["SpikingSequential", "SpikingTarget", "spiking_layer_names", "reset_states", "poisson_spikes",
-           "image_seed", "reference_run"]
+           "image_seed", "reference_run", "graded_score", "plain_rate", "rate_from_score", "TIE_MAX",
+           "fast_sigmoid_spike"]
 
 log = logging.getLogger(__name__)
 
-READOUTS = ("rate", "count")
+READOUTS = ("graded", "rate", "count")
+#: largest tie term of the graded readout, in spikes: below one spike with room for float64 rounding
+TIE_MAX = 1.0 - 2.0 ** -20
 ENCODINGS = ("static", "poisson")
 
 
@@ -146,13 +184,20 @@ def reference_run(net: nn.Module, x: torch.Tensor, T: int, layers: Sequence[str]
     Args:
         x: static input ``[B, ...]`` (presented at every step) or a sequence ``[T, B, ...]``.
         record: ``"count"``: per layer ``(spike count [B, *S], membrane sum over t [B, *S])``
-            accumulated in place; ``"spikes"``: per layer the spikes ``[T, B, *S]``.
+            accumulated in place; ``"spikes"``: per layer the spikes ``[T, B, *S]``;
+            ``"stats"``: per layer ``(spike count [B, *S], ScanStats [B, *S])`` (spike numbers,
+            membrane sum, peak membrane, first-spike step; see
+            :class:`mango.targets.snn_fast.ScanStats`), with a spike where ``mem > threshold``.
         sequence: ``x`` is ``[T, B, ...]`` and ``x[t]`` is fed at step ``t``.
 
     States are reset first; hooks are removed afterwards.
     """
+    from .snn_fast import ScanStats
+    if record not in ("count", "spikes", "stats"):
+        raise ConfigError(f"unknown record {record!r}; {choices_hint(record, ['count', 'spikes', 'stats'])}")
     modules = dict(net.named_modules())
     acc: dict[str, list] = {n: [] for n in layers}
+    steps = {n: 0 for n in layers}
 
     def make(name: str):
         def hook(m, _inp, out):
@@ -160,6 +205,14 @@ def reference_run(net: nn.Module, x: torch.Tensor, T: int, layers: Sequence[str]
             a = acc[name]
             if record == "spikes":
                 a.append(spk.detach().clone())
+            elif record == "stats":
+                if mem is None:
+                    raise ConfigError(f"layer {name!r} exposes no membrane potential; the statistics need it")
+                if not a:
+                    a.extend([torch.zeros_like(spk), ScanStats.zeros(tuple(mem.shape), int(T), mem.dtype, mem.device)])
+                a[0] = a[0] + spk
+                a[1].update(steps[name], mem, mem > m.threshold)
+                steps[name] += 1
             elif not a:
                 a.extend([spk.clone(), None if mem is None else mem.clone()])
             else:
@@ -182,6 +235,90 @@ def reference_run(net: nn.Module, x: torch.Tensor, T: int, layers: Sequence[str]
     return {n: (v[0], v[1]) for n, v in acc.items()}
 
 
+# ---------------------------------------------------------------------------
+# readouts: plain and graded, as pure functions of the statistics
+# ---------------------------------------------------------------------------
+
+def plain_rate(n_spikes: torch.Tensor, T: int, g: float = 1.0) -> torch.Tensor:
+    """Plain firing rate ``g * N / (P * T)`` from spike numbers ``[B, P]`` -> float64 ``[B]``.
+
+    ``N`` is the spike number summed over the unit's ``P`` positions (exact integers in
+    float64); one multiplication and one correctly rounded division, the same as
+    :func:`rate_from_score`, so the two agree bit for bit.
+    """
+    P = n_spikes.shape[1]
+    N = n_spikes.to(torch.float64).sum(1)
+    return N * float(g) / float(P * int(T))
+
+
+def _squash(v: torch.Tensor, thr: float) -> torch.Tensor:
+    """Membrane values -> (0, 1), monotone, 1/2 at ``thr`` (float64; +-inf and NaN clamped)."""
+    scale = abs(float(thr)) if float(thr) != 0.0 else 1.0
+    r = (v.to(torch.float64) - float(thr)) / scale
+    r = torch.nan_to_num(r, nan=-1e300, neginf=-1e300, posinf=1e300)
+    return 0.5 + 0.5 * r / (1.0 + r.abs())
+
+
+def graded_score(n_spikes: torch.Tensor, peak: torch.Tensor, first: torch.Tensor, T: int, thr: float,
+                 g: float = 1.0, mem_sum: torch.Tensor | None = None) -> torch.Tensor:
+    """The graded readout (see module docstring) from per-position statistics -> float64 ``[B]``.
+
+    Args:
+        n_spikes: spikes per position ``[B, P]`` (integer values in [0, T]).
+        peak: max over time of each position's membrane ``[B, P]`` (any real; ``-inf`` allowed).
+        first: first step with a spike ``[B, P]`` in ``[0, T)``, or ``>= T`` where none.
+        mem_sum: sum over time of each position's membrane ``[B, P]`` (None: its term is left out).
+        T: time steps; thr: the layer's threshold; g: the value of one spike (> 0).
+
+    Returns:
+        ``g * (N + tie) / (P * T)`` with ``N`` the total spike number and ``tie`` in
+        ``[0, TIE_MAX]``: at least the plain rate, below the plain rate of ``N + 1`` spikes.
+    """
+    P = n_spikes.shape[1]
+    T = int(T)
+    N = n_spikes.to(torch.float64).sum(1)
+    f = first.to(torch.float64)
+    E = torch.where(f < T, (T - f) / T, torch.zeros_like(f))     # (0, 1] when it fired, else 0
+    tie = 0.4 * _squash(peak, thr).mean(1) + 0.4 * E.mean(1)
+    if mem_sum is not None:
+        tie = tie + 0.2 * _squash(mem_sum.to(torch.float64) / T, thr).mean(1)
+    return (N + tie.clamp(0.0, TIE_MAX)) * float(g) / float(P * T)
+
+
+def rate_from_score(score: np.ndarray, P: int, T: int, g: float = 1.0) -> np.ndarray:
+    """Invert :func:`graded_score` to the plain rate, exactly: float64 ``[k]`` -> float64 ``[k]``.
+
+    ``N = floor(score * P * T / g + 2**-22)``; float64 rounding moves ``score * P * T / g``
+    by far less than ``2**-22`` (for ``N < 2**28``), and the tie term stays in
+    ``[0, 1 - 2**-20]``, so this is the spike number; the rate is then computed as in
+    :func:`plain_rate`.
+    """
+    s = np.asarray(score, dtype=np.float64)
+    PT = float(int(P) * int(T))
+    N = np.floor(s * PT / float(g) + 2.0 ** -22)
+    return N * float(g) / PT
+
+
+class _FastSigmoidSpike(torch.autograd.Function):
+    """Heaviside spike forward, fast-sigmoid surrogate backward: ``1 / (1 + slope |v|)^2``."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, slope: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(v)
+        ctx.slope = float(slope)
+        return (v > 0).to(v.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (v,) = ctx.saved_tensors
+        return grad / (1.0 + ctx.slope * v.abs()) ** 2, None
+
+
+def fast_sigmoid_spike(v: torch.Tensor, slope: float = 25.0) -> torch.Tensor:
+    """Spike ``v > 0`` (``v = mem - thr``) with the fast-sigmoid surrogate gradient of ``slope``."""
+    return _FastSigmoidSpike.apply(v, slope)
+
+
 class SpikingTarget:
     """A unit of a spiking network, read out over ``T`` time steps.
 
@@ -190,8 +327,11 @@ class SpikingTarget:
         layer: a spiking layer's name (default: the last one, the class read-out).
         unit, position: the unit (see :class:`mango.targets.units.UnitSpec`).
         T: number of time steps (>= 1).
-        readout: ``"rate"`` (in [0, 1]) or ``"count"`` (in [0, T]).
-        tie_break: weight of the unit's mean membrane potential added to the readout (0: off).
+        readout: ``"graded"`` (default: the firing rate with sub-threshold tie-breaks that
+            never outrank a spike; ``reported`` gives the plain rate back exactly),
+            ``"rate"`` (plain, in [0, g]) or ``"count"`` (plain, in [0, g*T]); see the module docstring.
+        tie_break: deprecated; weight of the unit's mean membrane potential added to the plain
+            readout (``"rate"``, or ``"count"`` when asked for; ``"graded"`` becomes ``"rate"``).
         encoding: ``"static"`` or ``"poisson"`` (see module docstring).
         seed: Poisson seed; each image's draws are seeded from ``(seed, the image's bytes)``
             at every call, so its value does not depend on its batch (None: fresh noise,
@@ -205,15 +345,16 @@ class SpikingTarget:
             minute or two and is cached on disk by inductor).
         input_shape: per-sample input shape; when given, layer and unit are checked now.
 
-    Calling it: ``images [k, C, H, W]`` -> ``[k]`` float32. With gradients enabled
-    (and ``images.requires_grad``) it runs the snnTorch loop, whose surrogate
-    gradients flow back to the images (``differentiable = True``).
+    Calling it: ``images [k, C, H, W]`` -> ``[k]`` float64 (the readout). With gradients
+    enabled (and ``images.requires_grad``) it runs the snnTorch loop; the value is the
+    same and its gradient is that of the plain rate through snnTorch's surrogate
+    (``differentiable = True``); gradient AM uses :meth:`surrogate_forward` instead.
     """
 
     differentiable = True
 
     def __init__(self, net: nn.Module, layer: str | None = None, unit: int | Sequence[int] = 0,
-                 position: Sequence[int] | None = None, T: int = 32, readout: str = "rate",
+                 position: Sequence[int] | None = None, T: int = 32, readout: str = "graded",
                  tie_break: float = 0.0, encoding: str = "static", seed: int | None = 0,
                  fast: bool = True, backend: str = "torch", input_shape: Sequence[int] | None = None) -> None:
         names = spiking_layer_names(net)
@@ -221,7 +362,7 @@ class SpikingTarget:
             raise ConfigError(f"{type(net).__name__} has no snnTorch spiking layers")
         self.net = net.eval()
         self.layer = names[-1] if layer in (None, "") else str(layer)
-        find_layer(net, self.layer, valid=names, what="spiking layer")
+        neuron = find_layer(net, self.layer, valid=names, what="spiking layer")
         self.spec = UnitSpec.make(unit, position)
         if int(T) < 1:
             raise ConfigError(f"T (time steps) must be >= 1, got {T!r}")
@@ -230,8 +371,20 @@ class SpikingTarget:
             raise ConfigError(f"unknown readout {readout!r}; {choices_hint(readout, READOUTS)}")
         if encoding not in ENCODINGS:
             raise ConfigError(f"unknown encoding {encoding!r}; {choices_hint(encoding, ENCODINGS)}")
-        self.readout = readout
         self.tie_break = float(tie_break)
+        if self.tie_break != 0.0:
+            if readout == "graded":
+                readout = "rate"
+            warnings.warn(f"tie_break={self.tie_break} is deprecated: it adds tie_break * mean membrane to the "
+                          f"plain {readout} and can outrank a spike; the default readout='graded' breaks ties "
+                          f"below one spike. Using readout={readout!r} + tie_break as before.",
+                          DeprecationWarning, stacklevel=2)
+        self.readout = readout
+        self.thr = float(torch.as_tensor(getattr(neuron, "threshold", 1.0)).detach().reshape(-1)[0])
+        self.g = float(torch.as_tensor(getattr(neuron, "graded_spikes_factor", 1.0)).detach().reshape(-1)[0])
+        if readout == "graded" and not self.g > 0:
+            raise ConfigError(f"the graded readout needs a positive spike value; layer {self.layer!r} has "
+                              f"graded_spikes_factor={self.g}; use readout='rate' or 'count'")
         self.encoding = encoding
         self.seed = seed
         self.noisy = encoding == "poisson" and seed is None
@@ -239,6 +392,8 @@ class SpikingTarget:
         self.differentiable = encoding == "static"
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
         self._fast = None
+        self._fast_plan = None            # a layer plan for surrogate_forward when fast=False
+        self._P: int | None = None        # positions of the unit (1 for a neuron), known after _check
         if fast:
             from .snn_fast import FastSNN, fast_supported
             why = fast_supported(net)
@@ -260,6 +415,35 @@ class SpikingTarget:
     def uses_fast_path(self) -> bool:
         return self._fast is not None
 
+    # -- reported value (interface: Objective.reported delegates here) ----------------
+    @property
+    def reported_name(self) -> str:
+        """Name of the quantity :meth:`reported` returns: ``"rate"``, ``"count"`` or ``"value"`` (tie_break)."""
+        if self.tie_break != 0.0:
+            return "value"
+        return "count" if self.readout == "count" else "rate"
+
+    def reported(self, values: np.ndarray) -> np.ndarray:
+        """Search scores ``float64 [k]`` -> what the user asked for, ``float64 [k]``.
+
+        Graded readout: the plain firing rate, recovered exactly from the score alone
+        (equal, bit for bit, to ``readout="rate"`` of the same image). Plain readouts:
+        the values themselves.
+        """
+        v = np.asarray(values, dtype=np.float64)
+        if self.readout != "graded":
+            return v.copy()
+        return rate_from_score(v, self.positions, self.T, self.g)
+
+    @property
+    def positions(self) -> int:
+        """``P``: positions the unit averages over (1 for a neuron or a channel at a position)."""
+        if self._P is None:
+            if self.input_shape is None:
+                raise ConfigError("the unit's size is known after the first call or with input_shape=")
+            self._check(torch.zeros((1, *self.input_shape), device=self.device))
+        return int(self._P)
+
     def describe(self) -> str:
         return (f"{type(self.net).__name__}[{self.layer}].{self.spec.describe()} {self.readout} "
                 f"T={self.T} {self.encoding}")
@@ -277,35 +461,140 @@ class SpikingTarget:
 
     def _check(self, example: torch.Tensor) -> None:
         res = reference_run(self.net, example[:1], 1, [self.layer])
-        self.spec.check(tuple(res[self.layer][0].shape[1:]), self.layer)
+        shape = tuple(res[self.layer][0].shape[1:])
+        self.spec.check(shape, self.layer)
+        self._P = int(self._unit(res[self.layer][0]).shape[1])
         self._checked = True
+
+    def _unit(self, x: torch.Tensor) -> torch.Tensor:
+        """A layer tensor ``[B, *S]`` -> the unit's elements ``[B, P]``."""
+        v = x[:, self.spec.unit]
+        if self.spec.position is not None:
+            v = v[(slice(None), *self.spec.position)]
+        return v.reshape(v.shape[0], -1)
 
     def _input(self, images: torch.Tensor) -> torch.Tensor:
         if self.encoding == "poisson":
             return poisson_spikes(images, self.T, self.seed)
         return images
 
-    def spikes(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Spike counts ``[k, *S]`` and membrane sums ``[k, *S]`` of the whole layer over ``T``."""
-        x = self._input(images)
+    def stats(self, images: torch.Tensor):
+        """Spike-value sums ``[k, *S]`` and :class:`~mango.targets.snn_fast.ScanStats` ``[k, *S]``
+        of the whole layer over ``T`` (fast path when possible, else the snnTorch loop; identical).
+
+        The images are made contiguous first: a channels-last batch (the VQ-VAE decoder returns one)
+        would make the step loop's convolutions pick other kernels (other rounding) than the batched path.
+        """
+        x = self._input(images.contiguous())
         grad = torch.is_grad_enabled() and images.requires_grad
         if self._fast is not None and not grad:
             with torch.no_grad():
-                return self._fast.run(x, self.T, self.layer, want_mem=self.tie_break != 0.0,
-                                      sequence=self.encoding == "poisson")
-        res = reference_run(self.net, x, self.T, [self.layer], sequence=self.encoding == "poisson")
+                return self._fast.run_stats(x, self.T, self.layer, sequence=self.encoding == "poisson")
+        res = reference_run(self.net, x, self.T, [self.layer], record="stats", sequence=self.encoding == "poisson")
         return res[self.layer]
 
+    def spikes(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Spike counts ``[k, *S]`` and membrane sums ``[k, *S]`` of the whole layer over ``T``."""
+        count, st = self.stats(images)
+        return count, st.mem_sum
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """``images [k, C, H, W]`` -> readout of the unit ``[k]`` (float32)."""
+        """``images [k, C, H, W]`` -> readout of the unit ``[k]`` (float64)."""
         if images.ndim < 2:
             raise ConfigError(f"images must have a batch axis, got shape {tuple(images.shape)}")
         if not self._checked:
             self._check(images.detach())
-        count, mem = self.spikes(images)
-        y = self.spec.select(count)
-        if self.readout == "rate":
-            y = y / self.T
-        if self.tie_break != 0.0 and mem is not None:
-            y = y + self.tie_break * (self.spec.select(mem) / self.T)
-        return y.float()
+        count, st = self.stats(images)
+        n = self._unit(st.n_spikes.detach())
+        if self.readout == "graded":
+            y = graded_score(n, self._unit(st.peak.detach()), self._unit(st.first), self.T, self.thr, self.g,
+                             mem_sum=self._unit(st.mem_sum.detach()))
+        else:
+            y = plain_rate(n, self.T, self.g)
+            if self.readout == "count":
+                y = y * self.T
+            if self.tie_break != 0.0:
+                m = self._unit(st.mem_sum.detach()).to(torch.float64).mean(1) / self.T
+                y = y + self.tie_break * m
+        if count.requires_grad:     # value as above, gradient of the plain readout (straight through)
+            c = self._unit(count).to(torch.float64).mean(1)
+            c = c if self.readout == "count" else c / self.T
+            y = y + (c - c.detach())
+        return y
+
+    # -- differentiable forward for gradient AM ------------------------------------
+    def surrogate_forward(self, images: torch.Tensor, slope: float = 25.0) -> torch.Tensor:
+        """Differentiable firing rate of the unit, ``images [k, C, H, W]`` -> ``[k]`` (float32, in [0, g]).
+
+        The same Leaky recurrence (:func:`mango.targets.snn_fast.leaky_update`, reset from the
+        previous membrane, not differentiated) with spikes ``Heaviside(mem - thr)`` forward and
+        the fast-sigmoid surrogate ``1 / (1 + slope * |mem - thr|)^2`` backward, so gradients
+        flow where the unit never fires. Rate = spike values summed over ``T`` (and averaged over
+        the unit's positions) / ``T``. Feed-forward ``nn.Sequential`` networks run layer by layer
+        (layers before the first spiking layer once, stateless layers batched over time, layers
+        after the unit's skipped); other networks run the snnTorch step loop with every
+        neuron's ``spike_grad`` set to the same surrogate for the call.
+
+        Raises:
+            ConfigError: Poisson input (no gradient path to the pixels), ``slope <= 0``.
+        """
+        if self.encoding != "static":
+            raise ConfigError(f"surrogate_forward needs static input; encoding={self.encoding!r} has no "
+                              "gradient path to the pixels")
+        if not float(slope) > 0:
+            raise ConfigError(f"surrogate slope must be > 0, got {slope!r}")
+        if images.ndim < 2:
+            raise ConfigError(f"images must have a batch axis, got shape {tuple(images.shape)}")
+        if not self._checked:
+            self._check(images.detach())
+        from .snn_fast import FastSNN, fast_supported
+        plan = self._fast
+        if plan is None and fast_supported(self.net) is None:
+            if self._fast_plan is None:
+                self._fast_plan = FastSNN(self.net, backend="torch")
+            plan = self._fast_plan
+        images = images.contiguous()
+        if plan is None:
+            count = self._surrogate_step_loop(images, float(slope))
+        else:
+            count = _surrogate_layers(plan, images, self.T, self.layer, float(slope))
+        return self._unit(count).mean(1) / self.T
+
+    def _surrogate_step_loop(self, images: torch.Tensor, slope: float) -> torch.Tensor:
+        from snntorch import surrogate
+        fs = surrogate.fast_sigmoid(slope=slope)
+        saved = []
+        for m in self.net.modules():
+            if hasattr(m, "spike_grad") and m is not self.net:
+                saved.append((m, m.spike_grad))
+                m.spike_grad = fs
+        try:
+            return reference_run(self.net, images, self.T, [self.layer])[self.layer][0]
+        finally:
+            for m, sg in saved:
+                m.spike_grad = sg
+
+
+def _surrogate_layers(plan, images: torch.Tensor, T: int, layer: str, slope: float) -> torch.Tensor:
+    """Differentiable layer-by-layer run of a :class:`FastSNN` plan -> spike-value sums ``[k, *S]`` of ``layer``."""
+    from .snn_fast import leaky_update
+    k = images.shape[0]
+    cur, const = plan._apply(plan.pre, images), True
+    last = plan.names.index(layer)
+    for i, st in enumerate(plan.stages[:last + 1]):
+        n = st.neuron
+        beta = n.beta.detach().clamp(0, 1).to(cur.dtype).reshape(())
+        thr = n.threshold.detach().to(cur.dtype).reshape(())
+        g = n.graded_spikes_factor.detach().to(cur.dtype).reshape(())
+        mode = int(n.reset_mechanism_val)
+        mem = torch.zeros_like(cur if const else cur[0])
+        spks = []
+        for t in range(T):
+            mem = leaky_update(mem, cur if const else cur[t], beta, thr, mode)
+            spks.append(fast_sigmoid_spike(mem - thr, slope) * g)
+        s = torch.stack(spks)                                   # [T, k, *S]
+        if i == last:
+            return s.sum(0)
+        y = plan._apply(st.post, s.reshape(T * k, *s.shape[2:]))
+        cur, const = y.reshape(T, k, *y.shape[1:]), False
+    raise ConfigError(f"unknown spiking layer {layer!r}")  # pragma: no cover - checked at construction

@@ -25,6 +25,18 @@ def assert_identical(net, x, T, sequence=False, **kw):
         rc = reference_run(net, x, T, [last], sequence=sequence)[last]
         c, m = FastSNN(net, **kw).run(x, T, want_mem=True, sequence=sequence)
         assert torch.equal(c, rc[0]) and torch.equal(m, rc[1])
+        # readout statistics (graded readout): identical in every layer, chunked time included
+        for n in names:
+            rs = reference_run(net, x, T, [n], record="stats", sequence=sequence)[n]
+            fc, fs = FastSNN(net, **kw).run_stats(x, T, n, sequence=sequence)
+            assert torch.equal(fc, rs[0]), n
+            for f in ("n_spikes", "mem_sum", "peak", "first"):
+                assert torch.equal(getattr(fs, f), getattr(rs[1], f)), (n, f)
+            spk = (ref[n] != 0)
+            assert torch.equal(fs.n_spikes, spk.sum(0).to(fs.n_spikes.dtype)), n
+            fired = spk.any(0)
+            first = torch.where(fired, spk.to(torch.int8).argmax(0), torch.full_like(fs.first, T))
+            assert torch.equal(fs.first, first), n
     return ref
 
 
@@ -113,10 +125,15 @@ def test_auto_backend_answers_at_once_then_switches_to_the_compiled_kernel():
 def test_target_fast_equals_slow_and_stops_early():
     net = random_net(2)
     x = torch.randn(6, 2, 14, 14) * 2
-    for layer, unit, pos in [("s3", 1, None), ("s1", 2, (0, 1)), ("s0", 0, None)]:
-        a = SpikingTarget(net, layer, unit, pos, T=12, fast=True, backend="torch", tie_break=0.01)
-        b = SpikingTarget(net, layer, unit, pos, T=12, fast=False, tie_break=0.01)
-        assert a.uses_fast_path and not b.uses_fast_path
+    for layer, unit, pos in [("s3", 1, None), ("s1", 2, (0, 1)), ("s0", 0, None), ("s1", 1, None)]:
+        for readout in ("graded", "rate", "count"):
+            a = SpikingTarget(net, layer, unit, pos, T=12, fast=True, backend="torch", readout=readout)
+            b = SpikingTarget(net, layer, unit, pos, T=12, fast=False, readout=readout)
+            assert a.uses_fast_path and not b.uses_fast_path
+            assert torch.equal(a(x), b(x)), (layer, unit, pos, readout)      # identical statistics
+        with pytest.warns(DeprecationWarning, match="tie_break"):
+            a = SpikingTarget(net, layer, unit, pos, T=12, fast=True, backend="torch", tie_break=0.01)
+            b = SpikingTarget(net, layer, unit, pos, T=12, fast=False, tie_break=0.01)
         assert torch.allclose(a(x), b(x), atol=1e-6, rtol=0)
 
 

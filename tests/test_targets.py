@@ -162,7 +162,7 @@ def hand_spikes(current: float, beta: float, T: int) -> tuple[list[int], list[fl
 def test_spiking_rate_equals_hand_computation(fast):
     net = tiny_snn()
     x = torch.tensor([[0.75, 0.3], [0.3, 0.75]])
-    t = SpikingTarget(net, layer="lif", unit=0, T=8, fast=fast, backend="torch")
+    t = SpikingTarget(net, layer="lif", unit=0, T=8, readout="rate", fast=fast, backend="torch")
     assert t.uses_fast_path == fast
     spikes, mems = hand_spikes(0.75, 0.5, 8)
     assert spikes == [0, 1, 0, 0, 1, 0, 0, 1]                # exact binary fractions
@@ -170,10 +170,23 @@ def test_spiking_rate_equals_hand_computation(fast):
     assert torch.equal(t(x), torch.tensor([3 / 8, 0.0]))      # states reset for each stimulus
     c = SpikingTarget(net, layer="lif", unit=0, T=8, readout="count", fast=fast)(x)
     assert torch.equal(c, torch.tensor([3.0, 0.0]))
-    tb = SpikingTarget(net, layer="lif", unit=0, T=8, tie_break=0.01, fast=fast)(x)
+    # the default graded readout by hand: count + tie from the peak membrane and the first spike (step 1)
     _, mems_low = hand_spikes(0.3, 0.5, 8)
-    expect = torch.tensor([3 / 8 + 0.01 * sum(mems) / 8, 0.01 * sum(mems_low) / 8])
-    assert torch.allclose(tb, expect, atol=1e-6)
+
+    def squash(peak):
+        r = peak - 1.0
+        return 0.5 + 0.5 * r / (1 + abs(r))
+    gr = SpikingTarget(net, layer="lif", unit=0, T=8, fast=fast)(x)
+    expect = torch.tensor([(3 + 0.4 * squash(max(mems)) + 0.2 * squash(sum(mems) / 8) + 0.4 * (8 - 1) / 8) / 8,
+                           (0 + 0.4 * squash(max(mems_low)) + 0.2 * squash(sum(mems_low) / 8)) / 8],
+                          dtype=torch.float64)
+    assert torch.allclose(gr, expect, atol=1e-7, rtol=0) and gr[1] > 0
+    with pytest.warns(DeprecationWarning, match="tie_break"):
+        tbt = SpikingTarget(net, layer="lif", unit=0, T=8, tie_break=0.01, fast=fast)
+    tb = tbt(x)
+    _, mems_low = hand_spikes(0.3, 0.5, 8)
+    expect = torch.tensor([3 / 8 + 0.01 * sum(mems) / 8, 0.01 * sum(mems_low) / 8], dtype=torch.float64)
+    assert tbt.readout == "rate" and torch.allclose(tb, expect, atol=1e-6)
     assert tb[1] > 0                                          # the tie-break separates equal rates
     assert all_hooks(net) == 0
 
@@ -181,7 +194,7 @@ def test_spiking_rate_equals_hand_computation(fast):
 def test_spiking_channel_mean_and_poisson():
     net = tiny_snn()
     x = torch.tensor([[0.75, 0.75]])
-    assert SpikingTarget(net, layer="lif", unit=1, T=8)(x).item() == 3 / 8
+    assert SpikingTarget(net, layer="lif", unit=1, T=8, readout="rate")(x).item() == 3 / 8
     img = torch.rand(4, 2)
     tp = SpikingTarget(net, layer="lif", unit=0, T=16, encoding="poisson", seed=3)
     assert not tp.noisy and torch.equal(tp(img), tp(img))
@@ -290,6 +303,8 @@ def test_paper_target_factory(paper_weights):
     assert t.uses_fast_path and t.layer == "final_spiking"
     x = torch.randn(2, 3, 32, 32)
     a = t(x)
-    assert a.shape == (2,) and ((a * 8) == (a * 8).round()).all()
+    rate = torch.from_numpy(t.reported(a.numpy()))           # graded by default: the plain rate comes back
+    assert a.shape == (2,) and ((rate * 8) == (rate * 8).round()).all()
+    assert (rate <= a).all() and (a < rate + 1 / 8).all() and t.reported_name == "rate"
     with pytest.raises(ConfigError, match="spiking1"):
         registry.create("target", "snn-cifar10", {"weights": str(paper_weights), "layer": "spiking_1"})

@@ -1,0 +1,134 @@
+"""The graded readout of spiking targets: never outranks a spike, gives the plain rate back exactly,
+and grades silent units."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mango.targets.snn_fast import ScanStats, leaky_update
+from mango.targets.spiking import TIE_MAX, graded_score, plain_rate, rate_from_score
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+
+def simulate(current: np.ndarray, beta: float, thr: float, mode: int) -> ScanStats:
+    """Leaky neurons driven by ``current [T, B, P]`` (float32) -> statistics ``[B, P]``."""
+    cur = torch.from_numpy(current)
+    T = cur.shape[0]
+    b, th = torch.tensor(beta, dtype=torch.float32), torch.tensor(thr, dtype=torch.float32)
+    mem = torch.zeros(cur.shape[1:])
+    s = ScanStats.zeros(tuple(cur.shape[1:]), T, torch.float32, "cpu")
+    for t in range(T):
+        mem = leaky_update(mem, cur[t], b, th, mode)
+        s.update(t, mem, mem > th)
+    return s
+
+
+currents = st.integers(1, 40).flatmap(lambda T: st.integers(1, 9).flatmap(lambda P: arrays(
+    np.float32, (T, 6, P), elements=st.floats(-50, 50, width=32, allow_subnormal=False))))
+
+
+@settings(max_examples=300, deadline=None)
+@given(current=currents, beta=st.floats(0.0, 1.0), thr=st.floats(0.05, 5.0), mode=st.sampled_from([0, 1, 2]),
+       g=st.sampled_from([1.0, 0.5, 1.5, 0.3]))
+def test_graded_never_outranks_a_spike_and_gives_the_rate_back(current, beta, thr, mode, g):
+    """Random membrane traces (6 images, P positions, T steps): the score orders images by spike number
+    first, lies in [rate, rate + one spike), and the plain rate comes back from it bit for bit."""
+    T, _, P = current.shape
+    s = simulate(current, beta, thr, mode)
+    score = graded_score(s.n_spikes, s.peak, s.first, T, thr, g, mem_sum=s.mem_sum)
+    rate = plain_rate(s.n_spikes, T, g)
+    N = s.n_spikes.double().sum(1)
+    step = g / (P * T)                                            # the plain rate's smallest increment
+    assert (score >= rate).all() and (score < rate + step).all()
+    back = rate_from_score(score.numpy(), P, T, g)
+    assert np.array_equal(back, rate.numpy())                     # exact, not approximately
+    for i in range(6):
+        for j in range(6):
+            if N[i] > N[j]:
+                assert score[i] > score[j]
+
+
+@settings(max_examples=200, deadline=None)
+@given(T=st.integers(1, 512), P=st.integers(1, 400), n=st.integers(0, 10 ** 6), g=st.floats(0.01, 100.0))
+def test_worst_case_tie_stays_below_one_spike(T, P, n, g):
+    """The largest possible tie (peak far above threshold, first spike at step 0 everywhere) with N spikes
+    stays below the smallest possible tie (peak -inf, never fired) with N + 1 spikes."""
+    N = n % (P * T)                                 # N + 1 spikes must fit in P positions x T steps
+    lo = torch.zeros(1, P)
+    lo[0, 0] = N                                    # spike numbers spread anyhow: only the sum matters
+    hi = lo.clone()
+    hi[0, -1] += 1
+    best = graded_score(lo, torch.full((1, P), 1e38), torch.zeros(1, P, dtype=torch.int64), T, 1.0, g,
+                        mem_sum=torch.full((1, P), float("inf")))
+    worst = graded_score(hi, torch.full((1, P), float("-inf")), torch.full((1, P), T), T, 1.0, g,
+                         mem_sum=torch.full((1, P), float("-inf")))
+    assert worst[0] > best[0]
+    assert rate_from_score(best.numpy(), P, T, g)[0] == plain_rate(lo, T, g)[0]
+    assert rate_from_score(worst.numpy(), P, T, g)[0] == plain_rate(hi, T, g)[0]
+    assert TIE_MAX < 1.0
+
+
+def digits_images(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(n, 1, 16, 16, generator=g) < 0.3).float()      # sparse strokes: some units fire, some not
+    return x * torch.rand(n, 1, 1, 1, generator=g) * 2
+
+
+@pytest.mark.parametrize("layer, unit", [("spiking_out", 4), ("spiking2", 10), ("spiking1", 7), ("spiking0", 3)])
+def test_real_network_reported_rate_is_the_plain_rate(layer, unit):
+    """Embedded digits SNN, fast and reference paths: identical graded scores; reported == plain rate,
+    exactly; a larger plain rate always means a larger score."""
+    from mango.targets.digits import snn_digits
+    x = digits_images(24, seed=1)
+    fast = snn_digits(layer=layer, unit=unit)
+    ref = snn_digits(layer=layer, unit=unit, fast=False)
+    plain = snn_digits(layer=layer, unit=unit, readout="rate", fast=False)
+    assert fast.uses_fast_path and not ref.uses_fast_path and fast.readout == "graded"
+    with torch.no_grad():
+        s_fast, s_ref, rate = fast(x), ref(x), plain(x)
+    assert torch.equal(s_fast, s_ref)
+    assert fast.reported_name == "rate" and plain.reported_name == "rate"
+    assert np.array_equal(fast.reported(s_fast.numpy()), rate.numpy())
+    assert np.array_equal(ref.reported(s_ref.numpy()), rate.numpy())
+    r, s = rate.numpy(), s_fast.numpy()
+    assert len(set(r.tolist())) > 1                                  # the images differ in rate
+    assert ((r[:, None] > r[None, :]) <= (s[:, None] > s[None, :])).all()
+
+
+def test_paper_network_reported_rate(paper_weights):
+    """Paper SNN on decoded random VQ-VAE codes: reported graded rate == plain rate (fast path and
+    reference path), for a channel of spiking1 and an output neuron."""
+    from mango import registry
+    from mango.objective import Objective
+    gen = registry.create("generator", "vqvae-cifar10", {"weights": str(paper_weights / "vqvae_cifar10.pt")})
+    I = gen.space.sample(np.random.default_rng(3), 6)
+    for layer, unit in [("spiking1", 5), ("final_spiking", 3)]:
+        kw = {"weights": str(paper_weights), "layer": layer, "unit": unit, "T": 8, "backend": "torch"}
+        graded = Objective(gen, registry.create("target", "snn-cifar10", kw))
+        ref = Objective(gen, registry.create("target", "snn-cifar10", {**kw, "fast": False}))
+        plain = Objective(gen, registry.create("target", "snn-cifar10", {**kw, "readout": "rate"}))
+        y, yr, r = graded(I), ref(I), plain(I)
+        assert np.array_equal(y, yr)
+        assert np.array_equal(graded.target.reported(y), r) and np.array_equal(ref.target.reported(yr), r)
+
+
+def test_silent_unit_gets_a_graded_score():
+    """A unit that never fires on any of the images still gets scores that differ between them
+    (the plain rate is flat 0 there)."""
+    from mango.targets.digits import snn_digits
+    x = digits_images(32, seed=2)
+    probe = snn_digits(layer="spiking2", readout="rate")
+    with torch.no_grad():
+        counts, _ = probe.stats(x)
+    silent = torch.nonzero(counts.sum(0) == 0).flatten()
+    assert len(silent) > 0, "no silent spiking2 neuron on these images"
+    t = snn_digits(layer="spiking2", unit=int(silent[0]))
+    with torch.no_grad():
+        s = t(x)
+    assert (t.reported(s.numpy()) == 0).all()
+    assert len(torch.unique(s)) > 16 and (s > 0).all() and (s < 1 / t.T).all()
