@@ -22,7 +22,7 @@ from mango.clitools import parse_kv
 from mango.errors import ConfigError, EvaluationError
 from mango.loop import maximize
 from mango.objective import FunctionObjective, Objective
-from mango.optimizers import MAX_BATCH_SIZE, make_optimizer
+from mango.optimizers import make_optimizer
 from mango.problems import separable
 from mango.spaces import CodebookSpace
 
@@ -165,6 +165,8 @@ def test_optimizer_params_from_python_are_checked():
 # -- item 13 -----------------------------------------------------------------------------------
 
 def test_huge_batch_is_cut_to_the_budget_before_allocating(caplog):
+    from mango.optimizers import MAX_BATCH_SIZE
+
     space = CodebookSpace(d=16, n=8)
     with caplog.at_level(logging.WARNING, logger="mango.optimizers"):
         opt = make_optimizer("random", space, batch_size=1_000_000_000, budget=20)
