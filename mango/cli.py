@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 from . import compare, registry, report, scan
 from .clitools import Progress, check_out_dir, merge_table, parse_kv, print_rows
-from .config import RunConfig, build_objective, load_toml, run_config
+from .config import RunConfig, TargetSpec, build_objective, create_component, load_toml, run_config
 from .demo import run_demo
 from . import watch
 from .errors import ConfigError, MangoError
@@ -115,7 +116,10 @@ def cmd_list(kind: str) -> int:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    target = registry.create("target", args.model, parse_kv(args.target_param, "--target-param"))
+    """``mango layers MODEL``: the target's layers with their output shapes (parameters checked as in ``run``)."""
+    spec = TargetSpec(args.model, parse_kv(args.target_param, "--target-param"))
+    spec.check_params()
+    target = create_component(spec)
     layers = getattr(target, "layers", None)
     if not callable(layers):
         raise MangoError(f"target {args.model!r} cannot list its layers (it has no layers() method)")
@@ -214,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mango {args.cmd}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed early (``mango layers ... | head``): not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -47,7 +47,7 @@ from .objective import BaseObjective, Objective
 
 __all__ = ["TOP_KEYS", "ComponentSpec", "GeneratorSpec", "TargetSpec", "ProblemSpec", "OptimizerSpec", "RunConfig",
            "validate_config", "build_objective", "run_config", "load_toml",
-           "positive_int", "integer", "check_device", "value_matches"]
+           "positive_int", "integer", "check_device", "value_matches", "create_component"]
 
 TOP_KEYS = ("seed", "budget", "batch_size", "device", "eval_batch_size", "select", "generator", "target",
             "problem", "optimizer", "checkpoint_every", "name")
@@ -351,7 +351,7 @@ def check_device(device: str | None) -> None:
         raise ConfigError(f"device {device!r} is not supported; valid devices here: {', '.join(avail)}")
 
 
-def _create(spec: ComponentSpec, **fixed: Any) -> Any:
+def create_component(spec: ComponentSpec, **fixed: Any) -> Any:
     """``spec.create(**fixed)``; a value error of the user's parameters becomes a :class:`ConfigError`.
 
     The factories check their parameters' values (a layer name, a ``position`` out of
@@ -379,7 +379,7 @@ def build_objective(cfg: RunConfig | Mapping[str, Any]) -> BaseObjective:
     """The objective a config describes (problem, or generator + target on ``cfg.device``)."""
     cfg = RunConfig.from_dict(cfg)
     if cfg.problem is not None:
-        return _create(cfg.problem)
+        return create_component(cfg.problem)
     assert cfg.generator is not None and cfg.target is not None
     check_device(cfg.device)
     for spec in (cfg.generator, cfg.target):
@@ -391,7 +391,7 @@ def build_objective(cfg: RunConfig | Mapping[str, Any]) -> BaseObjective:
         if cfg.device is not None and "device" not in spec.params and \
                 "device" in registry.describe_params(spec.factory()):
             fixed["device"] = cfg.device
-        parts.append(_create(spec, **fixed))
+        parts.append(create_component(spec, **fixed))
     return Objective(parts[0], parts[1], device=cfg.device, batch_size=cfg.eval_batch_size or 64,
                      select=cfg.select)
 

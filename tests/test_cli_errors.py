@@ -234,3 +234,20 @@ def test_list_values_parse_in_both_forms():
     assert _config_from_args(args)["target"]["position"] == [1, 2]
     with pytest.raises(ConfigError, match="has no key"):
         parse_kv(["=3"], "--target-param")
+
+
+def test_layers_checks_target_params(capsys):
+    _fails(capsys, ["layers", "snn-digits", "--target-param", "T=abc"], "parameter T must be int", "'abc'")
+
+
+def test_compare_scan_and_rig_run_check_their_folders(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('budget = 20\nseeds = [0]\noptimizers = ["random"]\n[problem]\nname="separable"\n')
+    _fails(capsys, ["compare", str(cfg), "--out", str(afile / "c")], "cannot be used as a run folder")
+    _fails(capsys, ["scan", "--generator", "vqvae-digits", "--target", "snn-digits", "--layer", "spiking_out",
+                    "--units", "0", "--budget", "20", "--seeds", "0,a", "--out", str(tmp_path / "s")],
+           "--seeds must be integers", "'0,a'")
+    _fails(capsys, ["rig-run", "--generator", "vqvae-digits", "--budget", "20", "--out", str(afile / "r")],
+           "cannot be used as a run folder")
