@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from . import compare, registry, report, scan
-from .clitools import Progress, merge_table, parse_kv, print_rows
-from .config import RunConfig, build_objective, load_toml, run_config
+from .clitools import Progress, check_out_dir, merge_table, parse_kv, print_rows
+from .config import RunConfig, TargetSpec, build_objective, create_component, load_toml, run_config
 from .demo import run_demo
 from . import watch
 from .errors import ConfigError, MangoError
@@ -41,18 +43,53 @@ def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return cfg
 
 
+class _Standing:
+    """Callback remembering where a run stands (queries done, best so far) for the Ctrl-C message."""
+
+    def __init__(self) -> None:
+        self.n_queries = 0
+        self.best_value: float | None = None
+
+    def __call__(self, ev: Any) -> None:
+        self.n_queries = int(ev.n_queries)
+        self.best_value = float(ev.best_value)
+
+
+def _interrupted(standing: _Standing, budget: int, out: Path | None, argv: list[str]) -> int:
+    """Print where an interrupted ``mango run`` stands and how to resume it; the exit code 130."""
+    best = "none yet" if standing.best_value is None else f"{standing.best_value:.6g}"
+    lines = [f"mango run: interrupted after {standing.n_queries} of {budget} queries; best so far {best}."]
+    if out is not None:
+        lines.append(f"run folder: {out} (every finished batch is in its journal)")
+        lines.append("resume with: " + shlex.join(["mango", *argv]))
+    else:
+        lines.append("nothing was kept (no --out); add --out FOLDER to make a run resumable")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    return 130
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """``mango run``: validate the config once, run it, print the summary."""
+    """``mango run``: validate the config once, run it, print the summary.
+
+    Ctrl-C prints the queries done, the best value so far, the run folder and the
+    command that resumes the run, and returns 130.
+    """
     cfg = RunConfig.from_dict(_config_from_args(args))
-    out = Path(args.out) if args.out else None
+    out = check_out_dir(args.out) if args.out else None
+    if out is None and args.watch is not None:
+        raise ConfigError("--watch needs --out: the live view reads the run folder")
     objective = build_objective(cfg)
     if out is not None:
         serve_option(args.watch, out)
-    elif args.watch is not None:
-        raise ConfigError("--watch needs --out: the live view reads the run folder")
     bar = Progress(cfg.budget) if not args.quiet else None
+    standing = _Standing()
     try:
-        res = run_config(cfg, out, callbacks=[bar] if bar else [], objective=objective)
+        res = run_config(cfg, out, callbacks=[standing, bar] if bar else [standing], objective=objective)
+    except KeyboardInterrupt:
+        if bar:
+            bar.close()
+            bar = None
+        return _interrupted(standing, cfg.budget, out, getattr(args, "argv", sys.argv[1:]))
     finally:
         if bar:
             bar.close()
@@ -79,7 +116,10 @@ def cmd_list(kind: str) -> int:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    target = registry.create("target", args.model, parse_kv(args.target_param, "--target-param"))
+    """``mango layers MODEL``: the target's layers with their output shapes (parameters checked as in ``run``)."""
+    spec = TargetSpec(args.model, parse_kv(args.target_param, "--target-param"))
+    spec.check_params()
+    target = create_component(spec)
     layers = getattr(target, "layers", None)
     if not callable(layers):
         raise MangoError(f"target {args.model!r} cannot list its layers (it has no layers() method)")
@@ -157,15 +197,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code.
+
+    0: done. 2: a user error -- a bad flag (argparse), or a :class:`~mango.errors.MangoError`
+    (:class:`~mango.errors.ConfigError`, :class:`~mango.errors.EvaluationError`, ...) printed as
+    one line ``mango CMD: error: ...`` naming the value and the valid choices, no traceback.
+    130: interrupted (Ctrl-C). Any other exception is a bug and keeps its traceback.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # a bad flag: argparse prints usage + one line and exits 2
+    args.argv = argv
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
     except MangoError as exc:
-        print(f"mango {args.cmd}: error: {exc}", file=sys.stderr)
+        print(f"mango {args.cmd}: error: {exc or type(exc).__name__}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"mango {args.cmd}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # stdout closed early (``mango layers ... | head``): not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,7 +5,9 @@ and ``mango.rig.simulator`` import these; this module imports nothing of the
 project but :mod:`mango.errors`, so no subcommand module needs another one
 (or the command line itself) for its helpers, and no import cycle can form here.
 
-* :func:`parse_kv` -- ``["k=v", ...]`` flags -> dict of TOML/JSON literals.
+* :func:`parse_kv` -- ``["k=v", ...]`` flags -> dict of TOML/JSON literals
+  (:func:`parse_value`: ``1,16,16`` and ``[1,16,16]`` are the same list).
+* :func:`check_out_dir` -- refuse an output folder that cannot be written, before the run.
 * :func:`merge_table` -- a component flag (``--target NAME``) and its ``--*-param``
   flags merged into the config's table of that component.
 * :class:`Progress` -- the tqdm bar over queries (``mango run``, ``mango demo``).
@@ -18,31 +20,99 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["parse_kv", "merge_table", "Progress", "run_progress_printer", "print_rows", "slug"]
+__all__ = ["parse_kv", "parse_value", "check_out_dir", "merge_table", "Progress", "run_progress_printer", "print_rows", "slug"]
+
+
+def _number(text: str) -> int | float | None:
+    """``text`` as a JSON number (``"3"`` -> 3, ``"-0.5"`` -> -0.5), else ``None``."""
+    try:
+        v = json.loads(text)
+    except ValueError:
+        return None
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def parse_value(val: str) -> Any:
+    """One flag value -> a TOML/JSON value.
+
+    * a JSON literal: ``3``, ``2.5``, ``"x"``, ``[1, 16, 16]``, ``{"a": 1}``, ``null``;
+    * ``true`` / ``false`` in any case -> bool;
+    * comma-separated numbers -> a list of numbers: ``1,16,16`` -> ``[1, 16, 16]``
+      (the same as ``[1,16,16]``; a trailing comma makes a one-item list, ``3,`` -> ``[3]``);
+    * anything else stays the string as typed (``layer=conv1``, ``model=a,b.pt``).
+
+    Raises:
+        ConfigError: a JSON value nested too deeply to read (``[[[[...]]]]``).
+    """
+    try:
+        return json.loads(val)
+    except json.JSONDecodeError:
+        pass
+    except RecursionError:
+        raise ConfigError(f"value {val[:40]!r}... is nested too deeply") from None
+    low = val.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if "," in val:
+        parts = val.strip().split(",")
+        if parts and parts[-1].strip() == "":
+            parts = parts[:-1]
+        nums = [_number(p.strip()) for p in parts]
+        if nums and all(n is not None for n in nums):
+            return nums
+    return val
 
 
 def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
-    """``["k=v", ...]`` -> dict; values parsed as JSON literals when possible, ``true``/``false``
-    as booleans, anything else kept as a string.
+    """``["k=v", ...]`` -> dict of keys to values parsed by :func:`parse_value`
+    (JSON literals, ``true``/``false``, ``1,16,16`` lists; else the string).
 
     Raises:
-        ConfigError: an item without ``=`` (the message names the flag ``what``).
+        ConfigError: an item without ``=`` or with an empty key (the message names the
+            flag ``what``), or a value nested too deeply.
     """
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
             raise ConfigError(f"{what} {item!r} must look like key=value")
         key, val = item.split("=", 1)
+        if not key.strip():
+            raise ConfigError(f"{what} {item!r} has no key; it must look like key=value")
         try:
-            out[key.strip()] = json.loads(val)
-        except json.JSONDecodeError:
-            low = val.strip().lower()
-            out[key.strip()] = {"true": True, "false": False}.get(low, val)
+            out[key.strip()] = parse_value(val)
+        except ConfigError as exc:
+            raise ConfigError(f"{what} {key.strip()}: {exc}") from None
     return out
+
+
+def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
+    """Make sure ``path`` is (or can become) a writable folder; create it.
+
+    Raises:
+        ConfigError: ``path`` is a file, lies under a file, is read-only or cannot be
+            created (``/proc/x``); the message names the path and the reason.
+    """
+    import os
+    import tempfile
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{flag} {str(p)!r} is a file; it must be a folder (new or a run folder to resume)")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".mango-write-test-", dir=p)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{flag} {str(p)!r} cannot be used as a run folder: {reason} "
+                          f"({exc.filename or p}); choose a writable folder") from None
+    return p
 
 
 def merge_table(cfg: dict[str, Any], key: str, name: str | None, params: list[str] | None,

@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from . import report
-from .clitools import run_progress_printer, slug
+from .clitools import check_out_dir, run_progress_printer, slug
 from .config import RunConfig, load_toml, positive_int, run_config
 from .errors import ConfigError, choices_hint
 from .watch import add_watch_option, serve_option
@@ -420,7 +420,7 @@ def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None
 def cmd_compare(args: argparse.Namespace) -> int:
     """``mango compare CONFIG``."""
     cfg = load_compare_config(args.config)
-    out = Path(args.out or cfg.get("out") or Path("runs") / slug(cfg.get("name", Path(args.config).stem)))
+    out = check_out_dir(Path(args.out or cfg.get("out") or Path("runs") / slug(cfg.get("name", Path(args.config).stem))))
     if args.workers is not None:
         positive_int(args.workers, "--workers")
     ray_cfg: Any = None

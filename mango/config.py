@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -40,18 +41,20 @@ import numpy as np
 
 from . import registry
 from .channels import check_selection
-from .errors import ConfigError, choices_hint
+from .errors import ConfigError, MangoError, choices_hint
 from .loop import Callback, Result, maximize
 from .objective import BaseObjective, Objective
 
 __all__ = ["TOP_KEYS", "ComponentSpec", "GeneratorSpec", "TargetSpec", "ProblemSpec", "OptimizerSpec", "RunConfig",
            "validate_config", "build_objective", "run_config", "load_toml",
-           "positive_int", "integer"]
+           "positive_int", "integer", "check_device", "value_matches", "create_component"]
 
 TOP_KEYS = ("seed", "budget", "batch_size", "device", "eval_batch_size", "select", "generator", "target",
             "problem", "optimizer", "checkpoint_every", "name")
 #: parameters the loop passes to every optimizer itself (never in an [optimizer] table)
 OPTIMIZER_FIXED = ("space", "seed", "budget", "batch_size")
+
+log = logging.getLogger(__name__)
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -61,8 +64,15 @@ def load_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder; --config takes a TOML file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                          "a TOML config must be UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
 
 
 def integer(value: Any, key: str) -> int:
@@ -77,6 +87,73 @@ def positive_int(value: Any, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ConfigError(f"{key} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """Split ``text`` at ``sep`` outside brackets (``"dict[str, int | float] | None"`` -> 2 parts)."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[("
+        depth -= ch in "])"
+        if ch == sep and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p.strip() for p in parts if p.strip()]
+
+
+_SCALARS: dict[str, Any] = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "None": lambda v: v is None,
+}
+_LISTS = ("list", "List", "Sequence", "tuple", "Tuple", "typing.Sequence", "collections.abc.Sequence")
+
+
+def value_matches(value: Any, annotation: str) -> bool:
+    """Whether a config value (a TOML/JSON value) fits a parameter annotation written as text.
+
+    Understood: ``int``, ``float`` (ints too), ``str``, ``bool``, ``None``, ``X | Y``,
+    ``Optional[X]``, ``Union[X, Y]``, ``list[X]`` / ``Sequence[X]`` / ``tuple[X, ...]``
+    (a list whose items fit ``X``) and ``dict[...]``. Any other name (``nn.Module``,
+    ``Path``, ``Any``) is not checked here: it matches every value.
+    """
+    annotation = annotation.strip().strip("'\"")
+    if not annotation:
+        return True
+    alts = _split_top(annotation, "|")
+    if len(alts) > 1:
+        return any(value_matches(value, a) for a in alts)
+    a = alts[0]
+    if a in _SCALARS:
+        return bool(_SCALARS[a](value))
+    head, _, inner = a.partition("[")
+    inner = inner[:-1] if inner.endswith("]") else inner
+    if head in ("Optional", "typing.Optional"):
+        return value is None or value_matches(value, inner)
+    if head in ("Union", "typing.Union"):
+        return any(value_matches(value, x) for x in _split_top(inner, ","))
+    if head in _LISTS:
+        if not isinstance(value, list):
+            return False
+        items = [x for x in _split_top(inner, ",") if x != "..."]
+        return len(items) != 1 or all(value_matches(v, items[0]) for v in value)
+    if head in ("dict", "Dict", "Mapping", "typing.Mapping", "collections.abc.Mapping"):
+        return isinstance(value, dict)
+    return True  # a type a config value cannot be checked against here
+
+
+def _annotation_text(param: inspect.Parameter) -> str:
+    ann = param.annotation
+    if ann is param.empty:
+        return ""
+    if isinstance(ann, str):
+        return ann
+    return ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
 
 
 @dataclass(frozen=True)
@@ -121,10 +198,14 @@ class ComponentSpec:
         if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
             return
         valid = [k for k in sig.parameters if k not in fixed]
-        for key in self.params:
+        for key, value in self.params.items():
             if key not in valid:
                 raise ConfigError(f"unknown parameter {key!r} for {self.kind} {self.name!r}; "
                                   f"valid parameters: {', '.join(valid) or '(none)'}")
+            ann = _annotation_text(sig.parameters[key])
+            if not value_matches(value, ann):
+                raise ConfigError(f"{self.kind} {self.name!r} parameter {key} must be {ann}, got {value!r} "
+                                  f"({type(value).__name__})")
 
     def create(self, **fixed: Any) -> Any:
         """Build the component (``fixed`` are engine-set keyword arguments)."""
@@ -183,7 +264,9 @@ class RunConfig:
         """Validate a config dict (see the module docstring) into a :class:`RunConfig`.
 
         Raises:
-            ConfigError: an unknown key (with the nearest valid ones), a missing or
+            ConfigError: an unknown key (with the nearest valid ones), a component parameter
+                whose value does not fit the factory's annotation (``T = "abc"`` for an
+                ``int``, see :func:`value_matches`), a missing or
                 malformed table, an unknown component name or parameter, or a value of
                 the wrong type (``budget = 2.5``, ``seed = true``, ``batch_size = 0``).
         """
@@ -234,6 +317,59 @@ class RunConfig:
         return json.loads(json.dumps(out))
 
 
+def check_device(device: str | None) -> None:
+    """Refuse a torch device this machine cannot use, before any model is built.
+
+    Raises:
+        ConfigError: a device string torch does not parse (``"nonsense"``), or a CUDA / MPS
+            device this torch build or machine does not have; the message lists the devices
+            that are available here.
+    """
+    if device is None:
+        return
+    import torch  # only when a device is asked for
+
+    avail = ["cpu"]
+    if torch.cuda.is_available():
+        avail += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        avail.append("mps")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"unknown device {device!r}; valid devices here: {', '.join(avail)}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} is not available: this torch has no CUDA device "
+                              f"(torch {torch.__version__}); valid devices here: {', '.join(avail)}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r} is not available; valid devices here: {', '.join(avail)}")
+    elif dev.type == "mps" and "mps" not in avail:
+        raise ConfigError(f"device {device!r} is not available; valid devices here: {', '.join(avail)}")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {device!r} is not supported; valid devices here: {', '.join(avail)}")
+
+
+def create_component(spec: ComponentSpec, **fixed: Any) -> Any:
+    """``spec.create(**fixed)``; a value error of the user's parameters becomes a :class:`ConfigError`.
+
+    The factories check their parameters' values (a layer name, a ``position`` out of
+    range) with ``ValueError`` / ``IndexError`` / ``KeyError`` / ``TypeError``; those are
+    user errors of the config, reported in one line naming the component and its parameters
+    (the traceback is logged at DEBUG level, ``mango -v``).
+    """
+    try:
+        return spec.create(**fixed)
+    except MangoError:
+        raise
+    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        log.debug("building %s %r failed", spec.kind, spec.name, exc_info=True)
+        shown = ", ".join(f"{k}={v!r}" for k, v in spec.params.items()) or "no parameters"
+        raise ConfigError(f"{spec.kind} {spec.name!r} with {shown}: {type(exc).__name__}: {exc} "
+                          f"(see `mango {spec.kind}s` for its parameters)") from exc
+
+
 def validate_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """``RunConfig.from_dict(cfg).to_dict()``: the validated, normalised plain config."""
     return RunConfig.from_dict(cfg).to_dict()
@@ -243,15 +379,19 @@ def build_objective(cfg: RunConfig | Mapping[str, Any]) -> BaseObjective:
     """The objective a config describes (problem, or generator + target on ``cfg.device``)."""
     cfg = RunConfig.from_dict(cfg)
     if cfg.problem is not None:
-        return cfg.problem.create()
+        return create_component(cfg.problem)
     assert cfg.generator is not None and cfg.target is not None
+    check_device(cfg.device)
+    for spec in (cfg.generator, cfg.target):
+        if isinstance(spec.params.get("device"), str):
+            check_device(spec.params["device"])
     parts = []
     for spec in (cfg.generator, cfg.target):
         fixed = {}
         if cfg.device is not None and "device" not in spec.params and \
                 "device" in registry.describe_params(spec.factory()):
             fixed["device"] = cfg.device
-        parts.append(spec.create(**fixed))
+        parts.append(create_component(spec, **fixed))
     return Objective(parts[0], parts[1], device=cfg.device, batch_size=cfg.eval_batch_size or 64,
                      select=cfg.select)
 

@@ -30,3 +30,20 @@ def choices_hint(bad: str, valid: Iterable[str], n: int = 40) -> str:
 def unknown(kind: str, bad: str, valid: Iterable[str]) -> ConfigError:
     """Build the standard error for an unknown name of some ``kind``."""
     return ConfigError(f"unknown {kind} {bad!r}; {choices_hint(bad, valid)}")
+
+
+def check_int(value: object, key: str, minimum: int | None = None) -> int:
+    """``value`` as an ``int`` (numpy integers too); bools, floats (also ``2.0``) and strings
+    are refused, as is a value below ``minimum``.
+
+    Raises:
+        ConfigError: naming ``key``, the bad value and what is allowed.
+    """
+    from numbers import Integral
+
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        want = "an integer" if minimum is None else f"an integer >= {minimum}"
+        raise ConfigError(f"{key} must be {want}, got {value!r} ({type(value).__name__})")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    return int(value)

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import ConfigError, MangoError
+from .errors import ConfigError, MangoError, check_int
 from .journal import Journal, JournalRow
 from .objective import BaseObjective
 from .optimizers import make_optimizer
@@ -189,6 +189,7 @@ def run_loop(optimizer: Optimizer, budget: int, policy: Policy, *, run_dir: str 
         ``policy.result(...)``, also saved into ``run_dir`` (``result.save(run_dir)``) when given.
     """
     budget = check_budget(budget)
+    checkpoint_every = check_int(checkpoint_every, "checkpoint_every", minimum=1)  # before anything is journaled
     folder = None if run_dir is None else Path(run_dir)
     journal = Journal.open(folder, config) if folder is not None else None
     st = LoopState(budget=budget)

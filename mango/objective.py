@@ -224,8 +224,7 @@ class Objective(BaseObjective):
 
     def activations(self, images: torch.Tensor) -> torch.Tensor:
         """Target activations (selected) of an image batch, ``[k]`` float."""
-        a = self.target(self.transform(images) if self.transform else images)
-        a = torch.as_tensor(a)
+        a = _numeric(self.target(self.transform(images) if self.transform else images), self.target)
         if self.select is not None:
             if a.ndim != 2:
                 raise EvaluationError(f"select= needs a [k, channels] target output, got shape {tuple(a.shape)}")
@@ -254,6 +253,25 @@ class Objective(BaseObjective):
         return out
 
 
+def _numeric(a: Any, source: Any) -> torch.Tensor:
+    """A target's (or function's) output as a numeric tensor, or :class:`EvaluationError` naming its type.
+
+    Accepted: a tensor, a numpy array, a number or a (nested) list of numbers; refused
+    with the type named: ``None``, strings, dicts and other objects.
+    """
+    if isinstance(a, torch.Tensor):
+        return a
+    if isinstance(a, np.ndarray) and a.dtype.kind in "biuf":
+        return torch.from_numpy(np.ascontiguousarray(a))
+    if isinstance(a, (int, float, np.number, list, tuple)) and not isinstance(a, (str, bytes)):
+        try:
+            return torch.as_tensor(np.asarray(a, dtype=np.float64))
+        except (TypeError, ValueError):
+            pass
+    raise EvaluationError(f"{_describe(source)} returned a {type(a).__name__} ({a!r:.60}); it must return "
+                          "numbers: a tensor, numpy array or list of floats, one value per image [k]")
+
+
 class FunctionObjective(BaseObjective):
     """A plain function of index batches ``f(I int64 [k, d]) -> [k]`` as an objective.
 
@@ -268,7 +286,7 @@ class FunctionObjective(BaseObjective):
         self.name = name
 
     def _evaluate(self, I: np.ndarray) -> np.ndarray:
-        return np.asarray(self.fn(I), dtype=np.float64)
+        return _numeric(self.fn(I), self.fn).double().numpy()
 
     def info(self) -> dict[str, Any]:
         out = super().info()

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import registry
-from .clitools import merge_table, run_progress_printer, slug
+from .clitools import check_out_dir, merge_table, parse_value, run_progress_printer, slug
 from .compare import expand, run_compare
 from .config import integer, load_toml
 from .errors import ConfigError, choices_hint
@@ -172,9 +172,13 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if val is not None:
             scan[key] = val
     if args.seeds:
-        scan["seeds"] = [int(s) for s in args.seeds.split(",")]
-    out = Path(args.out or scan.pop("out", None) or Path("runs") / slug(
-        f"scan-{(scan.get('target') or {}).get('name', 'target')}-{scan.get('layer')}"))
+        seeds = parse_value(args.seeds)
+        seeds = seeds if isinstance(seeds, list) else [seeds]
+        if not seeds or any(isinstance(v, bool) or not isinstance(v, int) for v in seeds):
+            raise ConfigError(f"--seeds must be integers separated by commas (e.g. 0,1,2), got {args.seeds!r}")
+        scan["seeds"] = seeds
+    out = check_out_dir(Path(args.out or scan.pop("out", None) or Path("runs") / slug(
+        f"scan-{(scan.get('target') or {}).get('name', 'target')}-{scan.get('layer')}")))
     scan.pop("out", None)
     ray: Any = {"address": args.ray_address} if args.ray_address else None
     serve_option(args.watch, out)

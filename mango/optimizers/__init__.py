@@ -6,12 +6,19 @@ naming the valid choices.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from ..errors import ConfigError, check_int
 from ..spaces import LatentSpace
 from .base import Optimizer
 
-__all__ = ["Optimizer", "make_optimizer"]
+__all__ = ["Optimizer", "make_optimizer", "MAX_BATCH_SIZE"]
+
+log = logging.getLogger(__name__)
+
+#: the most queries one ask may hold; a larger ``batch_size`` is refused before anything is allocated
+MAX_BATCH_SIZE = 100_000
 
 
 def make_optimizer(name: str, space: LatentSpace, *, batch_size: int | None = None, seed: int = 0,
@@ -19,13 +26,32 @@ def make_optimizer(name: str, space: LatentSpace, *, batch_size: int | None = No
     """Build the optimizer registered as ``name`` for ``space``.
 
     Args:
-        batch_size: queries per ask; ``None`` = the optimizer's own default.
-        budget: the run's total queries (some optimizers use it).
+        batch_size: queries per ask (an int in ``[1, MAX_BATCH_SIZE]``); ``None`` = the
+            optimizer's own default. A batch larger than ``budget`` is cut to ``budget``
+            (logged as a warning) before the optimizer allocates anything.
+        seed: an int.
+        budget: the run's total queries (a positive int; some optimizers use it).
         params: optimizer-specific parameters (see ``mango optimizers``).
+
+    Raises:
+        ConfigError: a non-integer ``batch_size``, ``seed`` or ``budget`` (``True``, ``2.5``,
+            ``"a"``), a batch size below 1 or above :data:`MAX_BATCH_SIZE`, an unknown name
+            or parameter.
     """
     from .. import registry
 
+    seed = check_int(seed, "seed")
+    if budget is not None:
+        budget = check_int(budget, "budget", minimum=1)
     fixed: dict[str, Any] = {"space": space, "seed": seed, "budget": budget}
     if batch_size is not None:
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
+        if budget is not None and batch_size > budget:
+            log.warning("batch_size %d is larger than the budget of %d queries: using batch_size %d",
+                        batch_size, budget, budget)
+            batch_size = budget
+        if batch_size > MAX_BATCH_SIZE:
+            raise ConfigError(f"batch_size {batch_size} is too large: one ask may hold at most "
+                              f"{MAX_BATCH_SIZE} queries (valid: 1 to {MAX_BATCH_SIZE})")
         fixed["batch_size"] = batch_size
     return registry.create("optimizer", name, params, **fixed)

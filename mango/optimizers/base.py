@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ConfigError, MangoError
+from ..errors import ConfigError, MangoError, check_int
 from ..spaces import LatentSpace
 
 __all__ = ["Optimizer"]
@@ -59,11 +59,9 @@ class Optimizer:
     ask_limit: int | None = None
 
     def __init__(self, space: LatentSpace, batch_size: int = 10, seed: int = 0) -> None:
-        if int(batch_size) < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
         self.space = space
-        self.k = int(batch_size)
-        self.seed = int(seed)
+        self.k = check_int(batch_size, "batch_size", minimum=1)
+        self.seed = check_int(seed, "seed")
         self.best_x: np.ndarray | None = None
         self.best_y = -np.inf
         self.n_told = 0

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_int
 from ..spaces import LatentSpace
 from .base import Optimizer
 
@@ -148,6 +148,11 @@ def _compile_fns(d: int, n: int, r: int, lr: float, k: int):
     return opt, sample, steps, jax.jit(loglik)
 
 
+def default_k_top(k: int) -> int:
+    """PROTES's default ``k_top`` for a batch of ``k``: ``min(5, max(1, k // 2))``."""
+    return min(5, max(1, k // 2))
+
+
 class Protes(Optimizer):
     """PROTES: sample from a rank-``r`` non-negative TT distribution, fit it to the best samples.
 
@@ -155,7 +160,9 @@ class Protes(Optimizer):
         space: search space (``qtt=True`` needs ``n = 2**q``).
         batch_size: samples per ask (``k``; default 50).
         seed: fixes sampling and initialisation.
-        k_top: how many of the best samples of a batch the model is fitted to (< k).
+        k_top: how many of the best samples of a batch the model is fitted to, in ``[1, k]``;
+            default (``None``) ``min(5, max(1, k // 2))``: 5 for the default batch of 50,
+            adapted to small batches (2 for ``k = 4``, 1 for ``k <= 3``).
         k_gd: Adam steps per batch (default 5 on the categorical view, 10 on the QTT view).
         lr: Adam learning rate (default 0.05 categorical, 0.1 QTT).
         rank: TT rank ``r``.
@@ -171,15 +178,19 @@ class Protes(Optimizer):
     description = ("tensor-train sampling (PROTES, jax): codebook and grid alike as d categorical "
                    "variables, or d*q binary ones (qtt; default: when n = 2^q >= 64)")
 
-    def __init__(self, space: LatentSpace, batch_size: int = 50, seed: int = 0, *, k_top: int = 5,
+    def __init__(self, space: LatentSpace, batch_size: int = 50, seed: int = 0, *, k_top: int | None = None,
                  k_gd: int | None = None, lr: float | None = None, rank: int = 5, qtt: bool | str = "auto",
                  elite: int = 20,
                  budget: int | None = None) -> None:
         super().__init__(space, batch_size, seed)
-        if not 1 <= int(k_top) <= self.k:
-            raise ConfigError(f"k_top must be in [1, batch_size={self.k}], got {k_top!r}")
-        if int(rank) < 1:
-            raise ConfigError(f"rank must be >= 1, got {rank!r}")
+        if k_top is None:
+            k_top = default_k_top(self.k)
+        elif check_int(k_top, "k_top", minimum=1) > self.k:
+            raise ConfigError(f"k_top={k_top} conflicts with batch_size={self.k}: k_top must be in "
+                              f"[1, batch_size={self.k}] (leave k_top unset to get {default_k_top(self.k)} "
+                              f"for this batch size, or raise batch_size)")
+        check_int(rank, "rank", minimum=1)
+        check_int(elite, "elite", minimum=0)
         if isinstance(qtt, str):
             if qtt != "auto":
                 raise ConfigError(f"qtt must be true, false or 'auto', got {qtt!r}")
@@ -192,9 +203,8 @@ class Protes(Optimizer):
         dflt_gd, dflt_lr = DEFAULT_STEPS[self.qtt]
         k_gd = dflt_gd if k_gd is None else k_gd
         lr = dflt_lr if lr is None else lr
-        if int(k_gd) < 1:
-            raise ConfigError(f"k_gd must be >= 1, got {k_gd!r}")
-        if not float(lr) > 0:
+        check_int(k_gd, "k_gd", minimum=1)
+        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)) or not lr > 0:
             raise ConfigError(f"lr must be > 0, got {lr!r}")
         self.k_top, self.k_gd, self.lr, self.rank = int(k_top), int(k_gd), float(lr), int(rank)
         self.elite = int(elite)

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_int
 from ..spaces import LatentSpace
 from .base import Optimizer
 
@@ -56,7 +56,8 @@ class GeneticAlgorithm(Optimizer):
     position moves by a rounded N(0, ``mutation_scale * n``) step (ordered).
 
     Args:
-        n_elite: codes carried over unchanged (< batch_size).
+        n_elite: codes carried over unchanged, in ``[0, batch_size)``; default (``None``)
+            ``min(2, batch_size - 1)``.
         mutation: per-position mutation probability in (0, 1].
         mutation_scale: step size of grid mutations as a fraction of ``n``.
         temperature: selection temperature (> 0; smaller = greedier).
@@ -66,12 +67,16 @@ class GeneticAlgorithm(Optimizer):
     description = ("XDream-style GA: codebook mutations draw a new random value (unordered), "
                    "grid mutations take a Gaussian step (ordered)")
 
-    def __init__(self, space: LatentSpace, batch_size: int = 20, seed: int = 0, *, n_elite: int = 2,
+    def __init__(self, space: LatentSpace, batch_size: int = 20, seed: int = 0, *, n_elite: int | None = None,
                  mutation: float = 0.1, mutation_scale: float = 0.1, temperature: float = 0.5,
                  budget: int | None = None) -> None:
         super().__init__(space, batch_size, seed)
-        if not 0 <= int(n_elite) < self.k:
-            raise ConfigError(f"n_elite must be in [0, batch_size={self.k}), got {n_elite!r}")
+        if n_elite is None:
+            n_elite = min(2, self.k - 1)
+        elif check_int(n_elite, "n_elite", minimum=0) >= self.k:
+            raise ConfigError(f"n_elite={n_elite} conflicts with batch_size={self.k}: n_elite must be in "
+                              f"[0, batch_size={self.k}) (leave n_elite unset to get {min(2, self.k - 1)} "
+                              f"for this batch size, or raise batch_size)")
         if not 0 < float(mutation) <= 1:
             raise ConfigError(f"mutation must be in (0, 1], got {mutation!r}")
         if not float(temperature) > 0:

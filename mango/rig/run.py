@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import registry
-from ..clitools import parse_kv, print_rows
+from ..clitools import check_out_dir, parse_kv, print_rows
 from ..errors import ConfigError
 from ..journal import atomic_write
 from . import PROTOCOLS, make_client
@@ -116,6 +116,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    check_out_dir(args.out)
     gparams = parse_kv(args.gen_param, "--gen-param")
     oparams = parse_kv(args.opt_param, "--opt-param")
     gen = registry.create("generator", args.generator, gparams)
