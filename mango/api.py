@@ -1,7 +1,7 @@
 """The one-liner: maximize a unit of any torch or snnTorch model, in the spirit of lucent's ``render_vis``.
 
     import mango
-    res = mango.maximize(model, "conv2:5", generator="vqvae-digits", optimizer="protes", budget=1000, seed=0)
+    res = mango.maximize(model, "conv2:5", generator="vqvae-digits", budget=1000, seed=0)
     res.best_image          # [C, H, W] tensor, the generator's output for the best code
     res.trace               # float64 [budget], every query's value in order
     res.save("runs/conv2_5")  # result.json, history.npz, best.png: the folder `mango run --out` writes
@@ -31,6 +31,7 @@ import torch
 
 from . import loop, registry
 from .errors import ConfigError
+from .optimizers import DEFAULT_OPTIMIZER
 from .objective import BaseObjective, Objective
 from .objectives import ObjectiveExpr, as_objective
 
@@ -110,7 +111,7 @@ def maximize(model: Any, *args: Any, **kwargs: Any) -> Visualization | loop.Resu
 
 
 def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr, *,
-                   generator: Any = None, optimizer: str = "protes", budget: int = 1000, seed: int = 0,
+                   generator: Any = None, optimizer: str = DEFAULT_OPTIMIZER, budget: int = 1000, seed: int = 0,
                    batch_size: int | None = None, optimizer_params: dict[str, Any] | None = None,
                    generator_params: dict[str, Any] | None = None, target_params: dict[str, Any] | None = None,
                    device: str | torch.device | None = None, eval_batch_size: int = 64,

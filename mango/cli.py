@@ -21,6 +21,7 @@ from .config import RunConfig, TargetSpec, build_objective, create_component, lo
 from .demo import run_demo
 from . import watch
 from .errors import ConfigError, MangoError
+from .optimizers import DEFAULT_OPTIMIZER
 from .registry import describe_params
 from .rig import run as rig_run
 from .rig import simulator
@@ -36,7 +37,7 @@ def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         val = getattr(args, key)
         if val is not None:
             cfg[key] = val
-    cfg.setdefault("optimizer", {"name": "protes"})
+    cfg.setdefault("optimizer", {"name": DEFAULT_OPTIMIZER})
     for table, flag, params in (("generator", "gen", args.gen_param), ("target", "target", args.target_param),
                                 ("problem", "problem", args.problem_param), ("optimizer", "opt", args.opt_param)):
         merge_table(cfg, table, getattr(args, table), params, flag)
@@ -162,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--problem", help="registered index-space problem (instead of generator + target)")
     r.add_argument("--generator", help="registered generator (see `mango generators`)")
     r.add_argument("--target", help="registered target (see `mango targets`)")
-    r.add_argument("--optimizer", help="registered optimizer (see `mango optimizers`); default protes")
+    r.add_argument("--optimizer", help=f"registered optimizer (see `mango optimizers`); default {DEFAULT_OPTIMIZER}")
     r.add_argument("--budget", type=int, help="total queries")
     r.add_argument("--seed", type=int, help="seed (default 0)")
     r.add_argument("--batch-size", type=int, help="queries per ask")

@@ -27,6 +27,7 @@ from .clitools import check_out_dir, merge_table, parse_value, run_progress_prin
 from .compare import expand, run_compare
 from .config import integer, load_toml
 from .errors import ConfigError, choices_hint
+from .optimizers import DEFAULT_OPTIMIZER
 from .report import load_traces, write_report
 from .watch import add_watch_option, serve_option
 
@@ -166,7 +167,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     for key, flag, params in (("generator", "gen", args.gen_param), ("target", "target", args.target_param),
                               ("optimizer", "opt", args.opt_param)):
         merge_table(scan, key, getattr(args, key) or None, params, flag)
-    scan.setdefault("optimizer", {"name": "protes"})
+    scan.setdefault("optimizer", {"name": DEFAULT_OPTIMIZER})
     for key, val in (("layer", args.layer), ("units", args.units), ("budget", args.budget),
                      ("batch_size", args.batch_size), ("device", args.device)):
         if val is not None:
@@ -199,7 +200,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", help="registered target")
     p.add_argument("--layer", help="layer to scan (see `mango layers TARGET`)")
     p.add_argument("--units", help="'all' (default), '0-9', '0,3,5'")
-    p.add_argument("--optimizer", help="registered optimizer (default protes)")
+    p.add_argument("--optimizer", help=f"registered optimizer (default {DEFAULT_OPTIMIZER})")
     p.add_argument("--budget", type=int, help="queries per unit")
     p.add_argument("--seeds", help="comma-separated seeds (default 0)")
     p.add_argument("--batch-size", type=int)

@@ -78,18 +78,25 @@ def test_layers_lists_spiking_layers_with_shapes(capsys):
 
 
 def test_demo_writes_both_units_and_optimizers(tmp_path, capsys):
-    """`mango demo` (small budget): one class neuron and one hidden unit, PROTES and random, run folders."""
+    """`mango demo` (small budget): one class neuron and one hidden unit, the default optimizer and random,
+    run folders; the table shows the firing rate (a multiple of 1/T), not the graded search score."""
     import json
+
+    from mango.optimizers import DEFAULT_OPTIMIZER
 
     assert main(["demo", "--out", str(tmp_path / "demo"), "--budget", "100", "--quiet"]) == 0
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert len(summary) == 2 and any("class" in k for k in summary) and any("hidden" in k for k in summary)
-    for row in summary.values():
-        assert set(row) == {"protes", "random"}
+    for label, row in summary.items():
+        assert set(row) == {DEFAULT_OPTIMIZER, "random"}
         for r in row.values():
-            assert r["queries"] == 100 and 0 < r["best_value"] <= 1.5 and 1 <= r["queries_to_best"] <= 100
+            assert r["queries"] == 100 and r["reported"] == "rate" and 1 <= r["queries_to_best"] <= 100
+            assert 0 < r["best"] <= 1 and r["best"] <= r["best_score"] < r["best"] + 1 / 16  # score breaks ties
+            if "class" in label:                                  # one neuron, T = 16: steps of 1/16
+                assert r["best"] * 16 == round(r["best"] * 16)
     assert len(list((tmp_path / "demo").rglob("best.png"))) == 4
-    assert "protes" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert DEFAULT_OPTIMIZER in out and "best rate" in out
 
 
 def test_compare_cli_from_toml(tmp_path, capsys):

@@ -13,9 +13,14 @@ from ..errors import ConfigError, check_int
 from ..spaces import LatentSpace
 from .base import Optimizer
 
-__all__ = ["Optimizer", "make_optimizer", "MAX_BATCH_SIZE"]
+__all__ = ["Optimizer", "make_optimizer", "MAX_BATCH_SIZE", "DEFAULT_OPTIMIZER"]
 
 log = logging.getLogger(__name__)
+
+#: the optimizer a run uses when none is named (command line, TOML, ``mango.maximize``): the elite
+#: local search with natural-image and uniform-texture starts (:mod:`mango.optimizers.elite`); why, with
+#: the measurements, in README.md ("Which optimizer, and why")
+DEFAULT_OPTIMIZER = "elite"
 
 #: the most queries one ask may hold; a larger ``batch_size`` is refused before anything is allocated
 MAX_BATCH_SIZE = 100_000

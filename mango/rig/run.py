@@ -25,6 +25,7 @@ from .. import registry
 from ..clitools import check_out_dir, parse_kv, print_rows
 from ..errors import ConfigError
 from ..journal import atomic_write
+from ..optimizers import DEFAULT_OPTIMIZER
 from . import PROTOCOLS, make_client
 from ..watch import add_watch_option, serve_option
 from .closedloop import closed_loop, stimulus_images
@@ -96,7 +97,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback rig address")
     p.add_argument("--generator", default="vqvae-digits", help="registered generator")
     p.add_argument("--gen-param", action="append", metavar="KEY=VALUE")
-    p.add_argument("--optimizer", default="protes", help="registered optimizer")
+    p.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, help=f"registered optimizer (default {DEFAULT_OPTIMIZER})")
     p.add_argument("--opt-param", action="append", metavar="KEY=VALUE")
     p.add_argument("--budget", type=int, default=1000, help="total presentations")
     p.add_argument("--batch-size", type=int, default=20, help="candidates per block")
