@@ -15,10 +15,12 @@ So ``mango report`` and ``mango watch`` read a running folder like a finished on
 end of the run :meth:`mango.results.Result.save` writes the final files (no ``status``
 key, a ``finished`` time stamp) after every callback, so the finished files always win.
 
-Throttle: writing costs time (an image decode, a PNG, fsyncs). An improvement is written
-at once only while the time spent writing stays under ``max_share`` (default 2 %) of the
-run's wall time so far; otherwise it is kept pending and written at the first later batch
-where the share allows it. The first improvement is always written.
+Throttle: writing costs time (above all the generator decode of the best image). An
+improvement is written at once only while the time spent writing stays under ``max_share``
+(default 2 %) of the run's wall time so far; otherwise it is kept pending and written at
+the first later batch where the share allows it. The numbers (``history.npz`` and
+``result.json``, about a millisecond) and the image are budgeted apart, so the numbers keep
+up while a dear image waits. The first improvement is always written in full.
 """
 from __future__ import annotations
 
@@ -32,8 +34,6 @@ from typing import Any
 
 import numpy as np
 
-from .journal import atomic_write
-
 __all__ = ["LiveArtifacts", "RUNNING"]
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,11 @@ RUNNING = "running"
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, data)
+    """``data`` into ``path`` through a hidden temporary file and :func:`os.replace` (atomic, not fsynced:
+    these files are rewritten soon, and the end-of-run save writes the durable ones)."""
+    tmp = path.with_name("." + path.name + ".live")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 class LiveArtifacts:
@@ -56,7 +60,8 @@ class LiveArtifacts:
             until the end, ``1`` writes at every improvement.
 
     Attributes:
-        writes: files sets written so far; write_seconds: time spent writing them.
+        writes: ``result.json`` writes so far; image_writes: ``best.png`` writes so far;
+        write_seconds: time spent writing (both kinds).
     """
 
     def __init__(self, folder: str | Path, config: dict[str, Any] | None = None, max_share: float = 0.02) -> None:
@@ -67,14 +72,15 @@ class LiveArtifacts:
         self.max_share = float(max_share)
         self.writes = 0
         self.write_seconds = 0.0
-        self._last_cost = 0.0
+        self._cost = {"data": 0.0, "image": 0.0}  # the last cost of each kind of write
         self._t0 = time.perf_counter()
         self._values: list[np.ndarray] = []
         self._times: list[np.ndarray] = []
         self._qidx: list[np.ndarray] = []
         self._best = -np.inf
-        self._pending = False
+        self._pending = {"data": False, "image": False}
         self._failed = False
+        self.image_writes = 0
 
     # -- the callback --------------------------------------------------------------------------------
     def __call__(self, ev: Any) -> None:
@@ -88,21 +94,23 @@ class LiveArtifacts:
         best = float(getattr(ev, "best_value", np.nan))
         if np.isfinite(best) and best > self._best:
             self._best = best
-            self._pending = True
-        if not self._pending or getattr(ev, "replayed", False) or self._failed:
+            self._pending = {"data": True, "image": True}
+        if not (self._pending["data"] or self._pending["image"]) or getattr(ev, "replayed", False) or self._failed:
             return
-        spent = time.perf_counter() - self._t0
-        if self.writes and self.write_seconds + self._last_cost > self.max_share * spent:
+        allowed = self.max_share * (time.perf_counter() - self._t0)
+        if self.writes and self.write_seconds + self._cost["data"] > allowed:
             return  # over the share: keep it pending
-        t0 = time.perf_counter()
+        # the image (a generator decode) is the dear part: it waits longer than the numbers when it must
+        image = self._pending["image"] and (
+            not self.writes or self.write_seconds + self._cost["data"] + self._cost["image"] <= allowed)
+        if not (self._pending["data"] or image):
+            return
         try:
-            self.write(ev)
+            self.write(ev, image=image)
         except Exception as exc:  # noqa: BLE001 - a full disk must not end the search; the end-of-run save retries
             log.warning("could not write the live artifacts into %s: %s", self.folder, exc)
             self._failed = True
-        self._last_cost = time.perf_counter() - t0
-        self.write_seconds += self._last_cost
-        self._pending = False
+        self._pending["data"] = False
 
     # -- writing ---------------------------------------------------------------------------------------
     def history(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -111,8 +119,10 @@ class LiveArtifacts:
             return np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64)
         return np.concatenate(self._values), np.concatenate(self._times), np.concatenate(self._qidx)
 
-    def write(self, ev: Any) -> None:
-        """Write ``history.npz``, ``best.png`` (image objectives) and then ``result.json`` (status running)."""
+    def write(self, ev: Any, image: bool = True) -> None:
+        """Write ``history.npz``, ``best.png`` (image objectives, with ``image``) and then ``result.json``
+        (status running); the time each part took is added to :attr:`write_seconds`."""
+        t0 = time.perf_counter()
         self.folder.mkdir(parents=True, exist_ok=True)
         obj = getattr(ev, "objective", None)
         values, times, qidx = self.history()
@@ -129,7 +139,9 @@ class LiveArtifacts:
                  reported=reported)
         _atomic_bytes(self.folder / "history.npz", buf.getvalue())
         images = getattr(obj, "images", None)
-        if callable(images) and code.size:
+        img_cost = 0.0
+        if image and callable(images) and code.size:
+            t1 = time.perf_counter()
             from .imaging import display_uint8, save_png
 
             import torch
@@ -140,6 +152,10 @@ class LiveArtifacts:
             tmp = self.folder / ".best.live.png"
             save_png(arr, tmp)
             os.replace(tmp, self.folder / "best.png")
+            self._pending["image"] = False
+            self.image_writes += 1
+            img_cost = self._cost["image"] = time.perf_counter() - t1
+            t0 += img_cost  # the rest is the data part
         best_value = float(ev.best_value)
         at_best = float(obj.reported(np.array([best_value]))[0]) if obj is not None and hasattr(obj, "reported") \
             else best_value
@@ -154,5 +170,7 @@ class LiveArtifacts:
         if callable(info):
             summary["objective"] = info()
         summary["known_max"] = getattr(obj, "known_max", None)
-        atomic_write(self.folder / "result.json", json.dumps(summary, indent=2, default=str).encode())
+        _atomic_bytes(self.folder / "result.json", json.dumps(summary, indent=2, default=str).encode())
         self.writes += 1
+        self._cost["data"] = time.perf_counter() - t0
+        self.write_seconds += self._cost["data"] + img_cost

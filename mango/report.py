@@ -638,7 +638,7 @@ def _layer_sections(doc: _Doc, traces: list[Trace], out: Path) -> None:
         doc.table(["unit", "best activation", "optimizer", "seed", "found at query", "median over runs"], lrows)
 
 
-def _runs_section(doc: _Doc, traces: list[Trace], out: Path) -> None:
+def _runs_section(doc: _Doc, traces: list[Trace], out: Path, run_dir: Path) -> None:
     """A table of every reported run with a link to its folder (relative to the report)."""
     doc.h(2, "Runs")
     doc.p("Every run in this report, with a link to its folder (journal, result.json, history.npz, best.png). "
@@ -648,10 +648,11 @@ def _runs_section(doc: _Doc, traces: list[Trace], out: Path) -> None:
         folder = Path(t.extra["folder"])
         rel = Path(os.path.relpath(folder.resolve(), out.resolve())).as_posix()
         n = t.extra.get("n_queries") if t.extra.get("status") == "running" else t.n_queries
-        rows.append([t.unit, t.optimizer, str(t.seed), t.extra.get("status", "finished"), _fmt(t.best),
-                     f"{n if n is not None else t.n_queries} / {t.budget if t.budget is not None else '-'}",
-                     f"[{folder.name if folder.name not in ('', '.') else rel}]({rel})"])
-    doc.table(["unit", "optimizer", "seed", "status", "best", "queries", "folder"], rows)
+        label = Path(os.path.relpath(folder.resolve(), run_dir.resolve())).as_posix()
+        label = folder.resolve().name if label == "." else label
+        rows.append([f"[{label}]({rel})", t.unit, t.optimizer, str(t.seed), t.extra.get("status", "finished"),
+                     _fmt(t.best), f"{n if n is not None else t.n_queries} / {t.budget if t.budget is not None else '-'}"])
+    doc.table(["folder", "unit", "optimizer", "seed", "status", "best", "queries"], rows)
 
 
 def _config_section(doc: _Doc, manifest: dict[str, Any]) -> None:
@@ -702,7 +703,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, html_page: 
     _win_section(doc, traces)
     _picture_sections(doc, traces, units, out, budget, gifs)
     _layer_sections(doc, traces, out)
-    _runs_section(doc, traces, out)
+    _runs_section(doc, traces, out, run_dir)
     _config_section(doc, manifest)
 
     md = out / "report.md"
