@@ -242,7 +242,7 @@ def summarize(traces: Sequence[Trace], budgets: Sequence[int], budget: int | Non
                 best_at={int(b): median_iqr(at[:, i]) for i, b in enumerate(budgets)},
                 q50=median_iqr(q[0])[0], q90=median_iqr(q[1])[0],
                 reached50=int(np.isfinite(q[0]).sum()), reached90=int(np.isfinite(q[1]).sum()),
-                auc=median_iqr(aucs)[0], seconds=float(np.nanmedian(secs)) if len(secs) else float("nan"),
+                auc=median_iqr(aucs)[0], seconds=float(np.nanmedian(secs)) if np.isfinite(secs).any() else float("nan"),
                 optimizer_share=share, best=max(t.best for t in ts), best_any=best_any, baseline=baseline,
                 batch_size=batch_sizes(ts),
                 q50_reached=float(np.median(q_reached[0])) if q_reached[0] else float("inf"),

@@ -80,3 +80,45 @@ def test_throttle_keeps_writes_under_the_share(tmp_path):
     assert json.loads((tmp_path / "t" / "result.json").read_text())["n_queries"] == 5
     with pytest.raises(ValueError, match="max_share"):
         LiveArtifacts(tmp_path, max_share=2)
+
+
+# -- issue 14 item 8: a progress bar over all queries of a compare/scan grid ---------------------------
+def _row(k, external=0):
+    return json.dumps({"batch": 0, "I": [[0]] * k, "y": [0.0] * k, "t": 0.0, "time": 0.0,
+                       "external": external}) + "\n"
+
+
+def test_grid_progress_follows_the_journals(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from mango.clitools import GridProgress
+
+    specs = [SimpleNamespace(id=f"r{i}", unit="u", optimizer="random", seed=i) for i in range(2)]
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for f in folders:
+        f.mkdir()
+    with GridProgress([(s, f, 100) for s, f in zip(specs, folders)], interval=60) as bar:
+        assert bar.total == 200 and bar.poll() == 0
+        (folders[0] / "journal.jsonl").write_text(_row(10) + _row(10, external=5))
+        assert bar.poll() == 25
+        with open(folders[0] / "journal.jsonl", "a") as fh:
+            fh.write(_row(10)[:-9])  # a torn last line is not counted until complete
+        assert bar.poll() == 25
+        (folders[1] / "journal.jsonl").write_text(_row(30))
+        assert bar.poll() == 55 and bar.bar.n == 55
+        bar(specs[1], "done", {"best_value": 1.5, "wall": 2.0})  # a finished run counts its whole budget
+        assert bar.bar.n == 125
+    out, err = capsys.readouterr()
+    assert "[1/2] u | random | seed 1: best 1.5 in 2.0 s" in out
+    assert "2 runs" in err and "/200" in err and "q/s" in err  # the bar: total, count, rate (and ETA)
+
+
+def test_compare_shows_one_bar_over_the_grid(tmp_path, capsys):
+    from mango.cli import main
+
+    (tmp_path / "c.toml").write_text('name = "t"\nbudget = 30\nbatch_size = 10\nseeds = [0, 1]\n'
+                                     'problems = [{name = "separable", d = 4, n = 8}]\noptimizers = ["random"]\n')
+    assert main(["compare", str(tmp_path / "c.toml"), "--out", str(tmp_path / "o"), "--workers", "1",
+                 "--no-report"]) == 0
+    out, err = capsys.readouterr()
+    assert "[2/2]" in out and "2 runs: 100%" in err.replace("\r", "\n") and "60/60" in err
