@@ -1,9 +1,11 @@
 """``mango report RUN_DIR``: Markdown + self-contained HTML report of a compare or scan folder.
 
 Reads ``RUN_DIR/compare.json`` (written by :mod:`mango.compare` and
-:mod:`mango.scan`) and every finished run's ``result.json``, ``history.npz``,
-``best.png`` and ``journal.jsonl``; a single run folder (with ``result.json``)
-is reported as a grid of one. Writes into ``RUN_DIR/report/`` (or ``--out``):
+:mod:`mango.scan`) and every run's ``result.json``, ``history.npz``,
+``best.png`` and ``journal.jsonl`` (a running run's are its results so far, see
+:mod:`mango.live`); a single run folder is reported as a grid of one, and a folder
+with neither ``compare.json`` nor ``result.json`` (e.g. ``mango demo``'s) as the
+grid of the run folders below it. Writes into ``RUN_DIR/report/`` (or ``--out``):
 
 * ``report.md``: the summary table (median [IQR] of the best activation at
   several budgets, queries to 50/90 % of the best any method found, normalised
@@ -14,8 +16,11 @@ is reported as a grid of one. Writes into ``RUN_DIR/report/`` (or ``--out``):
   with the IQR band, one line per optimizer;
 * ``best_stimuli.png``: each method's best stimulus per unit with its activation;
 * ``progress_<unit>.gif``: the best-so-far image during the best run of each unit,
-  recomputed from the journal's codes (nothing is stored during the run);
-* ``layer_<layer>.png`` + a per-unit table, for a layer with 4 or more units.
+  recomputed from the journal's codes;
+* ``layer_<layer>.png`` + a per-unit table, for a layer with 4 or more units;
+* a table of the runs with links to their folders, and the config they were made with.
+
+:func:`run_summary_rows` builds the summary ``mango run`` prints at the end.
 
 All plots use matplotlib's Agg backend.
 """
