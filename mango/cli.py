@@ -94,13 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if bar:
             bar.close()
-    what = cfg.problem.name if cfg.problem else f"{cfg.generator.name} -> {cfg.target.name}"
-    rows = [("objective", what), ("optimizer", cfg.optimizer.name), ("seed", cfg.seed),
-            ("queries", res.n_queries), ("best value", f"{res.best_value:.6g}"),
-            ("seconds", f"{res.seconds:.2f} (optimizer {res.optimizer_seconds:.2f})")]
-    if out is not None:
-        rows.append(("run folder", str(out)))
-    print_rows(rows)
+    print_rows(report.run_summary_rows(res, out))
     return 0
 
 

@@ -11,7 +11,8 @@ project but :mod:`mango.errors`, so no subcommand module needs another one
 * :func:`merge_table` -- a component flag (``--target NAME``) and its ``--*-param``
   flags merged into the config's table of that component.
 * :class:`Progress` -- the tqdm bar over queries (``mango run``, ``mango demo``).
-* :func:`run_progress_printer` -- one line per finished run of a grid (compare, scan).
+* :class:`GridProgress` -- a tqdm bar over all queries of a grid with ETA, fed by the run
+  folders' journals while the runs go, plus the per-run lines (compare, scan).
 * :func:`print_rows` -- the two-column summary people read at the end of a command.
 * :func:`slug` -- a label as a file-name-safe folder name.
 """
@@ -19,13 +20,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["parse_kv", "parse_value", "check_out_dir", "merge_table", "Progress", "run_progress_printer", "print_rows", "slug"]
+__all__ = ["parse_kv", "parse_value", "check_out_dir", "merge_table", "Progress", "GridProgress",
+           "journal_queries", "print_rows", "slug"]
 
 
 def _number(text: str) -> int | float | None:
@@ -161,25 +163,134 @@ class Progress:
         self.bar.close()
 
 
-def run_progress_printer(total: int) -> Callable[[Any, str, Any], None]:
-    """A ``progress(spec, status, info)`` callback for a grid of ``total`` runs printing one line each.
+def journal_queries(path: Any, state: dict[str, int]) -> int:
+    """Queries recorded so far in the journal ``path`` (``journal.jsonl``), read incrementally.
 
-    ``spec`` has ``unit``, ``optimizer`` and ``seed``; ``status`` is ``"done"`` (``info``
-    holds ``best_value`` and ``wall`` seconds), ``"skip"`` or ``"error"`` (``info`` is the message).
+    ``state`` (a dict kept by the caller, ``{}`` at first) holds the byte offset and the count of
+    the lines read before, so each call parses only the lines appended since; a file that got
+    shorter (a resume cut a torn line) or was replaced is read again from the start. A line's
+    queries are ``len(y) + external`` (the optimizer's own forward passes count too).
     """
-    count = 0
+    import os
 
-    def cb(spec: Any, status: str, info: Any) -> None:
-        nonlocal count
-        count += 1
-        if status == "done":
-            msg = f"best {info['best_value']:.5g} in {info['wall']:.1f} s"
-        elif status == "skip":
-            msg = "finished before, skipped"
-        else:
-            msg = f"ERROR {info}"
-        print(f"[{count}/{total}] {spec.unit} | {spec.optimizer} | seed {spec.seed}: {msg}", flush=True)
-    return cb
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        state.clear()
+        return 0
+    if size < state.get("offset", 0):
+        state.clear()
+    with open(path, "rb") as fh:
+        fh.seek(state.get("offset", 0))
+        data = fh.read(size - state.get("offset", 0))
+    end = data.rfind(b"\n") + 1  # only complete lines
+    count = state.get("count", 0)
+    for line in data[:end].splitlines():
+        try:
+            rec = json.loads(line)
+            count += len(rec.get("y", ())) + int(rec.get("external", 0) or 0)
+        except (ValueError, TypeError, AttributeError):
+            continue
+    state["offset"] = state.get("offset", 0) + end
+    state["count"] = count
+    return count
+
+
+class GridProgress:
+    """Progress of a grid of runs (compare, scan): one tqdm bar over all queries, with rate and ETA.
+
+    A background thread polls each run folder's ``journal.jsonl`` every ``interval`` seconds (runs
+    go in other processes, so the folders are the only shared state) and moves the bar. Called as
+    ``progress(spec, status, info)`` (the callback of :func:`mango.compare.run_compare`) it marks a
+    run done and writes its line above the bar (``tqdm.write``, so bar and lines never interleave);
+    ``lines=False`` drops those lines, ``bar=False`` the bar (the lines then print plainly).
+    Use as a context manager (or call :meth:`close`) to stop the thread.
+
+    Args:
+        runs: ``[(spec, folder, budget)]``: spec with ``unit``, ``optimizer``, ``seed``; the run folder;
+            its budget (queries).
+    """
+
+    def __init__(self, runs: Sequence[tuple[Any, Any, int]], interval: float = 0.5, bar: bool = True,
+                 lines: bool = True, file: Any = None) -> None:
+        import threading
+        from pathlib import Path
+
+        from tqdm import tqdm  # third-party, only when a bar is shown
+
+        self.runs = [(spec, Path(folder), int(budget)) for spec, folder, budget in runs]
+        self.total = sum(b for _, _, b in self.runs)
+        self.lines = lines
+        self.count = 0
+        self._done: dict[int, int] = {}
+        self._states: dict[int, dict[str, int]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.bar = tqdm(total=self.total, desc=f"{len(self.runs)} runs", unit="q", dynamic_ncols=True,
+                        file=file if file is not None else sys.stderr, disable=not bar,
+                        smoothing=0.05, mininterval=0.5)
+        self._thread = threading.Thread(target=self._poll_loop, args=(interval,), daemon=True,
+                                        name="mango-grid-progress")
+        self._thread.start()
+
+    def queries(self) -> int:
+        """Queries done over the grid now: finished runs count their budget, others their journal."""
+        total = 0
+        for i, (_, folder, budget) in enumerate(self.runs):
+            if i in self._done:
+                total += self._done[i]
+            else:
+                total += min(budget, journal_queries(folder / "journal.jsonl", self._states.setdefault(i, {})))
+        return total
+
+    def poll(self) -> int:
+        """Read the journals once and move the bar; returns the queries done."""
+        with self._lock:
+            n = self.queries()
+            if n > self.bar.n:
+                self.bar.update(n - self.bar.n)
+            return n
+
+    def _poll_loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.poll()
+            except Exception:  # noqa: BLE001 - a progress bar must never end the grid
+                pass
+
+    def __call__(self, spec: Any, status: str, info: Any) -> None:
+        with self._lock:
+            self.count += 1
+            for i, (s, _, budget) in enumerate(self.runs):
+                if s is spec or getattr(s, "id", None) == getattr(spec, "id", object()):
+                    self._done[i] = budget
+                    break
+            if status == "done":
+                msg = f"best {info['best_value']:.5g} in {info['wall']:.1f} s"
+            elif status == "skip":
+                msg = "finished before, skipped"
+            else:
+                msg = f"ERROR {info}"
+            if self.lines:
+                line = f"[{self.count}/{len(self.runs)}] {spec.unit} | {spec.optimizer} | seed {spec.seed}: {msg}"
+                if self.bar.disable:
+                    print(line, flush=True)
+                else:
+                    self.bar.write(line, file=sys.stdout)
+        self.poll()
+
+    def close(self) -> None:
+        """Stop polling, bring the bar to its final count and close it."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.poll()
+        self.bar.close()
+
+    def __enter__(self) -> "GridProgress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def print_rows(rows: Sequence[tuple[str, Any]]) -> None:

@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from . import report
-from .clitools import check_out_dir, run_progress_printer, slug
+from .clitools import GridProgress, check_out_dir, slug
 from .config import RunConfig, load_toml, positive_int, run_config
 from .errors import ConfigError, choices_hint
 from .watch import add_watch_option, serve_option
@@ -431,8 +431,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     runs = expand(cfg)
     serve_option(args.watch, out)
     t0 = time.perf_counter()
-    status = run_compare(cfg, out, workers=args.workers, ray=ray_cfg, progress=run_progress_printer(len(runs)),
-                         runs=runs)
+    with GridProgress([(r, out / r.folder, r.run.budget) for r in runs]) as progress:  # bar over all queries
+        status = run_compare(cfg, out, workers=args.workers, ray=ray_cfg, progress=progress, runs=runs)
     wall = time.perf_counter() - t0
     print(f"{status['runs']} runs: {len(status['ran'])} ran, {len(status['skipped'])} skipped, "
           f"{len(status['errors'])} failed; {wall:.1f} s ({status['backend']}); results in {out}")

@@ -361,5 +361,12 @@ def maximize(objective: BaseObjective, optimizer: Optimizer | str, budget: int, 
     config.setdefault("budget", budget)
     config.setdefault("seed", seed)
     config.setdefault("optimizer", optimizer.name)
+    # -- live artifacts (mango.live): best.png / history.npz / a "running" result.json at improvements;
+    # the kernel's final Result.save still writes the finished files last.
+    if run_dir is not None:
+        from .live import LiveArtifacts
+
+        callbacks = [*callbacks, LiveArtifacts(run_dir, config)]
+    # -- end live artifacts
     return run_loop(optimizer, budget, EvaluateOnce(objective), run_dir=run_dir, config=config,
                     callbacks=callbacks, checkpoint_every=checkpoint_every)

@@ -1,9 +1,11 @@
 """``mango report RUN_DIR``: Markdown + self-contained HTML report of a compare or scan folder.
 
 Reads ``RUN_DIR/compare.json`` (written by :mod:`mango.compare` and
-:mod:`mango.scan`) and every finished run's ``result.json``, ``history.npz``,
-``best.png`` and ``journal.jsonl``; a single run folder (with ``result.json``)
-is reported as a grid of one. Writes into ``RUN_DIR/report/`` (or ``--out``):
+:mod:`mango.scan`) and every run's ``result.json``, ``history.npz``,
+``best.png`` and ``journal.jsonl`` (a running run's are its results so far, see
+:mod:`mango.live`); a single run folder is reported as a grid of one, and a folder
+with neither ``compare.json`` nor ``result.json`` (e.g. ``mango demo``'s) as the
+grid of the run folders below it. Writes into ``RUN_DIR/report/`` (or ``--out``):
 
 * ``report.md``: the summary table (median [IQR] of the best activation at
   several budgets, queries to 50/90 % of the best any method found, normalised
@@ -14,8 +16,11 @@ is reported as a grid of one. Writes into ``RUN_DIR/report/`` (or ``--out``):
   with the IQR band, one line per optimizer;
 * ``best_stimuli.png``: each method's best stimulus per unit with its activation;
 * ``progress_<unit>.gif``: the best-so-far image during the best run of each unit,
-  recomputed from the journal's codes (nothing is stored during the run);
-* ``layer_<layer>.png`` + a per-unit table, for a layer with 4 or more units.
+  recomputed from the journal's codes;
+* ``layer_<layer>.png`` + a per-unit table, for a layer with 4 or more units;
+* a table of the runs with links to their folders, and the config they were made with.
+
+:func:`run_summary_rows` builds the summary ``mango run`` prints at the end.
 
 All plots use matplotlib's Agg backend.
 """
@@ -27,6 +32,9 @@ import html
 import json
 import logging
 import math
+import os
+import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +77,9 @@ class _Doc:
     def img(self, path: Path, alt: str) -> None:
         self.blocks.append(("img", (path, alt)))
 
+    def code(self, text: str, lang: str = "") -> None:
+        self.blocks.append(("code", (text, lang)))
+
     def markdown(self) -> str:
         out: list[str] = []
         for kind, val in self.blocks:
@@ -84,17 +95,13 @@ class _Doc:
             elif kind == "img":
                 alt = val[1].replace("[", "(").replace("]", ")")  # brackets would end the alt text
                 out.append(f"![{alt}]({val[0].name})")
+            elif kind == "code":
+                out.append(f"```{val[1]}\n{val[0].rstrip()}\n```")
             out.append("")
         return "\n".join(out)
 
     def html(self, title: str) -> str:
-        def inline(text: str) -> str:
-            t = html.escape(text)
-            parts = t.split("**")
-            t = "".join(f"<b>{s}</b>" if i % 2 else s for i, s in enumerate(parts))
-            parts = t.split("`")
-            return "".join(f"<code>{s}</code>" if i % 2 else s for i, s in enumerate(parts))
-
+        inline = inline_html
         body: list[str] = []
         for kind, val in self.blocks:
             if kind == "h":
@@ -113,20 +120,48 @@ class _Doc:
                 data = base64.b64encode(path.read_bytes()).decode()
                 body.append(f'<figure><img alt="{html.escape(alt)}" src="data:{mime};base64,{data}">'
                             f"<figcaption>{html.escape(alt)}</figcaption></figure>")
+            elif kind == "code":
+                body.append(f"<pre><code>{html.escape(val[0].rstrip())}</code></pre>")
         style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
                  "table{border-collapse:collapse;font-size:0.9em;margin:1em 0}"
                  "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
                  "td:first-child,td:nth-child(2){text-align:left}img{max-width:100%;image-rendering:pixelated}"
-                 "figure{display:inline-block;margin:0.5em}")
+                 "figure{display:inline-block;margin:0.5em}pre{background:#f6f6f6;padding:0.6em;overflow-x:auto}")
         return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                 f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+_INLINE = re.compile(r"`([^`]+)`|\[([^\]]+)\]\(([^)\s]+)\)|\*\*(.+?)\*\*|\*([^*\s](?:[^*]*[^*\s])?)\*")
+
+
+def inline_html(text: str) -> str:
+    """The inline Markdown the report writes as HTML: `` `code` ``, ``[text](link)``, ``**bold**``,
+    ``*emphasis*``; everything else escaped (no asterisk or backtick is left as a literal marker)."""
+    out: list[str] = []
+    pos = 0
+    for m in _INLINE.finditer(text):
+        out.append(html.escape(text[pos:m.start()]))
+        code, label, href, bold, em = m.groups()
+        if code is not None:
+            out.append(f"<code>{html.escape(code)}</code>")
+        elif label is not None:
+            out.append(f'<a href="{html.escape(href, quote=True)}">{inline_html(label)}</a>')
+        elif bold is not None:
+            out.append(f"<b>{inline_html(bold)}</b>")
+        else:
+            out.append(f"<em>{inline_html(em)}</em>")
+        pos = m.end()
+    out.append(html.escape(text[pos:]))
+    return "".join(out)
 
 
 # -- loading ---------------------------------------------------------------------------------
 def load_traces(run_dir: str | Path) -> tuple[dict[str, Any], list[Trace]]:
     """``(manifest, traces)`` of the finished runs under ``run_dir`` (a compare/scan folder or one run folder).
 
-    Unfinished runs (no ``result.json``) are left out with a log message.
+    A running run's folder holds a ``result.json`` with ``"status": "running"`` and the ``history.npz``
+    so far (written at improvements by :mod:`mango.live`): it is loaded with what it has, and
+    ``extra["status"]`` says ``"running"``. Runs without a ``result.json`` yet are left out with a log message.
 
     Raises:
         ConfigError: ``run_dir`` holds neither ``compare.json`` nor ``result.json``.
@@ -135,18 +170,21 @@ def load_traces(run_dir: str | Path) -> tuple[dict[str, Any], list[Trace]]:
     if (run_dir / "compare.json").exists():
         manifest = json.loads((run_dir / "compare.json").read_text())
         specs = manifest["runs"]
-    elif (run_dir / "result.json").exists():
-        res = json.loads((run_dir / "result.json").read_text())
-        cfg = res["config"]
-        unit = cfg["problem"]["name"] if "problem" in cfg else f"{cfg['target']['name']}"
-        if "target" in cfg and cfg["target"].get("unit") is not None:
-            unit += f"[{cfg['target']['unit']}]"
-        specs = [{"id": "run", "unit": unit, "optimizer": cfg["optimizer"]["name"], "seed": cfg.get("seed", 0),
-                  "config": cfg, "folder": ".", "meta": {}}]
-        manifest = {"name": run_dir.name, "budget": cfg["budget"], "budgets": None, "runs": specs, "single": True}
+    elif (run_dir / "result.json").exists() or (run_dir / "run.json").exists():
+        specs = [_folder_spec(run_dir, run_dir)]
+        manifest = {"name": run_dir.name, "budget": specs[0]["config"].get("budget"), "budgets": None,
+                    "runs": specs, "single": True}
     else:
-        raise ConfigError(f"{run_dir} is neither a compare/scan folder (no compare.json) nor a run folder "
-                          "(no result.json)")
+        folders = sorted({p.parent for pattern in ("*/result.json", "*/*/result.json", "*/*/*/result.json",
+                                                   "*/run.json", "*/*/run.json", "*/*/*/run.json")
+                          for p in run_dir.glob(pattern) if not p.parent.name.startswith(".")})
+        specs = [s for s in (_folder_spec(f, run_dir) for f in folders) if s is not None]
+        if not specs:
+            raise ConfigError(f"{run_dir} is neither a compare/scan folder (no compare.json) nor a run folder "
+                              "(no result.json or run.json), and no run folder lies below it")
+        budgets = {s["config"].get("budget") for s in specs}
+        manifest = {"name": run_dir.name, "budget": max((b for b in budgets if b), default=None), "budgets": None,
+                    "runs": specs}
     traces = []
     missing = 0
     for s in specs:
@@ -162,10 +200,44 @@ def load_traces(run_dir: str | Path) -> tuple[dict[str, Any], list[Trace]]:
                             budget=int(s["config"]["budget"]),
                             extra={"folder": folder, "config": s["config"], "meta": s.get("meta", {}),
                                    "best_value": res.get("best_value"),
+                                   "status": "running" if res.get("status") == "running" else "finished",
+                                   "n_queries": res.get("n_queries"),
                                    "batch_size": _effective_batch_size(res, s["config"])}))
     if missing:
-        log.warning("%d of %d runs in %s are not finished; the report leaves them out", missing, len(specs), run_dir)
+        log.warning("%d of %d runs in %s have no results yet; the report leaves them out", missing, len(specs),
+                    run_dir)
     return manifest, traces
+
+
+def _folder_spec(folder: Path, root: Path) -> dict[str, Any] | None:
+    """A run spec (as in ``compare.json``) for a run folder, from its ``run.json`` or ``result.json``."""
+    cfg = None
+    for name in ("run.json", "result.json"):
+        try:
+            data = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        cfg = data.get("config", data) if name == "result.json" else data
+        if isinstance(cfg, dict) and cfg:
+            break
+    if not isinstance(cfg, dict) or "budget" not in cfg:
+        return None
+    target = cfg.get("target") if isinstance(cfg.get("target"), dict) else {}
+    problem = cfg.get("problem")
+    if problem:
+        unit = problem["name"] if isinstance(problem, dict) else str(problem)
+    else:
+        unit = str(target.get("name", "target"))
+        if target.get("layer") is not None:
+            unit += f":{target['layer']}"
+        if target.get("unit") is not None:
+            unit += f"[{target['unit']}]"
+    opt = cfg.get("optimizer")
+    opt = opt.get("name") if isinstance(opt, dict) else str(opt)
+    rel = Path(os.path.relpath(folder, root)).as_posix()
+    meta = {"target": target.get("name"), "layer": target.get("layer"), "unit": target.get("unit")} if target else {}
+    return {"id": rel, "unit": unit, "optimizer": opt, "seed": cfg.get("seed", 0), "config": cfg, "folder": rel,
+            "meta": meta}
 
 
 def _effective_batch_size(result: dict[str, Any], config: dict[str, Any]) -> int | None:
@@ -194,10 +266,15 @@ def _fmt(v: float, digits: int = 4) -> str:
     return f"{v:.{digits}g}"
 
 
-def _fmt_q(v: float, reached: int, n: int) -> str:
+def _fmt_q(v: float, reached: int, n: int, reached_median: float = float("inf"), responded: bool = True) -> str:
+    """A "queries to 50/90 %" cell: the median over seeds, how many seeds got there, plainly worded."""
+    if not responded:
+        return "unit never responded"
+    if reached == 0:
+        return "never reached" if n == 1 else f"never reached (0 of {n} seeds)"
     if math.isinf(v) or math.isnan(v):
-        return f"never ({reached}/{n})"
-    return f"{int(round(v))}" + (f" ({reached}/{n})" if reached < n else "")
+        return f"only {reached} of {n} seeds reached it (median of those: {int(round(reached_median))})"
+    return f"{int(round(v))}" + (f" ({reached} of {n} seeds)" if reached < n else "")
 
 
 def summary_table(stats: list[UnitStats], budgets: list[int]) -> tuple[list[str], list[list[str]]]:
@@ -214,10 +291,11 @@ def summary_table(stats: list[UnitStats], budgets: list[int]) -> tuple[list[str]
         for b in budgets:
             m, lo, hi = s.best_at[b]
             cell = f"{_fmt(m)} [{_fmt(lo)}, {_fmt(hi)}]"
-            if b == final and m == top[s.unit]:
+            if b == final and m == top[s.unit] and s.responded:
                 cell = f"**{cell}**"
             cells.append(cell)
-        cells += [_fmt_q(s.q50, s.reached50, s.seeds), _fmt_q(s.q90, s.reached90, s.seeds), _fmt(s.auc, 3),
+        cells += [_fmt_q(s.q50, s.reached50, s.seeds, s.q50_reached, s.responded),
+                  _fmt_q(s.q90, s.reached90, s.seeds, s.q90_reached, s.responded), _fmt(s.auc, 3),
                   ("-" if math.isnan(s.seconds) else f"{s.seconds:.1f}"), ("-" if math.isnan(s.optimizer_share) else f"{100 * s.optimizer_share:.1f}")]
         rows.append(cells)
     return header, rows
@@ -304,6 +382,13 @@ class _quiet_nan:
         self._w.__exit__(*exc)
 
 
+def fit_title(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` wrapped onto lines that fit a figure ``width_in`` inches wide at ``fontsize`` points
+    (an average character is taken as 0.6 em wide, with a margin), so a suptitle is never clipped."""
+    chars = max(8, int(0.9 * width_in * 72 / (0.6 * fontsize)))
+    return "\n".join(textwrap.wrap(text, chars)) or text
+
+
 def _read_png(path: Path) -> np.ndarray | None:
     if not path.exists():
         return None
@@ -332,7 +417,8 @@ def plot_best_stimuli(traces: list[Trace], path: Path) -> Path | None:
     if not cells:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(len(units), len(opts), figsize=(1.55 * len(opts) + 0.6, 1.75 * len(units) + 0.3),
+    width = max(3.0, 1.55 * len(opts) + 0.6)
+    fig, axes = plt.subplots(len(units), len(opts), figsize=(width, 1.75 * len(units) + 0.6),
                              dpi=100, squeeze=False)
     for i, u in enumerate(units):
         for j, o in enumerate(opts):
@@ -349,7 +435,7 @@ def plot_best_stimuli(traces: list[Trace], path: Path) -> Path | None:
                 ax.text(0.5, 1.28, o, transform=ax.transAxes, ha="center", va="bottom", fontsize=8, weight="bold")
             if j == 0:
                 ax.set_ylabel(u, fontsize=7)
-    fig.suptitle("best stimulus per method (activation above each image)", fontsize=10)
+    fig.suptitle(fit_title("best stimulus per method (activation above each image)", width, 10), fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -457,7 +543,7 @@ def plot_layer_grid(traces: list[Trace], units: list[str], title: str, path: Pat
     for ax, (img, unit_id, v) in zip(axes.flat, cells):
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
         ax.set_title(f"unit {unit_id}: {_fmt(v, 3)}", fontsize=7)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(fit_title(title, 1.3 * ncol, 10), fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -481,7 +567,8 @@ def _summary_section(doc: _Doc, stats: list[UnitStats], budgets: list[int]) -> N
     doc.p("Best activation at several budgets (median over seeds, [25th, 75th percentile]); the best median at "
           "the full budget per unit in bold. *Queries to 50/90 %*: median queries until the best-so-far reached "
           "50/90 % of the best value any method found for that unit (measured from 0, or from the lowest value "
-          "seen when activations go negative); (k/n): seeds that got there. *batch*: queries per ask the runs "
+          "seen when activations go negative); (k of n seeds): seeds that got there; *unit never responded*: every "
+          "query of every method gave the same value (e.g. a rate of 0), so there is nothing to reach and no best in bold. *batch*: queries per ask the runs "
           "used (an optimizer entry's batch_size, else the config's top-level one, else the optimizer's default; "
           "'-' where unknown). *AUC*: mean of the normalised "
           "best-so-far curve over queries 1..budget (1 = best value at the first query). *wall s*: median run "
@@ -556,6 +643,36 @@ def _layer_sections(doc: _Doc, traces: list[Trace], out: Path) -> None:
         doc.table(["unit", "best activation", "optimizer", "seed", "found at query", "median over runs"], lrows)
 
 
+def _runs_section(doc: _Doc, traces: list[Trace], out: Path, run_dir: Path) -> None:
+    """A table of every reported run with a link to its folder (relative to the report)."""
+    doc.h(2, "Runs")
+    doc.p("Every run in this report, with a link to its folder (journal, result.json, history.npz, best.png). "
+          "*running*: the run had not finished when the report was written; its row shows its results so far.")
+    rows = []
+    for t in traces:
+        folder = Path(t.extra["folder"])
+        rel = Path(os.path.relpath(folder.resolve(), out.resolve())).as_posix()
+        n = t.extra.get("n_queries") if t.extra.get("status") == "running" else t.n_queries
+        label = Path(os.path.relpath(folder.resolve(), run_dir.resolve())).as_posix()
+        label = folder.resolve().name if label == "." else label
+        rows.append([f"[{label}]({rel})", t.unit, t.optimizer, str(t.seed), t.extra.get("status", "finished"),
+                     _fmt(t.best), f"{n if n is not None else t.n_queries} / {t.budget if t.budget is not None else '-'}"])
+    doc.table(["folder", "unit", "optimizer", "seed", "status", "best", "queries"], rows)
+
+
+def _config_section(doc: _Doc, manifest: dict[str, Any]) -> None:
+    """The config the runs were made with (the compare/scan config, or the single run's), as JSON."""
+    cfg = manifest.get("config")
+    if cfg is None and manifest.get("single") and manifest.get("runs"):
+        cfg = manifest["runs"][0].get("config")
+    if cfg is None:
+        return
+    doc.h(2, "Config")
+    doc.p("The configuration the runs were made with" + (" (the compare or scan config; each run's own config "
+          "is in its folder's `run.json`)." if not manifest.get("single") else " (the run's `run.json`)."))
+    doc.code(json.dumps(cfg, indent=2, default=str), "json")
+
+
 def write_report(run_dir: str | Path, out: str | Path | None = None, html_page: bool = True,
                  gifs: bool = True, title: str | None = None, command: str | None = None) -> list[Path]:
     """Write ``report.md`` (and ``report.html``) with plots into ``out`` (default ``RUN_DIR/report``).
@@ -569,7 +686,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, html_page: 
     run_dir = Path(run_dir)
     manifest, traces = load_traces(run_dir)
     if not traces:
-        raise ConfigError(f"no finished run under {run_dir}; run `mango compare` (or `mango scan`) first")
+        raise ConfigError(f"no run under {run_dir} has results yet (no result.json); run `mango compare` "
+                          "(or `mango scan`, `mango run --out`) first, or wait for a running run's first improvement")
     out = Path(out) if out is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_pictures(out)
@@ -581,13 +699,17 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, html_page: 
 
     doc = _Doc([])
     doc.h(1, title)
-    doc.p(f"{len(traces)} finished runs of {len(manifest['runs'])}: {len(units)} units x "
+    running = sum(t.extra.get("status") == "running" for t in traces)
+    state = f"{len(traces) - running} finished" + (f" and {running} still running (results so far)" if running else "")
+    doc.p(f"{state} runs of {len(manifest['runs'])}: {len(units)} units x "
           f"{len(set(t.optimizer for t in traces))} optimizers x {len(set(t.seed for t in traces))} seeds, "
           f"budget {budget} queries per run." + (f" Command: `{command}`." if command else ""))
     _summary_section(doc, stats, budgets)
     _win_section(doc, traces)
     _picture_sections(doc, traces, units, out, budget, gifs)
     _layer_sections(doc, traces, out)
+    _runs_section(doc, traces, out, run_dir)
+    _config_section(doc, manifest)
 
     md = out / "report.md"
     md.write_text(doc.markdown())
@@ -622,3 +744,112 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-html", action="store_true", help="write only the Markdown and the pictures")
     p.add_argument("--no-gif", action="store_true", help="skip the search-progress GIFs")
     p.set_defaults(func=cmd_report)
+
+
+# -- the summary printed at the end of `mango run` -------------------------------------------------
+def random_search_baseline(values: np.ndarray, times: np.ndarray, budget: int) -> tuple[float, int] | None:
+    """Expected best of ``budget`` uniformly random queries, estimated from a run's first batch.
+
+    The first batch's ``k`` values are taken as a sample of the random-query distribution; the
+    expected maximum of ``budget`` draws from that empirical distribution is
+    ``sum_i v_(i) * ((i/k)^B - ((i-1)/k)^B)`` over the sorted values ``v_(1..k)``. It is a fair
+    estimate only when the optimizer's first batch is uniform (random search, PROTES and the
+    evolutionary methods start near-uniform; gradient AM does not). ``None`` with fewer than 2 values
+    in the first batch.
+
+    Returns:
+        ``(estimate, k)``.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    times = np.asarray(times, dtype=np.float64)
+    if len(values) < 2:
+        return None
+    k = int(np.sum(times == times[0])) if len(times) == len(values) else len(values)
+    if k < 2:
+        return None
+    v = np.sort(values[:k])
+    i = np.arange(1, k + 1, dtype=np.float64)
+    w = (i / k) ** budget - ((i - 1) / k) ** budget
+    return float(np.dot(v, w)), k
+
+
+def _target_label(cfg: dict[str, Any]) -> str:
+    t = cfg.get("target")
+    if not isinstance(t, dict):
+        return "-"
+    parts = [f"layer {t['layer']}" if t.get("layer") is not None else "layer: the target's default (its output)",
+             f"unit {t['unit']}" if t.get("unit") is not None else "unit: the target's default"]
+    if t.get("position") is not None:
+        parts.append(f"position {t['position']}")
+    if t.get("readout") is not None:
+        parts.append(f"readout {t['readout']}")
+    return ", ".join(parts)
+
+
+def run_hints(cfg: dict[str, Any], best_value: float, reported_name: str = "value",
+              best_reported: float | None = None) -> list[str]:
+    """Plain-language notes on a spiking unit that never fired or is saturated (rate at its maximum of 1).
+
+    A target counts as spiking when its table names a ``readout`` or its name mentions ``snn``/``spiking``;
+    the rate is the reported value when the target reports one named ``"rate"``, else the score itself
+    (the default readout, ``rate`` in [0, 1]; ``count`` readouts saturate at ``T``).
+    """
+    t = cfg.get("target") if isinstance(cfg.get("target"), dict) else {}
+    name = str(t.get("name", ""))
+    spiking = reported_name == "rate" or "readout" in t or "snn" in name or "spiking" in name
+    if not spiking:
+        return []
+    readout = t.get("readout", "rate")
+    top = float(t.get("T", 0) or 0) if readout == "count" else 1.0
+    rate = best_reported if reported_name == "rate" and best_reported is not None else best_value
+    hints = []
+    if rate <= 0:
+        hints.append("the unit never fired (best rate 0): the search saw no slope. Try the graded readout "
+                     "(--target-param tie_break=0.05 adds the membrane potential), a larger --budget, or a "
+                     "generator whose images are closer to what the net was trained on")
+    elif top and rate >= top - 1e-9:
+        hints.append(f"the unit is saturated: its {readout} is at its maximum of {top:g}, so many images tie at "
+                     "the top; compare units with `mango scan` (or use the graded readout, "
+                     "--target-param tie_break=0.05, to rank the tied images)")
+    return hints
+
+
+def run_summary_rows(result: Any, out: str | Path | None = None) -> list[tuple[str, Any]]:
+    """The ``(label, value)`` rows ``mango run`` prints at the end (see :func:`mango.clitools.print_rows`).
+
+    ``result``: a :class:`mango.results.Result` (its ``config`` is the run's config dict). Rows: objective,
+    layer/unit, optimizer, seed, queries, best value (and the reported rate), the query at which the best
+    was reached, the random-search baseline estimated from the first batch, time, run folder, and hints
+    for a unit that never fired or is saturated.
+    """
+    cfg = dict(result.config or {})
+    prob = cfg.get("problem")
+    gen, tgt = cfg.get("generator"), cfg.get("target")
+    name = (lambda c: c.get("name") if isinstance(c, dict) else c)
+    what = name(prob) if prob else f"{name(gen)} -> {name(tgt)}"
+    rows: list[tuple[str, Any]] = [("objective", what)]
+    if not prob:
+        rows.append(("unit", _target_label(cfg)))
+    rows += [("optimizer", name(cfg.get("optimizer"))), ("seed", cfg.get("seed", 0)),
+             ("queries", result.n_queries)]
+    best = f"{result.best_value:.6g}"
+    if result.reported_name != "value" and result.best_reported is not None:
+        best += f" ({result.reported_name} {result.best_reported:.4g})"
+    rows.append(("best value", best))
+    values = np.asarray(result.values, dtype=np.float64)
+    if len(values):
+        j = int(np.argmax(values >= result.best_value)) if np.any(values >= result.best_value) else int(
+            np.argmax(values))
+        rows.append(("best found at query", f"{int(result.query_index[j])} of {result.n_queries}"))
+    base = None if result.n_external else random_search_baseline(values, result.times, result.n_queries)
+    if base is None:
+        rows.append(("random search (est.)", "n/a (no uniform first batch to estimate it from)"))
+    else:
+        rows.append(("random search (est.)", f"{base[0]:.6g}: expected best of {result.n_queries} draws from the "
+                     f"first batch's {base[1]} values (a low estimate: real random search can beat the first batch)"))
+    rows.append(("seconds", f"{result.seconds:.2f} (optimizer {result.optimizer_seconds:.2f})"))
+    if out is not None:
+        rows.append(("run folder", str(out)))
+    for h in run_hints(cfg, result.best_value, result.reported_name, result.best_reported):
+        rows.append(("note", h))
+    return rows

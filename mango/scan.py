@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import registry
-from .clitools import check_out_dir, merge_table, parse_value, run_progress_printer, slug
+from .clitools import GridProgress, check_out_dir, merge_table, parse_value, slug
 from .compare import expand, run_compare
 from .config import integer, load_toml
 from .errors import ConfigError, choices_hint
@@ -144,9 +144,12 @@ def run_scan(scan: dict[str, Any], out: str | Path, workers: int | None = None,
     """
     cfg = scan_config(scan) if compare_cfg is None else compare_cfg
     runs = expand(cfg)
-    if progress == "print":
-        progress = run_progress_printer(len(runs))
-    status = run_compare(cfg, out, workers=workers, ray=ray, progress=progress, runs=runs)
+    bar = GridProgress([(r, Path(out) / r.folder, r.run.budget) for r in runs]) if progress == "print" else None
+    try:  # "print": a bar over all queries of the scan, with the per-run lines above it
+        status = run_compare(cfg, out, workers=workers, ray=ray, progress=bar or progress, runs=runs)
+    finally:
+        if bar is not None:
+            bar.close()
     _, traces = load_traces(out)
     table = []
     for t in traces:

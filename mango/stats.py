@@ -13,8 +13,9 @@ Per (unit, optimizer), over seeds, :func:`summarize` gives
 * the queries needed to reach 50 % and 90 % of the best value found by *any*
   method for that unit (``baseline + f * (best_any - baseline)``; the baseline is
   0 for non-negative activations such as firing rates, else the lowest value any
-  run saw), as the median over seeds (``inf`` when a seed never got there) and
-  the number of seeds that got there;
+  run saw), as the median over seeds (``inf`` when a seed never got there), the
+  number of seeds that got there and the median over those seeds; ``nan`` (and
+  ``responded=False``) when no run moved the unit off the baseline (all values equal);
 * the area under the best-so-far curve, normalised: the mean over queries
   ``1..budget`` of ``(bsf(q) - baseline) / (best_any - baseline)`` (1 = found
   the best at the first query; ``nan`` queries before the first count as 0);
@@ -184,6 +185,12 @@ class UnitStats:
     best_any: float
     baseline: float
     batch_size: str = "-"  # effective queries per ask over the seeds ("10", or "10, 50" if they differ)
+    #: median queries to 50/90 % over the seeds that got there (``inf`` when none did)
+    q50_reached: float = float("inf")
+    q90_reached: float = float("inf")
+    #: False when no method moved the unit off its baseline (every value of the unit equal, e.g. all 0):
+    #: then the 50/90 % levels are meaningless and ``q50``/``q90`` are ``nan``
+    responded: bool = True
 
 
 def unit_reference(traces: Sequence[Trace]) -> tuple[float, float]:
@@ -222,7 +229,10 @@ def summarize(traces: Sequence[Trace], budgets: Sequence[int], budget: int | Non
             if not ts:
                 continue
             at = np.array([best_at(t.queries, t.values, budgets) for t in ts])  # [seeds, budgets]
-            q = [[queries_to_threshold(t.queries, t.values, lv) for t in ts] for lv in levels]
+            responded = bool(np.isfinite(best_any) and best_any > baseline)
+            q = [[queries_to_threshold(t.queries, t.values, lv) if responded else float("nan") for t in ts]
+                 for lv in levels]
+            q_reached = [[v for v in qq if np.isfinite(v)] for qq in q]
             aucs = [normalized_auc(t.queries, t.values, budget, best_any, baseline) for t in ts]
             secs = np.array([t.seconds for t in ts])
             osecs = np.array([t.optimizer_seconds for t in ts])
@@ -232,7 +242,10 @@ def summarize(traces: Sequence[Trace], budgets: Sequence[int], budget: int | Non
                 best_at={int(b): median_iqr(at[:, i]) for i, b in enumerate(budgets)},
                 q50=median_iqr(q[0])[0], q90=median_iqr(q[1])[0],
                 reached50=int(np.isfinite(q[0]).sum()), reached90=int(np.isfinite(q[1]).sum()),
-                auc=median_iqr(aucs)[0], seconds=float(np.nanmedian(secs)) if len(secs) else float("nan"),
+                auc=median_iqr(aucs)[0], seconds=float(np.nanmedian(secs)) if np.isfinite(secs).any() else float("nan"),
                 optimizer_share=share, best=max(t.best for t in ts), best_any=best_any, baseline=baseline,
-                batch_size=batch_sizes(ts)))
+                batch_size=batch_sizes(ts),
+                q50_reached=float(np.median(q_reached[0])) if q_reached[0] else float("inf"),
+                q90_reached=float(np.median(q_reached[1])) if q_reached[1] else float("inf"),
+                responded=responded))
     return out

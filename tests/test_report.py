@@ -111,3 +111,130 @@ def test_rewrite_keeps_the_users_pictures(cmp_dir, tmp_path):
     assert (out / "holiday.png").read_bytes() == b"not a report picture"
     assert not (out / "progress_old-unit.gif").exists()
     assert (out / "best_stimuli.png").exists()
+
+
+# -- issue 14 item 7: the report's defects, each caught ------------------------------------------------
+def _html_text(html: str) -> str:
+    """The page's text outside <pre> blocks, <style> and embedded images."""
+    html = re.sub(r"<pre>.*?</pre>|<style>.*?</style>|src=\"data:[^\"]*\"", "", html, flags=re.S)
+    return html
+
+
+def test_inline_markdown_becomes_html():
+    from mango.report import inline_html
+
+    out = inline_html("**bold [1, 2]** and *queries to 50/90 %*: `mango run` [runs/a](../runs/a) 2 * 3 < 4")
+    assert "<b>bold [1, 2]</b>" in out and "<em>queries to 50/90 %</em>" in out
+    assert "<code>mango run</code>" in out and '<a href="../runs/a">runs/a</a>' in out
+    assert "2 * 3 &lt; 4" in out  # a lone asterisk is text, not emphasis
+
+
+def test_report_html_has_no_markdown_markers_links_and_config(cmp_dir):
+    md_path, html_path = write_report(cmp_dir, gifs=False)
+    text = _html_text(html_path.read_text())
+    assert "*" not in text and "`" not in text and "<em>" in text
+    md = md_path.read_text()
+    links = re.findall(r"\[[^\]]+\]\((\.\./runs/[^)]+)\)", md)
+    assert len(links) == len(UNITS) * len(OPTS) * len(SEEDS)
+    for rel in links:  # every link leads to its run folder from the report folder
+        assert (md_path.parent / rel / "result.json").exists()
+    assert "## Config" in md and '"spiking_out"' in md
+    assert html_path.read_text().count('<a href="../runs/') == len(links)
+
+
+def test_best_stimuli_title_is_not_clipped(cmp_dir, monkeypatch, tmp_path):
+    """One method, one unit: the narrowest grid; the suptitle must lie inside the figure."""
+    from matplotlib.figure import Figure
+
+    from mango.report import plot_best_stimuli
+
+    _, traces = load_traces(cmp_dir)
+    checked = []
+    real = Figure.savefig
+
+    def savefig(fig, *a, **k):
+        fig.canvas.draw()
+        box = fig._suptitle.get_window_extent()
+        W, H = fig.bbox.width, fig.bbox.height
+        assert box.x0 >= 0 and box.x1 <= W and box.y1 <= H, (box, W, H)
+        checked.append(fig._suptitle.get_text())
+        return real(fig, *a, **k)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    one = [t for t in traces if t.optimizer == OPTS[0] and t.unit == traces[0].unit]
+    assert plot_best_stimuli(one, tmp_path / "b.png") is not None
+    assert "best stimulus per method" in checked[0].replace("\n", " ")
+
+
+def _trace(unit, opt, seed, values):
+    from mango.stats import Trace
+
+    v = np.asarray(values, dtype=float)
+    return Trace(unit=unit, optimizer=opt, seed=seed, queries=np.arange(1, len(v) + 1), values=v, budget=len(v))
+
+
+def test_a_unit_that_never_responded_is_said_plainly():
+    from mango.report import summary_table
+    from mango.stats import summarize
+
+    traces = [_trace("u", o, s, np.zeros(20)) for o in ("a", "b") for s in (0, 1)]
+    header, rows = summary_table(summarize(traces, [20], 20), [20])
+    i50, i90 = header.index("queries to 50 %"), header.index("queries to 90 %")
+    for r in rows:
+        assert r[i50] == r[i90] == "unit never responded"
+        assert not any("**" in c for c in r)  # no best in bold when all stayed at 0
+
+
+def test_half_the_seeds_reached_reads_plainly():
+    from mango.report import summary_table
+    from mango.stats import summarize
+
+    reached = np.r_[np.zeros(9), np.ones(11)]  # reaches 1 at query 10
+    traces = [_trace("u", "a", 0, reached), _trace("u", "a", 1, np.zeros(20))]
+    header, rows = summary_table(summarize(traces, [20], 20), [20])
+    cell = rows[0][header.index("queries to 50 %")]
+    assert "never" not in cell and cell == "only 1 of 2 seeds reached it (median of those: 10)"
+
+
+def _result(config, values, reported_name="value", best_reported=None, external=0):
+    from mango.results import Result
+
+    v = np.asarray(values, dtype=float)
+    return Result(best_code=np.zeros(4, dtype=np.int64), best_value=float(v.max()), values=v,
+                  times=np.repeat(np.arange(len(v) // 10) + 1.0, 10), query_index=np.arange(1, len(v) + 1),
+                  n_queries=len(v), seconds=1.0, optimizer_seconds=0.1, eval_seconds=0.8, config=config,
+                  reported_name=reported_name, best_reported=best_reported, n_external=external)
+
+
+SNN = {"generator": {"name": "vqvae-digits"}, "target": {"name": "snn-digits", "layer": "spiking1", "unit": 20},
+       "optimizer": {"name": "protes"}, "seed": 0, "budget": 40}
+
+
+def test_run_summary_names_unit_best_query_baseline_and_hints():
+    from mango.report import run_summary_rows
+
+    vals = np.r_[np.linspace(0.1, 0.2, 10), np.full(10, 0.2), [0.5], np.full(19, 0.3)]
+    rows = dict(run_summary_rows(_result(SNN, vals), "runs/x"))
+    assert rows["unit"] == "layer spiking1, unit 20"
+    assert rows["best found at query"] == "21 of 40"
+    est = float(rows["random search (est.)"].split(":")[0])  # 40 draws from the first batch: its max, nearly
+    assert 0.19 < est <= 0.2
+    assert "note" not in rows and rows["run folder"] == "runs/x"
+    never = dict(run_summary_rows(_result(SNN, np.zeros(40))))
+    assert "never fired" in never["note"] and "tie_break" in never["note"] and "--budget" in never["note"]
+    sat = dict(run_summary_rows(_result(SNN, np.r_[np.zeros(10), np.ones(30)])))
+    assert "saturated" in sat["note"] and "mango scan" in sat["note"]
+    grad = dict(run_summary_rows(_result(SNN, vals, external=5)))
+    assert grad["random search (est.)"].startswith("n/a")
+    prob = dict(run_summary_rows(_result({"problem": {"name": "separable"}, "optimizer": "random"}, vals)))
+    assert "unit" not in prob and "note" not in prob
+
+
+def test_report_of_a_demo_like_folder(tmp_path):
+    """No compare.json, no result.json at the top: the run folders below are found and reported."""
+    for opt in ("random", "discrete-one-plus-one"):
+        assert main(["run", "--problem", "separable", "--problem-param", "d=4", "--problem-param", "n=8",
+                     "--optimizer", opt, "--budget", "30", "--out", str(tmp_path / "unit a" / opt), "-q"]) == 0
+    md = write_report(tmp_path, gifs=False)[0].read_text()
+    assert "| separable | random | 1 |" in md and "| separable | discrete-one-plus-one | 1 |" in md
+    assert "(../unit a/random)" in md
