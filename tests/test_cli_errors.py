@@ -48,7 +48,7 @@ def _fails(capsys, argv: list[str], *needles: str) -> str:
 @pytest.mark.parametrize("extra,needles", [
     (["--target-param", "T=abc"], ["parameter T must be int", "'abc'"]),
     (["--target-param", "position=99"], ["parameter position must be", "got 99"]),
-    (["--opt-param", "k_top=abc"], ["optimizer 'protes' parameter k_top must be int", "'abc'"]),
+    (["--optimizer", "protes", "--opt-param", "k_top=abc"], ["optimizer 'protes' parameter k_top must be int", "'abc'"]),
     (["--device", "nonsense"], ["unknown device 'nonsense'", "valid devices here: cpu"]),
 ])
 def test_bad_values_end_in_one_line(capsys, extra, needles):
