@@ -14,7 +14,7 @@ import pytest
 from mango import problems
 from mango.compare import is_finished
 from mango.errors import ConfigError, MangoError
-from mango.journal import Journal, RunLock, read_journal
+from mango.journal import Journal, read_journal
 from mango.loop import maximize
 
 WORKER = Path(__file__).with_name("_resume_worker.py")
@@ -54,6 +54,8 @@ def test_second_process_on_a_running_folder_is_refused(tmp_path):
 
 
 def test_lock_is_held_for_the_run_and_released_after(tmp_path):
+    from mango.journal import RunLock
+
     held = RunLock.acquire(tmp_path / "run")
     with pytest.raises(ConfigError, match=r"in use: process \d+ holds its lock"):
         maximize(_tt(), "random", 30, run_dir=tmp_path / "run")
@@ -67,6 +69,8 @@ def test_lock_is_held_for_the_run_and_released_after(tmp_path):
 
 
 def test_lock_is_released_when_the_holder_is_killed(tmp_path):
+    from mango.journal import RunLock
+
     code = ("import sys, time; from mango.journal import RunLock; RunLock.acquire(sys.argv[1]); "
             "print('held', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
@@ -79,6 +83,7 @@ def test_lock_is_released_when_the_holder_is_killed(tmp_path):
 
 
 def test_rig_run_takes_the_same_lock(tmp_path):
+    from mango.journal import RunLock
     from mango.rig.closedloop import closed_loop
     from mango.rig.model import LocalRig
 
