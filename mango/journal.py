@@ -31,7 +31,6 @@ import logging
 import math
 import os
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,8 +212,12 @@ class Journal:
             return None
         try:
             data = load_state(path)
-            return int(data["batch"]), data["state"]
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+            batch = data["batch"]
+            if not isinstance(batch, int) or isinstance(batch, bool) or batch < 0 or not isinstance(
+                    data["state"], dict):
+                raise ValueError(f"not a checkpoint (batch {batch!r})")
+            return batch, data["state"]
+        except Exception as exc:  # noqa: BLE001 - any damage: the journal holds everything the checkpoint does
             log.warning("checkpoint %s is unreadable (%s: %s); replaying the run from its journal instead",
                         path, type(exc).__name__, exc)
             return None
