@@ -210,26 +210,106 @@ def run_loop(optimizer: Optimizer, budget: int, policy: Policy, *, run_dir: str 
     lock = journal = stored = None
     if folder is not None:
         lock = RunLock.acquire(folder)  # one writer per folder, held until the final files are written
-        try:
-            journal = Journal.open(folder, config, run_identity(optimizer, policy))
-            stored = finished_result(folder)
-        except BaseException:
-            lock.release()
-            raise
     try:
-        result = _run_steps(optimizer, budget, policy, folder, journal, config, callbacks, checkpoint_every)
         if folder is not None:
-            if stored is None:
-                result.save(folder)
-            else:  # a finished run is left untouched: its stored timings, nothing rewritten
-                log.info("%s is a finished run: returning its stored result (nothing rewritten)", folder)
-                for key in ("seconds", "optimizer_seconds", "eval_seconds"):
-                    if hasattr(result, key) and isinstance(stored.get(key), (int, float)):
-                        setattr(result, key, float(stored[key]))
+            journal = Journal.open(folder, config, run_identity(optimizer, policy))
+            stored = finished_result(folder)  # a finished run: replayed, returned as stored, not rewritten
+        st = LoopState(budget=budget)
+        empty = np.zeros((0, optimizer.space.d), dtype=np.int64)
+        try:
+            policy.open(folder, optimizer)
+            rows = journal.rows if journal is not None else []
+            n_rows, first = len(rows), 0
+            if rows and policy.checkpoints and optimizer.state_dict() is not None:
+                ckpt = journal.load_checkpoint()
+                if ckpt is not None and ckpt[0] < n_rows:
+                    optimizer.load_state_dict(ckpt[1])
+                    first = ckpt[0] + 1
+            t_offset, start = 0.0, time.perf_counter()
+            while True:
+                jb = st.batches  # the journal row this step's batch is (or becomes)
+                if jb < first:  # inside the checkpoint: the optimizer's state holds this batch already
+                    row = rows[jb]
+                    I, external = row.I, row.external
+                    step = policy.replay(st.steps, I, row)
+                else:
+                    n = policy.plan(budget - st.used)
+                    if n is None:
+                        break
+                    I, external, row = empty, 0, None
+                    if n > 0:
+                        t0 = time.perf_counter()
+                        I = optimizer.ask(n)
+                        external = optimizer.take_spent()
+                        st.optimizer_seconds += time.perf_counter() - t0
+                        row = rows[jb] if jb < n_rows else None
+                    if row is not None:
+                        if not np.array_equal(I, row.I) or external != row.external:
+                            raise MangoError(
+                                f"resume: the optimizer asked other codes (or spent other queries) than journal "
+                                f"batch {row.batch} of {journal.folder}; was the seed or an optimizer parameter "
+                                "changed?")
+                        step = policy.replay(st.steps, I, row)
+                    else:
+                        step = policy.evaluate(st.steps, I)
+                if len(I) and step.y.shape != (len(I),):
+                    raise MangoError(f"policy returned {step.y.shape} values for {len(I)} asked codes")
+                if row is not None:
+                    t = t_offset = row.t
+                else:
+                    t = t_offset + time.perf_counter() - start
+                    if journal is not None and len(I):
+                        journal.append(I, step.y, t, external, step.extra)
+                if len(I) and jb >= first:
+                    t0 = time.perf_counter()
+                    optimizer.tell(I, row.y if row is not None else step.y)
+                    st.optimizer_seconds += time.perf_counter() - t0
+                    if (row is None and journal is not None and policy.checkpoints
+                            and (jb + 1) % checkpoint_every == 0):
+                        state = optimizer.state_dict()
+                        if state is not None:
+                            journal.save_checkpoint(jb, state)
+                st.used += external + step.cost
+                st.external += external
+                if len(I):
+                    st.values.append(np.asarray(step.y, dtype=np.float64))
+                    st.times.append(np.full(len(I), t))
+                    st.query_index.append(st.used - len(I) + 1 + np.arange(len(I)))
+                    st.batches += 1
+                st.elapsed = t
+                if row is not None:
+                    start = time.perf_counter()  # replaying takes no run time
+                ev = policy.finish_step(st, I, step)
+                st.steps += 1
+                for cb in callbacks:
+                    cb(ev)
+            if n_rows:
+                log.info("resumed %s: %d journal rows replayed", folder, n_rows)
+            st.elapsed = t_offset + time.perf_counter() - start
+        finally:
+            optimizer.close()
+            if journal is not None:
+                journal.close()
+            policy.close()
+        result = policy.result(st, optimizer, dict(config or {}))
+        if folder is not None:
+            _finish_folder(folder, result, stored)
         return result
     finally:
         if lock is not None:
             lock.release()
+
+
+def _finish_folder(folder: Path, result: Any, stored: dict[str, Any] | None) -> None:
+    """Write the run's final files, or, for a run that was finished before (``stored``: its ``result.json``),
+    leave the folder untouched and give ``result`` the stored timings."""
+    if stored is None:
+        result.save(folder)
+        return
+    log.info("%s is a finished run: returning its stored result (nothing rewritten)", folder)
+    for key in ("seconds", "optimizer_seconds", "eval_seconds"):
+        if hasattr(result, key) and isinstance(stored.get(key), (int, float)):
+            setattr(result, key, float(stored[key]))
 
 
 def run_identity(optimizer: Optimizer, policy: Any) -> dict[str, Any]:
@@ -276,86 +356,6 @@ def objective_identity(objective: Any) -> dict[str, Any]:
     return json.loads(json.dumps(info, default=str))
 
 
-def _run_steps(optimizer: Optimizer, budget: int, policy: Policy, folder: Path | None, journal: Journal | None,
-               config: dict[str, Any] | None, callbacks: Sequence[Callback], checkpoint_every: int) -> Any:
-    """The kernel's steps (see :func:`run_loop`); returns ``policy.result(...)`` (not saved)."""
-    st = LoopState(budget=budget)
-    empty = np.zeros((0, optimizer.space.d), dtype=np.int64)
-    try:
-        policy.open(folder, optimizer)
-        rows = journal.rows if journal is not None else []
-        n_rows, first = len(rows), 0
-        if rows and policy.checkpoints and optimizer.state_dict() is not None:
-            ckpt = journal.load_checkpoint()
-            if ckpt is not None and ckpt[0] < n_rows:
-                optimizer.load_state_dict(ckpt[1])
-                first = ckpt[0] + 1
-        t_offset, start = 0.0, time.perf_counter()
-        while True:
-            jb = st.batches  # the journal row this step's batch is (or becomes)
-            if jb < first:  # inside the checkpoint: the optimizer's state holds this batch already
-                row = rows[jb]
-                I, external = row.I, row.external
-                step = policy.replay(st.steps, I, row)
-            else:
-                n = policy.plan(budget - st.used)
-                if n is None:
-                    break
-                I, external, row = empty, 0, None
-                if n > 0:
-                    t0 = time.perf_counter()
-                    I = optimizer.ask(n)
-                    external = optimizer.take_spent()
-                    st.optimizer_seconds += time.perf_counter() - t0
-                    row = rows[jb] if jb < n_rows else None
-                if row is not None:
-                    if not np.array_equal(I, row.I) or external != row.external:
-                        raise MangoError(
-                            f"resume: the optimizer asked other codes (or spent other queries) than journal batch "
-                            f"{row.batch} of {journal.folder}; was the seed or an optimizer parameter changed?")
-                    step = policy.replay(st.steps, I, row)
-                else:
-                    step = policy.evaluate(st.steps, I)
-            if len(I) and step.y.shape != (len(I),):
-                raise MangoError(f"policy returned {step.y.shape} values for {len(I)} asked codes")
-            if row is not None:
-                t = t_offset = row.t
-            else:
-                t = t_offset + time.perf_counter() - start
-                if journal is not None and len(I):
-                    journal.append(I, step.y, t, external, step.extra)
-            if len(I) and jb >= first:
-                t0 = time.perf_counter()
-                optimizer.tell(I, row.y if row is not None else step.y)
-                st.optimizer_seconds += time.perf_counter() - t0
-                if (row is None and journal is not None and policy.checkpoints
-                        and (jb + 1) % checkpoint_every == 0):
-                    state = optimizer.state_dict()
-                    if state is not None:
-                        journal.save_checkpoint(jb, state)
-            st.used += external + step.cost
-            st.external += external
-            if len(I):
-                st.values.append(np.asarray(step.y, dtype=np.float64))
-                st.times.append(np.full(len(I), t))
-                st.query_index.append(st.used - len(I) + 1 + np.arange(len(I)))
-                st.batches += 1
-            st.elapsed = t
-            if row is not None:
-                start = time.perf_counter()  # replaying takes no run time
-            ev = policy.finish_step(st, I, step)
-            st.steps += 1
-            for cb in callbacks:
-                cb(ev)
-        if n_rows:
-            log.info("resumed %s: %d journal rows replayed", folder, n_rows)
-        st.elapsed = t_offset + time.perf_counter() - start
-    finally:
-        optimizer.close()
-        if journal is not None:
-            journal.close()
-        policy.close()
-    return policy.result(st, optimizer, dict(config or {}))
 
 
 class EvaluateOnce:

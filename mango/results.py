@@ -95,7 +95,7 @@ class Result:
                 "at_best_score": float(at)}
 
     def summary(self) -> dict[str, Any]:
-        """JSON-able summary: what ``result.json`` holds (plus ``versions`` and ``finished`` on save)."""
+        """JSON-able summary: what ``result.json`` holds (plus ``versions``, ``finished`` and ``status`` on save)."""
         return {"best_value": self.best_value, "best_code": self.best_code.tolist(),
                 "reported": self.reported_summary(),
                 "n_queries": self.n_queries, "n_external": self.n_external, "batches": self.batches,
