@@ -92,7 +92,7 @@ class RunLock:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             try:
                 holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
             except OSError:
@@ -102,6 +102,10 @@ class RunLock:
             raise ConfigError(
                 f"run folder {folder} is in use: {who} holds its lock ({path}) and is writing there; "
                 "wait for it to finish, or use another output folder") from None
+        except OSError as exc:  # a file system without locks (some network mounts): run unlocked, say so
+            os.close(fd)
+            log.warning("cannot lock run folder %s (%s): it is not protected against a second writer", folder, exc)
+            return cls(folder, None)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         return cls(folder, fd)
@@ -254,7 +258,7 @@ def read_jsonl(path: Path) -> tuple[list[tuple[int, Any]], int, int]:
                              "or start a new run folder") from None
         out.append((lineno, rec))
         pos = end + 1
-    return out, pos if pos <= len(raw) else len(raw), len(raw)
+    return out, pos, len(raw)
 
 
 def _short(exc: BaseException) -> str:
