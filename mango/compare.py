@@ -61,6 +61,7 @@ from .clitools import GridProgress, check_out_dir, slug
 from .config import RunConfig, load_toml, positive_int, run_config
 from .errors import ConfigError, choices_hint
 from .watch import add_watch_option, serve_option
+from .results import finished_result
 
 __all__ = ["RunSpec", "COMPARE_KEYS", "expand", "load_compare_config", "run_compare", "is_finished",
            "add_arguments"]
@@ -245,7 +246,7 @@ def is_finished(cfg: RunConfig | dict[str, Any], folder: str | Path) -> bool:
     if not path.exists():
         return False
     try:
-        saved = json.loads(path.read_text()).get("config")
+        saved = (finished_result(folder) or {}).get("config")  # only a result.json marked finished counts
     except (OSError, json.JSONDecodeError):
         return False
     return saved == json.loads(json.dumps(cfg, default=str))

@@ -6,17 +6,29 @@ A run folder holds::
     journal.jsonl     one line per evaluated batch, flushed and fsynced *before* the
                       optimizer is told: {"batch", "I", "y", "t", "time", "external"}
     checkpoint.npz    the optimizer's state_dict after batch ``batch`` (atomic replace)
+    identity.json     what identifies the run beyond ``run.json`` (objective, optimizer; see
+                      :func:`mango.loop.run_identity`); a resume of another run is refused
+    .lock             the OS file lock (``flock``) a writing run holds for its whole life
 
-A process killed at any moment leaves at most one torn last line, which
-:meth:`Journal.open` cuts off; the batch it belonged to is asked again (the
-optimizer is deterministic given its seed) and evaluated once more, so every
-recorded query appears exactly once.
+A process killed at any moment leaves at most one torn last line (bytes after the
+last newline), which :meth:`Journal.open` cuts off; the batch it belonged to is
+asked again (the optimizer is deterministic given its seed) and evaluated once
+more, so every recorded query appears exactly once. Damage anywhere else (a bad
+line followed by more lines, a row out of order, a row of the wrong shape) is
+never cut: reading raises :class:`~mango.errors.MangoError` naming the line and
+leaves the file as it is. An unreadable checkpoint is ignored (with a warning):
+the run replays from the journal instead.
+
+One writer at a time: :class:`RunLock` (an exclusive ``flock`` on ``.lock``, released
+by the OS when the process ends, however it ends) refuses a second process that
+would write to the same folder. Readers (reports, the live view) take no lock.
 """
 from __future__ import annotations
 
 import io
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -27,7 +39,11 @@ import numpy as np
 
 from .errors import ConfigError, MangoError
 
-__all__ = ["Journal", "JournalRow", "read_journal", "atomic_write", "save_state", "load_state"]
+__all__ = ["Journal", "JournalRow", "read_journal", "read_jsonl", "RunLock", "atomic_write", "save_state",
+           "load_state", "cut_torn_tail", "LOCK_NAME", "IDENTITY_NAME"]
+
+LOCK_NAME = ".lock"
+IDENTITY_NAME = "identity.json"
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +61,82 @@ class JournalRow:
     extra: dict[str, Any] | None = None
 
 
+class RunLock:
+    """An exclusive OS lock on a run folder (``flock`` on ``folder/.lock``), held while a run writes there.
+
+    The OS releases it when the holding process ends, however it ends (exit, crash,
+    SIGKILL), so a stale lock never blocks a resume. Readers (reports, the live
+    view) never take it. Use :meth:`acquire`; :meth:`release` (or the context
+    manager) gives it back.
+    """
+
+    def __init__(self, folder: Path, fd: int | None) -> None:
+        self.folder = folder
+        self._fd = fd
+
+    @classmethod
+    def acquire(cls, folder: str | os.PathLike) -> "RunLock":
+        """Lock ``folder`` (created if missing) for this process, without waiting.
+
+        Raises:
+            ConfigError: another process holds the folder (the message names the folder and that process).
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no OS lock available
+            log.warning("no fcntl on this platform: run folder %s is not locked against a second writer", folder)
+            return cls(folder, None)
+        path = folder / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            except OSError:
+                holder = ""
+            os.close(fd)
+            who = f"process {holder}" if holder.isdigit() else "another process"
+            raise ConfigError(
+                f"run folder {folder} is in use: {who} holds its lock ({path}) and is writing there; "
+                "wait for it to finish, or use another output folder") from None
+        except OSError as exc:  # a file system without locks (some network mounts): run unlocked, say so
+            os.close(fd)
+            log.warning("cannot lock run folder %s (%s): it is not protected against a second writer", folder, exc)
+            return cls(folder, None)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        return cls(folder, fd)
+
+    def release(self) -> None:
+        """Give the lock back (idempotent)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the only descriptor releases the flock
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where two JSON values differ (``prefix`` for a non-dict difference at the top)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for k in sorted(set(old) | set(new), key=str):
+            name = f"{prefix}.{k}" if prefix else str(k)
+            if k not in old or k not in new:
+                out.append(name)
+            else:
+                out.extend(_diff_keys(old[k], new[k], name))
+        return out
+    return [] if old == new else [prefix or "(value)"]
+
+
 class Journal:
     """The journal of one run folder. Use :meth:`open`."""
 
@@ -54,28 +146,42 @@ class Journal:
         self._fh = open(folder / "journal.jsonl", "a", encoding="utf-8")
 
     @classmethod
-    def open(cls, folder: str | os.PathLike, config: dict[str, Any] | None = None) -> "Journal":
+    def open(cls, folder: str | os.PathLike, config: dict[str, Any] | None = None,
+             identity: dict[str, Any] | None = None) -> "Journal":
         """Open (or create) the journal in ``folder``; read and repair existing rows.
 
+        The caller should hold the folder's :class:`RunLock` (:func:`mango.loop.run_loop` does).
+
+        Args:
+            config: the run's config, kept in ``run.json``.
+            identity: what else identifies the run (objective, optimizer), kept in ``identity.json``;
+                a folder without one (written before it existed) adopts it.
+
         Raises:
-            ConfigError: ``config`` differs from the one the folder was started with
+            ConfigError: ``config`` or ``identity`` differs from the one the folder was started with
                 (the message names the differing keys).
+            MangoError: the journal is damaged other than by a torn last line (the message names the line).
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        cfg_path = folder / "run.json"
-        if config is not None:
-            canon = json.loads(json.dumps(config, default=str))
-            if cfg_path.exists():
-                old = json.loads(cfg_path.read_text())
+        for name, value, what in (("run.json", config, "config"), (IDENTITY_NAME, identity, "objective/optimizer")):
+            if value is None:
+                continue
+            path = folder / name
+            canon = json.loads(json.dumps(value, default=str))
+            if path.exists():
+                try:
+                    old = json.loads(path.read_text(encoding="utf-8"))
+                except (OSError, ValueError) as exc:
+                    raise MangoError(f"{path} is unreadable ({exc}); cannot tell which run folder {folder} holds") \
+                        from None
                 if old != canon:
-                    keys = sorted(k for k in set(old) | set(canon) if old.get(k) != canon.get(k))
+                    keys = _diff_keys(old, canon)
                     raise ConfigError(
-                        f"run folder {folder} was started with another config (differs in: {', '.join(keys)}); "
-                        "use a new folder or the same config to resume"
-                    )
+                        f"run folder {folder} was started with another {what} (differs in: {', '.join(keys)}); "
+                        "use a new folder or the same settings to resume")
             else:
-                atomic_write(cfg_path, json.dumps(canon, indent=2, sort_keys=True).encode())
+                atomic_write(path, json.dumps(canon, indent=2, sort_keys=True).encode())
         rows = _repair_rows(folder / "journal.jsonl")
         return cls(folder, rows)
 
@@ -103,36 +209,127 @@ class Journal:
         save_state(self.folder / "checkpoint.npz", {"batch": batch, "state": state})
 
     def load_checkpoint(self) -> tuple[int, dict[str, Any]] | None:
-        """``(batch, state)`` of the last checkpoint, or ``None``."""
+        """``(batch, state)`` of the last checkpoint, or ``None`` (none, or unreadable: then a warning is
+        logged and the run replays from the journal, which holds everything the checkpoint summarises)."""
         path = self.folder / "checkpoint.npz"
         if not path.exists():
             return None
-        data = load_state(path)
-        return int(data["batch"]), data["state"]
+        try:
+            data = load_state(path)
+            batch = data["batch"]
+            if not isinstance(batch, int) or isinstance(batch, bool) or batch < 0 or not isinstance(
+                    data["state"], dict):
+                raise ValueError(f"not a checkpoint (batch {batch!r})")
+            return batch, data["state"]
+        except Exception as exc:  # noqa: BLE001 - any damage: the journal holds everything the checkpoint does
+            log.warning("checkpoint %s is unreadable (%s: %s); replaying the run from its journal instead",
+                        path, type(exc).__name__, exc)
+            return None
 
 
-def _parse_rows(path: Path) -> tuple[list[JournalRow], int, int]:
-    """``(rows, good, size)``: the complete rows of a journal file, the byte length they fill and the file size."""
+def read_jsonl(path: Path) -> tuple[list[tuple[int, Any]], int, int]:
+    """``(records, good, size)`` of a JSON-lines log written one fsynced line at a time.
+
+    ``records`` are ``(line number, parsed JSON)`` of every complete line; ``good`` is the
+    byte length they fill, ``size`` the file size. Bytes after the last newline are a
+    torn last line (a write cut short) and are not parsed, unless they hold a complete
+    JSON value followed by more bytes (two lines merged by a lost newline: damage).
+
+    Raises:
+        MangoError: a complete line that is not JSON (names the line), or a merged last line.
+    """
     if not path.exists():
         return [], 0, 0
     raw = path.read_bytes()
-    rows: list[JournalRow] = []
-    good = pos = 0
+    out: list[tuple[int, Any]] = []
+    pos = 0
+    lineno = 0
     while pos < len(raw):
         end = raw.find(b"\n", pos)
+        lineno += 1
         if end < 0:
-            break  # torn last line (no newline): written partly before a kill
-        try:
-            rec = json.loads(raw[pos:end])
-        except json.JSONDecodeError:
+            _check_torn(path, raw[pos:], lineno)
             break
-        if rec.get("batch") != len(rows):
-            raise MangoError(f"journal {path} is out of order at line {len(rows) + 1}")
-        rows.append(JournalRow(rec["batch"], np.asarray(rec["I"], dtype=np.int64).reshape(len(rec["y"]), -1),
-                               np.asarray(rec["y"], dtype=np.float64), rec["t"], rec["time"],
-                               rec.get("external", 0), rec.get("extra")))
-        pos = good = end + 1
-    return rows, good, len(raw)
+        try:
+            rec = json.loads(raw[pos:end].decode("utf-8"))
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise MangoError(f"{path} is damaged at line {lineno} (not a JSON record: {_short(exc)}); only a "
+                             "torn last line is repaired automatically, so nothing was cut: restore the file "
+                             "or start a new run folder") from None
+        out.append((lineno, rec))
+        pos = end + 1
+    return out, pos, len(raw)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _check_torn(path: Path, tail: bytes, lineno: int) -> None:
+    """Raise unless ``tail`` (bytes after the last newline) can be a line whose write was cut short."""
+    try:
+        text = tail.decode("utf-8")
+        _, end = json.JSONDecoder().raw_decode(text.lstrip())
+    except (ValueError, RecursionError):
+        return  # an incomplete (or garbled) record: what a torn write leaves
+    if text.lstrip()[end:].strip():
+        raise MangoError(f"{path} is damaged at line {lineno}: a complete record followed by more bytes without "
+                         "a newline (two lines merged?); nothing was cut: restore the file or start a new run "
+                         "folder")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x: Any) -> bool:
+    return (isinstance(x, (int, float)) and not isinstance(x, bool)) and math.isfinite(x)
+
+
+def _row(path: Path, lineno: int, rec: Any, batch: int) -> JournalRow:
+    """A validated :class:`JournalRow` from the parsed line ``lineno`` (expected to hold ``batch``)."""
+    def bad(what: str) -> MangoError:
+        return MangoError(f"journal {path} is damaged at line {lineno}: {what}; nothing was cut: restore the "
+                          "file or start a new run folder")
+
+    if not isinstance(rec, dict):
+        raise bad(f"a {type(rec).__name__}, not a journal row")
+    if rec.get("batch") != batch or not _is_int(rec.get("batch")):
+        raise MangoError(f"journal {path} is out of order at line {lineno}: expected batch {batch}, "
+                         f"found {rec.get('batch')!r}")
+    y, I = rec.get("y"), rec.get("I")
+    if not isinstance(y, list) or not all(_is_num(v) for v in y):
+        raise bad("'y' is not a list of finite numbers")
+    if (not isinstance(I, list) or len(I) != len(y) or not all(isinstance(r, list) for r in I)
+            or len({len(r) for r in I}) > 1 or not all(_is_int(v) and v >= 0 for r in I for v in r)):
+        raise bad(f"'I' is not a [{len(y)}, d] list of non-negative integers")
+    for key in ("t", "time"):
+        if not _is_num(rec.get(key)):
+            raise bad(f"{key!r} is not a finite number")
+    external = rec.get("external", 0)
+    if not _is_int(external) or external < 0:
+        raise bad("'external' is not a non-negative integer")
+    extra = rec.get("extra")
+    if extra is not None and not isinstance(extra, dict):
+        raise bad("'extra' is not an object")
+    try:
+        codes = np.asarray(I, dtype=np.int64).reshape(len(y), -1)
+    except (OverflowError, ValueError):
+        raise bad("'I' holds integers out of range") from None
+    return JournalRow(batch, codes, np.asarray(y, dtype=np.float64), float(rec["t"]), float(rec["time"]),
+                      external, extra)
+
+
+def _parse_rows(path: Path) -> tuple[list[JournalRow], int, int]:
+    """``(rows, good, size)``: the complete rows of a journal file, the byte length they fill and the file size.
+
+    Raises:
+        MangoError: damage other than a torn last line (names the line).
+    """
+    recs, good, size = read_jsonl(path)
+    rows = [_row(path, lineno, rec, i) for i, (lineno, rec) in enumerate(recs)]
+    return rows, good, size
 
 
 def read_journal(folder: str | os.PathLike) -> list[JournalRow]:
@@ -143,7 +340,7 @@ def read_journal(folder: str | os.PathLike) -> list[JournalRow]:
     A missing journal gives ``[]``.
 
     Raises:
-        MangoError: rows out of order (not a journal MANGO wrote).
+        MangoError: a damaged journal (a bad line before the last, rows out of order, wrong shapes).
     """
     rows, good, size = _parse_rows(Path(folder) / "journal.jsonl")
     if good < size:
@@ -151,14 +348,20 @@ def read_journal(folder: str | os.PathLike) -> list[JournalRow]:
     return rows
 
 
+def cut_torn_tail(path: Path, good: int, size: int) -> None:
+    """Cut the torn last line (bytes ``good..size``) of a JSON-lines log, with a warning (resume only)."""
+    if good < size:
+        log.warning("%s: cutting a torn last line (%d bytes) left by an interrupted write", path, size - good)
+        with open(path, "r+b") as fh:
+            fh.truncate(good)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
 def _repair_rows(path: Path) -> list[JournalRow]:
     """The rows of ``path``, cutting off a torn last line left by an interrupted write (resume only)."""
     rows, good, size = _parse_rows(path)
-    if good < size:
-        log.warning("journal %s: cutting a torn last line (%d bytes) left by an interrupted write",
-                    path, size - good)
-        with open(path, "r+b") as fh:
-            fh.truncate(good)
+    cut_torn_tail(path, good, size)
     return rows
 
 
@@ -215,3 +418,18 @@ def atomic_write(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

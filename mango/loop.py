@@ -21,9 +21,18 @@ allow it) and every later journal row is replayed: the optimizer is asked again
 with the same limit, must return the same codes and spend the same queries, and
 is told the recorded values; nothing journaled is evaluated again (the policy's
 ``replay`` puts the values back, e.g. :meth:`~mango.objective.BaseObjective.restore`).
+
+Run folder safety: the kernel holds the folder's OS lock (:class:`mango.journal.RunLock`)
+from before the journal is read until the final files are written, so a second
+process on the same folder is refused at once; ``run.json`` (the config) and
+``identity.json`` (:func:`run_identity`: optimizer and objective, derived even when the
+caller gives no config) must match for a resume; and a folder whose ``result.json``
+marks it finished is left untouched: the run is replayed from its journal (nothing
+evaluated) and its stored result returned, with the stored timings.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -34,15 +43,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from .errors import ConfigError, MangoError, check_int
-from .journal import Journal, JournalRow
+from .journal import Journal, JournalRow, RunLock
 from .objective import BaseObjective
 from .optimizers import make_optimizer
 from .optimizers.base import Optimizer
-from .results import Result
+from .results import Result, finished_result
 from .imaging import display_uint8
 
 __all__ = ["maximize", "run_loop", "Result", "BatchEvent", "Policy", "Step", "LoopState", "EvaluateOnce",
-           "check_budget", "build_optimizer"]
+           "check_budget", "build_optimizer", "run_identity", "objective_identity"]
 
 log = logging.getLogger(__name__)
 
@@ -180,98 +189,174 @@ def run_loop(optimizer: Optimizer, budget: int, policy: Policy, *, run_dir: str 
         optimizer: an ask/tell optimizer (closed here at the end).
         budget: total budget units (``> 0``), counted here only.
         policy: the evaluation policy (:class:`EvaluateOnce`, the rig policy, ...).
-        run_dir: folder for the journal, checkpoints and results; an existing journal is resumed.
-        config: stored in ``run.json``; a resume with a different config is refused.
+        run_dir: folder for the journal, checkpoints and results; an existing journal is resumed,
+            a finished run is returned as stored (nothing rewritten).
+        config: stored in ``run.json``; a resume with a different config is refused (so is one whose
+            :func:`run_identity` differs from ``identity.json``).
         callbacks: called with the policy's event after every step.
         checkpoint_every: batches between optimizer checkpoints (policies with ``checkpoints``).
 
     Returns:
-        ``policy.result(...)``, also saved into ``run_dir`` (``result.save(run_dir)``) when given.
+        ``policy.result(...)``, also saved into ``run_dir`` (``result.save(run_dir)``) when given
+        and the folder was not finished before.
+
+    Raises:
+        ConfigError: another process holds ``run_dir``; or it holds another run (config or identity).
+        MangoError: the journal is damaged other than by a torn last line, or the optimizer does not
+            reproduce it.
     """
     budget = check_budget(budget)
     checkpoint_every = check_int(checkpoint_every, "checkpoint_every", minimum=1)  # before anything is journaled
     folder = None if run_dir is None else Path(run_dir)
-    journal = Journal.open(folder, config) if folder is not None else None
-    st = LoopState(budget=budget)
-    empty = np.zeros((0, optimizer.space.d), dtype=np.int64)
+    lock = journal = stored = None
+    if folder is not None:
+        lock = RunLock.acquire(folder)  # one writer per folder, held until the final files are written
     try:
-        policy.open(folder, optimizer)
-        rows = journal.rows if journal is not None else []
-        n_rows, first = len(rows), 0
-        if rows and policy.checkpoints and optimizer.state_dict() is not None:
-            ckpt = journal.load_checkpoint()
-            if ckpt is not None and ckpt[0] < n_rows:
-                optimizer.load_state_dict(ckpt[1])
-                first = ckpt[0] + 1
-        t_offset, start = 0.0, time.perf_counter()
-        while True:
-            jb = st.batches  # the journal row this step's batch is (or becomes)
-            if jb < first:  # inside the checkpoint: the optimizer's state holds this batch already
-                row = rows[jb]
-                I, external = row.I, row.external
-                step = policy.replay(st.steps, I, row)
-            else:
-                n = policy.plan(budget - st.used)
-                if n is None:
-                    break
-                I, external, row = empty, 0, None
-                if n > 0:
-                    t0 = time.perf_counter()
-                    I = optimizer.ask(n)
-                    external = optimizer.take_spent()
-                    st.optimizer_seconds += time.perf_counter() - t0
-                    row = rows[jb] if jb < n_rows else None
-                if row is not None:
-                    if not np.array_equal(I, row.I) or external != row.external:
-                        raise MangoError(
-                            f"resume: the optimizer asked other codes (or spent other queries) than journal batch "
-                            f"{row.batch} of {journal.folder}; was the seed or an optimizer parameter changed?")
+        if folder is not None:
+            journal = Journal.open(folder, config, run_identity(optimizer, policy))
+            stored = finished_result(folder)  # a finished run: replayed, returned as stored, not rewritten
+        st = LoopState(budget=budget)
+        empty = np.zeros((0, optimizer.space.d), dtype=np.int64)
+        try:
+            policy.open(folder, optimizer)
+            rows = journal.rows if journal is not None else []
+            n_rows, first = len(rows), 0
+            if rows and policy.checkpoints and optimizer.state_dict() is not None:
+                ckpt = journal.load_checkpoint()
+                if ckpt is not None and ckpt[0] < n_rows:
+                    optimizer.load_state_dict(ckpt[1])
+                    first = ckpt[0] + 1
+            t_offset, start = 0.0, time.perf_counter()
+            while True:
+                jb = st.batches  # the journal row this step's batch is (or becomes)
+                if jb < first:  # inside the checkpoint: the optimizer's state holds this batch already
+                    row = rows[jb]
+                    I, external = row.I, row.external
                     step = policy.replay(st.steps, I, row)
                 else:
-                    step = policy.evaluate(st.steps, I)
-            if len(I) and step.y.shape != (len(I),):
-                raise MangoError(f"policy returned {step.y.shape} values for {len(I)} asked codes")
-            if row is not None:
-                t = t_offset = row.t
-            else:
-                t = t_offset + time.perf_counter() - start
-                if journal is not None and len(I):
-                    journal.append(I, step.y, t, external, step.extra)
-            if len(I) and jb >= first:
-                t0 = time.perf_counter()
-                optimizer.tell(I, row.y if row is not None else step.y)
-                st.optimizer_seconds += time.perf_counter() - t0
-                if (row is None and journal is not None and policy.checkpoints
-                        and (jb + 1) % checkpoint_every == 0):
-                    state = optimizer.state_dict()
-                    if state is not None:
-                        journal.save_checkpoint(jb, state)
-            st.used += external + step.cost
-            st.external += external
-            if len(I):
-                st.values.append(np.asarray(step.y, dtype=np.float64))
-                st.times.append(np.full(len(I), t))
-                st.query_index.append(st.used - len(I) + 1 + np.arange(len(I)))
-                st.batches += 1
-            st.elapsed = t
-            if row is not None:
-                start = time.perf_counter()  # replaying takes no run time
-            ev = policy.finish_step(st, I, step)
-            st.steps += 1
-            for cb in callbacks:
-                cb(ev)
-        if n_rows:
-            log.info("resumed %s: %d journal rows replayed", folder, n_rows)
-        st.elapsed = t_offset + time.perf_counter() - start
+                    n = policy.plan(budget - st.used)
+                    if n is None:
+                        break
+                    I, external, row = empty, 0, None
+                    if n > 0:
+                        t0 = time.perf_counter()
+                        I = optimizer.ask(n)
+                        external = optimizer.take_spent()
+                        st.optimizer_seconds += time.perf_counter() - t0
+                        row = rows[jb] if jb < n_rows else None
+                    if row is not None:
+                        if not np.array_equal(I, row.I) or external != row.external:
+                            raise MangoError(
+                                f"resume: the optimizer asked other codes (or spent other queries) than journal "
+                                f"batch {row.batch} of {journal.folder}; was the seed or an optimizer parameter "
+                                "changed?")
+                        step = policy.replay(st.steps, I, row)
+                    else:
+                        step = policy.evaluate(st.steps, I)
+                if len(I) and step.y.shape != (len(I),):
+                    raise MangoError(f"policy returned {step.y.shape} values for {len(I)} asked codes")
+                if row is not None:
+                    t = t_offset = row.t
+                else:
+                    t = t_offset + time.perf_counter() - start
+                    if journal is not None and len(I):
+                        journal.append(I, step.y, t, external, step.extra)
+                if len(I) and jb >= first:
+                    t0 = time.perf_counter()
+                    optimizer.tell(I, row.y if row is not None else step.y)
+                    st.optimizer_seconds += time.perf_counter() - t0
+                    if (row is None and journal is not None and policy.checkpoints
+                            and (jb + 1) % checkpoint_every == 0):
+                        state = optimizer.state_dict()
+                        if state is not None:
+                            journal.save_checkpoint(jb, state)
+                st.used += external + step.cost
+                st.external += external
+                if len(I):
+                    st.values.append(np.asarray(step.y, dtype=np.float64))
+                    st.times.append(np.full(len(I), t))
+                    st.query_index.append(st.used - len(I) + 1 + np.arange(len(I)))
+                    st.batches += 1
+                st.elapsed = t
+                if row is not None:
+                    start = time.perf_counter()  # replaying takes no run time
+                ev = policy.finish_step(st, I, step)
+                st.steps += 1
+                for cb in callbacks:
+                    cb(ev)
+            if n_rows:
+                log.info("resumed %s: %d journal rows replayed", folder, n_rows)
+            st.elapsed = t_offset + time.perf_counter() - start
+        finally:
+            optimizer.close()
+            if journal is not None:
+                journal.close()
+            policy.close()
+        result = policy.result(st, optimizer, dict(config or {}))
+        if folder is not None:
+            _finish_folder(folder, result, stored)
+        return result
     finally:
-        optimizer.close()
-        if journal is not None:
-            journal.close()
-        policy.close()
-    result = policy.result(st, optimizer, dict(config or {}))
-    if folder is not None:
+        if lock is not None:
+            lock.release()
+
+
+def _finish_folder(folder: Path, result: Any, stored: dict[str, Any] | None) -> None:
+    """Write the run's final files, or, for a run that was finished before (``stored``: its ``result.json``),
+    leave the folder untouched and give ``result`` the stored timings."""
+    if stored is None:
         result.save(folder)
-    return result
+        return
+    log.info("%s is a finished run: returning its stored result (nothing rewritten)", folder)
+    for key in ("seconds", "optimizer_seconds", "eval_seconds"):
+        if hasattr(result, key) and isinstance(stored.get(key), (int, float)):
+            setattr(result, key, float(stored[key]))
+
+
+def run_identity(optimizer: Optimizer, policy: Any) -> dict[str, Any]:
+    """What identifies a run beyond its config (kept in ``identity.json``; a resume of another run is refused).
+
+    ``{"optimizer": {"name", "class", "k", "seed", <scalar hyperparameters>}, **policy.identity()}``:
+    the optimizer's registered name, class, batch size, seed and its scalar settings as built
+    (e.g. protes ``k_top``, ``lr``), and what the policy evaluates (the objective's generator, target,
+    unit and selection for :class:`EvaluateOnce`; the generator for the rig policy). Built before the
+    first ask, so it is the same on every resume of the same run.
+    """
+    runtime = {"best_x", "best_y", "n_told", "ask_limit", "name"}
+    opt: dict[str, Any] = {"name": getattr(optimizer, "name", None),
+                           "class": f"{type(optimizer).__module__}.{type(optimizer).__qualname__}"}
+    for key, value in sorted(vars(optimizer).items()):
+        if key.startswith("_") or key in runtime:
+            continue
+        if isinstance(value, (bool, int, str)) or (isinstance(value, float) and np.isfinite(value)):
+            opt[key] = value
+        elif isinstance(value, np.generic) and np.ndim(value) == 0:
+            opt[key] = value.item()
+    ident = getattr(policy, "identity", None)
+    return {"optimizer": opt, **(ident() if callable(ident) else {})}
+
+
+def objective_identity(objective: Any) -> dict[str, Any]:
+    """What a run's objective is, for :func:`run_identity`: ``objective.info()`` without what may change
+    between a run and its resume (device, evaluation micro-batch, cache), plus the channel selection and,
+    for a function objective, the function's qualified name."""
+    try:
+        info = dict(objective.info())
+    except Exception as exc:  # a custom objective without a usable info(): identify it by its class
+        log.debug("objective.info() failed (%s); identifying the objective by its class", exc)
+        info = {}
+    for key in ("device", "batch_size", "cache"):
+        info.pop(key, None)
+    info["class"] = f"{type(objective).__module__}.{type(objective).__qualname__}"
+    select = getattr(objective, "select", None)
+    if select is not None:
+        info["select"] = getattr(select, "spec", None) or getattr(select, "__name__", None) or repr(select)
+    fn = getattr(objective, "fn", None)
+    if callable(fn):
+        info["fn"] = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+    return json.loads(json.dumps(info, default=str))
+
+
 
 
 class EvaluateOnce:
@@ -289,6 +374,10 @@ class EvaluateOnce:
 
     def open(self, run_dir: Path | None, optimizer: Optimizer) -> None:
         self.optimizer = optimizer
+
+    def identity(self) -> dict[str, Any]:
+        """``{"objective": ...}`` for :func:`run_identity` (see :func:`objective_identity`)."""
+        return {"objective": objective_identity(self.objective)}
 
     def plan(self, left: int) -> int | None:
         return left if left > 0 else None

@@ -4,10 +4,17 @@
 writes the same run folder files the command line writes (``result.json``,
 ``history.npz``, ``best.png``), so a run started from Python and one started
 with ``mango run --out`` leave the same folder (PNGs through :func:`mango.imaging.save_png`).
+
+"Finished" is only ever seen with every final file complete: :func:`write_final_files`
+writes ``history.npz`` and ``best.png`` atomically first and ``result.json`` (with
+``"status": "finished"``) last, and :func:`finished_result` treats a folder as finished
+only when its ``result.json`` says so.
 """
 from __future__ import annotations
 
+import io
 import json
+import os
 import platform
 import sys
 import time
@@ -20,7 +27,10 @@ import numpy as np
 from .imaging import save_png
 from .journal import atomic_write
 
-__all__ = ["Result", "versions"]
+__all__ = ["Result", "versions", "write_final_files", "finished_result", "FINISHED"]
+
+#: ``result.json``'s ``status`` of a finished run (the live view may write ``"running"`` before)
+FINISHED = "finished"
 
 
 @dataclass
@@ -85,7 +95,7 @@ class Result:
                 "at_best_score": float(at)}
 
     def summary(self) -> dict[str, Any]:
-        """JSON-able summary: what ``result.json`` holds (plus ``versions`` and ``finished`` on save)."""
+        """JSON-able summary: what ``result.json`` holds (plus ``versions``, ``finished`` and ``status`` on save)."""
         return {"best_value": self.best_value, "best_code": self.best_code.tolist(),
                 "reported": self.reported_summary(),
                 "n_queries": self.n_queries, "n_external": self.n_external, "batches": self.batches,
@@ -95,17 +105,51 @@ class Result:
                 "config": self.config}
 
     def save(self, folder: str | Path) -> None:
-        """Write ``result.json``, ``history.npz`` and (for image objectives) ``best.png`` into ``folder``."""
-        out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
+        """Write ``history.npz``, (for image objectives) ``best.png`` and, last, ``result.json`` into ``folder``
+        (see :func:`write_final_files`)."""
         summary = self.summary()
         summary.update(versions=versions(), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        atomic_write(out / "result.json", json.dumps(summary, indent=2, default=str).encode())
         rep = self.values if self.reported is None else self.reported
-        np.savez(out / "history.npz", values=self.values, times=self.times, query_index=self.query_index,
-                 best_so_far=self.best_so_far, best_code=self.best_code, reported=rep)
-        if self.best_uint8 is not None:
-            save_png(self.best_uint8, out / "best.png")
+        write_final_files(folder, summary,
+                          {"values": self.values, "times": self.times, "query_index": self.query_index,
+                           "best_so_far": self.best_so_far, "best_code": self.best_code, "reported": rep},
+                          self.best_uint8)
+
+
+def write_final_files(folder: str | Path, summary: dict[str, Any], history: dict[str, np.ndarray],
+                      best_uint8: np.ndarray | None) -> None:
+    """Write a run's final files so that a folder is only ever seen finished with all of them complete.
+
+    ``history.npz`` (the arrays of ``history``) and ``best.png`` (``uint8 [H, W, C]`` or ``[k, H, W, C]``;
+    skipped when None) are each written to a hidden temporary file and renamed into place; ``result.json``
+    (``summary`` plus ``"status": "finished"``) is renamed into place last. A kill at any point leaves
+    either no finished ``result.json`` (the run resumes) or every file complete.
+    """
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, **history)
+    atomic_write(out / "history.npz", buf.getvalue())
+    if best_uint8 is not None:
+        tmp = out / ".best.tmp.png"
+        save_png(best_uint8, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, out / "best.png")
+    atomic_write(out / "result.json", json.dumps({**summary, "status": FINISHED}, indent=2, default=str).encode())
+
+
+def finished_result(folder: str | Path) -> dict[str, Any] | None:
+    """``result.json`` of ``folder`` if it marks a finished run, else None (missing, unreadable, or written
+    while running). A ``result.json`` without ``status`` (written before it existed) counts as finished."""
+    path = Path(folder) / "result.json"
+    try:
+        res = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(res, dict) or res.get("status", FINISHED) != FINISHED or res.get("running") is True:
+        return None
+    return res
 
 
 def versions() -> dict[str, str]:

@@ -26,6 +26,8 @@ and every response *before* the optimizer sees it (flush + fsync; a torn last li
 is cut on open). Restarting with the same arguments replays: the optimizer is
 asked again (same seed) and told the logged values; a block whose response is
 logged is never sent again; a block that was sent but not answered is sent again.
+The kernel's folder lock refuses a second process on the same ``run_dir``; damage to
+``presentations.jsonl`` other than a torn last line raises (naming the line), never cuts.
 ``presentations`` in the budget count every presentation (candidates, re-tests,
 references).
 """
@@ -45,11 +47,12 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, MangoError
-from ..journal import JournalRow, atomic_write
+from ..journal import JournalRow, cut_torn_tail, read_jsonl
 from ..loop import LoopState, Step, build_optimizer, check_budget, run_loop
 from ..optimizers.base import Optimizer
 from ..channels import select_channels
-from ..imaging import display_uint8, save_png
+from ..imaging import display_uint8
+from ..results import write_final_files
 from .protocol import Block, Reply
 
 __all__ = ["closed_loop", "RigPolicy", "RigRunResult", "select_channels", "stimulus_images", "PresentationLog",
@@ -70,28 +73,22 @@ class PresentationLog:
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def _read(self) -> None:
-        if not self.path.exists():
-            return
-        raw = self.path.read_bytes()
-        pos = good = 0
-        while pos < len(raw):
-            end = raw.find(b"\n", pos)
-            if end < 0:
-                break
-            try:
-                rec = json.loads(raw[pos:end])
-            except json.JSONDecodeError:
-                break
-            target = self.sent if rec.get("ev") == "sent" else self.responses
-            if rec.get("ev") == "response" and rec["block"] in self.responses:
-                raise MangoError(f"{self.path}: block {rec['block']} has two responses (corrupt log)")
-            target[int(rec["block"])] = rec
-            pos = good = end + 1
-        if good < len(raw):
-            log.warning("%s: cutting a torn last line (%d bytes) left by an interrupted write",
-                        self.path, len(raw) - good)
-            with open(self.path, "r+b") as fh:
-                fh.truncate(good)
+        """Read the log; cut a torn last line (with a warning). Damage before the last line raises
+        :class:`MangoError` naming the line, and nothing is cut."""
+        recs, good, size = read_jsonl(self.path)
+        for lineno, rec in recs:
+            ev = rec.get("ev") if isinstance(rec, dict) else None
+            block = rec.get("block") if isinstance(rec, dict) else None
+            if ev not in ("sent", "response") or not isinstance(block, int) or isinstance(block, bool) or block < 0:
+                raise MangoError(f"{self.path} is damaged at line {lineno}: not a 'sent' or 'response' record "
+                                 "of a block; nothing was cut: restore the file or start a new run folder")
+            if ev == "response":
+                if block in self.responses:
+                    raise MangoError(f"{self.path}: block {block} has two responses (corrupt log, line {lineno})")
+                self.responses[block] = rec
+            else:
+                self.sent[block] = rec
+        cut_torn_tail(self.path, good, size)
 
     def append(self, rec: dict[str, Any]) -> None:
         """Write one record and make it durable before returning."""
@@ -172,14 +169,13 @@ class RigRunResult:
                 "ignored_messages": len(self.ignored), "config": self.config}
 
     def save(self, folder: str | os.PathLike) -> None:
-        """Write ``result.json``, ``history.npz`` and ``best.png`` into ``folder``."""
-        out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "result.json", json.dumps(self.summary(), indent=2, default=str).encode())
-        np.savez(out / "history.npz", block_best_mean=self.block_best_mean,
-                 block_presentations=self.block_presentations, reference_means=self.reference_means,
-                 codes=self.codes, means=self.means, counts=self.counts, best_code=self.best_code)
-        save_png(self.best_image, out / "best.png")
+        """Write ``history.npz``, ``best.png`` and, last, ``result.json`` into ``folder``
+        (:func:`mango.results.write_final_files`: "finished" is only seen with every file complete)."""
+        write_final_files(folder, self.summary(),
+                          {"block_best_mean": self.block_best_mean, "block_presentations": self.block_presentations,
+                           "reference_means": self.reference_means, "codes": self.codes, "means": self.means,
+                           "counts": self.counts, "best_code": self.best_code},
+                          self.best_image)
 
 
 class _Stats:
@@ -281,6 +277,14 @@ class RigPolicy:
         return {"repeats": self.repeats, "retest_every": self.retest_every, "confirm_top": self.confirm_top,
                 "confirm_repeats": self.confirm_repeats, "select": self.select,
                 "reference_sha256": None if self.ref is None else hashlib.sha256(self.ref.tobytes()).hexdigest()}
+
+    def identity(self) -> dict[str, Any]:
+        """``{"generator": ...}`` for :func:`mango.loop.run_identity` (the rig itself is named in the config)."""
+        gen = self.generator
+        desc = getattr(gen, "describe", None)
+        space = getattr(gen, "space", None)
+        return {"generator": {"describe": str(desc()) if callable(desc) else type(gen).__qualname__,
+                              "space": space.to_dict() if hasattr(space, "to_dict") else None}}
 
     def open(self, run_dir: Path | None, optimizer: Optimizer) -> None:
         self.d = optimizer.space.d
