@@ -34,7 +34,7 @@ SPIKING_ONLY = {"T": None, "encoding": "static", "seed": 0, "fast": True, "backe
 
 def model_target(model: nn.Module | str, objective: str | ObjectiveExpr, T: int | None = None,
                  encoding: str = "static", seed: int | None = 0, fast: bool = True, backend: str = "torch",
-                 input_shape: Sequence[int] | None = None, device: str | None = None
+                 input_shape: Sequence[int] | None = None, device: str | None = None, trust_pickle: bool = False
                  ) -> SpikingNetTarget | ObjectiveTarget:
     """Any torch or snnTorch model's ``objective`` (``"layer:unit"``, sums, see :mod:`mango.objectives`).
 
@@ -43,7 +43,7 @@ def model_target(model: nn.Module | str, objective: str | ObjectiveExpr, T: int 
     (Poisson), ``fast`` and ``backend`` (fast path); a non-spiking model given one of these
     is refused. ``device``: move the model there (None: leave it where it is).
     """
-    net = load_model(model, device)
+    net = load_model(model, device, trust_pickle)
     if is_spiking(net):
         return SpikingNetTarget(net, objective, T=T, encoding=encoding, seed=seed, fast=fast, backend=backend,
                                 input_shape=input_shape)

@@ -3,8 +3,12 @@
 A model is given as
 
 * an ``nn.Module`` (Python);
-* a path to a full pickled eager module (``torch.save(model, path)``; loaded with
-  ``weights_only=False``, so only load files you trust);
+* a path to a full pickled eager module (``torch.save(model, path)``), only with the
+  explicit opt-in ``trust_pickle=True`` (``--target-param trust_pickle=true``): unpickling
+  a file runs whatever code the file names, so a file from someone else can take over the
+  machine. Without the opt-in such a file is refused before anything in it runs (it is
+  opened with ``torch.load(weights_only=True)``, which only builds tensors and plain
+  containers), with a message saying how to pass the model safely: a Python factory;
 * a Python factory ``"package.module:function"`` (or ``"path/to/file.py:function"``):
   the function is imported and called with no arguments and must return the module.
   This is how the command line takes a network that cannot be pickled, such as an
@@ -88,8 +92,35 @@ def _from_factory(spec: str) -> object:
         raise ConfigError(f"model factory {spec!r} failed: {type(e).__name__}: {e}") from e
 
 
-def load_model(model: nn.Module | str, device: str | torch.device | None = None) -> nn.Module:
+#: how to pass a model without unpickling a file
+SAFE_HINT = ("pass a Python factory instead, '--target-param model=package.module:function' (or "
+             "'path/to/file.py:function') that builds the module and loads its state_dict with "
+             "torch.load(..., weights_only=True); or, only for a file you made or trust, opt in with "
+             "trust_pickle=true (loading runs code named in the file)")
+
+
+def _load_file(spec: str, device: str | torch.device | None, trust_pickle: bool) -> object:
+    """A non-TorchScript file: tensors and plain containers only, unless ``trust_pickle``."""
+    if trust_pickle:
+        try:
+            return torch.load(spec, map_location=device, weights_only=False)
+        except Exception as e:
+            raise ConfigError(f"cannot load a torch module from {spec!r}: {e}") from e
+    try:
+        return torch.load(spec, map_location=device, weights_only=True)
+    except Exception as e:  # a pickled module (or anything with code in it) is refused here, unrun
+        if "weights_only" in str(e) or "Unsupported global" in str(e) or "Unpickling" in type(e).__name__:
+            raise ConfigError(f"{spec!r} is a pickled Python object (e.g. torch.save(model, path)); "
+                              f"loading it would run code from the file, so it is refused; {SAFE_HINT}") from None
+        raise ConfigError(f"cannot load a torch module from {spec!r}: {type(e).__name__}: {e}") from None
+
+
+def load_model(model: nn.Module | str, device: str | torch.device | None = None,
+               trust_pickle: bool = False) -> nn.Module:
     """The ``nn.Module`` that ``model`` names (see the module docstring), on ``device`` (None: where it is).
+
+    ``trust_pickle``: allow a full pickled module file (code in the file runs while it loads;
+    only for files you made or trust). Default False: such a file is refused unopened by pickle.
 
     Raises:
         ConfigError: a missing file, a TorchScript file, a factory that cannot be imported or does
@@ -103,10 +134,7 @@ def load_model(model: nn.Module | str, device: str | torch.device | None = None)
             try:
                 m = torch.jit.load(str(p), map_location=device)
             except Exception:
-                try:
-                    m = torch.load(str(p), map_location=device, weights_only=False)
-                except Exception as e:
-                    raise ConfigError(f"cannot load a torch module from {spec!r}: {e}") from e
+                m = _load_file(spec, device, bool(trust_pickle))
             else:
                 raise ConfigError(f"{spec!r} is a TorchScript file; {SCRIPT_HINT}")
             what = f"{spec!r} holds"

@@ -328,16 +328,18 @@ class SpikingNetTarget:
 def snn_unit(model: nn.Module | str, objective: str | None = None, layer: str | None = None,
              unit: int | Sequence[int] = 0, position: Sequence[int] | None = None, T: int | None = None,
              encoding: str = "static", seed: int | None = 0, fast: bool = True, backend: str = "torch",
-             input_shape: Sequence[int] | None = None, device: str = "cpu") -> SpikingNetTarget:
+             input_shape: Sequence[int] | None = None, device: str = "cpu",
+             trust_pickle: bool = False) -> SpikingNetTarget:
     """A unit (firing rate) or objective of a user's snnTorch net: a module, a file or a factory.
 
-    ``model``: an ``nn.Module``, a pickled module file, or a factory ``"package.module:function"``
+    ``model``: an ``nn.Module``, a factory ``"package.module:function"``, or a pickled module file
+    with ``trust_pickle=True`` (it runs code from the file while loading)
     (the command line's way to take a net whose neurons hold a ``snntorch.surrogate``
     function, which cannot be pickled). Either ``objective`` (``"lif2:3 + 0.01*mem(lif2:3)"``)
     or ``layer``/``unit``/``position`` (default: the last spiking layer, unit 0). See
     :class:`SpikingNetTarget` for T, step modules and time-looping nets.
     """
-    net = load_model(model, device)
+    net = load_model(model, device, trust_pickle)
     if objective is not None:
         if layer not in (None, "") or unit != 0 or position is not None:
             raise ConfigError("give either objective= or layer/unit/position, not both "

@@ -285,18 +285,18 @@ class ObjectiveTarget:
 def torch_unit(model: nn.Module | str, layer: str | None = None, unit: int | Sequence[int] = 0,
                position: Sequence[int] | None = None, output: str = "raw",
                input_shape: Sequence[int] | None = None, device: str = "cpu",
-               objective: str | None = None) -> UnitTarget | ObjectiveTarget:
+               objective: str | None = None, trust_pickle: bool = False) -> UnitTarget | ObjectiveTarget:
     """A unit of a user's (non-spiking) torch model: a module, a file or a factory.
 
-    ``model``: an ``nn.Module``; a full pickled eager module file (``torch.save(model, path)``,
-    loaded with ``weights_only=False``, so only load files you trust); or a Python factory
-    ``"package.module:function"`` called with no arguments. A TorchScript file is refused
+    ``model``: an ``nn.Module``; a Python factory ``"package.module:function"`` called with no
+    arguments; or a full pickled eager module file (``torch.save(model, path)``) only with
+    ``trust_pickle=True`` (loading it runs code from the file; refused unopened otherwise). A TorchScript file is refused
     (ScriptModules do not allow the forward hooks a unit is read through), and so is a model
     with snnTorch neurons (use ``snn-unit``). ``objective``: instead of ``layer``/``unit``/
     ``position``, a ``"layer:unit"`` string or weighted sum such as ``"conv2:5 - 0.5*output:3"``
     (see :mod:`mango.objectives`).
     """
-    m = load_model(model, device)
+    m = load_model(model, device, trust_pickle)
     if objective is not None:
         if layer not in (None, "") or unit != 0 or position is not None or output != "raw":
             raise ConfigError("give either objective= or layer/unit/position/output, not both "

@@ -123,10 +123,12 @@ def test_torchscript_file_gives_clear_error(tmp_path, capsys):
                  "--target-param", "input_shape=[1, 8, 8]"])
     err = capsys.readouterr().err
     assert code == 2 and "scripted.pt" in err and "TorchScript" in err and "Traceback" not in err
-    # a full pickled eager module still loads
+    # a full pickled eager module loads only with the explicit opt-in
     eager = tmp_path / "eager.pt"
     torch.save(_Scriptable(), str(eager))
-    t = torch_unit(str(eager), layer="conv", unit=1, input_shape=(1, 8, 8))
+    with pytest.raises(ConfigError, match="trust_pickle"):
+        torch_unit(str(eager), layer="conv", unit=1, input_shape=(1, 8, 8))
+    t = torch_unit(str(eager), layer="conv", unit=1, input_shape=(1, 8, 8), trust_pickle=True)
     assert t(torch.rand(2, 1, 8, 8)).shape == (2,)
     # an eager model with a scripted part: its eager layers work, the scripted ones say why not
     mixed = nn.Sequential(OrderedDict([("pre", nn.Conv2d(1, 1, 1)), ("body", torch.jit.script(_Scriptable()))]))
