@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from .imaging import display_uint8, save_png
+
 __all__ = ["LiveArtifacts", "RUNNING"]
 
 log = logging.getLogger(__name__)
@@ -142,7 +144,6 @@ class LiveArtifacts:
         img_cost = 0.0
         if image and callable(images) and code.size:
             t1 = time.perf_counter()
-            from .imaging import display_uint8, save_png
 
             import torch
 

@@ -44,6 +44,7 @@ import numpy as np
 
 from .errors import ConfigError, MangoError, check_int
 from .journal import Journal, JournalRow, RunLock
+from .live import LiveArtifacts
 from .objective import BaseObjective
 from .optimizers import make_optimizer
 from .optimizers.base import Optimizer
@@ -453,7 +454,6 @@ def maximize(objective: BaseObjective, optimizer: Optimizer | str, budget: int, 
     # -- live artifacts (mango.live): best.png / history.npz / a "running" result.json at improvements;
     # the kernel's final Result.save still writes the finished files last.
     if run_dir is not None:
-        from .live import LiveArtifacts
 
         callbacks = [*callbacks, LiveArtifacts(run_dir, config)]
     # -- end live artifacts
