@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .imaging import display_uint8, save_png
 
@@ -144,9 +145,6 @@ class LiveArtifacts:
         img_cost = 0.0
         if image and callable(images) and code.size:
             t1 = time.perf_counter()
-
-            import torch
-
             with torch.no_grad():
                 x = images(code[None])
             arr = display_uint8(x, getattr(obj, "generator", None))[0]

@@ -454,7 +454,6 @@ def maximize(objective: BaseObjective, optimizer: Optimizer | str, budget: int, 
     # -- live artifacts (mango.live): best.png / history.npz / a "running" result.json at improvements;
     # the kernel's final Result.save still writes the finished files last.
     if run_dir is not None:
-
         callbacks = [*callbacks, LiveArtifacts(run_dir, config)]
     # -- end live artifacts
     return run_loop(optimizer, budget, EvaluateOnce(objective), run_dir=run_dir, config=config,
