@@ -41,7 +41,7 @@ __all__ = ["LiveArtifacts", "RUNNING"]
 
 log = logging.getLogger(__name__)
 
-#: the ``status`` a running run's ``result.json`` carries (a finished one has no ``status`` key)
+#: the ``status`` a running run's ``result.json`` carries (a finished one says ``"finished"``)
 RUNNING = "running"
 
 

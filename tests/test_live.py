@@ -57,7 +57,7 @@ def test_run_folder_is_live_and_finished_result_wins(tmp_path):
     assert json.loads((snap / "result.json").read_text())["status"] == RUNNING
     assert (snap / "best.png").exists() and (snap / "history.npz").exists()
     final = json.loads((out / "result.json").read_text())
-    assert "status" not in final and "finished" in final and final["n_queries"] == res.n_queries
+    assert final["status"] == "finished" and "finished" in final and final["n_queries"] == res.n_queries
     # report of the running folder: its results so far, marked running
     _, traces = load_traces(snap)
     assert len(traces) == 1 and traces[0].extra["status"] == "running"
