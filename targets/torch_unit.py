@@ -20,12 +20,12 @@ so later layers cost nothing. Gradients flow when the caller enables them
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from mango.devices import module_device
 from mango.errors import ConfigError, choices_hint
 from mango.objectives import ObjectiveExpr, Term, as_objective
 
@@ -34,8 +34,6 @@ from .models import load_model, spiking_neuron_names
 from .units import OUTPUT, UnitSpec, find_layer, layer_names, list_layers, output_shapes
 
 __all__ = ["UnitTarget", "ObjectiveTarget", "torch_unit", "list_layers", "refuse_spiking"]
-
-log = logging.getLogger(__name__)
 
 _OUTPUTS = ("raw", "logit", "softmax")
 
@@ -103,11 +101,8 @@ class UnitTarget:
 
     @property
     def device(self) -> torch.device:
-        for p in self.model.parameters():
-            return p.device
-        for b in self.model.buffers():
-            return b.device
-        return torch.device("cpu")
+        """Device of the model's first parameter or buffer (CPU when it has none)."""
+        return module_device(self.model)
 
     def describe(self) -> str:
         return f"{type(self.model).__name__}[{self.layer}].{self.spec.describe()}" + (
@@ -216,11 +211,8 @@ class ObjectiveTarget:
 
     @property
     def device(self) -> torch.device:
-        for p in self.model.parameters():
-            return p.device
-        for b in self.model.buffers():
-            return b.device
-        return torch.device("cpu")
+        """Device of the model's first parameter or buffer (CPU when it has none)."""
+        return module_device(self.model)
 
     def describe(self) -> str:
         return f"{type(self.model).__name__}: {self.objective}"
