@@ -33,7 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mango.targets.paper_snn import default_weights_dir, load_paper_snn  # noqa: E402
+from mango.data import paper_weights_dir  # noqa: E402
+from mango.targets.paper_snn import load_paper_snn  # noqa: E402
 from mango.targets.snn_fast import FastSNN  # noqa: E402
 from mango.targets.spiking import reference_run  # noqa: E402
 
@@ -92,7 +93,7 @@ def flop_bound(T: int, rates: dict[str, float]) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default=None, help=f"folder or file (default {default_weights_dir()})")
+    ap.add_argument("--weights", default=None, help=f"folder or file (default {paper_weights_dir()})")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--T", type=int, nargs="+", default=[32, 128])

@@ -20,7 +20,6 @@ When the first argument is already an :class:`~mango.objective.BaseObjective`,
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +29,13 @@ import numpy as np
 import torch
 
 from . import loop, registry
+from .devices import module_device
 from .errors import ConfigError
 from .optimizers import DEFAULT_OPTIMIZER
 from .objective import BaseObjective, Objective
 from .objectives import ObjectiveExpr, as_objective
 
 __all__ = ["maximize", "maximize_model", "Visualization"]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -151,8 +149,7 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
         raise ConfigError(f"maximize needs a generator: a registered name "
                           f"({', '.join(registry.names('generator'))}) or a generator object")
     if isinstance(model, torch.nn.Module) and device is None:
-        p = next(iter(model.parameters()), None)
-        device = p.device if p is not None else "cpu"
+        device = module_device(model)
     dev = torch.device(device or "cpu")
     tparams = {**(target_params or {}), **spiking}
     if "objective" in tparams or "model" in tparams:

@@ -16,7 +16,6 @@ with known maxima, analytic black boxes).
 """
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,13 +24,12 @@ import numpy as np
 import torch
 
 from .channels import make_select
+from .devices import module_device
 from .errors import ConfigError, EvaluationError
 from .protocols import flag
 from .spaces import LatentSpace
 
 __all__ = ["Objective", "FunctionObjective", "make_select", "BaseObjective"]
-
-log = logging.getLogger(__name__)
 
 Select = Callable[[torch.Tensor], torch.Tensor]
 
@@ -178,7 +176,7 @@ class Objective(BaseObjective):
         self.select = None if select is None else make_select(select)
         self.transform = transform
         if device is None:
-            device = _module_device(generator) or _module_device(target) or "cpu"
+            device = module_device(generator, None) or module_device(target, None) or "cpu"
         self.device = torch.device(device)
         self._noisy = noisy
 
@@ -292,15 +290,6 @@ class FunctionObjective(BaseObjective):
         out = super().info()
         out.update(function=self.name, known_max=self.known_max)
         return out
-
-
-def _module_device(obj: Any) -> torch.device | None:
-    if isinstance(obj, torch.nn.Module):
-        for p in obj.parameters():
-            return p.device
-        for b in obj.buffers():
-            return b.device
-    return None
 
 
 def _describe(obj: Any) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import logging
 import re
 import sys
 from pathlib import Path
@@ -32,8 +31,6 @@ from torch import nn
 from mango.errors import ConfigError
 
 __all__ = ["load_model", "spiking_neuron_names", "is_spiking", "SCRIPT_HINT", "FACTORY_RE"]
-
-log = logging.getLogger(__name__)
 
 #: what to do instead of passing TorchScript (ScriptModules refuse forward hooks)
 SCRIPT_HINT = ("TorchScript modules do not support the forward hooks a unit is read through. "

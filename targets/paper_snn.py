@@ -25,17 +25,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from mango.data import CIFAR10_MEAN, CIFAR10_STD, PAPER_WEIGHTS_ENV, paper_weights_file
 from mango.errors import ConfigError
 
 from .spiking import SpikingSequential, SpikingTarget
 
 __all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "WEIGHTS_FILE", "build_paper_snn", "load_paper_snn",
-           "default_weights_dir", "resolve_weights", "snn_cifar10"]
+           "resolve_weights", "snn_cifar10"]
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2471, 0.2435, 0.2616)
 WEIGHTS_FILE = "snn_cifar10.pt"
-ENV = "MANGO_PAPER_WEIGHTS"
 
 
 def _leaky(beta: float = 0.9) -> nn.Module:
@@ -61,26 +59,16 @@ def build_paper_snn() -> SpikingSequential:
     ]))
 
 
-def default_weights_dir() -> Path:
-    """``$MANGO_PAPER_WEIGHTS``, else ``../shared/weights/cifar10`` beside the project
-    (source checkout) or the current directory."""
-    env = os.environ.get(ENV)
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parents[1].parent / "shared" / "weights" / "cifar10"
-    if here.is_dir():
-        return here
-    return Path.cwd().parent / "shared" / "weights" / "cifar10"
-
-
 def resolve_weights(path: str | os.PathLike | None, filename: str = WEIGHTS_FILE) -> Path:
-    """A checkpoint file from a file or folder path (default :func:`default_weights_dir`)."""
-    p = Path(path) if path is not None else default_weights_dir()
-    if p.is_dir():
-        p = p / filename
+    """The checkpoint file from a file or folder path (default :func:`mango.data.paper_weights_dir`).
+
+    Raises:
+        ConfigError: the file does not exist (the message names it and how to point at it).
+    """
+    p = paper_weights_file(filename, path)
     if not p.is_file():
         raise ConfigError(f"paper SNN weights {str(p)!r} not found; pass weights=PATH (file or folder) "
-                          f"or set {ENV} to the folder holding {filename}")
+                          f"or set {PAPER_WEIGHTS_ENV} to the folder holding {filename}")
     return p
 
 

@@ -22,7 +22,6 @@ names nor takes its leftover response files for its own.
 from __future__ import annotations
 
 import itertools
-import logging
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -37,8 +36,6 @@ from mango.imaging import display_uint8
 from mango.rig.protocol import Block, Reply
 
 __all__ = ["RigTarget", "rig_target"]
-
-log = logging.getLogger(__name__)
 
 
 class RigTarget:

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from mango.devices import module_device
 from mango.errors import ConfigError, choices_hint
 from mango.objectives import ObjectiveExpr, Term, as_objective, unit as unit_objective
 
@@ -133,9 +134,8 @@ class SpikingNetTarget:
     # -- description -------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        for p in self.net.parameters():
-            return p.device
-        return torch.device("cpu")
+        """Device of the net's first parameter or buffer (CPU when it has none)."""
+        return module_device(self.net)
 
     @property
     def uses_fast_path(self) -> bool:

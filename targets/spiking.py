@@ -72,6 +72,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mango.devices import module_device
 from mango.errors import ConfigError, choices_hint
 
 from .units import UnitSpec, find_layer, list_layers
@@ -407,9 +408,8 @@ class SpikingTarget:
 
     @property
     def device(self) -> torch.device:
-        for p in self.net.parameters():
-            return p.device
-        return torch.device("cpu")
+        """Device of the net's first parameter or buffer (CPU when it has none)."""
+        return module_device(self.net)
 
     @property
     def uses_fast_path(self) -> bool:

@@ -20,12 +20,12 @@ so later layers cost nothing. Gradients flow when the caller enables them
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from mango.devices import module_device
 from mango.errors import ConfigError, choices_hint
 from mango.objectives import ObjectiveExpr, Term, as_objective
 
@@ -34,8 +34,6 @@ from .models import load_model, spiking_neuron_names
 from .units import OUTPUT, UnitSpec, find_layer, layer_names, list_layers, output_shapes
 
 __all__ = ["UnitTarget", "ObjectiveTarget", "torch_unit", "list_layers", "refuse_spiking"]
-
-log = logging.getLogger(__name__)
 
 _OUTPUTS = ("raw", "logit", "softmax")
 
@@ -57,7 +55,43 @@ class _Reached(Exception):
     """Raised inside the hook to stop the forward pass after the target layer."""
 
 
-class UnitTarget:
+class _ModelTarget:
+    """What both torch-model targets share: the model's device, its layer listing and the
+    one-forward check that every read layer produces a tensor with the unit in range."""
+
+    noisy = False
+    differentiable = True
+    model: nn.Module
+    input_shape: tuple[int, ...] | None
+    _checked: bool
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's first parameter or buffer (CPU when it has none)."""
+        return module_device(self.model)
+
+    def layers(self, input_shape: Sequence[int] | None = None) -> list[tuple[str, tuple[int, ...]]]:
+        """The model's layers and per-sample output shapes (see :func:`list_layers`);
+        ``input_shape`` defaults to the one given at construction."""
+        shape = input_shape or self.input_shape
+        if shape is None:
+            raise ConfigError("layers() needs the per-sample input shape, e.g. (1, 16, 16)")
+        return list_layers(self.model, shape)
+
+    def _check_reads(self, example: torch.Tensor, reads: Sequence[tuple[str, UnitSpec]]) -> None:
+        """One forward of ``example[:1]``; each ``(layer, spec)`` must name a layer with a tensor
+        output whose per-sample shape holds the unit (else :class:`ConfigError` with the choices)."""
+        shapes = output_shapes(self.model, example[:1])
+        for layer, spec in reads:
+            if layer not in shapes:
+                valid = [n for n in layer_names(self.model) if n in shapes] + [OUTPUT]
+                raise ConfigError(f"layer {layer!r} produced no tensor output in a forward pass; "
+                                  f"{choices_hint(layer, valid)}")
+            spec.check(shapes[layer][1:], layer)
+        self._checked = True
+
+
+class UnitTarget(_ModelTarget):
     """One unit of ``model``: a channel's spatial mean, a channel at a position, or a class.
 
     Args:
@@ -74,9 +108,6 @@ class UnitTarget:
 
     Calling it: ``images [k, C, H, W]`` on the model's device -> ``[k]`` float32.
     """
-
-    noisy = False
-    differentiable = True
 
     def __init__(self, model: nn.Module, layer: str | None = None, unit: int | Sequence[int] = 0,
                  position: Sequence[int] | None = None, output: str = "raw",
@@ -101,34 +132,12 @@ class UnitTarget:
         if self.input_shape is not None:
             self._check(torch.zeros((1, *self.input_shape), device=self.device))
 
-    @property
-    def device(self) -> torch.device:
-        for p in self.model.parameters():
-            return p.device
-        for b in self.model.buffers():
-            return b.device
-        return torch.device("cpu")
-
     def describe(self) -> str:
         return f"{type(self.model).__name__}[{self.layer}].{self.spec.describe()}" + (
             " softmax" if self.output == "softmax" else "")
 
-    def layers(self, input_shape: Sequence[int] | None = None) -> list[tuple[str, tuple[int, ...]]]:
-        """The model's layers and per-sample output shapes (see :func:`list_layers`);
-        ``input_shape`` defaults to the one given at construction."""
-        shape = input_shape or self.input_shape
-        if shape is None:
-            raise ConfigError("layers() needs the per-sample input shape, e.g. (1, 16, 16)")
-        return list_layers(self.model, shape)
-
     def _check(self, example: torch.Tensor) -> None:
-        shapes = output_shapes(self.model, example[:1])
-        if self.layer not in shapes:
-            valid = [n for n in layer_names(self.model) if n in shapes] + [OUTPUT]
-            raise ConfigError(f"layer {self.layer!r} produced no tensor output in a forward pass; "
-                              f"{choices_hint(self.layer, valid)}")
-        self.spec.check(shapes[self.layer][1:], self.layer)
-        self._checked = True
+        self._check_reads(example, [(self.layer, self.spec)])
 
     def _value(self, out: torch.Tensor) -> torch.Tensor:
         if self.output == "softmax":
@@ -170,7 +179,7 @@ def _first(out: object) -> torch.Tensor:
     raise ConfigError(f"layer output of type {type(out).__name__} is not a tensor")
 
 
-class ObjectiveTarget:
+class ObjectiveTarget(_ModelTarget):
     """A weighted sum of units of ``model`` (an :class:`~mango.objectives.ObjectiveExpr`), one forward pass.
 
     Args:
@@ -184,9 +193,6 @@ class ObjectiveTarget:
     Calling it: ``images [k, C, H, W]`` -> ``sum_i w_i * unit_i [k]`` float32; each term's value
     equals :class:`UnitTarget`'s for the same unit. Gradients flow when enabled.
     """
-
-    noisy = False
-    differentiable = True
 
     def __init__(self, model: nn.Module, objective: str | ObjectiveExpr,
                  input_shape: Sequence[int] | None = None, stop_early: bool = True) -> None:
@@ -214,33 +220,11 @@ class ObjectiveTarget:
         if self.input_shape is not None:
             self._check(torch.zeros((1, *self.input_shape), device=self.device))
 
-    @property
-    def device(self) -> torch.device:
-        for p in self.model.parameters():
-            return p.device
-        for b in self.model.buffers():
-            return b.device
-        return torch.device("cpu")
-
     def describe(self) -> str:
         return f"{type(self.model).__name__}: {self.objective}"
 
-    def layers(self, input_shape: Sequence[int] | None = None) -> list[tuple[str, tuple[int, ...]]]:
-        """The model's layers and per-sample output shapes (see :func:`list_layers`)."""
-        shape = input_shape or self.input_shape
-        if shape is None:
-            raise ConfigError("layers() needs the per-sample input shape, e.g. (1, 16, 16)")
-        return list_layers(self.model, shape)
-
     def _check(self, example: torch.Tensor) -> None:
-        shapes = output_shapes(self.model, example[:1])
-        for t, spec in self.specs.items():
-            if t.layer not in shapes:
-                valid = [n for n in layer_names(self.model) if n in shapes] + [OUTPUT]
-                raise ConfigError(f"layer {t.layer!r} produced no tensor output in a forward pass; "
-                                  f"{choices_hint(t.layer, valid)}")
-            spec.check(shapes[t.layer][1:], t.layer)
-        self._checked = True
+        self._check_reads(example, [(t.layer, spec) for t, spec in self.specs.items()])
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """``images [k, C, H, W]`` -> the objective's values ``[k]``."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mango.devices import module_device
 from mango.errors import ConfigError, choices_hint
 
 __all__ = ["OUTPUT", "UnitSpec", "find_layer", "layer_names", "list_layers", "output_shapes"]
@@ -108,7 +109,7 @@ def list_layers(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str,
     shape = tuple(int(s) for s in input_shape)
     if len(shape) >= 1 and shape[0] == 1 and len(shape) == 4:
         shape = shape[1:]
-    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    dev = module_device(model)
     example = torch.zeros((1, *shape), device=dev)
     order: list[str] = []
     shapes = output_shapes(model, example, order)

@@ -153,11 +153,33 @@ def test_paper_weights_precedence(tmp_path, monkeypatch):
 
 # -- registry -----------------------------------------------------------------------------------
 def test_registered_name_is_the_optimizers_name():
+    from mango.optimizers import make_optimizer
+    from mango.optimizers.base import Optimizer
     from mango.spaces import CodebookSpace
 
     for name in registry.names("optimizer"):
-        opt = registry.create("optimizer", name, {}, space=CodebookSpace(4, 8), seed=0, budget=100)
+        opt = make_optimizer(name, CodebookSpace(4, 8), seed=0, budget=100)
         assert opt.name == name
+        # the registry is the one place a name is written: no class carries its own literal
+        assert "name" not in vars(type(opt)) and all("name" not in vars(c) for c in type(opt).__mro__
+                                                      if c is not Optimizer and issubclass(c, Optimizer))
+
+
+def test_an_ignored_budget_is_refused_not_swallowed():
+    """``budget`` reaches only the optimizers that use it; passed to one that would ignore it,
+    it is an unknown parameter and the error names the valid ones."""
+    from mango.optimizers import make_optimizer
+    from mango.spaces import CodebookSpace
+
+    space = CodebookSpace(4, 8)
+    for name in registry.names("optimizer"):
+        takes = "budget" in registry.describe_params(registry.get("optimizer", name))
+        assert takes == (name in {"gradient"} or type(make_optimizer(name, space)).__module__.endswith(
+            "evolutionary")), name
+    with pytest.raises(ConfigError, match=r"unknown parameter 'budget' for optimizer 'random'; valid parameters"):
+        make_optimizer("random", space, params={"budget": 10})
+    with pytest.raises(ConfigError, match="unknown encoding 'auto'; valid choices: integer, choice"):
+        make_optimizer("ngopt", space, params={"encoding": "auto"})
 
 
 # -- compare: one expansion, batch-size precedence ----------------------------------------------

@@ -35,8 +35,11 @@ def make_optimizer(name: str, space: LatentSpace, *, batch_size: int | None = No
             optimizer's own default. A batch larger than ``budget`` is cut to ``budget``
             (logged as a warning) before the optimizer allocates anything.
         seed: an int.
-        budget: the run's total queries (a positive int; some optimizers use it).
-        params: optimizer-specific parameters (see ``mango optimizers``).
+        budget: the run's total queries (a positive int); handed only to optimizers whose
+            factory takes a ``budget`` parameter (nevergrad's, gradient AM), so an optimizer
+            never accepts a parameter it ignores.
+        params: optimizer-specific parameters (see ``mango optimizers``); one the optimizer
+            does not take (``budget`` included) raises :class:`ConfigError` naming the valid ones.
 
     Raises:
         ConfigError: a non-integer ``batch_size``, ``seed`` or ``budget`` (``True``, ``2.5``,
@@ -48,7 +51,9 @@ def make_optimizer(name: str, space: LatentSpace, *, batch_size: int | None = No
     seed = check_int(seed, "seed")
     if budget is not None:
         budget = check_int(budget, "budget", minimum=1)
-    fixed: dict[str, Any] = {"space": space, "seed": seed, "budget": budget}
+    fixed: dict[str, Any] = {"space": space, "seed": seed}
+    if "budget" in registry.describe_params(registry.get("optimizer", name)):
+        fixed["budget"] = budget
     if batch_size is not None:
         batch_size = check_int(batch_size, "batch_size", minimum=1)
         if budget is not None and batch_size > budget:

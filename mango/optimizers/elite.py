@@ -89,18 +89,15 @@ class EliteSearch(Optimizer):
             generator's ``encode``, see :mod:`mango.optimizers.starts`; the loop binds the objective,
             and a generator without ``encode`` starts at random), codes ``[m, d]`` (a list), or a
             ``.npy`` path holding them.
-        budget: unused (accepted for a uniform factory signature).
     """
 
-    name = "elite"
     description = ("natural-image and uniform-texture start codes, then elite local search (recolour, "
                    "block and 1-3 position moves where changes helped; crossover; plateau moves; no repeats)")
 
     def __init__(self, space: LatentSpace, batch_size: int = 50, seed: int = 0, *, elite: int = 8,
                  max_mutations: int = 3, explore: float = 0.5, global_frac: float = 0.0,
                  position_decay: float = 0.9, grid_step: float = 0.1, recolor: float = 0.25, block: float = 0.15,
-                 uniform_codes: int = 64, starts: Sequence[Sequence[int]] | str | None = "natural",
-                 budget: int | None = None) -> None:
+                 uniform_codes: int = 64, starts: Sequence[Sequence[int]] | str | None = "natural") -> None:
         super().__init__(space, batch_size, seed)
         if int(elite) < 1:
             raise ConfigError(f"elite must be >= 1, got {elite!r}")

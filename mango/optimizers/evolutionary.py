@@ -4,7 +4,7 @@ How each optimizer sees the space (shown by ``mango optimizers``):
 
 * grid spaces (ordered levels): a bounded integer ``Array`` on ``[0, n-1]``
   for every optimizer -- the order of the levels is meaningful.
-* codebook spaces (no order), ``encoding="auto"``: also the bounded integer
+* codebook spaces (no order), ``encoding="integer"`` (the default): also the bounded integer
   ``Array``. For the discrete (1+1) optimizers (``discrete-one-plus-one``,
   ``portfolio-discrete``) this respects "no order": their mutation replaces a
   coordinate by a fresh random value of its whole range, never a nearby one.
@@ -41,25 +41,21 @@ class NevergradOptimizer(Optimizer):
     Args:
         budget: total queries of the run (nevergrad's meta-optimizers pick
             their algorithm from it); ``None`` = unknown.
-        encoding: ``"auto"`` (see module doc), ``"choice"`` (unordered
-            ``Choice``) or ``"integer"`` (bounded integer ``Array``).
+        encoding: ``"integer"`` (bounded integer ``Array``, the default; see module doc)
+            or ``"choice"`` (unordered ``Choice``).
     """
 
     ng_name: ClassVar[str] = ""
-    #: whether the optimizer's mutations ignore the order of an integer Array (uniform resampling)
-    discrete: ClassVar[bool] = False
 
     def __init__(self, space: LatentSpace, batch_size: int = 10, seed: int = 0, *,
-                 budget: int | None = None, encoding: str = "auto") -> None:
+                 budget: int | None = None, encoding: str = "integer") -> None:
         super().__init__(space, batch_size, seed)
         import nevergrad as ng
 
         from ..errors import ConfigError
 
-        if encoding not in ("auto", "choice", "integer"):
-            raise ConfigError(f"unknown encoding {encoding!r}; valid choices: auto, choice, integer")
-        if encoding == "auto":
-            encoding = "integer"
+        if encoding not in ("integer", "choice"):
+            raise ConfigError(f"unknown encoding {encoding!r}; valid choices: integer, choice")
         self.encoding = encoding
         if encoding == "choice":
             param = ng.p.Choice(list(range(space.n)), repetitions=space.d)
@@ -86,23 +82,23 @@ class NevergradOptimizer(Optimizer):
         self._pending = []
 
 
-def _make(cls_name: str, ng_name: str, name: str, discrete: bool, doc: str) -> type[NevergradOptimizer]:
+def _make(ng_name: str, discrete: bool, doc: str) -> type[NevergradOptimizer]:
+    """The subclass for ``nevergrad.optimizers.registry[ng_name]`` (class name = ``ng_name``)."""
     desc = ("bounded integer Array on [0, n-1]; its mutations resample a code uniformly, so codebook "
             "order is not used (encoding=choice for nevergrad's Choice)" if discrete else
             "bounded integer Array on [0, n-1] (uses an order that is arbitrary for codebook "
             "indices; nevergrad's unordered Choice costs ~1.7 s/query at d*n=32768)")
-    return type(cls_name, (NevergradOptimizer,), {
-        "ng_name": ng_name, "name": name, "discrete": discrete, "description": f"nevergrad {ng_name}; {desc}",
+    return type(ng_name, (NevergradOptimizer,), {
+        "ng_name": ng_name, "description": f"nevergrad {ng_name}; {desc}",
         "__doc__": f"nevergrad's {ng_name}: {doc}", "__module__": __name__})
 
 
-NGOpt = _make("NGOpt", "NGOpt", "ngopt", False, "meta-optimizer that picks an algorithm from budget and space.")
-Portfolio = _make("Portfolio", "Portfolio", "portfolio", False, "a portfolio of CMA, TwoPointsDE and others.")
-CMA = _make("CMA", "CMA", "cma", False, "covariance-matrix adaptation evolution strategy.")
-DiagonalCMA = _make("DiagonalCMA", "DiagonalCMA", "diagonal-cma", False, "CMA-ES with a diagonal covariance.")
-TwoPointsDE = _make("TwoPointsDE", "TwoPointsDE", "two-points-de", False, "differential evolution, two-point crossover.")
-DiscreteOnePlusOne = _make("DiscreteOnePlusOne", "DiscreteOnePlusOne", "discrete-one-plus-one", True,
+NGOpt = _make("NGOpt", False, "meta-optimizer that picks an algorithm from budget and space.")
+Portfolio = _make("Portfolio", False, "a portfolio of CMA, TwoPointsDE and others.")
+CMA = _make("CMA", False, "covariance-matrix adaptation evolution strategy.")
+DiagonalCMA = _make("DiagonalCMA", False, "CMA-ES with a diagonal covariance.")
+TwoPointsDE = _make("TwoPointsDE", False, "differential evolution, two-point crossover.")
+DiscreteOnePlusOne = _make("DiscreteOnePlusOne", True,
                            "(1+1) evolution with discrete mutations.")
-PortfolioDiscreteOnePlusOne = _make("PortfolioDiscreteOnePlusOne", "PortfolioDiscreteOnePlusOne",
-                                    "portfolio-discrete", True,
+PortfolioDiscreteOnePlusOne = _make("PortfolioDiscreteOnePlusOne", True,
                                     "(1+1) evolution with a portfolio of mutation rates.")

@@ -86,7 +86,6 @@ class GradientAM(Optimizer):
         steps_per_ask: old name of ``score_every`` (kept for configs).
     """
 
-    name: ClassVar[str] = "gradient"
     description: ClassVar[str] = ("Adam on a continuous (grid) or softmax-relaxed, annealed (codebook) latent, "
                                   "surrogate spikes; needs a differentiable pipeline")
     needs_objective: ClassVar[bool] = True

@@ -171,17 +171,14 @@ class Protes(Optimizer):
         elite: if > 0, fit to the ``k_top`` best of the current batch pooled with
             the ``elite`` best points seen so far (0: current batch only, as in the paper;
             default 20).
-        budget: unused (accepted for a uniform factory signature).
     """
 
-    name = "protes"
     description = ("tensor-train sampling (PROTES, jax): codebook and grid alike as d categorical "
                    "variables, or d*q binary ones (qtt; default: when n = 2^q >= 64)")
 
     def __init__(self, space: LatentSpace, batch_size: int = 50, seed: int = 0, *, k_top: int | None = None,
                  k_gd: int | None = None, lr: float | None = None, rank: int = 5, qtt: bool | str = "auto",
-                 elite: int = 20,
-                 budget: int | None = None) -> None:
+                 elite: int = 20) -> None:
         super().__init__(space, batch_size, seed)
         if k_top is None:
             k_top = default_k_top(self.k)

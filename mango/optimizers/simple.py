@@ -23,11 +23,9 @@ def _set_rng_state(rng: np.random.Generator, state: dict[str, Any]) -> None:
 class RandomSearch(Optimizer):
     """Uniform random search over the index grid: the baseline every table needs."""
 
-    name = "random"
     description = "uniform random indices (codebook and grid alike)"
 
-    def __init__(self, space: LatentSpace, batch_size: int = 10, seed: int = 0,
-                 budget: int | None = None) -> None:
+    def __init__(self, space: LatentSpace, batch_size: int = 10, seed: int = 0) -> None:
         super().__init__(space, batch_size, seed)
         self.rng = np.random.default_rng(self.seed)
 
@@ -63,13 +61,11 @@ class GeneticAlgorithm(Optimizer):
         temperature: selection temperature (> 0; smaller = greedier).
     """
 
-    name = "ga"
     description = ("XDream-style GA: codebook mutations draw a new random value (unordered), "
                    "grid mutations take a Gaussian step (ordered)")
 
     def __init__(self, space: LatentSpace, batch_size: int = 20, seed: int = 0, *, n_elite: int | None = None,
-                 mutation: float = 0.1, mutation_scale: float = 0.1, temperature: float = 0.5,
-                 budget: int | None = None) -> None:
+                 mutation: float = 0.1, mutation_scale: float = 0.1, temperature: float = 0.5) -> None:
         super().__init__(space, batch_size, seed)
         if n_elite is None:
             n_elite = min(2, self.k - 1)

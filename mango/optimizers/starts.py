@@ -6,7 +6,8 @@ generator renders well and a visual network responds to, instead of from uniform
 * 3-channel generators (CIFAR-sized): scikit-image's bundled photographs (astronaut, coffee,
   chelsea, rocket), each as a centre crop and four corner crops (and their mirror images),
   downscaled to the generator's image size.
-* 1-channel generators: scikit-learn's digits (8 x 8, upsampled), a fixed, class-balanced pick.
+* 1-channel generators: scikit-learn's digits as :func:`mango.data.digits` loads them (the
+  embedded generators' training images), a fixed, class-balanced pick.
 
 Images are mapped into the generator's output space (``[0, 1]``, or normalised with the
 generator's ``mean``/``std``) before ``encode``. A generator without ``encode`` gives no starts.
@@ -18,6 +19,8 @@ import logging
 from typing import Any
 
 import numpy as np
+
+from ..data import digits
 
 __all__ = ["natural_images", "natural_start_codes", "PHOTOS"]
 
@@ -43,19 +46,15 @@ def natural_images(channels: int, size: int) -> np.ndarray:
     ``channels == 3``: crops of scikit-image's colour photographs (m = 40);
     ``channels == 1``: 50 scikit-learn digits (5 of each class, first in dataset order).
     """
-    from skimage.transform import resize
-
     if channels == 1:
-        from sklearn.datasets import load_digits
-
-        data = load_digits()
-        pick = np.concatenate([np.nonzero(data.target == c)[0][:5] for c in range(10)])
-        imgs = data.images[pick].astype(np.float32) / 16.0
-        out = np.stack([resize(im, (size, size), order=1, anti_aliasing=False) for im in imgs])[:, None]
-        return np.clip(out, 0.0, 1.0).astype(np.float32)
+        images, labels = digits("all", size=size)
+        y = labels.numpy()
+        pick = np.concatenate([np.nonzero(y == c)[0][:5] for c in range(10)])
+        return images[pick].numpy().astype(np.float32)
     if channels != 3:
         raise ValueError(f"natural images exist for 1 or 3 channels, got {channels}")
     from skimage import data as skdata
+    from skimage.transform import resize
 
     out = []
     for name in PHOTOS:

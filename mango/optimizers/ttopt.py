@@ -46,12 +46,11 @@ class TTOpt(Optimizer):
             ``d`` variables with ``n`` levels directly.
     """
 
-    name = "ttopt"
     description = ("TT-cross with maxvol (teneva.cross) on arctan-transformed values; QTT "
                    "binary view by default (codebook and grid alike)")
 
     def __init__(self, space: LatentSpace, batch_size: int = 100, seed: int = 0, *, rank: int = 2,
-                 dr_max: int = 1, nswp: int = 4, qtt: bool = True, budget: int | None = None) -> None:
+                 dr_max: int = 1, nswp: int = 4, qtt: bool = True) -> None:
         super().__init__(space, batch_size, seed)
         if int(rank) < 1:
             raise ConfigError(f"rank must be >= 1, got {rank!r}")
