@@ -5,7 +5,7 @@
 
 Each measurement is a fresh Python subprocess that builds the paper pipeline
 (``vqvae-cifar10`` generator + ``snn-cifar10`` target, class neuron 3, T=32,
-``eval_batch_size`` 50) and runs PROTES (batch 50, seed 0) for ``--budget``
+``eval_batch_size`` 50) and runs ``--optimizer`` (default PROTES; batch 50, seed 0) for ``--budget``
 queries through :func:`mango.loop.maximize`. It reports, measured inside the
 child from its first line (before ``import torch``):
 
@@ -41,7 +41,7 @@ CHILD = r"""
 import time
 t0 = time.perf_counter()
 import json, sys
-budget, backend = int(sys.argv[1]), sys.argv[2]
+budget, backend, optimizer = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 from mango import registry
 from mango.loop import maximize
 from mango.objective import Objective
@@ -53,7 +53,7 @@ first = []
 def cb(ev):
     if not first:
         first.append(time.perf_counter() - t0)
-res = maximize(obj, "protes", budget, seed=0, batch_size=50, callbacks=[cb])
+res = maximize(obj, optimizer, budget, seed=0, batch_size=50, callbacks=[cb])
 total = time.perf_counter() - t0
 fast = getattr(tgt, "_fast", None)
 print(json.dumps({"built": t_built, "first": first[0], "total": total, "best": res.best_value,
@@ -61,10 +61,10 @@ print(json.dumps({"built": t_built, "first": first[0], "total": total, "best": r
 """
 
 
-def run_child(budget: int, backend: str, cache_dir: str, timeout: float) -> dict:
+def run_child(budget: int, backend: str, cache_dir: str, timeout: float, optimizer: str = "protes") -> dict:
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir)
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", CHILD, str(budget), backend], env=env, capture_output=True,
+    p = subprocess.run([sys.executable, "-c", CHILD, str(budget), backend, optimizer], env=env, capture_output=True,
                        text=True, timeout=timeout)
     wall = time.perf_counter() - t0
     if p.returncode != 0:
@@ -78,6 +78,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backends", nargs="+", default=["compile", "auto"])
     ap.add_argument("--budget", type=int, default=500)
+    ap.add_argument("--optimizer", default="protes", help="registered optimizer (default protes; elite is the default of runs)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--no-warm", action="store_true", help="skip the warm-cache measurement")
     ap.add_argument("--timeout", type=float, default=900)
@@ -93,9 +94,9 @@ def main() -> None:
     for r in range(args.repeats):
         for backend in args.backends:
             with tempfile.TemporaryDirectory(prefix="mango-inductor-") as cache:
-                runs = [("cold", run_child(args.budget, backend, cache, args.timeout))]
+                runs = [("cold", run_child(args.budget, backend, cache, args.timeout, args.optimizer))]
                 if not args.no_warm:
-                    runs.append(("warm", run_child(args.budget, backend, cache, args.timeout)))
+                    runs.append(("warm", run_child(args.budget, backend, cache, args.timeout, args.optimizer)))
             for kind, o in runs:
                 print(f"| {backend} | {kind} | {r} | {o['built']:.1f} | {o['first']:.1f} | {o['total']:.1f} | {o['wall']:.1f} | "
                       f"{o['best']:.6g} | {o['kernel']} |", flush=True)
