@@ -11,7 +11,10 @@ sends every block over a loopback socket to the simulator).
 Score: the noiseless mean count of the *recommended* image (best mean over
 repeats) divided by the noiseless optimum, the best expected count found by
 long noiseless runs (``--optimum-budget`` queries each of protes and ga, plus
-every code any benchmark run recommended). Reported: median and IQR per method.
+every code any benchmark run recommended). Reported: median and IQR per method, and the mean
+bias (against the noiseless expected count) of the selection mean (``best_mean``, the presentations
+that chose the code) and of the unbiased hold-out estimate (``holdout_mean``, the final hold-out
+block alone).
 
     python experiments/bench_rig.py --seeds 5 --budget 2000 --out runs/bench_rig
 """
