@@ -11,7 +11,10 @@ sends every block over a loopback socket to the simulator).
 Score: the noiseless mean count of the *recommended* image (best mean over
 repeats) divided by the noiseless optimum, the best expected count found by
 long noiseless runs (``--optimum-budget`` queries each of protes and ga, plus
-every code any benchmark run recommended). Reported: median and IQR per method.
+every code any benchmark run recommended). Reported: median and IQR per method, and the mean
+bias (against the noiseless expected count) of the selection mean (``best_mean``, the presentations
+that chose the code) and of the unbiased hold-out estimate (``holdout_mean``, the final hold-out
+block alone).
 
     python experiments/bench_rig.py --seeds 5 --budget 2000 --out runs/bench_rig
 """
@@ -36,7 +39,7 @@ from mango.rig.closedloop import stimulus_images
 from mango.rig.model import LocalRig, build_neurons
 from mango.rig.simulator import RigSimulator, serve_zmq
 
-METHODS = ("protes", "cma", "ga", "random")
+METHODS = ("elite", "protes", "ga", "cma", "random")
 
 
 def main() -> None:
@@ -47,6 +50,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=20)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--retest-every", type=int, default=3)
+    p.add_argument("--holdout-repeats", type=int, default=10,
+                   help="presentations of the chosen code in the final hold-out block (the unbiased estimate)")
     p.add_argument("--generator", default="vqvae-digits")
     p.add_argument("--target", default="cnn-digits")
     p.add_argument("--unit", type=int, default=0)
@@ -86,7 +91,8 @@ def main() -> None:
                 rig = LocalRig(neu, seed=seed)
             try:
                 res = closed_loop(rig, gen, method, args.budget, seed, batch_size=args.batch_size,
-                                  repeats=args.repeats, retest_every=args.retest_every)
+                                  repeats=args.repeats, retest_every=args.retest_every,
+                                  holdout_repeats=args.holdout_repeats)
             finally:
                 rig.close()
                 if args.transport == "zmq":
@@ -94,9 +100,11 @@ def main() -> None:
                     th.join()
             true = float(expected(res.best_code[None])[0])
             runs.append({"method": method, "seed": seed, "best_code": res.best_code.tolist(),
-                         "measured_mean": res.best_mean, "n": res.best_n, "expected": true,
+                         "selection_mean": res.best_mean, "n": res.best_n, "holdout_mean": res.holdout_mean,
+                         "holdout_sem": res.holdout_sem, "holdout_n": res.holdout_n, "expected": true,
                          "presentations": res.presentations, "seconds": time.perf_counter() - t0})
-            print(f"{method:7s} seed {seed}: measured {res.best_mean:6.2f} (n={res.best_n:2d}) "
+            print(f"{method:7s} seed {seed}: selection mean {res.best_mean:6.2f} (n={res.best_n:2d}) "
+                  f"hold-out {res.holdout_mean:6.2f} +- {res.holdout_sem:4.2f} (n={res.holdout_n}) "
                   f"expected {true:6.2f}  [{time.perf_counter() - t0:.1f} s]", flush=True)
 
     # noiseless optimum: long noiseless runs + everything the noisy runs recommended
@@ -112,18 +120,22 @@ def main() -> None:
     for method in args.methods.split(","):
         f = np.array([r["expected"] / optimum for r in runs if r["method"] == method])
         q1, med, q3 = np.percentile(f, [25, 50, 75])
-        rows.append({"method": method, "median": med, "q1": q1, "q3": q3, "min": f.min(), "max": f.max()})
+        sel = np.array([r["selection_mean"] - r["expected"] for r in runs if r["method"] == method])
+        hold = np.array([r["holdout_mean"] - r["expected"] for r in runs if r["method"] == method])
+        rows.append({"method": method, "median": med, "q1": q1, "q3": q3, "min": f.min(), "max": f.max(),
+                     "selection_bias": float(np.mean(sel)), "holdout_bias": float(np.nanmean(hold))})
     rand_frac = float(rand.mean() / optimum)
     lines = [f"Simulated Poisson neuron: {args.target} unit {args.unit}, peak {args.peak_rate} Hz x "
              f"{args.presentation_time} s; generator {args.generator}; {args.budget} presentations "
              f"(k={args.batch_size}, repeats={args.repeats}, re-test every {args.retest_every}); "
              f"{args.seeds} seeds; noiseless optimum {optimum:.3f} spikes/presentation; "
              f"random image mean = {rand_frac:.3f} of it.", "",
-             "| method | median fraction of noiseless optimum | IQR | min | max |",
-             "|---|---|---|---|---|"]
+             "| method | median fraction of noiseless optimum | IQR | min | max | selection mean - expected "
+             "(mean) | hold-out mean - expected (mean) |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['median']:.3f} | {r['q1']:.3f} - {r['q3']:.3f} | "
-                     f"{r['min']:.3f} | {r['max']:.3f} |")
+                     f"{r['min']:.3f} | {r['max']:.3f} | {r['selection_bias']:+.2f} | {r['holdout_bias']:+.2f} |")
     table = "\n".join(lines)
     print(table)
     (out / "bench_rig.md").write_text(table + "\n")

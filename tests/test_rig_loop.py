@@ -59,11 +59,13 @@ def test_zmq_closed_loop_survives_every_fault_and_beats_random(tmp_path):
     best = float(neu.expected(res.best_image[None])[0, 0])
     assert best > 1.5 * random_expected(gen, neu), (best, random_expected(gen, neu))
     # references were shown in every block and reported
-    # the final confirmation block shows the best codes again, without references
-    assert res.reference_means.shape == (res.blocks - 1, 2)
+    # the confirmation block shows the best codes again and the final hold-out block the chosen one,
+    # both without references
+    assert res.reference_means.shape == (res.blocks - 2, 2)
     assert res.best_n >= 2 + 4  # recommended code: repeats + confirm_repeats presentations at least
     summary = json.loads((tmp_path / "run" / "result.json").read_text())
-    assert len(summary["reference"]["means_per_block"]) == res.blocks - 1
+    assert len(summary["reference"]["means_per_block"]) == res.blocks - 2
+    assert summary["holdout"]["n"] >= 10 and res.holdout_n == summary["holdout"]["n"]
     assert summary["presentations"] == 520 and (tmp_path / "run" / "best.png").exists()
 
 
@@ -78,7 +80,10 @@ def test_recommendation_is_best_mean_over_repeats_not_luckiest_trial(tmp_path):
     plog = _log_check(tmp_path, 300)
     per_code: dict[tuple, list[float]] = {}
     single_best = -np.inf
+    last = max(plog.sent)  # the hold-out block: used for the reported estimate only, never for the choice
     for b, sent in plog.sent.items():
+        if b == last:
+            continue
         rsp = plog.responses[b]
         y = select_channels(np.asarray(rsp["responses"]), 0)
         j = np.asarray(rsp["image_ids"]) - np.asarray(sent["image_ids"])[0]
@@ -91,10 +96,12 @@ def test_recommendation_is_best_mean_over_repeats_not_luckiest_trial(tmp_path):
     assert res.best_mean == pytest.approx(means[best_code]) and res.best_n == len(per_code[best_code])
     assert res.best_mean < single_best  # the luckiest single trial is not what is reported
     # re-tests: every 2nd block (retest_every=2) shows the best-by-mean code so far once more; the final
-    # block is the confirmation block. Budget 300 = blocks of 10 candidates x 3 (+ 1 re-test x 3),
-    # confirmation 5 codes x 6: blocks 0..8 are search blocks, block 9 confirms.
-    last = max(plog.sent)
-    assert last == 9 and set(plog.sent[last]["kinds"]) == {"confirm"}
+    # blocks are the confirmation block and the hold-out block. Budget 300 = blocks of 10 candidates x 3
+    # (+ 1 re-test x 3), confirmation 5 codes x 6, hold-out >= 10: blocks 0..8 are search blocks,
+    # block 9 confirms, block 10 shows the chosen code alone (10 + the 2 presentations left over).
+    assert last == 10 and set(plog.sent[9]["kinds"]) == {"confirm"}
+    assert plog.sent[last]["kinds"] == ["holdout"] and plog.sent[last]["codes"] == [res.best_code.tolist()]
+    assert plog.sent[last]["repeats"] == res.holdout_n == 12
     retest_blocks = [b for b in sorted(plog.sent) if "retest" in plog.sent[b]["kinds"]]
     assert retest_blocks == [2, 4, 6, 8]
     seen: dict[tuple, list[float]] = {}
@@ -109,8 +116,9 @@ def test_recommendation_is_best_mean_over_repeats_not_luckiest_trial(tmp_path):
             assert tuple(sent["codes"][i]) == max(means, key=means.get), b  # the incumbent, by mean
         # presentation order: each image exactly `repeats` times, shuffled (neither repeat nor tile order)
         assert sorted(order.tolist()) == np.repeat(np.arange(n), rep).tolist()
-        assert not np.array_equal(order, np.repeat(np.arange(n), rep))
-        assert not np.array_equal(order, np.tile(np.arange(n), rep))
+        if n > 1:  # (the hold-out block shows one image: nothing to shuffle)
+            assert not np.array_equal(order, np.repeat(np.arange(n), rep))
+            assert not np.array_equal(order, np.tile(np.arange(n), rep))
         np.testing.assert_array_equal(rsp["image_ids"], ids[order])  # and the rig showed that order
         y = select_channels(np.asarray(rsp["responses"]), 0)
         for i, code in enumerate(sent["codes"]):

@@ -85,7 +85,7 @@ def test_lsl_closed_loop_survives_every_fault_and_beats_random(tmp_path):
     assert set(served) == set(plog.responses)
     best = float(neu.expected(res.best_image[None])[0, 0])
     assert best > 1.5 * random_expected(gen, neu), (best, random_expected(gen, neu))
-    assert res.reference_means.shape == (res.blocks - 1, 2)
+    assert res.reference_means.shape == (res.blocks - 2, 2)  # no references in the confirmation and hold-out blocks
     summary = json.loads((tmp_path / "run" / "result.json").read_text())
     assert summary["presentations"] == 400 and (tmp_path / "run" / "best.png").exists()
 

@@ -67,9 +67,11 @@ def test_sigkill_resume_records_every_response_exactly_once(tmp_path):
     summary = json.loads((out / "result.json").read_text())
     assert summary["presentations"] == budget and summary["blocks"] == len(blocks)
     journal_rows = (out / "journal.jsonl").read_text().splitlines()
-    # one optimizer batch per search block; the last block is the confirmation block (no optimizer batch)
-    assert [json.loads(r)["batch"] for r in journal_rows] == blocks[:-1]
-    assert set(plog.sent[blocks[-1]]["kinds"]) == {"confirm"}
+    # one optimizer batch per search block; the last two blocks are the confirmation block and the
+    # hold-out block (no optimizer batch)
+    assert [json.loads(r)["batch"] for r in journal_rows] == blocks[:-2]
+    assert set(plog.sent[blocks[-2]]["kinds"]) == {"confirm"} and plog.sent[blocks[-1]]["kinds"] == ["holdout"]
+    assert summary["holdout"]["n"] >= 10 and summary["holdout"]["mean"] is not None
 
 
 def test_rig_run_id_is_kept_on_resume_and_new_for_another_run_folder(tmp_path):

@@ -18,7 +18,13 @@ chosen as the maximum of many is still biased upwards (the winner's curse), the
 last block is a *confirmation block*: the ``confirm_top`` codes with the best
 means are shown ``confirm_repeats`` more times each (budget reserved from the
 start), and the recommendation is the best mean among codes with at least
-``repeats + confirm_repeats`` presentations. Reference images (user-given, fixed) are
+``repeats + confirm_repeats`` presentations. That mean (``best_mean``, the
+*selection* mean) was used to choose the code, so it is still biased upwards.
+The value reported is therefore estimated from presentations not used to choose:
+after the confirmation block a *hold-out block* shows only the chosen code,
+``holdout_repeats`` times plus whatever budget no search block could use (budget
+reserved from the start, journaled and resumed like every block), and ``holdout_mean +- holdout_sem (holdout_n)`` come from those
+presentations alone; they never change the choice. Reference images (user-given, fixed) are
 shown in every block; their per-block means track drift and are reported.
 
 Crash safety: ``run_dir/presentations.jsonl`` gets every block *before* it is sent
@@ -41,6 +47,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -129,6 +136,10 @@ class RigRunResult:
         reference_means: ``[G, r]`` each reference image's mean response per block (drift).
         presentations: total presentations; ``blocks``: number of blocks; ``ignored``: messages dropped.
         batch_size: candidates the optimizer asked per block (its ``k``).
+        holdout_mean, holdout_sem, holdout_n: the unbiased estimate of ``best_code``'s mean response,
+            from the hold-out block only (presentations not used to choose the code); ``nan``/0
+            when no hold-out block ran (``holdout_repeats=0`` or too small a budget).
+        holdout_values: ``float64 [holdout_n]`` the hold-out responses themselves.
     """
 
     best_code: np.ndarray
@@ -149,6 +160,15 @@ class RigRunResult:
     ignored: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     batch_size: int | None = None
+    holdout_mean: float = float("nan")
+    holdout_sem: float = float("nan")
+    holdout_n: int = 0
+    holdout_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def selection_mean(self) -> float:
+        """``best_mean``: the mean over the presentations used to choose ``best_code`` (biased upwards)."""
+        return self.best_mean
 
     def summary(self) -> dict[str, Any]:
         """JSON-able summary (``result.json``)."""
@@ -159,7 +179,12 @@ class RigRunResult:
             t = np.arange(ref.shape[0], dtype=np.float64)
             drift = [float(np.polyfit(t, ref[:, j], 1)[0]) for j in range(ref.shape[1])]
         return {"best_code": self.best_code.tolist(), "best_mean": self.best_mean, "best_n": self.best_n,
-                "best_sem": self.best_sem, "presentations": self.presentations, "blocks": self.blocks,
+                "best_sem": self.best_sem, "selection_mean": self.best_mean,
+                "holdout": {"mean": _num(self.holdout_mean), "sem": _num(self.holdout_sem), "n": self.holdout_n,
+                            "values": np.asarray(self.holdout_values, dtype=np.float64).tolist(),
+                            "note": "unbiased estimate of best_code's mean response from presentations "
+                                    "not used to choose it (best_mean/selection_mean are biased upwards)"},
+                "presentations": self.presentations, "blocks": self.blocks,
                 "seconds": self.seconds, "replayed_blocks": self.replayed_blocks, "batch_size": self.batch_size,
                 "top": [{"code": self.codes[i].tolist(), "mean": float(self.means[i]), "n": int(self.counts[i])}
                         for i in order],
@@ -176,6 +201,19 @@ class RigRunResult:
                            "reference_means": self.reference_means, "codes": self.codes, "means": self.means,
                            "counts": self.counts, "best_code": self.best_code},
                           self.best_image)
+
+
+def _num(x: float) -> float | None:
+    """A float for JSON: ``None`` for nan/inf."""
+    return float(x) if np.isfinite(x) else None
+
+
+def _mean_sem(v: np.ndarray) -> tuple[float, float]:
+    """Mean and standard error of the mean of ``v`` (nan where undefined)."""
+    v = np.asarray(v, dtype=np.float64)
+    mean = float(v.mean()) if v.size else float("nan")
+    sem = float(v.std(ddof=1) / np.sqrt(v.size)) if v.size >= 2 else float("nan")
+    return mean, sem
 
 
 class _Stats:
@@ -233,7 +271,10 @@ class RigPolicy:
     incumbent every ``retest_every`` blocks, plus the reference images, each shown
     ``repeats`` times in a seeded random order; the optimizer is told each
     candidate's mean. When no further search block fits the budget, one step
-    without asking shows the best codes again (the confirmation block).
+    without asking shows the best codes again (the confirmation block) and
+    chooses the recommendation; a last step shows only that code again
+    ``holdout_repeats`` times (the hold-out block), whose responses alone give the
+    reported, unbiased estimate.
     Presentations are the budget unit. Every block is logged in
     ``presentations.jsonl`` before it is sent and its response before the
     optimizer sees it; on resume a logged response is used, never presented again.
@@ -245,7 +286,7 @@ class RigPolicy:
 
     def __init__(self, rig: Any, generator: Any, *, seed: int = 0, repeats: int = 2, retest_every: int = 3,
                  confirm_top: int = 5, confirm_repeats: int | None = None, reference: np.ndarray | None = None,
-                 select: int | Sequence[int] | str | None = 0) -> None:
+                 select: int | Sequence[int] | str | None = 0, holdout_repeats: int = 10) -> None:
         if int(repeats) < 1:
             raise ConfigError(f"repeats must be >= 1, got {repeats!r}")
         if int(retest_every) < 0:
@@ -254,13 +295,16 @@ class RigPolicy:
         if int(confirm_top) < 0 or confirm_repeats < 1:
             raise ConfigError(f"confirm_top must be >= 0 and confirm_repeats >= 1, got {confirm_top!r}, "
                               f"{confirm_repeats!r}")
+        if int(holdout_repeats) < 0:
+            raise ConfigError(f"holdout_repeats must be >= 0 (0 = no hold-out estimate), got {holdout_repeats!r}")
         ref = None if reference is None else np.ascontiguousarray(reference, dtype=np.uint8)
         if ref is not None and (ref.ndim != 4 or len(ref) == 0):
             raise ConfigError(f"reference images must be uint8 [r, H, W, C] with r >= 1, got shape {ref.shape}")
         self.rig, self.generator, self.seed = rig, generator, int(seed)
         self.repeats, self.retest_every = int(repeats), int(retest_every)
         self.confirm_top, self.confirm_repeats = int(confirm_top), confirm_repeats
-        self.reserve = self.confirm_top * self.confirm_repeats
+        self.holdout_repeats = int(holdout_repeats)
+        self.reserve = self.confirm_top * self.confirm_repeats + self.holdout_repeats
         self.ref, self.n_ref, self.select = ref, 0 if ref is None else len(ref), select
         self.stats = _Stats()
         self.plog: PresentationLog | None = None
@@ -269,13 +313,16 @@ class RigPolicy:
         self.ref_means: list[np.ndarray] = []
         self.replayed = 0
         self.confirmed = False
-        self._retest = self._confirm = False
+        self.chosen: int | None = None  # stats index of the recommendation, fixed before the hold-out block
+        self.holdout: np.ndarray | None = None  # the hold-out responses (selected channel(s))
+        self._retest = self._confirm = self._holdout = False
         self._last: tuple[int, int, np.ndarray, np.ndarray] | None = None  # (n_cand, best_n, means, ref means)
 
     def config(self) -> dict[str, Any]:
         """The policy's settings (kept in ``run.json``: a resume with other settings is refused)."""
         return {"repeats": self.repeats, "retest_every": self.retest_every, "confirm_top": self.confirm_top,
-                "confirm_repeats": self.confirm_repeats, "select": self.select,
+                "confirm_repeats": self.confirm_repeats, "holdout_repeats": self.holdout_repeats,
+                "select": self.select,
                 "reference_sha256": None if self.ref is None else hashlib.sha256(self.ref.tobytes()).hexdigest()}
 
     def identity(self) -> dict[str, Any]:
@@ -288,6 +335,8 @@ class RigPolicy:
 
     def open(self, run_dir: Path | None, optimizer: Optimizer) -> None:
         self.d = optimizer.space.d
+        if getattr(optimizer, "needs_objective", False):  # e.g. elite's natural starts: only the generator
+            optimizer.bind(SimpleNamespace(generator=self.generator, space=self.generator.space))
         self.plog = PresentationLog(run_dir / "presentations.jsonl") if run_dir is not None else None
 
     def plan(self, left: int) -> int | None:
@@ -297,10 +346,21 @@ class RigPolicy:
         if n_cand < 1 and retest:  # the last block: candidates rather than a re-test
             retest, n_cand = False, n_cand + 1
         confirm = n_cand < 1 and self.confirm_top > 0 and not self.confirmed and bool(stats.codes)
-        if n_cand < 1 and not confirm:
+        holdout = (n_cand < 1 and not confirm and self.holdout_repeats > 0 and self.holdout is None
+                   and bool(stats.codes) and left >= self.holdout_repeats)
+        if n_cand < 1 and not confirm and not holdout:
             return None
-        self._retest, self._confirm = retest, confirm
-        return 0 if confirm else n_cand
+        self._retest, self._confirm, self._holdout = retest, confirm, holdout
+        self._holdout_left = left
+        return 0 if (confirm or holdout) else n_cand
+
+    def _min_n(self) -> int:
+        """Presentations a code needs to be recommended (after the confirmation block: confirmed codes)."""
+        return self.repeats + self.confirm_repeats if self.confirmed else 0
+
+    def _choice(self) -> int:
+        """Stats index of the recommendation: fixed once the hold-out block is planned."""
+        return self.chosen if self.chosen is not None else self.stats.best(self._min_n())[0]
 
     def evaluate(self, step: int, I: np.ndarray) -> Step:
         return self._block(step, I, logged_only=False)
@@ -309,8 +369,13 @@ class RigPolicy:
         return self._block(step, I, logged_only=True)
 
     def _block(self, g: int, I: np.ndarray, logged_only: bool) -> Step:
-        stats, confirm, plog = self.stats, self._confirm, self.plog
-        if confirm:  # final block: the best codes by mean, shown confirm_repeats times each
+        stats, confirm, holdout, plog = self.stats, self._confirm, self._holdout, self.plog
+        if holdout:  # the chosen code alone, holdout_repeats times: the reported estimate, never the choice
+            self.chosen = self._choice()
+            codes = [stats.codes[self.chosen]]
+            kinds = ["holdout"]
+            block_repeats = self._holdout_left  # holdout_repeats + what no search block could use
+        elif confirm:  # final block: the best codes by mean, shown confirm_repeats times each
             top = np.argsort(-(np.asarray(stats.s) / np.asarray(stats.n)), kind="stable")[:self.confirm_top]
             codes = [stats.codes[i] for i in top]
             kinds = ["confirm"] * len(codes)
@@ -325,7 +390,7 @@ class RigPolicy:
             codes.append(stats.codes[bi])
             kinds.append("retest")
         images = stimulus_images(self.generator, np.asarray(codes, dtype=np.int64))
-        if self.ref is not None and not confirm:
+        if self.ref is not None and not (confirm or holdout):
             if self.ref.shape[1:] != images.shape[1:]:
                 raise ConfigError(f"reference images are {self.ref.shape[1:]} (H, W, C) but the generator makes "
                                   f"{images.shape[1:]}")
@@ -369,9 +434,12 @@ class RigPolicy:
         for i in range(n_img):
             if kinds[i] in ("cand", "retest", "confirm"):
                 stats.add(np.asarray(codes[i], dtype=np.int64), y[j == i])
+        if holdout:
+            self.holdout = np.asarray(y, dtype=np.float64).copy()
         self.confirmed = self.confirmed or confirm
-        bi, bm = stats.best(self.repeats + self.confirm_repeats if self.confirmed else 0)
-        rmeans = means[n_img - self.n_ref:] if (self.n_ref and not confirm) else np.zeros(0)
+        bi = self._choice()
+        bm = float(stats.s[bi] / stats.n[bi])
+        rmeans = means[n_img - self.n_ref:] if (self.n_ref and not (confirm or holdout)) else np.zeros(0)
         self._last = (n_cand, stats.n[bi], means[:n_cand], rmeans)
         extra = {"block": g, "presentations": int(len(y)), "best_mean": bm, "reference_means": rmeans.tolist()}
         return Step(means[:n_cand], int(len(y)), extra, is_replay)
@@ -382,7 +450,7 @@ class RigPolicy:
         bm = step.extra["best_mean"]
         self.block_best.append(bm)
         self.block_pres.append(state.used)
-        if not self._confirm:
+        if not (self._confirm or self._holdout):
             self.ref_means.append(rmeans)
         log.info("block %d: %d candidates, best mean %.4g (n=%d), %d/%d presentations%s", g, n_cand, bm,
                  best_n, state.used, state.budget, " (from the log)" if step.replayed else "")
@@ -393,7 +461,10 @@ class RigPolicy:
         if not stats.codes:
             raise MangoError(f"budget {state.budget} is too small for one block (repeats={self.repeats}, "
                              f"references={self.n_ref})")
-        bi, bm = stats.best(self.repeats + self.confirm_repeats if self.confirmed else 0)
+        bi = self._choice()
+        bm = float(stats.s[bi] / stats.n[bi])
+        held = np.zeros(0) if self.holdout is None else self.holdout
+        h_mean, h_sem = _mean_sem(held)
         return RigRunResult(best_code=stats.codes[bi], best_mean=bm, best_n=stats.n[bi], best_sem=stats.sem(bi),
                             best_image=stimulus_images(self.generator, stats.codes[bi][None])[0],
                             codes=np.asarray(stats.codes), means=np.asarray(stats.s) / np.asarray(stats.n),
@@ -402,7 +473,8 @@ class RigPolicy:
                             reference_means=np.asarray(self.ref_means).reshape(len(self.ref_means), self.n_ref),
                             presentations=state.used, blocks=len(self.block_best), seconds=state.elapsed,
                             replayed_blocks=self.replayed, ignored=list(getattr(self.rig, "ignored", [])),
-                            config=config, batch_size=optimizer.k)
+                            config=config, batch_size=optimizer.k, holdout_mean=h_mean, holdout_sem=h_sem,
+                            holdout_n=int(held.size), holdout_values=held)
 
     def close(self) -> None:
         if self.plog is not None:
@@ -412,7 +484,7 @@ class RigPolicy:
 def closed_loop(rig: Any, generator: Any, optimizer: Optimizer | str, budget: int, seed: int = 0, *,
                 batch_size: int | None = None, params: dict[str, Any] | None = None, repeats: int = 2,
                 retest_every: int = 3, confirm_top: int = 5, confirm_repeats: int | None = None,
-                reference: np.ndarray | None = None,
+                holdout_repeats: int = 10, reference: np.ndarray | None = None,
                 select: int | Sequence[int] | str | None = 0, run_dir: str | os.PathLike | None = None,
                 config: dict[str, Any] | None = None,
                 callbacks: Sequence[Callable[[BlockEvent], None]] = ()) -> RigRunResult:
@@ -433,6 +505,9 @@ def closed_loop(rig: Any, generator: Any, optimizer: Optimizer | str, budget: in
             (``repeats`` times) so its mean firms up; 0 = never.
         confirm_top: codes shown again in the final confirmation block (0 = no confirmation).
         confirm_repeats: presentations per code in that block (default ``2 * repeats``).
+        holdout_repeats: presentations of the chosen code in the final hold-out block (>= 0; 0 = none),
+            reserved from the start; the block also takes the few presentations no search block could
+            use, so the budget is spent exactly. The reported ``holdout_mean +- holdout_sem`` come from these alone (unbiased).
         reference: optional ``uint8 [r, H, W, C]`` images shown in every block (drift tracking).
         select: channel selection applied to the rig's ``[P, channels]`` responses (see :func:`select_channels`).
         run_dir: folder for ``presentations.jsonl``, the journal and results; an existing one is resumed.
@@ -440,7 +515,8 @@ def closed_loop(rig: Any, generator: Any, optimizer: Optimizer | str, budget: in
     """
     budget = check_budget(budget, "presentations")
     policy = RigPolicy(rig, generator, seed=seed, repeats=repeats, retest_every=retest_every,
-                       confirm_top=confirm_top, confirm_repeats=confirm_repeats, reference=reference, select=select)
+                       confirm_top=confirm_top, confirm_repeats=confirm_repeats, reference=reference, select=select,
+                       holdout_repeats=holdout_repeats)
     optimizer = build_optimizer(optimizer, generator.space, seed=seed, batch_size=batch_size,
                                 budget=max(1, budget // policy.repeats), params=params)
     config = dict(config or {})
