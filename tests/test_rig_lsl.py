@@ -74,7 +74,9 @@ def test_lsl_closed_loop_survives_every_fault_and_beats_random(tmp_path):
         with LslRigClient(name, run="run-a", timeout=0.5, retries=6, backoff=0.05) as cl:
             res = closed_loop(cl, gen, "protes", 400, seed=1, batch_size=16, repeats=2, retest_every=3,
                               reference=refs, run_dir=tmp_path / "run")
-    assert sim.n_requests >= res.blocks + 6  # every fault cost a retry, and was survived
+    # every fault but 'duplicate' costs a retry; on a loaded machine the 'delay' fault's late answer can
+    # still be read before the client's timeout fires (it polls late), so that one may cost none
+    assert sim.n_requests >= res.blocks + 5
     reasons = " | ".join(i["reason"] for i in res.ignored)
     for word in ("holds nan", "duplicate", "late or unknown", "must be [presentations, channels]"):
         assert word in reasons, reasons
