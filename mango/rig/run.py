@@ -107,6 +107,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="codes re-shown in the final confirmation block (0: none)")
     p.add_argument("--confirm-repeats", type=int, default=None,
                    help="presentations per code in the confirmation block (default 2 x repeats)")
+    p.add_argument("--holdout-repeats", type=int, default=10,
+                   help="presentations of the chosen image in the final hold-out block; the reported "
+                        "response comes from these alone (unbiased); 0: no hold-out block")
     p.add_argument("--reference", action="append", metavar="PNG", help="reference image shown every block")
     p.add_argument("--channel", default="0", help="channel: an int, a list '0,2' (mean), or 'mean'")
     p.add_argument("--seed", type=int, default=0)
@@ -144,6 +147,7 @@ def _cmd(args: argparse.Namespace) -> int:
         res = closed_loop(client, gen, args.optimizer, args.budget, args.seed, batch_size=args.batch_size,
                           params=oparams, repeats=args.repeats, retest_every=args.retest_every, reference=ref,
                           confirm_top=args.confirm_top, confirm_repeats=args.confirm_repeats,
+                          holdout_repeats=args.holdout_repeats,
                           select=select, run_dir=args.out, config=cfg, callbacks=[progress])
     finally:
         client.close()
