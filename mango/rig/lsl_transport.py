@@ -75,9 +75,10 @@ import numpy as np
 from ..errors import ConfigError
 from .filedrop import check_run_id
 from .model import wrong_block_reply
-from .protocol import (PROTOCOL, VERSION, AuthError, Block, Limits, ProtocolError, Reply, RigError, json_depth, header_int,
-                       header_int_list, compute_mac, NONCE_PATTERN, check_block_header, check_values, images_to_png, new_nonce,
-                       peek_header, png_to_images, validate_reply_for, verify_mac)
+from .protocol import (NONCE_PATTERN, PROTOCOL, VERSION, AuthError, Block, Limits, ProtocolError, Reply, RigError,
+                       check_block_header, check_response_header, check_values, compute_mac, header_int,
+                       images_to_png, json_depth, new_nonce, peek_header, png_to_images, validate_reply_for,
+                       verify_mac)
 
 __all__ = ["DEFAULT_NAME", "MARKER_TYPE", "IMAGE_TYPE", "RESPONSE_TYPE", "LslRigClient", "serve_lsl",
            "stream_names", "check_stream_name", "encode_marker", "encode_images", "decode_marker", "decode_image",
@@ -276,23 +277,12 @@ def decode_response(raw: bytes, token: str | None = None, limits: Limits = Limit
     if header["type"] != "response":
         raise ProtocolError(f"expected a 'response' sample, got {header['type']!r}")
     verify_mac(header, [], token)
-    bid = header_int(header, "block")
-    shape = header.get("shape")
-    if (not isinstance(shape, list) or len(shape) != 2
-            or any(not isinstance(s, int) or isinstance(s, bool) for s in shape)):
-        raise ProtocolError(f"response 'shape' must be [presentations, channels], got {str(shape)[:100]}")
-    p, ch = shape
-    if not (1 <= p <= limits.max_presentations and 1 <= ch <= limits.max_channels):
-        raise ProtocolError(f"response shape {shape} outside the limits "
-                            f"(1..{limits.max_presentations} x 1..{limits.max_channels})")
-    if header.get("dtype") != "float64":
-        raise ProtocolError(f"response dtype {str(header.get('dtype'))[:50]!r} not supported; valid choices: float64")
-    ids = header_int_list(header, "image_ids", p, limits.max_presentations)
+    bid, (p, ch), ids = check_response_header(header, limits)
     rows = header.get("responses")
     if not isinstance(rows, list) or len(rows) != p or any(
             not isinstance(row, list) or len(row) != ch
             or any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in row) for row in rows):
-        raise ProtocolError(f"response field 'responses' must be {p} lists of {ch} numbers (shape {shape})")
+        raise ProtocolError(f"response field 'responses' must be {p} lists of {ch} numbers (shape [{p}, {ch}])")
     try:
         resp = np.asarray(rows, dtype=np.float64).reshape(p, ch)
     except (OverflowError, ValueError):

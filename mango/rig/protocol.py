@@ -42,7 +42,7 @@ import numpy as np
 from ..errors import ConfigError, MangoError
 
 __all__ = ["PROTOCOL", "VERSION", "Limits", "Block", "Reply", "ProtocolError", "AuthError", "IncompleteReply",
-           "RigError", "new_nonce", "check_values", "verify_mac", "check_block_header", "json_depth", "header_int",
+           "RigError", "new_nonce", "check_values", "verify_mac", "check_block_header", "check_response_header", "json_depth", "header_int",
            "header_int_list", "compute_mac", "NONCE_PATTERN",
            "encode_block", "decode_block", "encode_reply", "decode_reply", "encode_error", "decode_error",
            "peek_header", "validate_reply_for", "images_to_png", "png_to_images"]
@@ -391,24 +391,37 @@ def encode_reply(reply: Reply, token: str | None = None) -> list[bytes]:
     return _pack(header, [r.tobytes()], token)
 
 
+def check_response_header(header: dict[str, Any], limits: Limits = Limits()) -> tuple[int, tuple[int, int], np.ndarray]:
+    """Type- and range-check the fields of a response header (any transport), before reading values.
+
+    Returns:
+        ``(block, (presentations P, channels), image_ids int64 [P])``.
+
+    Raises:
+        ProtocolError: naming the field, what it holds and what is allowed.
+    """
+    bid = header_int(header, "block")
+    shape = header.get("shape")
+    if (not isinstance(shape, list) or len(shape) != 2
+            or any(not isinstance(s, int) or isinstance(s, bool) for s in shape)):
+        raise ProtocolError(f"response 'shape' must be [presentations, channels], got {str(shape)[:100]}")
+    p, ch = shape
+    if not (1 <= p <= limits.max_presentations and 1 <= ch <= limits.max_channels):
+        raise ProtocolError(f"response shape {shape} outside the limits "
+                            f"(1..{limits.max_presentations} x 1..{limits.max_channels})")
+    if header.get("dtype") != "float64":
+        raise ProtocolError(f"response dtype {str(header.get('dtype'))[:50]!r} not supported; valid choices: float64")
+    ids = header_int_list(header, "image_ids", p, limits.max_presentations)
+    return bid, (p, ch), ids
+
+
 def decode_reply(frames: list[bytes], token: str | None = None, limits: Limits = Limits()) -> Reply:
     """Check and decode a ``response`` message (shape, ids, finite values, MAC)."""
     header = peek_header(frames, limits)
     if header["type"] != "response":
         raise ProtocolError(f"expected a 'response' message, got {header['type']!r}")
     verify_mac(header, frames[1:], token)
-    bid = header_int(header, "block")
-    shape = header.get("shape")
-    if (not isinstance(shape, list) or len(shape) != 2
-            or any(not isinstance(s, int) or isinstance(s, bool) for s in shape)):
-        raise ProtocolError(f"response 'shape' must be [presentations, channels], got {shape!r}")
-    p, ch = shape
-    if not (1 <= p <= limits.max_presentations and 1 <= ch <= limits.max_channels):
-        raise ProtocolError(f"response shape {shape} outside the limits "
-                            f"(1..{limits.max_presentations} x 1..{limits.max_channels})")
-    if header.get("dtype") != "float64":
-        raise ProtocolError(f"response dtype {header.get('dtype')!r} not supported; valid choices: float64")
-    ids = header_int_list(header, "image_ids", p, limits.max_presentations)
+    bid, (p, ch), ids = check_response_header(header, limits)
     if len(frames) != 2 or len(frames[1]) != p * ch * 8:
         raise ProtocolError(f"response: expected one frame of {p * ch * 8} bytes, got {[len(f) for f in frames[1:]]}")
     resp = np.frombuffer(bytes(frames[1]), dtype="<f8").reshape(p, ch).astype(np.float64)
