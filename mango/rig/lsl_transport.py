@@ -77,7 +77,7 @@ from .filedrop import check_run_id
 from .model import wrong_block_reply
 from .protocol import (NONCE_PATTERN, PROTOCOL, VERSION, AuthError, Block, Limits, ProtocolError, Reply, RigError,
                        check_block_header, check_response_header, check_values, compute_mac, header_int,
-                       images_to_png, json_depth, new_nonce, peek_header, png_to_images, validate_reply_for,
+                       images_to_png, json_object, new_nonce, peek_header, png_to_images, validate_reply_for,
                        verify_mac)
 
 __all__ = ["DEFAULT_NAME", "MARKER_TYPE", "IMAGE_TYPE", "RESPONSE_TYPE", "LslRigClient", "serve_lsl",
@@ -139,15 +139,7 @@ def _load(raw: bytes, limits: Limits, what: str) -> dict[str, Any]:
     """Size, depth and JSON checks of a sample that is not one of the header types (images, end markers)."""
     if len(raw) > limits.max_bytes:
         raise ProtocolError(f"{what} sample of {len(raw)} bytes exceeds the limit of {limits.max_bytes} bytes")
-    depth = json_depth(raw)
-    if depth > limits.max_depth:
-        raise ProtocolError(f"{what} JSON nests {depth} levels deep; at most {limits.max_depth} are allowed")
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ProtocolError(f"{what} sample is not UTF-8 JSON ({exc.__class__.__name__}: {str(exc)[:200]})") from None
-    if not isinstance(obj, dict):
-        raise ProtocolError(f"{what} sample must be a JSON object, got {type(obj).__name__}")
+    obj = json_object(raw, limits, f"{what} sample")
     if obj.get("protocol") != PROTOCOL or obj.get("version") != VERSION:
         raise ProtocolError(f"{what} sample: unknown protocol {str(obj.get('protocol'))[:50]!r} version "
                             f"{str(obj.get('version'))[:20]!r}; expected {PROTOCOL!r} {VERSION}")

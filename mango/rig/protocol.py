@@ -42,7 +42,7 @@ import numpy as np
 from ..errors import ConfigError, MangoError
 
 __all__ = ["PROTOCOL", "VERSION", "Limits", "Block", "Reply", "ProtocolError", "AuthError", "IncompleteReply",
-           "RigError", "new_nonce", "check_values", "verify_mac", "check_block_header", "check_response_header", "json_depth", "header_int",
+           "RigError", "new_nonce", "check_values", "verify_mac", "check_block_header", "check_response_header", "json_object", "json_depth", "header_int",
            "header_int_list", "compute_mac", "NONCE_PATTERN",
            "encode_block", "decode_block", "encode_reply", "decode_reply", "encode_error", "decode_error",
            "peek_header", "validate_reply_for", "images_to_png", "png_to_images"]
@@ -183,6 +183,25 @@ def _pack(header: dict[str, Any], frames: list[bytes], token: str | None) -> lis
     return [json.dumps(header, allow_nan=False).encode()] + frames
 
 
+def json_object(raw: bytes, limits: Limits = Limits(), what: str = "header") -> dict[str, Any]:
+    """Untrusted bytes -> a JSON object: nesting depth checked (without parsing) against
+    ``limits.max_depth`` first, then UTF-8 JSON, then that it is an object.
+
+    Raises:
+        ProtocolError: naming ``what`` and the problem.
+    """
+    depth = json_depth(raw)
+    if depth > limits.max_depth:
+        raise ProtocolError(f"{what} JSON nests {depth} levels deep; at most {limits.max_depth} are allowed")
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError(f"{what} is not UTF-8 JSON ({exc.__class__.__name__}: {str(exc)[:200]})") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"{what} must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def peek_header(frames: list[bytes], limits: Limits = Limits()) -> dict[str, Any]:
     """Parse and check the header frame (protocol, version, type, sizes); no MAC check."""
     if not frames:
@@ -192,16 +211,7 @@ def peek_header(frames: list[bytes], limits: Limits = Limits()) -> dict[str, Any
         raise ProtocolError(f"message of {total} bytes exceeds the limit of {limits.max_bytes} bytes")
     if len(frames[0]) > limits.max_header:
         raise ProtocolError(f"header of {len(frames[0])} bytes exceeds the limit of {limits.max_header}")
-    raw = bytes(frames[0])
-    depth = json_depth(raw)
-    if depth > limits.max_depth:
-        raise ProtocolError(f"header JSON nests {depth} levels deep; at most {limits.max_depth} are allowed")
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ProtocolError(f"header is not UTF-8 JSON ({exc.__class__.__name__}: {str(exc)[:200]})") from None
-    if not isinstance(header, dict):
-        raise ProtocolError(f"header must be a JSON object, got {type(header).__name__}")
+    header = json_object(bytes(frames[0]), limits)
     if header.get("protocol") != PROTOCOL:
         raise ProtocolError(f"unknown protocol {header.get('protocol')!r}; expected {PROTOCOL!r}")
     if header.get("version") != VERSION:
