@@ -4,12 +4,13 @@ from __future__ import annotations
 import socket
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from mango import registry
-from mango.rig.closedloop import stimulus_images
+from mango.rig.closedloop import PresentationLog, stimulus_images
 from mango.rig.model import PoissonNeurons
 from mango.rig.simulator import Faults, RigSimulator, serve_filedrop, serve_zmq
 
@@ -64,3 +65,43 @@ def sim_thread(neu, protocol: str = "zmq", where: str | None = None, faults: str
     finally:
         stop.set()
         th.join(10)
+
+
+@contextmanager
+def scripted_rig(answer, token=None):
+    """A ZeroMQ rig in a thread: ``answer(server, peer, block, k)`` handles the k-th valid block.
+
+    Yields ``(address, server)``; the thread and socket are stopped afterwards.
+    """
+    from mango.rig.zmq_transport import ZmqRigServer
+
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    server = ZmqRigServer(addr, token=token).open()
+    stop = threading.Event()
+
+    def rig() -> None:
+        k = 0
+        while not stop.is_set():
+            got = server.recv(0.05)
+            if got is not None:
+                answer(server, *got, k)
+                k += 1
+
+    th = threading.Thread(target=rig)
+    th.start()
+    try:
+        yield addr, server
+    finally:
+        stop.set()
+        th.join()
+        server.terminate()
+
+
+def log_check(run_dir: Path, budget: int) -> PresentationLog:
+    """The run's presentations log: blocks answered once each, numbered 0.., ``budget`` presentations."""
+    plog = PresentationLog(run_dir / "presentations.jsonl")  # raises on a block answered twice
+    plog.close()
+    blocks = sorted(plog.responses)
+    assert blocks == list(range(len(blocks)))
+    assert sum(len(plog.responses[b]["image_ids"]) for b in blocks) == budget
+    return plog

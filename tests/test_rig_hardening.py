@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 
 import numpy as np
 import pytest
@@ -18,9 +17,8 @@ import zmq
 from mango.rig import make_client
 from mango.rig.protocol import (Block, Limits, ProtocolError, Reply, RigError, decode_reply, encode_block,
                                 encode_reply, peek_header)
-from mango.rig.zmq_transport import ZmqRigServer
 
-from _rig_helpers import free_port, generator, neurons, sim_thread
+from _rig_helpers import free_port, generator, neurons, scripted_rig, sim_thread
 
 TOKEN = "s3cret"
 
@@ -35,31 +33,6 @@ def _answer(blk, value=3.0, nonce="same"):
     ids = np.asarray(blk.image_ids)[blk.order]
     return Reply(blk.block, ids, np.full((len(ids), 1), float(value)),
                  nonce=blk.nonce if nonce == "same" else nonce)
-
-
-@contextlib.contextmanager
-def _scripted_rig(answer, token=None):
-    """A ZeroMQ rig in a thread; ``answer(server, peer, block, k)`` handles the k-th valid block."""
-    addr = f"tcp://127.0.0.1:{free_port()}"
-    server = ZmqRigServer(addr, token=token).open()
-    stop = threading.Event()
-
-    def rig() -> None:
-        k = 0
-        while not stop.is_set():
-            got = server.recv(0.05)
-            if got is not None:
-                answer(server, *got, k)
-                k += 1
-
-    th = threading.Thread(target=rig)
-    th.start()
-    try:
-        yield addr, server
-    finally:
-        stop.set()
-        th.join()
-        server.terminate()
 
 
 @contextlib.contextmanager
@@ -105,7 +78,7 @@ def test_client_ignores_a_reply_whose_block_is_not_an_integer(bad):
         server.send_raw(peer, [json.dumps(head).encode()])
         server.send_reply(peer, _answer(blk))
 
-    with _scripted_rig(answer) as (addr, _):
+    with scripted_rig(answer) as (addr, _):
         with make_client("zmq", address=addr, timeout=3.0, retries=0) as cl:
             assert cl.present(_block()).responses.shape == (6, 1)
     assert any("'block' must be an integer" in i["reason"] for i in cl.ignored), cl.ignored
@@ -128,7 +101,7 @@ def test_signed_reply_with_1e308_ends_the_attempt_and_the_resend_is_used():
     def answer(server, peer, blk, k):
         server.send_reply(peer, _answer(blk, 1e308 if k == 0 else 2.0))
 
-    with _scripted_rig(answer, token=TOKEN) as (addr, _):
+    with scripted_rig(answer, token=TOKEN) as (addr, _):
         with make_client("zmq", address=addr, token=TOKEN, timeout=3.0, retries=1, backoff=0.01) as cl:
             reply = cl.present(_block())
     assert np.all(reply.responses == 2.0)
@@ -142,7 +115,7 @@ def test_unsigned_reply_for_the_block_in_flight_does_not_end_the_attempt():
             server.send_raw(peer, encode_reply(_answer(blk, 99.0), token=None))
         server.send_reply(peer, _answer(blk, 3.0))
 
-    with _scripted_rig(answer, token=TOKEN) as (addr, server):
+    with scripted_rig(answer, token=TOKEN) as (addr, server):
         with make_client("zmq", address=addr, token=TOKEN, timeout=3.0, retries=0) as cl:
             blk = _block()
             reply = cl.present(blk)
@@ -151,7 +124,7 @@ def test_unsigned_reply_for_the_block_in_flight_does_not_end_the_attempt():
 
 
 def test_error_to_an_unsigned_block_is_not_signed():
-    with _scripted_rig(lambda *a: None, token=TOKEN) as (addr, server):
+    with scripted_rig(lambda *a: None, token=TOKEN) as (addr, server):
         with _dealer(addr) as sock:
             sock.send_multipart(encode_block(_block(), token=None))
             head = json.loads(_recv(sock)[0])
@@ -166,7 +139,7 @@ def test_replayed_signed_reply_is_ignored():
         captured.append(frames)
         server.send_raw(peer, frames)
 
-    with _scripted_rig(first, token=TOKEN) as (addr, _):
+    with scripted_rig(first, token=TOKEN) as (addr, _):
         with make_client("zmq", address=addr, token=TOKEN, timeout=3.0, retries=0) as cl:
             cl.present(_block())
 
@@ -174,7 +147,7 @@ def test_replayed_signed_reply_is_ignored():
         server.send_raw(peer, captured[0])           # same block id, valid MAC, an old nonce
         server.send_reply(peer, _answer(blk, 1.0))
 
-    with _scripted_rig(replaying, token=TOKEN) as (addr, _):
+    with scripted_rig(replaying, token=TOKEN) as (addr, _):
         with make_client("zmq", address=addr, token=TOKEN, timeout=3.0, retries=0) as cl:
             reply = cl.present(_block())
     assert np.all(reply.responses == 1.0)
@@ -185,7 +158,7 @@ def test_signed_reply_without_nonce_is_refused_when_a_token_is_set():
     def answer(server, peer, blk, k):
         server.send_raw(peer, encode_reply(_answer(blk, 9.0, nonce=None), token=TOKEN))
 
-    with _scripted_rig(answer, token=TOKEN) as (addr, _):
+    with scripted_rig(answer, token=TOKEN) as (addr, _):
         with make_client("zmq", address=addr, token=TOKEN, timeout=1.0, retries=0) as cl:
             with pytest.raises(RigError):
                 cl.present(_block())
@@ -193,7 +166,7 @@ def test_signed_reply_without_nonce_is_refused_when_a_token_is_set():
 
 def test_replayed_signed_block_is_not_presented_again():
     served = []
-    with _scripted_rig(lambda server, peer, blk, k: served.append(blk.nonce), token=TOKEN) as (addr, server):
+    with scripted_rig(lambda server, peer, blk, k: served.append(blk.nonce), token=TOKEN) as (addr, server):
         blk = _block()
         blk.nonce = "a1b2c3d4e5f60718"
         frames = encode_block(blk, token=TOKEN)
@@ -208,7 +181,7 @@ def test_replayed_signed_block_is_not_presented_again():
 
 def test_block_without_nonce_is_refused_when_a_token_is_set():
     served = []
-    with _scripted_rig(lambda server, peer, blk, k: served.append(blk), token=TOKEN) as (addr, server):
+    with scripted_rig(lambda server, peer, blk, k: served.append(blk), token=TOKEN) as (addr, server):
         with _dealer(addr) as sock:
             sock.send_multipart(encode_block(_block(), token=TOKEN))
             head = json.loads(_recv(sock)[0])
@@ -216,7 +189,7 @@ def test_block_without_nonce_is_refused_when_a_token_is_set():
 
 
 def test_error_to_an_unparsable_request_is_not_signed():
-    with _scripted_rig(lambda *a: None, token=TOKEN) as (addr, server):
+    with scripted_rig(lambda *a: None, token=TOKEN) as (addr, server):
         with _dealer(addr) as sock:
             sock.send_multipart([b"[" * 50 + b"]" * 50])
             head = json.loads(_recv(sock)[0])

@@ -21,7 +21,7 @@ from mango.rig.closedloop import stimulus_images
 from mango.rig.filedrop import manifest_path, read_block, write_response
 from mango.rig.protocol import Reply, RigError
 
-from _rig_helpers import free_port, generator, neurons, random_expected, sim_thread
+from _rig_helpers import free_port, generator, log_check, neurons, random_expected, sim_thread
 
 
 def _sent_blocks(path: Path) -> int:
@@ -29,15 +29,6 @@ def _sent_blocks(path: Path) -> int:
     if not path.exists():
         return 0
     return sum(1 for line in path.read_bytes().split(b"\n") if b'"ev": "sent"' in line)
-
-
-def _log_check(run_dir: Path, budget: int) -> PresentationLog:
-    plog = PresentationLog(run_dir / "presentations.jsonl")  # raises on a block answered twice
-    plog.close()
-    blocks = sorted(plog.responses)
-    assert blocks == list(range(len(blocks)))
-    assert sum(len(plog.responses[b]["image_ids"]) for b in blocks) == budget
-    return plog
 
 
 def test_zmq_closed_loop_survives_every_fault_and_beats_random(tmp_path):
@@ -54,7 +45,7 @@ def test_zmq_closed_loop_survives_every_fault_and_beats_random(tmp_path):
     reasons = " | ".join(i["reason"] for i in res.ignored)
     for word in ("holds nan", "duplicate", "late or unknown", "must be [presentations, channels]"):
         assert word in reasons, reasons
-    _log_check(tmp_path / "run", 520)
+    log_check(tmp_path / "run", 520)
     # the recommended image drives the noiseless neuron well above random images
     best = float(neu.expected(res.best_image[None])[0, 0])
     assert best > 1.5 * random_expected(gen, neu), (best, random_expected(gen, neu))
@@ -77,7 +68,7 @@ def test_recommendation_is_best_mean_over_repeats_not_luckiest_trial(tmp_path):
         with make_client("zmq", address=addr, timeout=5) as cl:
             res = closed_loop(cl, gen, "ga", 300, seed=0, batch_size=10, repeats=3, retest_every=2,
                               run_dir=tmp_path)
-    plog = _log_check(tmp_path, 300)
+    plog = log_check(tmp_path, 300)
     per_code: dict[tuple, list[float]] = {}
     single_best = -np.inf
     last = max(plog.sent)  # the hold-out block: used for the reported estimate only, never for the choice
@@ -139,7 +130,7 @@ def test_filedrop_closed_loop_with_faults(tmp_path, fmt):
         cl = make_client("filedrop", folder=str(root), timeout=1.0, retries=4, backoff=0.05, run="r1")
         res = closed_loop(cl, gen, "ga", 160, seed=0, batch_size=10, repeats=2, run_dir=tmp_path / "run")
     assert sim.n_requests >= res.blocks + 4
-    _log_check(tmp_path / "run", 160)
+    log_check(tmp_path / "run", 160)
     rejected = list((root / "responses" / "rejected").iterdir())
     # exactly the NaN, garbage and wrong-block files were set aside (the half-written 'duplicate' file was
     # completed in time and used; 'drop' left no file)
@@ -168,7 +159,7 @@ def test_retry_budget_error_leaves_run_resumable(tmp_path):
         with make_client("zmq", address=addr, timeout=5, retries=1) as cl:
             res = closed_loop(cl, gen, "protes", 200, **kw)
     assert res.replayed_blocks == 2
-    _log_check(tmp_path / "run", 200)
+    log_check(tmp_path / "run", 200)
     served = [json.loads(line)["block"] for line in rec.read_text().splitlines()]
     assert served.count(0) == 1 and served.count(1) == 1  # answered blocks were never presented again
     # a changed seed is refused rather than mixed into the old run
@@ -267,7 +258,7 @@ def test_simulator_process_killed_mid_block_client_retries(tmp_path):
     assert "err" not in out, out.get("err")
     res = out["res"]
     assert res.presentations == 240
-    _log_check(tmp_path / "run", 240)
+    log_check(tmp_path / "run", 240)
     served = [json.loads(line)["block"] for line in rec.read_text().splitlines()]
     assert set(served) == set(range(res.blocks))
     # the kill landed mid-block: block 2 was sent, the killed rig never finished (recorded) it and the

@@ -22,7 +22,7 @@ from mango.rig.lsl_transport import (IMAGE_TYPE, MARKER_TYPE, RESPONSE_TYPE, Lsl
 from mango.rig.protocol import AuthError, Block, Limits, ProtocolError, Reply, RigError, new_nonce  # noqa: E402
 from mango.rig.simulator import Faults, RigSimulator  # noqa: E402
 
-from _rig_helpers import generator, neurons, random_expected  # noqa: E402
+from _rig_helpers import generator, log_check, neurons, random_expected  # noqa: E402
 
 
 def _name() -> str:
@@ -45,15 +45,6 @@ def lsl_sim(neu, name: str, faults: str | None = None, token: str | None = None,
         stop.set()
         th.join(10)
         assert not th.is_alive()
-
-
-def _log_check(run_dir: Path, budget: int) -> PresentationLog:
-    plog = PresentationLog(run_dir / "presentations.jsonl")  # raises on a block answered twice
-    plog.close()
-    blocks = sorted(plog.responses)
-    assert blocks == list(range(len(blocks)))
-    assert sum(len(plog.responses[b]["image_ids"]) for b in blocks) == budget
-    return plog
 
 
 def _block(n: int = 3, repeats: int = 2, c: int = 1, bid: int = 7) -> Block:
@@ -80,7 +71,7 @@ def test_lsl_closed_loop_survives_every_fault_and_beats_random(tmp_path):
     reasons = " | ".join(i["reason"] for i in res.ignored)
     for word in ("holds nan", "duplicate", "late or unknown", "must be [presentations, channels]"):
         assert word in reasons, reasons
-    plog = _log_check(tmp_path / "run", 400)
+    plog = log_check(tmp_path / "run", 400)
     assert res.presentations == 400
     # every block that was answered by the rig is in the log once; the rig presented each at least once
     served = [json.loads(line)["block"] for line in rec.read_text().splitlines()]
@@ -108,7 +99,7 @@ def test_lsl_retry_budget_error_leaves_run_resumable(tmp_path):
         with LslRigClient(name, run="run-b", timeout=5, retries=1) as cl:
             res = closed_loop(cl, gen, "protes", 200, **kw)
     assert res.replayed_blocks == 2
-    _log_check(tmp_path / "run", 200)
+    log_check(tmp_path / "run", 200)
     served = [json.loads(line)["block"] for line in rec.read_text().splitlines()]
     assert served.count(0) == 1 and served.count(1) == 1  # answered blocks were never presented again
     assert set(served) == set(range(res.blocks))
@@ -359,7 +350,7 @@ def test_the_documented_minimal_lab_side_runs_against_the_client(tmp_path):
     finally:
         lab.kill()
         lab.wait()
-    _log_check(tmp_path / "run", 60)
+    log_check(tmp_path / "run", 60)
 
 
 def test_simulator_answers_a_bad_marker_or_missing_images_with_an_error_and_presents_only_complete_blocks():

@@ -1,7 +1,6 @@
 """mango-rig/1 wire format, file formats and the socket server's rejection of malformed messages."""
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
@@ -19,7 +18,7 @@ from mango.rig.protocol import (_pack, Block, Limits, ProtocolError, Reply, RigE
                                 encode_block, encode_reply, validate_reply_for)
 from mango.rig.simulator import Faults
 
-from _rig_helpers import free_port, generator, neurons, sim_thread
+from _rig_helpers import free_port, generator, neurons, scripted_rig, sim_thread
 
 
 def _block(n=3, repeats=2, c=1):
@@ -307,41 +306,11 @@ def test_filedrop_rewrites_stimuli_left_by_an_earlier_run(tmp_path):
     np.testing.assert_array_equal(got.images, b2.images)  # the rig shows this run's images
 
 
-@contextlib.contextmanager
-def _scripted_rig(answer, token=None):
-    """A ZeroMQ rig on loopback in a thread: ``answer(server, peer, block, k)`` handles the k-th block.
-
-    Yields the rig's address; the thread and socket are stopped afterwards.
-    """
-    from mango.rig.zmq_transport import ZmqRigServer
-
-    addr = f"tcp://127.0.0.1:{free_port()}"
-    server = ZmqRigServer(addr, token=token).open()
-    stop = threading.Event()
-
-    def rig() -> None:
-        k = 0
-        while not stop.is_set():
-            got = server.recv(0.05)
-            if got is not None:
-                answer(server, *got, k)
-                k += 1
-
-    th = threading.Thread(target=rig)
-    th.start()
-    try:
-        yield addr
-    finally:
-        stop.set()
-        th.join()
-        server.terminate()
-
-
 def test_zmq_short_reply_is_rejected_and_the_block_resent():
     def answer(server, peer, blk, k):
         server.send_reply(peer, _answer(blk, 3.0, n=4 if k == 0 else None))  # first answer truncated
 
-    with _scripted_rig(answer) as addr:
+    with scripted_rig(answer) as (addr, _):
         with make_client("zmq", address=addr, timeout=2.0, retries=2, backoff=0.01) as cl:
             reply = cl.present(_block(n=3, repeats=2))
     assert reply.responses.shape == (6, 1)
@@ -356,7 +325,7 @@ def test_zmq_unsigned_error_is_ignored_when_a_token_is_set():
         server.send_raw(peer, encode_error("forged: rig on fire", blk.block))   # no MAC
         server.send_reply(peer, _answer(blk, 3.0))                              # signed, valid
 
-    with _scripted_rig(answer, token="s3cret") as addr:
+    with scripted_rig(answer, token="s3cret") as (addr, _):
         with make_client("zmq", address=addr, token="s3cret", timeout=2.0, retries=0, backoff=0.01) as cl:
             reply = cl.present(_block(n=3, repeats=2))
     assert reply.responses.shape == (6, 1)
