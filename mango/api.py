@@ -112,7 +112,7 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
                    generator: Any = None, optimizer: str = DEFAULT_OPTIMIZER, budget: int = 1000, seed: int = 0,
                    batch_size: int | None = None, optimizer_params: dict[str, Any] | None = None,
                    generator_params: dict[str, Any] | None = None, target_params: dict[str, Any] | None = None,
-                   device: str | torch.device | None = None, eval_batch_size: int = 64,
+                   device: str | torch.device | None = None, eval_batch_size: int | None = None,
                    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
                    run_dir: str | Path | None = None, callbacks: Sequence[loop.Callback] = (),
                    **spiking: Any) -> Visualization:
@@ -136,7 +136,8 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
             ``T``, ``encoding``, ``seed`` (Poisson), ``fast``, ``backend``).
         **spiking: shorthand for ``target_params`` (e.g. ``T=64``).
         device: torch device for the model, generator and evaluation (default: the model's).
-        eval_batch_size: images per forward pass (bound it by memory).
+        eval_batch_size: images per forward pass, which fixes the values (see
+            :class:`mango.objective.Objective`; default 10 on CPU, 64 on GPUs; bound it by memory).
         transform: function applied to the generator's images before the model (resize, normalise).
         run_dir: journal the run into this folder (a re-run resumes it) and save the results there.
         callbacks: called after every batch with a :class:`~mango.loop.BatchEvent`.
@@ -171,7 +172,7 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
     config = {"generator": {"name": gname or type(generator).__name__, **(generator_params or {})},
               "target": {"name": "model", "model": _describe(model), "objective": str(expr), **tparams},
               "optimizer": {"name": optimizer, **(optimizer_params or {})}, "budget": budget, "seed": seed,
-              "eval_batch_size": eval_batch_size}
+              "eval_batch_size": obj.batch_size}
     if batch_size is not None:
         config["batch_size"] = batch_size
     result = loop.maximize(obj, optimizer, budget, seed, batch_size=batch_size, params=optimizer_params,

@@ -6,7 +6,7 @@ A config is a table like::
     budget = 1000
     batch_size = 100          # optional: queries per ask (else the optimizer's default)
     device = "cpu"            # optional
-    eval_batch_size = 64      # optional: micro-batch of the objective
+    eval_batch_size = 64      # optional: micro-batch width of the objective (default 10 on CPU, 64 on GPUs)
     [generator]               # a registered generator and its parameters ...
     name = "vqvae-digits"
     [target]                  # ... with a registered target,
@@ -253,7 +253,7 @@ class RunConfig:
     target: TargetSpec | None = None
     problem: ProblemSpec | None = None
     batch_size: int | None = None          # queries per ask; None = the optimizer's default
-    eval_batch_size: int | None = None     # micro-batch of the objective; None = 64
+    eval_batch_size: int | None = None     # micro-batch width of the objective; None = 10 on CPU, 64 on GPUs
     checkpoint_every: int | None = None    # batches between optimizer checkpoints; None = 10
     device: str | None = None
     select: int | list[int] | str | None = None   # channel selection, see mango.channels
@@ -392,7 +392,7 @@ def build_objective(cfg: RunConfig | Mapping[str, Any]) -> BaseObjective:
                 "device" in registry.describe_params(spec.factory()):
             fixed["device"] = cfg.device
         parts.append(create_component(spec, **fixed))
-    return Objective(parts[0], parts[1], device=cfg.device, batch_size=cfg.eval_batch_size or 64,
+    return Objective(parts[0], parts[1], device=cfg.device, batch_size=cfg.eval_batch_size,
                      select=cfg.select)
 
 
