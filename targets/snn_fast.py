@@ -51,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -253,15 +254,21 @@ with torch.no_grad():
 _CHILDREN: set[subprocess.Popen] = set()
 
 
+def _stop(p: subprocess.Popen) -> None:
+    """Terminate one compile child (its work is only a cache) and forget it."""
+    _CHILDREN.discard(p)
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 @atexit.register
 def _stop_children() -> None:
     for p in list(_CHILDREN):
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop(p)
 
 
 def _compiled(k: int, mode: int, const: bool, with_msum: bool):
@@ -442,6 +449,9 @@ class FastSNN:
                         "pure-torch kernel", e)
             return
         _CHILDREN.add(self._compile_proc)
+        # a process that builds many networks in turn (compare/scan workers) must not collect
+        # children: this one ends with the network that started it
+        weakref.finalize(self, _stop, self._compile_proc)
         self._compile_state[key] = "pending"
         xs = (x[:, :2] if sequence else x[:2]).detach().clone()
         self._compile_plan = (key, B, xs, T, last, layer, want_mem, sequence)

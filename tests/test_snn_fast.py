@@ -175,3 +175,21 @@ def test_compiled_kernel_survives_many_variants():
                 assert torch.equal(ref[1], out[1]) and torch.equal(ref[0], out[0])
                 n += 1
     assert n == 18
+
+
+def test_dropped_network_ends_its_compile_child():
+    """A worker that builds one network per run (compare, scan) must not collect compile children:
+    each child ends with the network that started it (they starved at nice 19 and piled up, ~300 MB
+    each, in the search-quality benchmark)."""
+    import gc
+    import signal
+    net = random_net(4)
+    x = torch.randn(3, 2, 14, 14, generator=torch.Generator().manual_seed(4))
+    fast = FastSNN(net, backend="auto", unroll=4)
+    with torch.no_grad():
+        fast.run(x, 6)
+    proc = fast._compile_proc
+    assert proc is not None and proc.poll() is None, "expected a running compile child"
+    del fast
+    gc.collect()
+    assert proc.poll() == -signal.SIGTERM  # terminated (already waited for), not finished on its own
