@@ -24,8 +24,18 @@
    :class:`~mango.optimizers.protes.Protes` tensor-train model told every evaluated code
    (off by default: it did not help on the tuning units and its jax compile costs seconds).
 
-Codes already evaluated are never asked again (the target is deterministic; a noisy rig repeats
-through the loop's evaluation policy, not through the optimizer). Ties count as progress: a
+Codes already evaluated are never asked again as children. On a **noisy** objective (a live
+rig, a Poisson neuron: ``noise="auto"`` reads ``objective.noisy`` at :meth:`bind`), the elite is
+ranked by a *shrunk pooled mean* instead of single noisy values, and part of every batch
+(``reeval``) re-asks the best-looking elite codes until each has ``max_reeval`` values: the
+lucky codes a single measurement put on top are measured again and fall back (racing). The
+shrinkage is the normal-normal posterior mean ``(sum + n0 * mu) / (n + n0)`` with ``mu`` the
+mean of all values, ``n0 = noise variance / spread of true values`` estimated from the codes
+measured more than once (``n0 = 1`` until 5 such codes exist). In noisy mode ``model_frac`` of
+each batch are Thompson proposals from a Bayesian additive model of the score
+(:class:`~mango.optimizers.additive.AdditiveModel`: one weight per position and value, fitted
+to every measurement, so noise is pooled across codes), and the model's prediction replaces the
+grand mean as the centre the elite's means shrink toward. Ties count as progress: a
 child equal to the best replaces older equals in the elite (neutral drift on the plateaus of a
 firing rate). The optimizer only sees codes and scores through ask/tell, so it works unchanged
 for a live rig (the natural starts need only the generator).
@@ -38,6 +48,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from ..shrinkage import noise_variance, shrunk_means
+from .additive import AdditiveModel
 from ..spaces import LatentSpace
 from .base import Optimizer
 
@@ -85,6 +97,11 @@ class EliteSearch(Optimizer):
             rectangle of up to half the grid's side takes one value.
         uniform_codes: codebook spaces: how many uniform codes (one randomly drawn codebook entry at
             every position, a flat texture image) are asked at the start, after ``starts``.
+        noise: ``"auto"`` (noisy mode when the bound objective says ``noisy``: rigs), ``"on"``, ``"off"``.
+        reeval: noisy mode: fraction of each batch that re-asks elite codes, in [0, 1).
+        max_reeval: noisy mode: an elite code is re-asked until it has this many values (>= 1).
+        model_frac: noisy mode: fraction of each batch proposed by Thompson samples of the
+            additive model, in [0, 1].
         starts: optional start codes evaluated first: ``"natural"`` (natural images through the
             generator's ``encode``, see :mod:`mango.optimizers.starts`; the loop binds the objective,
             and a generator without ``encode`` starts at random), codes ``[m, d]`` (a list), or a
@@ -97,7 +114,9 @@ class EliteSearch(Optimizer):
     def __init__(self, space: LatentSpace, batch_size: int = 50, seed: int = 0, *, elite: int = 8,
                  max_mutations: int = 3, explore: float = 0.5, global_frac: float = 0.0,
                  position_decay: float = 0.9, grid_step: float = 0.1, recolor: float = 0.25, block: float = 0.15,
-                 uniform_codes: int = 64, starts: Sequence[Sequence[int]] | str | None = "natural") -> None:
+                 uniform_codes: int = 64, noise: str = "auto", reeval: float = 0.25, max_reeval: int = 8,
+                 model_frac: float = 0.5, screen: int = 16, model_reg: float = 3.0,
+                 starts: Sequence[Sequence[int]] | str | None = "natural") -> None:
         super().__init__(space, batch_size, seed)
         if int(elite) < 1:
             raise ConfigError(f"elite must be >= 1, got {elite!r}")
@@ -115,6 +134,20 @@ class EliteSearch(Optimizer):
             raise ConfigError(f"uniform_codes must be >= 0, got {uniform_codes!r}")
         if not float(grid_step) > 0:
             raise ConfigError(f"grid_step must be > 0, got {grid_step!r}")
+        if noise not in ("auto", "on", "off"):
+            raise ConfigError(f"noise must be one of 'auto', 'on', 'off', got {noise!r}")
+        if not 0.0 <= float(reeval) < 1.0:
+            raise ConfigError(f"reeval must be in [0, 1), got {reeval!r}")
+        if int(max_reeval) < 1:
+            raise ConfigError(f"max_reeval must be >= 1, got {max_reeval!r}")
+        if not 0.0 <= float(model_frac) <= 1.0:
+            raise ConfigError(f"model_frac must be in [0, 1], got {model_frac!r}")
+        self.noise_mode, self.reeval, self.max_reeval = noise, float(reeval), int(max_reeval)
+        if int(screen) < 1:
+            raise ConfigError(f"screen must be >= 1, got {screen!r}")
+        self.model_frac, self.screen, self.model_reg = float(model_frac), int(screen), float(model_reg)
+        self._model: AdditiveModel | None = None
+        self.noisy = noise == "on"
         self.n_elite, self.max_mutations = int(elite), int(max_mutations)
         self.explore, self.global_frac = float(explore), float(global_frac)
         self.position_decay, self.grid_step = float(position_decay), float(grid_step)
@@ -126,7 +159,7 @@ class EliteSearch(Optimizer):
         levels = np.sort(self.rng.choice(int(space.n), size=n_u, replace=False)) if n_u else np.zeros(0, dtype=np.int64)
         self._uniform = np.repeat(levels.astype(np.int64)[:, None], space.d, axis=1)
         self.natural = isinstance(starts, str) and starts == "natural"
-        self.needs_objective = self.natural  # instance flag: the loop then calls bind(objective)
+        self.needs_objective = self.natural or noise == "auto"  # instance flag: the loop calls bind(objective)
         self._starts = _load_starts(None if self.natural else starts, space)
         self._n_global = int(round(self.global_frac * self.k))
         self._protes = None
@@ -141,12 +174,18 @@ class EliteSearch(Optimizer):
         self.pos_w = np.ones(d)
         self._seen: set[bytes] = set()
         self._seen_rows: list[np.ndarray] = []
+        self._index: dict[bytes, int] = {}          # noisy mode: code -> row of _seen_rows / sums
+        self._sum: list[float] = []
+        self._cnt: list[int] = []
+        self._ss: list[float] = []
         self._pending: dict[bytes, tuple[float, np.ndarray]] = {}  # child -> (parent value, changed positions)
         self._next_start = 0
 
     def bind(self, objective: Any) -> None:
         """With ``starts="natural"``: encode natural images with the objective's generator (once)."""
         super().bind(objective)
+        if self.noise_mode == "auto":
+            self.noisy = bool(getattr(objective, "noisy", False))
         if self.natural and len(self._starts) == 0:
             from .starts import natural_start_codes
 
@@ -170,6 +209,12 @@ class EliteSearch(Optimizer):
                 self._pending[key] = parent
             return True
 
+        if self.noisy and len(self.elite_y):
+            for row in self._reasks(int(round(self.reeval * k))):
+                rows.append(row)
+                batch_seen.add(row.tobytes())
+            for row, parent in self._thompson(min(int(round(self.model_frac * k)), k - len(rows)), set(batch_seen)):
+                add(row, parent)
         design = self._design()
         while self._next_start < len(design) and len(rows) < k:
             add(design[self._next_start].copy(), None)
@@ -192,6 +237,49 @@ class EliteSearch(Optimizer):
             if not add(row, None) and len(self._seen) + len(batch_seen) >= self._space_size():
                 rows.append(row)  # everything has been seen: repeats are all that is left
         return np.stack(rows[:k])
+
+    def _reasks(self, m: int) -> list[np.ndarray]:
+        """Noisy mode: up to ``m`` elite codes to measure again, best-looking first, each until it
+        has ``max_reeval`` values."""
+        out = []
+        for row in self.elite_I:
+            if len(out) >= m:
+                break
+            if self._cnt[self._index[row.tobytes()]] < self.max_reeval:
+                out.append(row.copy())
+        return out
+
+    def _thompson(self, m: int, taken: set[bytes]) -> list[tuple[np.ndarray, tuple[float, np.ndarray] | None]]:
+        """Noisy mode: ``m`` proposals, one per posterior sample of the additive model: the best,
+        under that sample, of ``screen`` local moves from the elite, the sample's argmax code and
+        the elite parent moved to the sample's best values at its 1-3 most promising positions.
+        Codes already seen (or in ``taken``) are skipped; returns ``(code, parent)`` pairs."""
+        model = self._model
+        if m <= 0 or model is None or len(model.codes) < 2 or not len(self.elite_I):
+            return []
+        W = model.sample_weights(self.rng, m)
+        d = np.arange(self.space.d)
+        ne = len(self.elite_I)
+        pw = 1.0 / (np.arange(ne) + 1.0)
+        out = []
+        for w in W:
+            cands = [self._local_move() for _ in range(self.screen)]
+            best = w.argmax(1).astype(np.int64)
+            j = int(self.rng.choice(ne, p=pw / pw.sum()))
+            parent = self.elite_I[j]
+            gain = w[d, best] - w[d, parent]
+            pos = np.sort(np.argsort(-gain)[:int(self.rng.integers(1, 4))])
+            child = parent.copy()
+            child[pos] = best[pos]
+            cands += [(best, None), (child, (float(self.elite_y[j]), pos))]
+            scores = [float(w[d, c].sum()) for c, _ in cands]
+            for i in np.argsort(scores)[::-1]:
+                key = cands[i][0].tobytes()
+                if key not in self._seen and key not in taken:
+                    taken.add(key)
+                    out.append(cands[i])
+                    break
+        return out
 
     def _design(self) -> np.ndarray:
         """Codes asked before any search: the start codes, then the uniform codes."""
@@ -252,12 +340,50 @@ class EliteSearch(Optimizer):
             key = row.tobytes()
             if key not in self._seen:
                 self._seen.add(key)
+                self._index[key] = len(self._seen_rows)
                 self._seen_rows.append(row.copy())
+                self._sum.append(0.0)
+                self._cnt.append(0)
+                self._ss.append(0.0)
+            i = self._index[key]
+            self._sum[i] += float(val)
+            self._ss[i] += float(val) ** 2
+            self._cnt[i] += 1
             parent = self._pending.pop(key, None)
             if parent is not None and val >= parent[0]:
                 credit[parent[1]] += (1.0 if val > parent[0] else 0.25) / len(parent[1])
         self._pending.clear()
         self.pos_w = self.position_decay * self.pos_w + (1 - self.position_decay) * 1.0 + credit
+        if self.noisy:
+            self._noisy_elite()
+        else:
+            self._plain_elite(I, y)
+        if self._protes is not None:
+            self._protes.tell(I, y)
+
+    def _fit_model(self) -> np.ndarray | None:
+        """Noisy mode: refit the additive model to every code's mean; its prediction per seen code
+        (``None`` without a model)."""
+        if self.model_frac <= 0 or not self._seen_rows:
+            return None
+        if self._model is None:
+            self._model = AdditiveModel(self.space.d, int(self.space.n), reg=self.model_reg)
+        known = len(self._model.codes)
+        if len(self._seen_rows) > known:
+            self._model.add_codes(np.stack(self._seen_rows[known:]))
+        cnt = np.asarray(self._cnt, dtype=np.float64)
+        means = np.asarray(self._sum) / cnt
+        var = noise_variance(self._sum, self._ss, self._cnt)
+        self._model.fit(means, cnt, float(np.var(means)) if var is None else var)
+        return self._model.predict(np.stack(self._seen_rows))
+
+    def _noisy_elite(self) -> None:
+        post, _ = shrunk_means(self._sum, self._ss, self._cnt, prior=self._fit_model())
+        top = np.argsort(-post, kind="stable")[:self.n_elite]
+        self.elite_I = np.stack([self._seen_rows[i] for i in top])
+        self.elite_y = post[top]
+
+    def _plain_elite(self, I: np.ndarray, y: np.ndarray) -> None:
         # elite: best distinct codes; a newcomer ties ahead of older equals (plateau moves)
         allI = np.concatenate([I, self.elite_I])
         ally = np.concatenate([y, self.elite_y])
@@ -272,15 +398,15 @@ class EliteSearch(Optimizer):
             if len(keep) == self.n_elite:
                 break
         self.elite_I, self.elite_y = allI[keep].copy(), ally[keep].copy()
-        if self._protes is not None:
-            self._protes.tell(I, y)
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         seen = np.stack(self._seen_rows) if self._seen_rows else np.zeros((0, self.space.d), dtype=np.int64)
         return {**self._base_state(), "rng": self.rng.bit_generator.state,
                 "elite_I": self.elite_I, "elite_y": self.elite_y, "pos_w": self.pos_w,
-                "seen": seen, "next_start": self._next_start,
+                "seen": seen, "next_start": self._next_start, "noisy": self.noisy,
+                "sums": np.asarray(self._sum, dtype=np.float64), "sumsq": np.asarray(self._ss, dtype=np.float64),
+                "counts": np.asarray(self._cnt, dtype=np.int64),
                 "protes": None if self._protes is None else self._protes.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -293,7 +419,16 @@ class EliteSearch(Optimizer):
         seen = np.asarray(state["seen"], dtype=np.int64).reshape(-1, d)
         self._seen_rows = [r.copy() for r in seen]
         self._seen = {r.tobytes() for r in self._seen_rows}
+        self._index = {r.tobytes(): i for i, r in enumerate(self._seen_rows)}
+        m = len(self._seen_rows)
+        self._sum = [float(v) for v in np.asarray(state.get("sums", np.zeros(m)), dtype=np.float64)]
+        self._ss = [float(v) for v in np.asarray(state.get("sumsq", np.zeros(m)), dtype=np.float64)]
+        self._cnt = [int(v) for v in np.asarray(state.get("counts", np.ones(m)), dtype=np.int64)]
+        self.noisy = bool(state.get("noisy", self.noisy))
         self._next_start = int(state["next_start"])
+        self._model = None
+        if self.noisy:
+            self._fit_model()  # the model is a function of the codes and values: rebuilt, not stored
         self._pending.clear()
         if self._protes is not None:
             self._protes.load_state_dict(state["protes"])

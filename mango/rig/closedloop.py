@@ -60,6 +60,7 @@ from ..optimizers.base import Optimizer
 from ..channels import select_channels
 from ..imaging import display_uint8
 from ..results import write_final_files
+from ..shrinkage import shrunk_means
 from .protocol import Block, Reply
 
 __all__ = ["closed_loop", "RigPolicy", "RigRunResult", "select_channels", "stimulus_images", "PresentationLog",
@@ -239,12 +240,18 @@ class _Stats:
         self.ss[i] += float((values ** 2).sum())
         self.n[i] += int(values.size)
 
+    def shrunk(self) -> np.ndarray:
+        """Every code's shrunk mean (:func:`mango.shrinkage.shrunk_means` over presentations)."""
+        return shrunk_means(self.s, self.ss, self.n)[0]
+
     def best(self, min_n: int = 0) -> tuple[int, float]:
-        """Index and mean of the best code among those with at least ``min_n`` presentations
-        (all codes when none has that many)."""
+        """Index and raw mean of the best code by shrunk mean among those with at least ``min_n``
+        presentations (all codes when none has that many): ranking by the raw mean would pick the
+        luckiest of many codes seen twice."""
         n = np.asarray(self.n)
         means = np.asarray(self.s) / n
-        masked = np.where(n >= min_n, means, -np.inf) if (n >= min_n).any() else means
+        post = self.shrunk()
+        masked = np.where(n >= min_n, post, -np.inf) if (n >= min_n).any() else post
         i = int(np.argmax(masked))
         return i, float(means[i])
 
@@ -335,8 +342,8 @@ class RigPolicy:
 
     def open(self, run_dir: Path | None, optimizer: Optimizer) -> None:
         self.d = optimizer.space.d
-        if getattr(optimizer, "needs_objective", False):  # e.g. elite's natural starts: only the generator
-            optimizer.bind(SimpleNamespace(generator=self.generator, space=self.generator.space))
+        if getattr(optimizer, "needs_objective", False):  # e.g. elite's natural starts and noise mode
+            optimizer.bind(SimpleNamespace(generator=self.generator, space=self.generator.space, noisy=True))
         self.plog = PresentationLog(run_dir / "presentations.jsonl") if run_dir is not None else None
 
     def plan(self, left: int) -> int | None:
@@ -376,7 +383,7 @@ class RigPolicy:
             kinds = ["holdout"]
             block_repeats = self._holdout_left  # holdout_repeats + what no search block could use
         elif confirm:  # final block: the best codes by mean, shown confirm_repeats times each
-            top = np.argsort(-(np.asarray(stats.s) / np.asarray(stats.n)), kind="stable")[:self.confirm_top]
+            top = np.argsort(-stats.shrunk(), kind="stable")[:self.confirm_top]
             codes = [stats.codes[i] for i in top]
             kinds = ["confirm"] * len(codes)
             block_repeats = self.confirm_repeats
