@@ -60,7 +60,15 @@ class Visualization:
 
     @property
     def best_value(self) -> float:
-        """The objective's value at the best image (for one spiking unit: its firing rate in [0, 1])."""
+        """The objective's value at the best image (for one spiking unit: its firing rate in [0, 1],
+        recovered exactly from the graded search score)."""
+        r = self.result
+        return r.best_value if r.best_reported is None else r.best_reported
+
+    @property
+    def best_score(self) -> float:
+        """The search score at the best image (for one spiking unit: the graded readout, the rate
+        plus a tie term below one spike)."""
         return self.result.best_value
 
     @property
@@ -70,18 +78,21 @@ class Visualization:
 
     @property
     def trace(self) -> np.ndarray:
-        """``float64 [N]``: the activation of every query, in the order asked."""
-        return self.result.values
+        """``float64 [N]``: the objective's value (as :attr:`best_value`) of every query, in the order asked."""
+        r = self.result
+        return r.values if r.reported is None else r.reported
 
     @property
     def best_so_far(self) -> np.ndarray:
         """``float64 [N]``: running maximum of :attr:`trace`."""
-        return self.result.best_so_far
+        return np.maximum.accumulate(self.trace) if len(self.trace) else self.trace
 
     def activation(self, images: torch.Tensor) -> np.ndarray:
-        """The objective's values ``float64 [k]`` of images ``[k, C, H, W]`` (e.g. edited best images)."""
+        """The objective's values ``float64 [k]`` (as :attr:`best_value`) of images ``[k, C, H, W]``
+        (e.g. edited best images)."""
         with torch.no_grad():
-            return self.objective.activations(images.to(self.objective.device)).double().cpu().numpy()
+            a = self.objective.activations(images.to(self.objective.device)).double().cpu().numpy()
+        return self.objective.reported(a)
 
     def save(self, folder: str | Path) -> Path:
         """Write ``result.json``, ``history.npz`` and ``best.png`` into ``folder`` (what the CLI writes)."""

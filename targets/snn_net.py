@@ -21,7 +21,13 @@ times, a forward that needs a spike sequence ``[T, B, ...]``, outputs without th
 batch axis) is refused with a message saying what to write instead.
 
 Values (per image): a term ``layer:unit`` of a spiking layer is the unit's firing
-rate, spikes / T in [0, 1] (times the neuron's ``graded_spikes_factor``); of a
+rate, spikes / T in [0, 1] (times the neuron's ``graded_spikes_factor``). When the objective
+is that one term (``mango.maximize(net, "lif2:3")``, the usual case), the search score is by
+default the **graded readout** of :mod:`mango.targets.spiking` (``readout="graded"``): the rate
+plus a tie term below one spike from the unit's peak and mean membrane and its first-spike
+time, so a search sees progress on a unit that does not fire yet; the firing rate is recovered
+exactly from it (``reported``) and is what results show. ``readout="rate"`` gives the plain
+rate; objectives of several terms are always plain. A term of a
 non-spiking layer (e.g. a ``Linear`` before a neuron) its mean output over the T
 steps; ``mem(layer:unit)`` the unit's mean membrane over the T steps;
 ``output:c`` the rate of class neuron c of the last spiking layer (checked to be
@@ -32,6 +38,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -41,7 +48,8 @@ from mango.objectives import ObjectiveExpr, Term, as_objective, unit as unit_obj
 
 from .models import load_model
 from .snn_fast import FastSNN, fast_supported
-from .spiking import ENCODINGS, poisson_spikes, reference_run, reset_states, spiking_layer_names
+from .spiking import (ENCODINGS, graded_score, poisson_spikes, rate_from_score, reference_run, reset_states,
+                      spiking_layer_names)
 from .units import OUTPUT, UnitSpec, find_layer, list_layers
 
 __all__ = ["SpikingNetTarget", "snn_unit", "DEFAULT_T"]
@@ -50,6 +58,9 @@ log = logging.getLogger(__name__)
 
 #: time steps for a step module when T is not given
 DEFAULT_T = 32
+
+#: search scores of a one-unit objective: the graded readout (default) or the plain rate
+NET_READOUTS = ("graded", "rate")
 
 
 def _spk_mem(out: object, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -79,6 +90,8 @@ class SpikingNetTarget:
         fast: use the exact fast path when the net is a supported ``nn.Sequential`` and every
             term reads a spiking layer.
         backend: the fast path's neuron kernel (``"torch"``, ``"auto"``, ``"compile"``).
+        readout: ``"graded"`` (default: for a one-unit objective of a spiking layer, the graded
+            score, see the module docstring) or ``"rate"`` (plain values).
         input_shape: per-sample input shape; when given, the net is probed now.
 
     Calling it: ``images [k, C, H, W]`` -> ``[k]`` float32. Every image starts from reset
@@ -87,7 +100,7 @@ class SpikingNetTarget:
 
     def __init__(self, net: nn.Module, objective: str | ObjectiveExpr, T: int | None = None,
                  encoding: str = "static", seed: int | None = 0, fast: bool = True, backend: str = "torch",
-                 input_shape: Sequence[int] | None = None) -> None:
+                 input_shape: Sequence[int] | None = None, readout: str = "graded") -> None:
         if not isinstance(net, nn.Module):
             raise ConfigError(f"SpikingNetTarget needs a torch.nn.Module, got {type(net).__name__}")
         self.spiking = spiking_layer_names(net)
@@ -99,6 +112,8 @@ class SpikingNetTarget:
                               "that feed it (e.g. in a SpikingSequential)")
         if encoding not in ENCODINGS:
             raise ConfigError(f"unknown encoding {encoding!r}; {choices_hint(encoding, ENCODINGS)}")
+        if readout not in NET_READOUTS:
+            raise ConfigError(f"unknown readout {readout!r}; {choices_hint(readout, NET_READOUTS)}")
         if T is not None and (isinstance(T, bool) or int(T) < 1):
             raise ConfigError(f"T (time steps) must be a positive integer or None, got {T!r}")
         self.net = net.eval()
@@ -123,6 +138,9 @@ class SpikingNetTarget:
             self.terms[t] = (layer, UnitSpec.make(t.unit, t.position))
         self.layers_read = list(dict.fromkeys(layer for layer, _ in self.terms.values()))
         self.reads_output = any(t.layer == OUTPUT for t in self.terms)
+        self.readout = readout
+        self._graded = self._graded_unit(net) if readout == "graded" else None
+        self._P: int | None = None          # positions of the graded unit, known after the probe
         self.mode: str | None = None        # "step" or "loop", set by the probe
         self.T: int | None = None
         self.backend = backend
@@ -130,6 +148,40 @@ class SpikingNetTarget:
         self._fast: FastSNN | None = None
         if self.input_shape is not None:
             self._probe(torch.zeros((1, *self.input_shape), device=self.device))
+
+    def _graded_unit(self, net: nn.Module) -> tuple[str, UnitSpec, float, float] | None:
+        """``(layer, unit, threshold, spike value)`` when the objective is one plain term of a spiking
+        layer (the graded readout applies), else None."""
+        terms = list(self.objective)
+        if len(terms) != 1 or terms[0][0] != 1.0 or terms[0][1].kind != "value":
+            return None
+        layer, spec = self.terms[terms[0][1]]
+        if layer not in self.spiking:
+            return None
+        neuron = dict(net.named_modules())[layer]
+        thr = float(torch.as_tensor(getattr(neuron, "threshold", 1.0)).detach().reshape(-1)[0])
+        g = float(torch.as_tensor(getattr(neuron, "graded_spikes_factor", 1.0)).detach().reshape(-1)[0])
+        return (layer, spec, thr, g) if g > 0 else None
+
+    @property
+    def graded(self) -> bool:
+        """Whether values are graded scores (see :meth:`reported`)."""
+        return self._graded is not None
+
+    @property
+    def reported_name(self) -> str:
+        """``"rate"`` for the graded readout (what :meth:`reported` recovers), else ``"value"``."""
+        return "rate" if self.graded else "value"
+
+    def reported(self, values: np.ndarray) -> np.ndarray:
+        """Scores ``float64 [k]`` -> the firing rate (graded readout; exact) or the values themselves."""
+        v = np.asarray(values, dtype=np.float64)
+        if self._graded is None:
+            return v.copy()
+        if self._P is None:
+            raise ConfigError("the graded readout's positions are known after the first evaluation (or give "
+                              "input_shape=)")
+        return rate_from_score(v, self._P, int(self.T), self._graded[3])
 
     # -- description -------------------------------------------------------
     @property
@@ -237,6 +289,13 @@ class SpikingNetTarget:
                 raise ConfigError(f"{t}: layer {layer!r} exposes no membrane (neither returned nor in .mem)")
         if self.reads_output:
             self._check_output(out, spikes_last)
+        if self._graded is not None:
+            layer, spec = self._graded[0], self._graded[1]
+            if first[layer][1] is None:
+                log.info("layer %r exposes no membrane: plain firing rate instead of the graded readout", layer)
+                self._graded = None
+            else:
+                self._P = int(spec.elements(first[layer][0]).shape[1])
         fast_why = "off (fast=False)"
         if self._fast_ok and self.mode == "step" and all(layer in self.spiking for layer in self.layers_read):
             fast_why = fast_supported(self.net)
@@ -311,6 +370,8 @@ class SpikingNetTarget:
             raise ConfigError(f"images must have a batch axis, got shape {tuple(images.shape)}")
         if self.mode is None:
             self._probe(images)
+        if self._graded is not None and not (torch.is_grad_enabled() and images.requires_grad):
+            return self._graded_value(images)
         sums = self._loop_run(images) if self.mode == "loop" else self._step_run(images)
         T = float(self.T)
 
@@ -325,11 +386,49 @@ class SpikingNetTarget:
         return self.objective.combine(value)
 
 
+    def _graded_value(self, images: torch.Tensor) -> torch.Tensor:
+        """The graded score of the one unit ``[k]`` float64 (gradient steps use the plain rate)."""
+        from .snn_fast import ScanStats
+
+        layer, spec, thr, g = self._graded
+        if self.mode == "loop":
+            modules = dict(self.net.named_modules())
+            acc: list = []
+            step = [0]
+
+            def hook(m, _inp, out):
+                spk, mem = _spk_mem(out, m)
+                if not acc:
+                    acc.append(ScanStats.zeros(tuple(mem.shape), int(self.T), mem.dtype, mem.device))
+                acc[0].update(step[0], mem.detach(), mem.detach() > m.threshold)
+                step[0] += 1
+
+            h = modules[layer].register_forward_hook(hook)
+            try:
+                reset_states(self.net)
+                with torch.no_grad():
+                    self.net(images)
+            finally:
+                h.remove()
+                reset_states(self.net)
+            st = acc[0]
+        else:
+            x = self._input(images.contiguous())
+            seq = self.encoding == "poisson"
+            with torch.no_grad():
+                if self._fast is not None:
+                    _, st = self._fast.run_stats(x, self.T, layer, sequence=seq)
+                else:
+                    _, st = reference_run(self.net, x, self.T, [layer], record="stats", sequence=seq)[layer]
+        return graded_score(spec.elements(st.n_spikes), spec.elements(st.peak), spec.elements(st.first),
+                            int(self.T), thr, g, mem_sum=spec.elements(st.mem_sum))
+
+
 def snn_unit(model: nn.Module | str, objective: str | None = None, layer: str | None = None,
              unit: int | Sequence[int] = 0, position: Sequence[int] | None = None, T: int | None = None,
              encoding: str = "static", seed: int | None = 0, fast: bool = True, backend: str = "torch",
              input_shape: Sequence[int] | None = None, device: str = "cpu",
-             trust_pickle: bool = False) -> SpikingNetTarget:
+             trust_pickle: bool = False, readout: str = "graded") -> SpikingNetTarget:
     """A unit (firing rate) or objective of a user's snnTorch net: a module, a file or a factory.
 
     ``model``: an ``nn.Module``, a factory ``"package.module:function"``, or a pickled module file
@@ -351,4 +450,4 @@ def snn_unit(model: nn.Module | str, objective: str | None = None, layer: str | 
         default = names[-1] if names else OUTPUT          # no neurons: SpikingNetTarget says what to do
         obj = unit_objective(default if layer in (None, "") else str(layer), spec.unit, spec.position)
     return SpikingNetTarget(net, obj, T=T, encoding=encoding, seed=seed, fast=fast, backend=backend,
-                            input_shape=input_shape)
+                            input_shape=input_shape, readout=readout)

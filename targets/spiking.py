@@ -468,10 +468,7 @@ class SpikingTarget:
 
     def _unit(self, x: torch.Tensor) -> torch.Tensor:
         """A layer tensor ``[B, *S]`` -> the unit's elements ``[B, P]``."""
-        v = x[:, self.spec.unit]
-        if self.spec.position is not None:
-            v = v[(slice(None), *self.spec.position)]
-        return v.reshape(v.shape[0], -1)
+        return self.spec.elements(x)
 
     def _input(self, images: torch.Tensor) -> torch.Tensor:
         if self.encoding == "poisson":

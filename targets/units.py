@@ -178,3 +178,11 @@ class UnitSpec:
         if v.ndim > 1:
             return v.flatten(1).mean(dim=1)
         return v
+
+    def elements(self, out: torch.Tensor) -> torch.Tensor:
+        """``[B, C, *rest]`` layer tensor -> this unit's elements ``[B, P]`` (``P`` = 1 for a neuron
+        or a channel at a position, the map's size for a whole channel)."""
+        v = out[:, self.unit]
+        if self.position is not None:
+            v = v[(slice(None), *self.position)]
+        return v.reshape(v.shape[0], -1)

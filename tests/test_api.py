@@ -222,12 +222,14 @@ def test_one_liner_tutorial_snn_equals_direct_forward(nets):
                                      ("output", (10,))]
     with torch.no_grad():
         spk, mem = net(vis.best_image[None])
-        assert float(spk[:, 0, 3].mean()) == vis.best_value
+        # the search score is the graded readout; what the user sees is the exact firing rate
+        assert t.graded and vis.best_value == float(spk[:, 0, 3].double().sum()) / nets.num_steps
+        assert vis.best_value <= vis.best_score < vis.best_value + 1 / nets.num_steps
         x = _codes(vis, 8)
         spk, mem = net(x)
         rate = spk[:, :, 3].mean(0)
         assert rate.max() > 0 and rate.min() < 1                     # the test is not vacuous
-        np.testing.assert_array_equal(vis.activation(x), rate.double().numpy())
+        np.testing.assert_array_equal(vis.activation(x), spk[:, :, 3].double().sum(0).numpy() / nets.num_steps)
         tgt = mango.registry.create("target", "model", {}, model=net, objective="output:3 + 0.01*mem(lif2:3)")
         assert torch.allclose(tgt(x), rate + 0.01 * mem[:, :, 3].mean(0), rtol=0, atol=1e-6)
         # reset per stimulus: values do not depend on earlier calls or on the batch
@@ -252,14 +254,20 @@ def test_one_liner_step_snn_equals_direct_loop(nets):
             s, mem = net(x)
             c, m = c + s[:, 3], m + mem[:, 3]
         utils.reset(net)
-        return c / T, m / T
+        return c / T, m / T, c.double() / T
 
     with torch.no_grad():
         x = torch.cat([vis.best_image[None], _codes(vis, 7)])
-        rate, mem = direct(x)
+        rate, mem, exact = direct(x)
         assert rate.max() > 0
-        assert float(rate[0]) == vis.best_value
-        np.testing.assert_array_equal(vis.activation(x), rate.double().numpy())
+        assert float(exact[0]) == vis.best_value
+        np.testing.assert_array_equal(vis.activation(x), exact.numpy())
+        # the graded score: same on the fast path and the snnTorch loop; readout="rate" is the plain rate
+        scores = [mango.registry.create("target", "model", {"T": 20, "fast": fast}, model=net, objective="4:3")(x)
+                  for fast in (True, False)]
+        assert torch.equal(scores[0], scores[1]) and (scores[0] > exact).any()
+        plain = mango.registry.create("target", "model", {"T": 20, "readout": "rate"}, model=net, objective="4:3")
+        assert not plain.graded and torch.equal(plain(x), rate)
         for fast in (True, False):
             tgt = mango.registry.create("target", "model", {"T": 20, "fast": fast}, model=net,
                                         objective="output:3 + 0.01*mem(4:3)")
@@ -290,10 +298,12 @@ def test_cli_takes_models_from_factories(nets, tmp_path, capsys):
     assert main(["run", "--generator", "vqvae-digits", "--target", "snn-unit",
                  "--target-param", "model=user_nets_api:tutorial_snn", "--target-param", "objective=lif2:3",
                  "--optimizer", "random", "--budget", "30", "--seed", "0", "--out", str(out), "-q"]) == 0
-    best = json.loads((out / "result.json").read_text())["best_value"]
+    res = json.loads((out / "result.json").read_text())
+    best = res["reported"]["at_best_score"]   # the firing rate (the score is the graded readout)
+    assert res["reported"]["name"] == "rate" and best <= res["best_value"] < best + 1 / 12
     with torch.no_grad():
         spk, _ = nets.tutorial_snn()(_decode_best(out))
-    assert float(spk[:, 0, 3].mean()) == best
+    assert float(spk[:, 0, 3].double().sum()) / 12 == best
     assert (out / "best.png").is_file() and (out / "history.npz").is_file()
 
     out = tmp_path / "cnn"
