@@ -76,13 +76,13 @@ def test_seed_fixes_the_run_and_seeds_differ():
     assert not np.array_equal(runs[0], runs[2])
 
 
-@pytest.mark.parametrize("global_frac", [0.0, 0.2])
-def test_state_dict_round_trip_through_npz_continues_identically(tmp_path, global_frac):
+@pytest.mark.parametrize("params", [{"global_frac": 0.0}, {"global_frac": 0.2}, {"clean_model_frac": 0.5}])
+def test_state_dict_round_trip_through_npz_continues_identically(tmp_path, params):
     obj = problems.separable(d=8, n=16, seed=0)
-    a = make_optimizer("elite", obj.space, batch_size=20, seed=4, params={"global_frac": global_frac})
+    a = make_optimizer("elite", obj.space, batch_size=20, seed=4, params=params)
     _drive(a, obj, 4)
     save_state(tmp_path / "s.npz", a.state_dict())
-    b = make_optimizer("elite", obj.space, batch_size=20, seed=99, params={"global_frac": global_frac})
+    b = make_optimizer("elite", obj.space, batch_size=20, seed=99, params=params)
     b.load_state_dict(load_state(tmp_path / "s.npz"))
     for _ in range(3):
         Ia, Ib = a.ask(), b.ask()
