@@ -2,10 +2,11 @@
 
 Runs optimizers (with parameter variants) on units of a generator + spiking target through the
 loop kernel (no journal), with the target's ``tie_break`` mean-membrane term as the search
-score (a stand-in for the graded readout of issue 12 item 1 until it lands), and reports per
-method: median over seeds of the best *plain firing rate* (the best-score code re-scored
-without the tie term), the fraction of (unit, seed) runs that fire, and the optimizer's own
-share of the loop's wall time.
+score (the stand-in for the graded readout used before it landed; ``--tie-break 0`` scores with
+the target's default graded readout, and the reported "rate" is then the graded score, the rate
+plus a sub-spike tie term), and reports per method: median over seeds of the best *plain firing
+rate* (the best-score code re-scored without the tie term), the fraction of (unit, seed) runs that
+fire, and the optimizer's own share of the loop's wall time.
 
 Units are chosen by a rule that keeps them disjoint from ``experiments/search_quality.toml``'s
 benchmark units (see ``--pipeline``): on the digits SNN every unit is fair game (the benchmark
