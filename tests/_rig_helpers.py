@@ -46,18 +46,22 @@ def random_expected(gen, neu, n: int = 256) -> float:
 
 
 @contextmanager
-def sim_thread(neu, protocol: str = "zmq", where: str | None = None, faults: str | None = None, **kw):
-    """Run a simulator in a background thread; yields it (``.n_requests``)."""
+def sim_thread(neu, protocol: str = "zmq", where: str | None = None, faults: str | None = None,
+               server_kw: dict | None = None, **kw):
+    """Run a simulator in a background thread; yields it (``.n_requests``).
+
+    ``protocol``: ``"zmq"`` (``where`` an address), ``"filedrop"`` or ``"xdream"`` (``where`` a folder);
+    ``server_kw`` goes to the serving function, the rest to :class:`RigSimulator`.
+    """
+    from mango.rig.xdream import serve_xdream
+
     token, fmt = kw.pop("token", None), kw.pop("fmt", "npz")
     sim = RigSimulator(neu, faults=Faults.parse(faults), **kw)
     stop, ready = threading.Event(), threading.Event()
-    if protocol == "zmq":
-        th = threading.Thread(target=serve_zmq, args=(sim, where), kwargs={"stop": stop, "ready": ready,
-                                                                           "token": token},
-                              daemon=True)
-    else:
-        th = threading.Thread(target=serve_filedrop, args=(sim, where),
-                              kwargs={"stop": stop, "ready": ready, "fmt": fmt}, daemon=True)
+    serve, extra = {"zmq": (serve_zmq, {"token": token}), "filedrop": (serve_filedrop, {"fmt": fmt}),
+                    "xdream": (serve_xdream, {})}[protocol]
+    th = threading.Thread(target=serve, args=(sim, where),
+                          kwargs={"stop": stop, "ready": ready, **extra, **(server_kw or {})}, daemon=True)
     th.start()
     ready.wait(10)
     try:

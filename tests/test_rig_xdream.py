@@ -8,7 +8,6 @@ import struct
 import threading
 import time
 import zlib
-from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -21,11 +20,10 @@ from hypothesis import strategies as st
 
 from mango.rig.closedloop import PresentationLog, closed_loop
 from mango.rig.protocol import Block, Limits, ProtocolError, RigError
-from mango.rig.simulator import Faults, RigSimulator
-from mango.rig.xdream import (STIMULUS_NAME, XDreamClient, read_xdream_mat, serve_xdream, stimulus_name,
+from mango.rig.xdream import (STIMULUS_NAME, XDreamClient, read_xdream_mat, stimulus_name,
                               write_xdream_mat)
 
-from _rig_helpers import generator, neurons
+from _rig_helpers import generator, neurons, sim_thread
 
 NAMES = ["block004_00_gen002_200001.bmp", "block004_01_gen002_200000.bmp", "block004_00_gen002_200001.bmp"]
 RESP = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]])  # [P=3, channels=2]
@@ -175,19 +173,8 @@ def test_repeats_must_be_a_multiple_of_shows(tmp_path):
 
 
 # -- closed loop against the simulator -------------------------------------------------------------
-@contextmanager
 def xdream_rig(neu, folder, faults=None, **kw):
-    sim = RigSimulator(neu, faults=Faults.parse(faults))
-    stop, ready = threading.Event(), threading.Event()
-    th = threading.Thread(target=serve_xdream, args=(sim, folder), kwargs={"stop": stop, "ready": ready, **kw},
-                          daemon=True)
-    th.start()
-    ready.wait(10)
-    try:
-        yield sim
-    finally:
-        stop.set()
-        th.join(10)
+    return sim_thread(neu, "xdream", folder, faults, server_kw=kw)
 
 
 @pytest.mark.parametrize("version", ["7.3", "5"])

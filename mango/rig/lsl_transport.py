@@ -76,9 +76,9 @@ from ..errors import ConfigError
 from .filedrop import check_run_id
 from .model import wrong_block_reply
 from .protocol import (NONCE_PATTERN, PROTOCOL, VERSION, AuthError, Block, Limits, ProtocolError, Reply, RigError,
+                       accept_reply,
                        check_block_header, check_response_header, check_values, compute_mac, header_int,
-                       images_to_png, json_object, new_nonce, peek_header, png_to_images, validate_reply_for,
-                       verify_mac)
+                       images_to_png, json_object, new_nonce, peek_header, png_to_images, verify_mac)
 
 __all__ = ["DEFAULT_NAME", "MARKER_TYPE", "IMAGE_TYPE", "RESPONSE_TYPE", "LslRigClient", "serve_lsl",
            "stream_names", "check_stream_name", "encode_marker", "encode_images", "decode_marker", "decode_image",
@@ -497,20 +497,10 @@ class LslRigClient:
             if header["type"] != "response":
                 self._ignore(f"unexpected {header['type']!r} sample", bid)
                 continue
-            try:
-                reply = decode_response(raw, self.token, self.limits)
-            except AuthError as exc:  # an unsigned or forged reply changes nothing: keep waiting
-                self._ignore(f"unauthenticated reply for block {bid}: {exc}", bid)
-                continue
-            except ProtocolError as exc:
-                self._ignore(f"invalid reply for block {bid}: {exc}", bid)
-                return None, f"invalid reply: {exc}"
-            try:
-                validate_reply_for(reply, replace(block, nonce=reply.nonce))
-            except ProtocolError as exc:
-                self._ignore(f"invalid reply for block {bid}: {exc}", bid)
-                return None, f"invalid reply: {exc}"
-            return reply, None
+            reply, why = accept_reply(lambda: decode_response(raw, self.token, self.limits), block, nonces,
+                                      lambda reason: self._ignore(reason, bid), nonce_required=True)
+            if reply is not None or why is not None:
+                return reply, why
 
     def present(self, block: Block) -> Reply:
         """Publish ``block`` and return the lab's validated reply (``image_ids`` int64 [n * repeats],

@@ -34,7 +34,8 @@ import io
 import json
 import re
 import secrets
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,7 @@ __all__ = ["PROTOCOL", "VERSION", "Limits", "Block", "Reply", "ProtocolError", "
            "RigError", "new_nonce", "check_values", "verify_mac", "check_block_header", "check_response_header", "json_object", "json_depth", "header_int",
            "header_int_list", "compute_mac", "NONCE_PATTERN",
            "encode_block", "decode_block", "encode_reply", "decode_reply", "encode_error", "decode_error",
-           "peek_header", "validate_reply_for", "images_to_png", "png_to_images"]
+           "peek_header", "validate_reply_for", "accept_reply", "header_shape", "images_to_png", "png_to_images"]
 
 PROTOCOL = "mango-rig"
 VERSION = 1
@@ -280,6 +281,14 @@ def header_int_list(header: dict[str, Any], key: str, n: int | None, limit: int)
     return np.asarray(v, dtype=np.int64).reshape(-1)
 
 
+def header_shape(header: dict[str, Any], key: str, axes: tuple[str, ...]) -> tuple[int, ...]:
+    """A header's shape field: a list of ``len(axes)`` integers (ranges are the caller's to check)."""
+    v = header.get(key)
+    if not isinstance(v, list) or len(v) != len(axes) or any(not isinstance(s, int) or isinstance(s, bool) for s in v):
+        raise ProtocolError(f"header field {key!r} must be [{', '.join(axes)}] integers, got {str(v)[:100]}")
+    return tuple(v)
+
+
 # -- images ----------------------------------------------------------------------------
 def images_to_png(images: np.ndarray) -> list[bytes]:
     """``uint8 [n, H, W, C]`` -> one PNG file (bytes) per image."""
@@ -322,11 +331,7 @@ def check_block_header(header: dict[str, Any], limits: Limits = Limits()) -> tup
         ProtocolError: naming the field, what it holds and what is allowed.
     """
     bid = header_int(header, "block")
-    shape = header.get("shape")
-    if (not isinstance(shape, list) or len(shape) != 4
-            or any(not isinstance(s, int) or isinstance(s, bool) for s in shape)):
-        raise ProtocolError(f"header field 'shape' must be [n, H, W, C] integers, got {shape!r}")
-    n, h, w, c = shape
+    n, h, w, c = header_shape(header, "shape", ("n", "H", "W", "C"))
     if not 1 <= n <= limits.max_images:
         raise ProtocolError(f"block has {n} images; allowed 1..{limits.max_images}")
     if not (1 <= h <= limits.max_side and 1 <= w <= limits.max_side) or c not in (1, 3):
@@ -411,13 +416,9 @@ def check_response_header(header: dict[str, Any], limits: Limits = Limits()) -> 
         ProtocolError: naming the field, what it holds and what is allowed.
     """
     bid = header_int(header, "block")
-    shape = header.get("shape")
-    if (not isinstance(shape, list) or len(shape) != 2
-            or any(not isinstance(s, int) or isinstance(s, bool) for s in shape)):
-        raise ProtocolError(f"response 'shape' must be [presentations, channels], got {str(shape)[:100]}")
-    p, ch = shape
+    p, ch = header_shape(header, "shape", ("presentations", "channels"))
     if not (1 <= p <= limits.max_presentations and 1 <= ch <= limits.max_channels):
-        raise ProtocolError(f"response shape {shape} outside the limits "
+        raise ProtocolError(f"response shape {[p, ch]} outside the limits "
                             f"(1..{limits.max_presentations} x 1..{limits.max_channels})")
     if header.get("dtype") != "float64":
         raise ProtocolError(f"response dtype {str(header.get('dtype'))[:50]!r} not supported; valid choices: float64")
@@ -488,6 +489,42 @@ def validate_reply_for(reply: Reply, block: Block) -> None:
         detail = ", ".join(f"id {i} {c} of {rep}" for i, c in short[:5]) + (", ..." if len(short) > 5 else "")
         raise IncompleteReply(f"reply to block {block.block} has {what}; truncated? (short: {detail})")
 
+
+
+def accept_reply(decode: Callable[[], Reply], block: Block, nonces: set[str], ignore: Callable[[str], None], *,
+                 nonce_required: bool) -> tuple[Reply | None, str | None]:
+    """The end of a client's wait for ``block``, shared by the transports: decode a response and check it.
+
+    Args:
+        decode: decodes the received response (verifies its MAC; raises :class:`AuthError` or
+            :class:`ProtocolError`).
+        nonces: the nonces of this block's attempts (a late reply to an earlier attempt still counts).
+        ignore: records a message that is dropped, with the reason.
+        nonce_required: a reply without one of ``nonces`` is dropped (with a token, or a transport
+            whose rigs always echo it); otherwise only a reply carrying a wrong nonce is.
+
+    Returns:
+        ``(reply, None)``: the answer; ``(None, reason)``: the attempt failed (an authentic but invalid
+        reply); ``(None, None)``: dropped, keep waiting (unsigned or forged replies change nothing,
+        replayed or stale ones neither).
+    """
+    try:
+        reply = decode()
+    except AuthError as exc:
+        ignore(f"unauthenticated reply for block {block.block}: {exc}")
+        return None, None
+    except ProtocolError as exc:
+        ignore(f"invalid reply for block {block.block}: {exc}")
+        return None, f"invalid reply: {exc}"
+    if (nonce_required or reply.nonce is not None) and reply.nonce not in nonces:
+        ignore(f"reply for block {block.block} with a nonce of no attempt of it (replayed or stale)")
+        return None, None
+    try:
+        validate_reply_for(reply, replace(block, nonce=reply.nonce))
+    except ProtocolError as exc:
+        ignore(f"invalid reply for block {block.block}: {exc}")
+        return None, f"invalid reply: {exc}"
+    return reply, None
 
 def encode_error(reason: str, block: int | None = None, token: str | None = None,
                  nonce: str | None = None) -> list[bytes]:

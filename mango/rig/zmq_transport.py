@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .protocol import (AuthError, Block, Limits, ProtocolError, Reply, RigError, decode_block, decode_error,
-                       decode_reply, encode_block, encode_error, encode_reply, new_nonce, peek_header,
-                       validate_reply_for, verify_mac)
+from .protocol import (Block, Limits, ProtocolError, Reply, RigError, accept_reply, decode_block, decode_error,
+                       decode_reply, encode_block, encode_error, encode_reply, new_nonce, peek_header, verify_mac)
 
 __all__ = ["DEFAULT_ADDRESS", "ZmqRigClient", "ZmqRigServer", "check_address"]
 
@@ -154,25 +153,10 @@ class ZmqRigClient:
             if header["type"] != "response":
                 self._ignore(f"unexpected {header['type']!r} message", bid)
                 continue
-            try:
-                reply = decode_reply(frames, self.token, self.limits)
-            except AuthError as exc:  # an unsigned or forged reply changes nothing: keep waiting
-                self._ignore(f"unauthenticated reply for block {block.block}: {exc}", bid)
-                continue
-            except ProtocolError as exc:
-                self._ignore(f"invalid reply for block {block.block}: {exc}", bid)
-                return None, f"invalid reply: {exc}"
-            if (reply.nonce is not None or self.token) and reply.nonce not in nonces:
-                self._ignore(f"reply for block {block.block} with a nonce of no attempt of it (replayed or stale)",
-                             bid)
-                continue
-            try:
-                validate_reply_for(reply, Block(block.block, block.image_ids, block.images, block.repeats,
-                                                block.order, block.attempt, None))
-            except ProtocolError as exc:
-                self._ignore(f"invalid reply for block {block.block}: {exc}", bid)
-                return None, f"invalid reply: {exc}"
-            return reply, None
+            reply, why = accept_reply(lambda: decode_reply(frames, self.token, self.limits), block, nonces,
+                                      lambda reason: self._ignore(reason, bid), nonce_required=bool(self.token))
+            if reply is not None or why is not None:
+                return reply, why
 
     def present(self, block: Block) -> Reply:
         """Send ``block`` and return the rig's validated reply.
