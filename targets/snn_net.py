@@ -49,7 +49,7 @@ from mango.objectives import ObjectiveExpr, Term, as_objective, unit as unit_obj
 from .models import load_model
 from .snn_fast import FastSNN, fast_supported
 from .spiking import (ENCODINGS, graded_score, poisson_spikes, rate_from_score, reference_run, reset_states,
-                      spiking_layer_names)
+                      spiking_layer_names, threshold_and_spike_value)
 from .units import OUTPUT, UnitSpec, find_layer, list_layers
 
 __all__ = ["SpikingNetTarget", "snn_unit", "DEFAULT_T"]
@@ -159,8 +159,7 @@ class SpikingNetTarget:
         if layer not in self.spiking:
             return None
         neuron = dict(net.named_modules())[layer]
-        thr = float(torch.as_tensor(getattr(neuron, "threshold", 1.0)).detach().reshape(-1)[0])
-        g = float(torch.as_tensor(getattr(neuron, "graded_spikes_factor", 1.0)).detach().reshape(-1)[0])
+        thr, g = threshold_and_spike_value(neuron)
         return (layer, spec, thr, g) if g > 0 else None
 
     @property

@@ -252,6 +252,13 @@ def plain_rate(n_spikes: torch.Tensor, T: int, g: float = 1.0) -> torch.Tensor:
     return N * float(g) / float(P * int(T))
 
 
+def threshold_and_spike_value(neuron: nn.Module) -> tuple[float, float]:
+    """A snnTorch neuron's firing threshold and the value of one spike (``graded_spikes_factor``)."""
+    def scalar(name: str) -> float:
+        return float(torch.as_tensor(getattr(neuron, name, 1.0)).detach().reshape(-1)[0])
+    return scalar("threshold"), scalar("graded_spikes_factor")
+
+
 def _squash(v: torch.Tensor, thr: float) -> torch.Tensor:
     """Membrane values -> (0, 1), monotone, 1/2 at ``thr`` (float64; +-inf and NaN clamped)."""
     scale = abs(float(thr)) if float(thr) != 0.0 else 1.0
@@ -381,8 +388,7 @@ class SpikingTarget:
                           f"below one spike. Using readout={readout!r} + tie_break as before.",
                           DeprecationWarning, stacklevel=2)
         self.readout = readout
-        self.thr = float(torch.as_tensor(getattr(neuron, "threshold", 1.0)).detach().reshape(-1)[0])
-        self.g = float(torch.as_tensor(getattr(neuron, "graded_spikes_factor", 1.0)).detach().reshape(-1)[0])
+        self.thr, self.g = threshold_and_spike_value(neuron)
         if readout == "graded" and not self.g > 0:
             raise ConfigError(f"the graded readout needs a positive spike value; layer {self.layer!r} has "
                               f"graded_spikes_factor={self.g}; use readout='rate' or 'count'")
