@@ -102,7 +102,6 @@ class EliteSearch(Optimizer):
         max_reeval: noisy mode: an elite code is re-asked until it has this many values (>= 1).
         model_frac: noisy mode: fraction of each batch proposed by Thompson samples of the
             additive model, in [0, 1].
-        clean_model_frac: the same on a deterministic objective (after the design), in [0, 1].
         starts: optional start codes evaluated first: ``"natural"`` (natural images through the
             generator's ``encode``, see :mod:`mango.optimizers.starts`; the loop binds the objective,
             and a generator without ``encode`` starts at random), codes ``[m, d]`` (a list), or a
@@ -116,7 +115,7 @@ class EliteSearch(Optimizer):
                  max_mutations: int = 3, explore: float = 0.5, global_frac: float = 0.0,
                  position_decay: float = 0.9, grid_step: float = 0.1, recolor: float = 0.25, block: float = 0.15,
                  uniform_codes: int = 64, noise: str = "auto", reeval: float = 0.25, max_reeval: int = 8,
-                 model_frac: float = 0.5, clean_model_frac: float = 0.0, screen: int = 16, model_reg: float = 3.0,
+                 model_frac: float = 0.5, screen: int = 16, model_reg: float = 3.0,
                  starts: Sequence[Sequence[int]] | str | None = "natural") -> None:
         super().__init__(space, batch_size, seed)
         if int(elite) < 1:
@@ -141,10 +140,8 @@ class EliteSearch(Optimizer):
             raise ConfigError(f"reeval must be in [0, 1), got {reeval!r}")
         if int(max_reeval) < 1:
             raise ConfigError(f"max_reeval must be >= 1, got {max_reeval!r}")
-        for name, v in (("model_frac", model_frac), ("clean_model_frac", clean_model_frac)):
-            if not 0.0 <= float(v) <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1], got {v!r}")
-        self.clean_model_frac = float(clean_model_frac)
+        if not 0.0 <= float(model_frac) <= 1.0:
+            raise ConfigError(f"model_frac must be in [0, 1], got {model_frac!r}")
         self.noise_mode, self.reeval, self.max_reeval = noise, float(reeval), int(max_reeval)
         if int(screen) < 1:
             raise ConfigError(f"screen must be >= 1, got {screen!r}")
@@ -219,9 +216,6 @@ class EliteSearch(Optimizer):
             for row, parent in self._thompson(min(int(round(self.model_frac * k)), k - len(rows)), set(batch_seen)):
                 add(row, parent)
         design = self._design()
-        if not self.noisy and self.clean_model_frac > 0 and self._next_start >= len(design) and len(self.elite_y):
-            for row, parent in self._thompson(int(round(self.clean_model_frac * k)), set(batch_seen)):
-                add(row, parent)
         while self._next_start < len(design) and len(rows) < k:
             add(design[self._next_start].copy(), None)
             self._next_start += 1
@@ -364,15 +358,13 @@ class EliteSearch(Optimizer):
             self._noisy_elite()
         else:
             self._plain_elite(I, y)
-            if self.clean_model_frac > 0:
-                self._fit_model()
         if self._protes is not None:
             self._protes.tell(I, y)
 
     def _fit_model(self) -> np.ndarray | None:
         """Noisy mode: refit the additive model to every code's mean; its prediction per seen code
         (``None`` without a model)."""
-        if (self.model_frac if self.noisy else self.clean_model_frac) <= 0 or not self._seen_rows:
+        if not self.noisy or self.model_frac <= 0 or not self._seen_rows:
             return None
         if self._model is None:
             self._model = AdditiveModel(self.space.d, int(self.space.n), reg=self.model_reg)
