@@ -59,6 +59,8 @@ def main() -> None:
     p.add_argument("--presentation-time", type=float, default=0.2)
     p.add_argument("--optimum-budget", type=int, default=20000)
     p.add_argument("--transport", choices=("local", "zmq"), default="local")
+    p.add_argument("--params", action="append", default=[], metavar="METHOD:KEY=VALUE[,KEY=VALUE]",
+                   help="optimizer parameters for one method (repeatable), e.g. elite:direct_frac=0.25")
     p.add_argument("--out", default="runs/bench_rig")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -74,6 +76,10 @@ def main() -> None:
         return neu.expected(stimulus_images(gen, np.asarray(I)))[:, 0]
 
     rand = expected(gen.space.sample(np.random.default_rng(99), 1000))
+    params: dict[str, dict] = {}
+    for text in args.params:
+        name, _, kv = text.partition(":")
+        params[name] = {k: json.loads(v) for k, v in (item.split("=", 1) for item in kv.split(",") if item)}
     runs: list[dict] = []
     for method in args.methods.split(","):
         for seed in range(args.seeds):
@@ -91,6 +97,7 @@ def main() -> None:
                 rig = LocalRig(neu, seed=seed)
             try:
                 res = closed_loop(rig, gen, method, args.budget, seed, batch_size=args.batch_size,
+                                  params=params.get(method),
                                   repeats=args.repeats, retest_every=args.retest_every,
                                   holdout_repeats=args.holdout_repeats)
             finally:

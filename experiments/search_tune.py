@@ -124,11 +124,15 @@ def main(argv=None) -> int:
                 res = maximize(obj, opt, budget=args.budget, seed=seed)
                 wall = time.perf_counter() - t0
                 rate = float(plain(res.best_code[None])[0])
-                # first query whose score reaches the best rate's level (for "queries to fire")
+                # best score so far at a few query counts (how fast it climbs)
+                best_so_far = np.maximum.accumulate(res.values)
+                trace = {q: float(best_so_far[min(q, len(best_so_far)) - 1])
+                         for q in (100, 250, 500, 750, args.budget) if q <= args.budget}
                 rows.append(dict(method=label, layer=layer, unit=unit, seed=seed, best_score=float(res.best_value),
-                                 rate=rate, wall=wall, opt_s=t_opt[0]))
+                                 rate=rate, wall=wall, opt_s=t_opt[0], trace=trace))
                 print(f"{label:40s} {layer}[{unit}] s{seed}: rate {rate:.3f} score {res.best_value:.4f} "
-                      f"wall {wall:.1f}s opt {100 * t_opt[0] / wall:.1f}%", flush=True)
+                      f"wall {wall:.1f}s opt {100 * t_opt[0] / wall:.1f}% best score at "
+                      + " ".join(f"{q}:{v:.3f}" for q, v in trace.items()), flush=True)
     print()
     print("| method | median rate (mean over units) | fired runs | opt share of wall |")
     print("| --- | --- | --- | --- |")

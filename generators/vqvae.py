@@ -250,6 +250,10 @@ class VQVAE(GeneratorBase):
         idx = self._vq_vae.nearest(z.permute(0, 2, 3, 1).reshape(-1, D))
         return idx.reshape(k, h, w)
 
+    def code_vectors(self) -> np.ndarray:
+        """The codebook ``float32 [n, D]``: the vector each code value decodes from (row ``v`` for value ``v``)."""
+        return self._vq_vae.codebook.detach().cpu().numpy().astype(np.float32)
+
     def encode(self, images: torch.Tensor) -> np.ndarray:
         """Images ``[k, C, H, W]`` -> nearest-codebook indices ``int64 [k, d]`` (a search start)."""
         return self.encode_codes(images).reshape(images.shape[0], -1).cpu().numpy().astype(np.int64)

@@ -20,7 +20,17 @@
 
    A new codebook value is copied from another elite code (crossover) with probability
    ``1 - explore``, else drawn uniformly.
-3. Optionally (``global_frac > 0``) part of each batch is sampled from a
+3. **Directional moves** (``direct_frac`` of each batch, once the design is asked; codebook
+   spaces whose generator has ``code_vectors()``, e.g. a VQ-VAE): a ridge model of the score,
+   linear in the codebook *vectors* of the codes
+   (:class:`~mango.optimizers.directional.EmbeddingLinearModel`), is fitted to the last
+   ``direct_window`` evaluated codes; a child of an elite parent moves ``1..direct_max`` positions
+   (``P(m) ∝ 1/m``, drawn in proportion to their best predicted gain) each to one of its three
+   best-predicted values. The model predicts values never tried at a position (through their
+   vectors), so it follows the direction a gradient AM would, estimated from black-box values.
+   In noisy mode it is fitted to the codes' means and takes what re-asks and Thompson proposals
+   leave of the batch.
+4. Optionally (``global_frac > 0``) part of each batch is sampled from a
    :class:`~mango.optimizers.protes.Protes` tensor-train model told every evaluated code
    (off by default: it did not help on the tuning units and its jax compile costs seconds).
 
@@ -50,6 +60,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..shrinkage import noise_variance, shrunk_means
 from .additive import AdditiveModel
+from .directional import EmbeddingLinearModel
 from ..spaces import LatentSpace
 from .base import Optimizer
 
@@ -102,6 +113,11 @@ class EliteSearch(Optimizer):
         max_reeval: noisy mode: an elite code is re-asked until it has this many values (>= 1).
         model_frac: noisy mode: fraction of each batch proposed by Thompson samples of the
             additive model, in [0, 1].
+        direct_frac: fraction of each batch from directional moves, in [0, 1] (0: off; needs a
+            generator with ``code_vectors()``, else off).
+        direct_max: most positions a directional move changes (>= 1).
+        direct_window: the directional model is fitted to this many last evaluated codes (>= 2).
+        direct_reg: ridge strength of the directional model, relative to the mean squared feature norm (> 0).
         starts: optional start codes evaluated first: ``"natural"`` (natural images through the
             generator's ``encode``, see :mod:`mango.optimizers.starts`; the loop binds the objective,
             and a generator without ``encode`` starts at random), codes ``[m, d]`` (a list), or a
@@ -109,13 +125,15 @@ class EliteSearch(Optimizer):
     """
 
     description = ("natural-image and uniform-texture start codes, then elite local search (recolour, "
-                   "block and 1-3 position moves where changes helped; crossover; plateau moves; no repeats)")
+                   "block and 1-3 position moves where changes helped; directional moves from a ridge model "
+                   "linear in the codebook vectors; crossover; plateau moves; no repeats)")
 
     def __init__(self, space: LatentSpace, batch_size: int = 50, seed: int = 0, *, elite: int = 8,
                  max_mutations: int = 3, explore: float = 0.5, global_frac: float = 0.0,
                  position_decay: float = 0.9, grid_step: float = 0.1, recolor: float = 0.25, block: float = 0.15,
                  uniform_codes: int = 64, noise: str = "auto", reeval: float = 0.25, max_reeval: int = 8,
                  model_frac: float = 0.5, screen: int = 16, model_reg: float = 3.0,
+                 direct_frac: float = 0.5, direct_max: int = 8, direct_window: int = 400, direct_reg: float = 1.0,
                  starts: Sequence[Sequence[int]] | str | None = "natural") -> None:
         super().__init__(space, batch_size, seed)
         if int(elite) < 1:
@@ -146,6 +164,14 @@ class EliteSearch(Optimizer):
         if int(screen) < 1:
             raise ConfigError(f"screen must be >= 1, got {screen!r}")
         self.model_frac, self.screen, self.model_reg = float(model_frac), int(screen), float(model_reg)
+        if not 0.0 <= float(direct_frac) <= 1.0:
+            raise ConfigError(f"direct_frac must be in [0, 1], got {direct_frac!r}")
+        if int(direct_max) < 1 or int(direct_window) < 2 or not float(direct_reg) > 0:
+            raise ConfigError(f"direct_max must be >= 1, direct_window >= 2 and direct_reg > 0, got "
+                              f"{direct_max!r}, {direct_window!r}, {direct_reg!r}")
+        self.direct_frac, self.direct_max = float(direct_frac), int(direct_max)
+        self.direct_window, self.direct_reg = int(direct_window), float(direct_reg)
+        self._direct: EmbeddingLinearModel | None = None
         self._model: AdditiveModel | None = None
         self.noisy = noise == "on"
         self.n_elite, self.max_mutations = int(elite), int(max_mutations)
@@ -159,7 +185,8 @@ class EliteSearch(Optimizer):
         levels = np.sort(self.rng.choice(int(space.n), size=n_u, replace=False)) if n_u else np.zeros(0, dtype=np.int64)
         self._uniform = np.repeat(levels.astype(np.int64)[:, None], space.d, axis=1)
         self.natural = isinstance(starts, str) and starts == "natural"
-        self.needs_objective = self.natural or noise == "auto"  # instance flag: the loop calls bind(objective)
+        # instance flag: the loop calls bind(objective) (natural starts, noise mode, code vectors)
+        self.needs_objective = self.natural or noise == "auto" or self.direct_frac > 0
         self._starts = _load_starts(None if self.natural else starts, space)
         self._n_global = int(round(self.global_frac * self.k))
         self._protes = None
@@ -192,6 +219,11 @@ class EliteSearch(Optimizer):
             codes = natural_start_codes(getattr(objective, "generator", None))
             if codes is not None and codes.shape[1] == self.space.d:
                 self._starts = self.space.validate(codes)
+        vectors = getattr(getattr(objective, "generator", None), "code_vectors", None)
+        if self.direct_frac > 0 and not self.ordered and callable(vectors):
+            V = np.asarray(vectors(), dtype=np.float64)
+            if V.ndim == 2 and V.shape[0] == int(self.space.n):
+                self._direct = EmbeddingLinearModel(V, self.space.d, reg=self.direct_reg, window=self.direct_window)
 
     # -- asking -------------------------------------------------------------------------
     def _ask(self, limit: int | None = None) -> np.ndarray:
@@ -216,6 +248,10 @@ class EliteSearch(Optimizer):
             for row, parent in self._thompson(min(int(round(self.model_frac * k)), k - len(rows)), set(batch_seen)):
                 add(row, parent)
         design = self._design()
+        if self._direct is not None and len(self.elite_y) and self._next_start >= len(design):
+            m = min(int(round(self.direct_frac * k)), k - len(rows))
+            for row, parent in self._directional(m, set(batch_seen)):
+                add(row, parent)
         while self._next_start < len(design) and len(rows) < k:
             add(design[self._next_start].copy(), None)
             self._next_start += 1
@@ -279,6 +315,45 @@ class EliteSearch(Optimizer):
                     taken.add(key)
                     out.append(cands[i])
                     break
+        return out
+
+    def _directional(self, m: int, taken: set[bytes]) -> list[tuple[np.ndarray, tuple[float, np.ndarray]]]:
+        """Up to ``m`` children of elite parents moved along the embedding-linear model's predicted gains
+        (fitted to each code's value, or mean in noisy mode): ``1..direct_max`` positions (drawn in proportion to their best gain)
+        each take one of their three best-predicted values. Returns ``(code, parent)`` pairs."""
+        model = self._direct
+        if m <= 0 or model is None or len(self._seen_rows) < 2:
+            return []
+        if model.n_added < len(self._seen_rows):
+            model.add_codes(np.stack(self._seen_rows[model.n_added:]))
+        if not model.fit(np.asarray(self._sum) / np.maximum(np.asarray(self._cnt), 1)):
+            return []
+        ne = len(self.elite_I)
+        pw = 1.0 / (np.arange(ne) + 1.0)
+        gains: dict[int, np.ndarray] = {}
+        out: list[tuple[np.ndarray, tuple[float, np.ndarray]]] = []
+        for _ in range(4 * m):
+            if len(out) >= m:
+                break
+            j = int(self.rng.choice(ne, p=pw / pw.sum()))
+            if j not in gains:
+                gains[j] = model.gains(self.elite_I[j])
+            G = gains[j]
+            top = np.argsort(-G, axis=1)[:, :3]                       # [d, 3] best values per position
+            g = np.maximum(G[np.arange(self.space.d), top[:, 0]], 0.0)
+            if not (g > 0).any():
+                continue
+            mmax = min(self.direct_max, int((g > 0).sum()))
+            pm = 1.0 / np.arange(1, mmax + 1)                      # P(m) ~ 1/m: mostly short steps, some long
+            mm = int(self.rng.choice(np.arange(1, mmax + 1), p=pm / pm.sum()))
+            pos = np.sort(self.rng.choice(self.space.d, size=mm, replace=False, p=g / g.sum()))
+            child = self.elite_I[j].copy()
+            child[pos] = top[pos, self.rng.integers(0, 3, size=mm)]
+            key = child.tobytes()
+            if key in self._seen or key in taken:
+                continue
+            taken.add(key)
+            out.append((child, (float(self.elite_y[j]), pos)))
         return out
 
     def _design(self) -> np.ndarray:
@@ -427,6 +502,8 @@ class EliteSearch(Optimizer):
         self.noisy = bool(state.get("noisy", self.noisy))
         self._next_start = int(state["next_start"])
         self._model = None
+        if self._direct is not None:
+            self._direct.reset()  # refilled from the evaluated codes at the next ask
         self._fit_model()  # the model is a function of the codes and values: rebuilt, not stored
         self._pending.clear()
         if self._protes is not None:
