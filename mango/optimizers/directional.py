@@ -42,6 +42,7 @@ class EmbeddingLinearModel:
             raise ValueError(f"code vectors must be [n, D], got shape {V.shape}")
         scale = float(np.sqrt(((V - V.mean(0)) ** 2).sum(1).mean())) or 1.0
         self.E = (V - V.mean(0)) / scale            # [n, D], mean squared row norm 1
+        self._E32 = self.E.astype(np.float32)       # features for the Gram products (float32: 3x faster)
         self.d, self.reg, self.window = int(d), float(reg), int(window)
         self.W: np.ndarray | None = None            # [d, D] after a fit
         self.reset()
@@ -49,7 +50,7 @@ class EmbeddingLinearModel:
     def reset(self) -> None:
         """Forget every code (a resumed optimizer adds its evaluated codes again)."""
         self.n_added = 0
-        self._phi = np.zeros((0, self.d * self.E.shape[1]))   # features of the window's codes
+        self._phi = np.zeros((0, self.d * self.E.shape[1]), dtype=np.float32)   # features of the window's codes
         self._K = np.zeros((0, 0))                            # their (uncentred) Gram matrix
         self.W = None
 
@@ -60,9 +61,9 @@ class EmbeddingLinearModel:
             return
         self.n_added += len(codes)
         codes = codes[-self.window:]
-        new = self.E[codes].reshape(len(codes), -1)
-        cross = new @ self._phi.T
-        self._K = np.block([[self._K, cross.T], [cross, new @ new.T]])
+        new = self._E32[codes].reshape(len(codes), -1)
+        cross = (new @ self._phi.T).astype(np.float64)
+        self._K = np.block([[self._K, cross.T], [cross, (new @ new.T).astype(np.float64)]])
         self._phi = np.concatenate([self._phi, new])
         if len(self._phi) > self.window:
             self._phi, self._K = self._phi[-self.window:], self._K[-self.window:, -self.window:]
@@ -78,14 +79,14 @@ class EmbeddingLinearModel:
         if N < 2 or not sd > 0:
             self.W = None
             return False
-        import scipy.linalg  # here, not at import time
-
         K = self._K
         m = K.mean(0)
         Kc = K - m[None, :] - m[:, None] + m.mean()           # H K H with H = I - 1/N, in O(N^2)
         lam = self.reg * float(np.trace(Kc)) / N + 1e-9
-        alpha = scipy.linalg.solve(Kc + lam * np.eye(N), (y - y.mean()) / sd, assume_a="pos")
-        self.W = (self._phi.T @ alpha - self._phi.mean(0) * alpha.sum()).reshape(self.d, -1)   # [d, D]
+        alpha = np.linalg.solve(Kc + lam * np.eye(N), (y - y.mean()) / sd)
+        phi = self._phi.astype(np.float64)
+        self.W = (phi.T @ alpha - phi.mean(0) * alpha.sum()).reshape(self.d, -1)                # [d, D]
+        self._proj = self.W @ self.E.T                                                        # [d, n]
         return True
 
     def gains(self, parent: np.ndarray) -> np.ndarray:
@@ -93,5 +94,5 @@ class EmbeddingLinearModel:
         (0 at the parent's own values; in units of the fitted values' standard deviation)."""
         if self.W is None:
             raise RuntimeError("gains() before a successful fit()")
-        proj = self.W @ self.E.T                             # [d, n]
+        proj = self._proj
         return proj - proj[np.arange(self.d), np.asarray(parent)][:, None]

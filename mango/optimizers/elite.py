@@ -60,6 +60,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..shrinkage import noise_variance, shrunk_means
 from .additive import AdditiveModel
+from .blas import single_blas_thread
 from .directional import EmbeddingLinearModel
 from ..spaces import LatentSpace
 from .base import Optimizer
@@ -226,6 +227,7 @@ class EliteSearch(Optimizer):
                 self._direct = EmbeddingLinearModel(V, self.space.d, reg=self.direct_reg, window=self.direct_window)
 
     # -- asking -------------------------------------------------------------------------
+    @single_blas_thread
     def _ask(self, limit: int | None = None) -> np.ndarray:
         k = self.k if limit is None else max(1, min(self.k, int(limit)))
         rows: list[np.ndarray] = []
@@ -330,17 +332,19 @@ class EliteSearch(Optimizer):
             return []
         ne = len(self.elite_I)
         pw = 1.0 / (np.arange(ne) + 1.0)
-        gains: dict[int, np.ndarray] = {}
+        best: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # parent -> (3 best values [d, 3], best gain [d])
         out: list[tuple[np.ndarray, tuple[float, np.ndarray]]] = []
+        rows = np.arange(self.space.d)[:, None]
         for _ in range(4 * m):
             if len(out) >= m:
                 break
             j = int(self.rng.choice(ne, p=pw / pw.sum()))
-            if j not in gains:
-                gains[j] = model.gains(self.elite_I[j])
-            G = gains[j]
-            top = np.argsort(-G, axis=1)[:, :3]                       # [d, 3] best values per position
-            g = np.maximum(G[np.arange(self.space.d), top[:, 0]], 0.0)
+            if j not in best:
+                G = model.gains(self.elite_I[j])
+                top = np.argpartition(-G, 2, axis=1)[:, :3]
+                top = np.take_along_axis(top, np.argsort(-G[rows, top], axis=1), axis=1)
+                best[j] = (top, np.maximum(G[rows[:, 0], top[:, 0]], 0.0))
+            top, g = best[j]
             if not (g > 0).any():
                 continue
             mmax = min(self.direct_max, int((g > 0).sum()))
@@ -409,6 +413,7 @@ class EliteSearch(Optimizer):
         return int(self.rng.integers(self.space.n))
 
     # -- telling ------------------------------------------------------------------------
+    @single_blas_thread
     def _tell(self, I: np.ndarray, y: np.ndarray) -> None:
         credit = np.zeros(self.space.d)
         for row, val in zip(I, y):
