@@ -6,6 +6,8 @@ A *generator* maps a latent batch to an image batch::
     generator(z)               -> torch.Tensor [k, C, H, W]
     generator.value_range      -> (lo, hi) of its pixel values       (optional)
     generator.encode(images)   -> int64 [k, d] indices                (optional, VQ-VAE)
+    generator.code_vectors()   -> float [n, D] vector of each value  (optional, VQ-VAE codebook;
+                                  elite's directional moves use it)
     generator.to_uint8(images) -> uint8 [k, H, W, C] for display      (optional)
     generator.differentiable   -> bool                                (optional, default False)
 

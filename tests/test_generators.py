@@ -106,6 +106,18 @@ def test_vqvae_decode_soft_matches_hard_and_has_gradient(vq_digits):
         vq_digits.decode_soft(torch.ones(1, 4, 4, 7) / 7)
 
 
+
+def test_vqvae_code_vectors_are_what_each_value_decodes_from(vq_digits):
+    V = vq_digits.code_vectors()
+    assert V.ndim == 2 and V.shape[0] == vq_digits.space.n and V.dtype == np.float32
+    I = vq_digits.space.sample(np.random.default_rng(3), 2)
+    z = vq_digits.space.decode(I)                                   # [2, 4, 4] values
+    e = torch.from_numpy(V)[z].permute(0, 3, 1, 2)                  # [2, D, 4, 4] their vectors
+    with torch.no_grad():
+        assert torch.allclose(vq_digits.decode_latent(e), vq_digits(z), atol=1e-6)
+    assert not np.shares_memory(V, vq_digits._vq_vae.codebook.detach().numpy())   # a copy
+
+
 # -- the paper's CIFAR-10 checkpoint --------------------------------------------
 def test_paper_vqvae_loads_and_reencodes(paper_weights, monkeypatch):
     calls = []
