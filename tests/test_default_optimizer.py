@@ -12,10 +12,11 @@ import pytest
 
 from mango import problems
 from mango.errors import ConfigError
-from mango.journal import load_state, save_state
 from mango.loop import maximize
 from mango.optimizers import make_optimizer
 from mango.spaces import CodebookSpace, GridSpace
+
+from _optimizer_helpers import assert_resumes_identically
 
 WORKER = Path(__file__).with_name("_resume_worker.py")
 
@@ -81,14 +82,8 @@ def test_state_dict_round_trip_through_npz_continues_identically(tmp_path, param
     obj = problems.separable(d=8, n=16, seed=0)
     a = make_optimizer("elite", obj.space, batch_size=20, seed=4, params=params)
     _drive(a, obj, 4)
-    save_state(tmp_path / "s.npz", a.state_dict())
-    b = make_optimizer("elite", obj.space, batch_size=20, seed=99, params=params)
-    b.load_state_dict(load_state(tmp_path / "s.npz"))
-    for _ in range(3):
-        Ia, Ib = a.ask(), b.ask()
-        np.testing.assert_array_equal(Ia, Ib)
-        a.tell(Ia, obj(Ia))
-        b.tell(Ib, obj(Ib))
+    b = assert_resumes_identically(
+        a, lambda: make_optimizer("elite", obj.space, batch_size=20, seed=99, params=params), obj, tmp_path)
     assert a.recommend()[1] == b.recommend()[1]
 
 

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from mango.errors import ConfigError
-from mango.journal import load_state, save_state
 from mango.objective import FunctionObjective
 from mango.optimizers import make_optimizer
 from mango.optimizers.directional import EmbeddingLinearModel
 from mango.spaces import CodebookSpace
+
+from _optimizer_helpers import assert_resumes_identically
 
 
 def _embedding_problem(seed: int, d: int = 24, n: int = 256, D: int = 8):
@@ -85,16 +86,13 @@ def test_directional_needs_code_vectors_and_is_off_without_them():
 def test_directional_resumes_identically(tmp_path):
     obj, *_ = _embedding_problem(4)
     a = _run(obj, 0.5, seed=2, budget=160)
-    save_state(tmp_path / "s.npz", a.state_dict())
-    b = make_optimizer("elite", obj.space, batch_size=20, seed=99, params={"starts": None, "direct_frac": 0.5})
-    b.bind(obj)
-    b.load_state_dict(load_state(tmp_path / "s.npz"))
-    for _ in range(3):
-        Ia, Ib = a.ask(), b.ask()
-        np.testing.assert_array_equal(Ia, Ib)
-        y = obj(Ia)
-        a.tell(Ia, y)
-        b.tell(Ib, y)
+
+    def make():
+        b = make_optimizer("elite", obj.space, batch_size=20, seed=99, params={"starts": None, "direct_frac": 0.5})
+        b.bind(obj)
+        return b
+
+    assert_resumes_identically(a, make, obj, tmp_path)
 
 
 def test_directional_moves_help_in_noise_mode_too():

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mango.journal import load_state, save_state
 from mango.objective import FunctionObjective
 from mango.optimizers import make_optimizer
 from mango.optimizers.additive import AdditiveModel
 from mango.shrinkage import noise_variance, shrunk_means
 from mango.spaces import CodebookSpace
+
+from _optimizer_helpers import assert_resumes_identically
 
 
 def test_shrinkage_estimates_the_prior_weight_and_beats_the_raw_mean():
@@ -106,15 +107,9 @@ def test_noise_mode_resumes_identically(tmp_path):
     for _ in range(6):
         I = a.ask()
         a.tell(I, obj(I))
-    save_state(tmp_path / "s.npz", a.state_dict())
-    b = make_optimizer("elite", obj.space, batch_size=20, seed=99, params={"noise": "on", "starts": None})
-    b.load_state_dict(load_state(tmp_path / "s.npz"))
-    for _ in range(3):
-        Ia, Ib = a.ask(), b.ask()
-        np.testing.assert_array_equal(Ia, Ib)
-        y = obj(Ia)
-        a.tell(Ia, y)
-        b.tell(Ib, y)
+    assert_resumes_identically(
+        a, lambda: make_optimizer("elite", obj.space, batch_size=20, seed=99, params={"noise": "on", "starts": None}),
+        obj, tmp_path)
 
 
 def test_noise_auto_follows_the_objective():

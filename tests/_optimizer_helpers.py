@@ -1,0 +1,26 @@
+"""Shared checks for ask/tell optimizers in the tests."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from mango.journal import load_state, save_state
+
+
+def assert_resumes_identically(a: Any, make: Callable[[], Any], objective: Callable[[np.ndarray], np.ndarray],
+                               folder: Path, steps: int = 3) -> Any:
+    """Save ``a``'s state to an ``.npz`` in ``folder``, load it into ``make()`` (a fresh optimizer built
+    with another seed), then require both to ask the same codes for ``steps`` batches while told the
+    same values (a noisy ``objective`` is called once per batch). Returns the resumed optimizer."""
+    save_state(folder / "state.npz", a.state_dict())
+    b = make()
+    b.load_state_dict(load_state(folder / "state.npz"))
+    for _ in range(steps):
+        Ia, Ib = a.ask(), b.ask()
+        np.testing.assert_array_equal(Ia, Ib)
+        y = objective(Ia)
+        a.tell(Ia, y)
+        b.tell(Ib, y)
+    return b
