@@ -155,3 +155,35 @@ def test_beats_random_on_ordered_grid_problem():
     got = np.median([maximize(make(s), "elite", budget=1500, seed=s, batch_size=50).best_value for s in seeds])
     rnd = np.median([maximize(make(s), "random", budget=1500, seed=s, batch_size=50).best_value for s in seeds])
     assert got > rnd + 0.8 * (0 - rnd), (got, rnd)
+
+
+def _trap_problem():
+    """16 positions x 8 values: codes starting with four 0s sit on a plateau (1.0 + 0.001 per 0),
+    every other code scores 0.1 per position holding its target value (1..7, up to 1.6): a start
+    on the plateau traps a local search (leaving it costs four positions at once)."""
+    target = 1 + np.arange(16) * 3 % 7
+
+    def f(I):
+        I = np.asarray(I)
+        trap = (I[:, :4] == 0).all(1)
+        return np.where(trap, 1.0 + 0.001 * (I == 0).sum(1), 0.1 * (I == target).sum(1))
+    from mango.objective import FunctionObjective
+    return FunctionObjective(f, CodebookSpace(d=16, n=8), name="trap")
+
+
+@pytest.mark.parametrize("restart_after", [0, 300])
+def test_restart_leaves_a_stalled_lineage(restart_after):
+    obj = _trap_problem()
+    rng = np.random.default_rng(0)
+    starts = np.concatenate([np.r_[np.zeros(4), rng.integers(1, 8, 12)][None].astype(np.int64),
+                             rng.integers(0, 8, (30, 16))])
+    opt = make_optimizer("elite", obj.space, batch_size=20, seed=0,
+                         params={"starts": starts.tolist(), "uniform_codes": 0, "restart_after": restart_after})
+    for _ in range(60):
+        I = opt.ask()
+        opt.tell(I, obj(I))
+    best = opt.recommend()[1]
+    if restart_after:
+        assert opt.restarts >= 1 and best > 1.1          # left the plateau and climbed past it
+    else:
+        assert opt.restarts == 0 and best < 1.02         # without restarts the plateau holds it

@@ -30,7 +30,13 @@
    vectors), so it follows the direction a gradient AM would, estimated from black-box values.
    In noisy mode it is fitted to the codes' means and takes what re-asks and Thompson proposals
    leave of the batch.
-4. Optionally (``global_frac > 0``) part of each batch is sampled from a
+4. **Restarts** (deterministic objectives, ``restart_after`` codes): when the best value has gained
+   less than ``restart_gain`` (relative) over the last ``restart_after`` codes, the elite restarts
+   from the best codes seen that differ from every elite code in more than half the positions and
+   score below the stalled level. On a spiking unit this leaves e.g. a lineage that makes the unit
+   fire once at the stimulus onset and never again, which the graded readout ranks above every
+   code whose single spike comes later. The best code seen stays the result.
+5. Optionally (``global_frac > 0``) part of each batch is sampled from a
    :class:`~mango.optimizers.protes.Protes` tensor-train model told every evaluated code
    (off by default: it did not help on the tuning units and its jax compile costs seconds).
 
@@ -119,6 +125,9 @@ class EliteSearch(Optimizer):
         direct_max: most positions a directional move changes (>= 1).
         direct_window: the directional model is fitted to this many last evaluated codes (>= 2).
         direct_reg: ridge strength of the directional model, relative to the mean squared feature norm (> 0).
+        restart_after: deterministic mode: codes without a relative gain of ``restart_gain`` after which
+            the elite restarts in another lineage (>= 0; 0: never).
+        restart_gain: the relative gain of the best value that counts as progress (>= 0).
         starts: optional start codes evaluated first: ``"natural"`` (natural images through the
             generator's ``encode``, see :mod:`mango.optimizers.starts`; the loop binds the objective,
             and a generator without ``encode`` starts at random), codes ``[m, d]`` (a list), or a
@@ -135,6 +144,7 @@ class EliteSearch(Optimizer):
                  uniform_codes: int = 64, noise: str = "auto", reeval: float = 0.25, max_reeval: int = 8,
                  model_frac: float = 0.5, screen: int = 16, model_reg: float = 3.0,
                  direct_frac: float = 0.5, direct_max: int = 8, direct_window: int = 400, direct_reg: float = 1.0,
+                 restart_after: int = 300, restart_gain: float = 0.05,
                  starts: Sequence[Sequence[int]] | str | None = "natural") -> None:
         super().__init__(space, batch_size, seed)
         if int(elite) < 1:
@@ -173,6 +183,11 @@ class EliteSearch(Optimizer):
         self.direct_frac, self.direct_max = float(direct_frac), int(direct_max)
         self.direct_window, self.direct_reg = int(direct_window), float(direct_reg)
         self._direct: EmbeddingLinearModel | None = None
+        if int(restart_after) < 0 or not float(restart_gain) >= 0:
+            raise ConfigError(f"restart_after must be >= 0 and restart_gain >= 0, got {restart_after!r}, {restart_gain!r}")
+        self.restart_after, self.restart_gain = int(restart_after), float(restart_gain)
+        self._hist: list[tuple[int, float]] = []     # (codes seen, best value) after each tell, since the last restart
+        self.restarts = 0
         self._model: AdditiveModel | None = None
         self.noisy = noise == "on"
         self.n_elite, self.max_mutations = int(elite), int(max_mutations)
@@ -438,6 +453,7 @@ class EliteSearch(Optimizer):
             self._noisy_elite()
         else:
             self._plain_elite(I, y)
+            self._maybe_restart()
         if self._protes is not None:
             self._protes.tell(I, y)
 
@@ -463,6 +479,32 @@ class EliteSearch(Optimizer):
         self.elite_I = np.stack([self._seen_rows[i] for i in top])
         self.elite_y = post[top]
 
+    def _maybe_restart(self) -> None:
+        """Deterministic mode, ``restart_after > 0``: when the best value gained less than ``restart_gain``
+        (relative) over the last ``restart_after`` codes of the search (after the design), the elite
+        restarts from the best seen codes that differ from every current elite code in more than half
+        the positions and score clearly below the stalled level (``restart_gain`` below it): another
+        lineage in another basin. The best code seen stays the recommendation."""
+        if not self.restart_after or self._next_start < len(self._design()):
+            return
+        q = len(self._seen_rows)
+        self._hist.append((q, float(self.best_y)))
+        old = [b for n, b in self._hist if n <= q - self.restart_after]
+        if not old:
+            return
+        if float(self.best_y) - old[-1] > self.restart_gain * abs(old[-1]):
+            return
+        seen, vals = np.stack(self._seen_rows), np.asarray(self._sum)
+        level = old[-1] - self.restart_gain * abs(old[-1])       # below the stalled level: another basin
+        far = ((seen[:, None, :] != self.elite_I[None, :, :]).sum(-1) > self.space.d // 2).all(1) & (vals < level)
+        if not far.any():
+            return
+        vals = vals[far]
+        order = np.argsort(-vals, kind="stable")[:self.n_elite]
+        self.elite_I, self.elite_y = seen[far][order].copy(), vals[order].copy()
+        self._hist = [(q, float(self.best_y))]
+        self.restarts += 1
+
     def _plain_elite(self, I: np.ndarray, y: np.ndarray) -> None:
         # elite: best distinct codes; a newcomer ties ahead of older equals (plateau moves)
         allI = np.concatenate([I, self.elite_I])
@@ -485,6 +527,7 @@ class EliteSearch(Optimizer):
         return {**self._base_state(), "rng": self.rng.bit_generator.state,
                 "elite_I": self.elite_I, "elite_y": self.elite_y, "pos_w": self.pos_w,
                 "seen": seen, "next_start": self._next_start, "noisy": self.noisy,
+                "hist": np.asarray(self._hist, dtype=np.float64).reshape(-1, 2), "restarts": self.restarts,
                 "sums": np.asarray(self._sum, dtype=np.float64), "sumsq": np.asarray(self._ss, dtype=np.float64),
                 "counts": np.asarray(self._cnt, dtype=np.int64),
                 "protes": None if self._protes is None else self._protes.state_dict()}
@@ -506,6 +549,8 @@ class EliteSearch(Optimizer):
         self._cnt = [int(v) for v in np.asarray(state.get("counts", np.ones(m)), dtype=np.int64)]
         self.noisy = bool(state.get("noisy", self.noisy))
         self._next_start = int(state["next_start"])
+        self._hist = [(int(n), float(b)) for n, b in np.asarray(state.get("hist", np.zeros((0, 2)))).reshape(-1, 2)]
+        self.restarts = int(state.get("restarts", 0))
         self._model = None
         if self._direct is not None:
             self._direct.reset()  # refilled from the evaluated codes at the next ask
