@@ -172,12 +172,8 @@ class UnitSpec:
 
     def select(self, out: torch.Tensor) -> torch.Tensor:
         """``[B, C, *rest]`` layer output -> ``[B]`` value of this unit (mean over ``rest`` without a position)."""
-        v = out[:, self.unit]
-        if self.position is not None:
-            return v[(slice(None), *self.position)]
-        if v.ndim > 1:
-            return v.flatten(1).mean(dim=1)
-        return v
+        v = self.elements(out)
+        return v[:, 0] if v.shape[1] == 1 else v.mean(dim=1)
 
     def elements(self, out: torch.Tensor) -> torch.Tensor:
         """``[B, C, *rest]`` layer tensor -> this unit's elements ``[B, P]`` (``P`` = 1 for a neuron

@@ -44,7 +44,6 @@ class EmbeddingLinearModel:
         self.E = (V - V.mean(0)) / scale            # [n, D], mean squared row norm 1
         self._E32 = self.E.astype(np.float32)       # features for the Gram products (float32: 3x faster)
         self.d, self.reg, self.window = int(d), float(reg), int(window)
-        self.W: np.ndarray | None = None            # [d, D] after a fit
         self.reset()
 
     def reset(self) -> None:
@@ -52,7 +51,7 @@ class EmbeddingLinearModel:
         self.n_added = 0
         self._phi = np.zeros((0, self.d * self.E.shape[1]), dtype=np.float32)   # features of the window's codes
         self._K = np.zeros((0, 0))                            # their (uncentred) Gram matrix
-        self.W = None
+        self._proj: np.ndarray | None = None                  # [d, n] predicted value of each value at each position
 
     def add_codes(self, codes: np.ndarray) -> None:
         """Append evaluated codes ``int [m, d]`` (their features and Gram rows); keep the last ``window``."""
@@ -77,7 +76,7 @@ class EmbeddingLinearModel:
         y = np.asarray(y, dtype=np.float64)[-N:] if N else np.zeros(0)
         sd = float(y.std()) if N > 1 else 0.0
         if N < 2 or not sd > 0:
-            self.W = None
+            self._proj = None
             return False
         K = self._K
         m = K.mean(0)
@@ -85,14 +84,14 @@ class EmbeddingLinearModel:
         lam = self.reg * float(np.trace(Kc)) / N + 1e-9
         alpha = np.linalg.solve(Kc + lam * np.eye(N), (y - y.mean()) / sd)
         phi = self._phi.astype(np.float64)
-        self.W = (phi.T @ alpha - phi.mean(0) * alpha.sum()).reshape(self.d, -1)                # [d, D]
-        self._proj = self.W @ self.E.T                                                        # [d, n]
+        W = (phi.T @ alpha - phi.mean(0) * alpha.sum()).reshape(self.d, -1)                     # [d, D]
+        self._proj = W @ self.E.T
         return True
 
     def gains(self, parent: np.ndarray) -> np.ndarray:
         """Predicted score change ``[d, n]`` of setting position ``p`` of ``parent int [d]`` to each value
         (0 at the parent's own values; in units of the fitted values' standard deviation)."""
-        if self.W is None:
-            raise RuntimeError("gains() before a successful fit()")
         proj = self._proj
+        if proj is None:
+            raise RuntimeError("gains() before a successful fit()")
         return proj - proj[np.arange(self.d), np.asarray(parent)][:, None]

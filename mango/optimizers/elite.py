@@ -215,9 +215,8 @@ class EliteSearch(Optimizer):
         self.elite_I = np.zeros((0, d), dtype=np.int64)
         self.elite_y = np.zeros(0)
         self.pos_w = np.ones(d)
-        self._seen: set[bytes] = set()
         self._seen_rows: list[np.ndarray] = []
-        self._index: dict[bytes, int] = {}          # noisy mode: code -> row of _seen_rows / sums
+        self._index: dict[bytes, int] = {}          # every evaluated code -> its row of _seen_rows / _sum / _cnt
         self._sum: list[float] = []
         self._cnt: list[int] = []
         self._ss: list[float] = []
@@ -250,7 +249,7 @@ class EliteSearch(Optimizer):
 
         def add(row: np.ndarray, parent: tuple[float, np.ndarray] | None) -> bool:
             key = row.tobytes()
-            if key in self._seen or key in batch_seen:
+            if key in self._index or key in batch_seen:
                 return False
             batch_seen.add(key)
             rows.append(row)
@@ -287,7 +286,7 @@ class EliteSearch(Optimizer):
                 add(child, parent)
         while len(rows) < k:  # a tiny space is exhausted around the elite: fall back to random codes
             row = self.space.sample(self.rng, 1)[0]
-            if not add(row, None) and len(self._seen) + len(batch_seen) >= self._space_size():
+            if not add(row, None) and len(self._index) + len(batch_seen) >= self._space_size():
                 rows.append(row)  # everything has been seen: repeats are all that is left
         return np.stack(rows[:k])
 
@@ -312,13 +311,11 @@ class EliteSearch(Optimizer):
             return []
         W = model.sample_weights(self.rng, m)
         d = np.arange(self.space.d)
-        ne = len(self.elite_I)
-        pw = 1.0 / (np.arange(ne) + 1.0)
         out = []
         for w in W:
             cands = [self._local_move() for _ in range(self.screen)]
             best = w.argmax(1).astype(np.int64)
-            j = int(self.rng.choice(ne, p=pw / pw.sum()))
+            j = self._pick_parent()
             parent = self.elite_I[j]
             gain = w[d, best] - w[d, parent]
             pos = np.sort(np.argsort(-gain)[:int(self.rng.integers(1, 4))])
@@ -328,7 +325,7 @@ class EliteSearch(Optimizer):
             scores = [float(w[d, c].sum()) for c, _ in cands]
             for i in np.argsort(scores)[::-1]:
                 key = cands[i][0].tobytes()
-                if key not in self._seen and key not in taken:
+                if key not in self._index and key not in taken:
                     taken.add(key)
                     out.append(cands[i])
                     break
@@ -345,15 +342,13 @@ class EliteSearch(Optimizer):
             model.add_codes(np.stack(self._seen_rows[model.n_added:]))
         if not model.fit(np.asarray(self._sum) / np.maximum(np.asarray(self._cnt), 1)):
             return []
-        ne = len(self.elite_I)
-        pw = 1.0 / (np.arange(ne) + 1.0)
         best: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # parent -> (3 best values [d, 3], best gain [d])
         out: list[tuple[np.ndarray, tuple[float, np.ndarray]]] = []
         rows = np.arange(self.space.d)[:, None]
         for _ in range(4 * m):
             if len(out) >= m:
                 break
-            j = int(self.rng.choice(ne, p=pw / pw.sum()))
+            j = self._pick_parent()
             if j not in best:
                 G = model.gains(self.elite_I[j])
                 top = np.argpartition(-G, 2, axis=1)[:, :3]
@@ -369,7 +364,7 @@ class EliteSearch(Optimizer):
             child = self.elite_I[j].copy()
             child[pos] = top[pos, self.rng.integers(0, 3, size=mm)]
             key = child.tobytes()
-            if key in self._seen or key in taken:
+            if key in self._index or key in taken:
                 continue
             taken.add(key)
             out.append((child, (float(self.elite_y[j]), pos)))
@@ -382,11 +377,15 @@ class EliteSearch(Optimizer):
     def _space_size(self) -> float:
         return float(self.space.n) ** self.space.d
 
+    def _pick_parent(self) -> int:
+        """Index of an elite parent, drawn with weight ``1 / rank`` (the best most often)."""
+        w = 1.0 / (np.arange(len(self.elite_y)) + 1.0)
+        return int(self.rng.choice(len(w), p=w / w.sum()))
+
     def _local_move(self) -> tuple[np.ndarray, tuple[float, np.ndarray]]:
         """A child of a rank-weighted elite parent: a point, recolour or block move."""
         ne = len(self.elite_y)
-        w = 1.0 / (np.arange(ne) + 1.0)
-        j = int(self.rng.choice(ne, p=w / w.sum()))
+        j = self._pick_parent()
         parent = self.elite_I[j]
         child = parent.copy()
         r = self.rng.random()
@@ -433,8 +432,7 @@ class EliteSearch(Optimizer):
         credit = np.zeros(self.space.d)
         for row, val in zip(I, y):
             key = row.tobytes()
-            if key not in self._seen:
-                self._seen.add(key)
+            if key not in self._index:
                 self._index[key] = len(self._seen_rows)
                 self._seen_rows.append(row.copy())
                 self._sum.append(0.0)
@@ -541,7 +539,6 @@ class EliteSearch(Optimizer):
         self.pos_w = np.asarray(state["pos_w"], dtype=np.float64)
         seen = np.asarray(state["seen"], dtype=np.int64).reshape(-1, d)
         self._seen_rows = [r.copy() for r in seen]
-        self._seen = {r.tobytes() for r in self._seen_rows}
         self._index = {r.tobytes(): i for i, r in enumerate(self._seen_rows)}
         m = len(self._seen_rows)
         self._sum = [float(v) for v in np.asarray(state.get("sums", np.zeros(m)), dtype=np.float64)]
