@@ -132,3 +132,36 @@ def test_silent_unit_gets_a_graded_score():
         s = t(x)
     assert (t.reported(s.numpy()) == 0).all()
     assert len(torch.unique(s)) > 16 and (s > 0).all() and (s < 1 / t.T).all()
+
+
+def test_channel_near_miss_at_one_position_counts():
+    """A silent channel (P = 25 positions): a near miss at one position ranks above the same mean
+    closeness spread evenly over all positions (the peak term is half mean, half max over positions),
+    and for one neuron (P = 1) the peak term is the squashed peak itself, bit for bit."""
+    T, P, thr = 32, 25, 1.0
+    s = lambda v: 0.5 + 0.5 * (v - thr) / (1 + abs(v - thr))            # the readout's squash
+    peak_one = torch.full((1, P), -4.0, dtype=torch.float64)
+    peak_one[0, 12] = 0.95                                                # one position almost fires
+    target = (s(0.95) + (P - 1) * s(-4.0)) / P                             # same mean of s(peak), spread evenly
+    lo, hi = -4.0, 0.95
+    for _ in range(200):                                                  # s is monotone: bisect for its inverse
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if s(mid) < target else (lo, mid)
+    peak_even = torch.full((1, P), lo, dtype=torch.float64)
+    none = torch.zeros(1, P)
+    never = torch.full((1, P), T)
+    mem = torch.full((1, P), -3.0 * T)
+    one = graded_score(none, peak_one, never, T, thr, mem_sum=mem)
+    even = graded_score(none, peak_even, never, T, thr, mem_sum=mem)
+    assert abs(s(lo) - target) < 1e-12
+    assert one[0] > even[0] and (one[0] - even[0]) * P * T > 0.4 * 0.5 * (s(0.95) - target) * 0.99
+    # one neuron: tie = 0.4 s(peak) + 0.2 s(mean membrane) exactly as documented
+    p1 = torch.tensor([[0.7]], dtype=torch.float64)
+    got = graded_score(torch.zeros(1, 1), p1, torch.full((1, 1), T), T, thr, mem_sum=torch.full((1, 1), -2.0 * T))
+    want = (0.4 * _squash_ref(0.7, thr) + 0.2 * _squash_ref(-2.0, thr)) / T
+    assert got[0].item() == pytest.approx(want, abs=1e-15)
+
+
+def _squash_ref(v: float, thr: float) -> float:
+    r = (v - thr) / abs(thr)
+    return 0.5 + 0.5 * r / (1 + abs(r))
