@@ -19,8 +19,8 @@ memory stays bounded (``max_elems``).
 
 Readout statistics (:meth:`FastSNN.run_stats`, for the graded readout of
 :mod:`mango.targets.spiking`): for the requested layer the scan also keeps, per
-neuron, the spike number, the membrane sum, the peak membrane and the first step
-with a spike (:class:`ScanStats`). That layer's recurrence then runs the pure-torch
+neuron, the spike number, the membrane sum, the peak membrane (over all steps and
+over the second half of them) and the first step with a spike (:class:`ScanStats`). That layer's recurrence then runs the pure-torch
 scan, which shares :func:`leaky_update` with the compiled kernel, so spikes and
 membranes stay bit-identical to the step loop (the tests compare all four).
 
@@ -192,6 +192,9 @@ class ScanStats:
         mem_sum: sum over steps of the membrane after each update.
         peak: max over steps of the membrane after each update (``-inf`` before the first step).
         first: index (0-based) of the first step with a spike; ``T`` (the ``never`` value) when none.
+        never: ``T``, the number of steps.
+        late_peak: max of the membrane over the steps ``t >= T // 2`` (the second half, after the
+            onset transient; ``-inf`` until step ``T // 2``).
     """
 
     n_spikes: torch.Tensor
@@ -199,6 +202,7 @@ class ScanStats:
     peak: torch.Tensor
     first: torch.Tensor
     never: int
+    late_peak: torch.Tensor
 
     @staticmethod
     def zeros(shape: int | tuple[int, ...], T: int, dtype: torch.dtype, device: torch.device | str) -> "ScanStats":
@@ -206,18 +210,21 @@ class ScanStats:
         shape = (int(shape),) if isinstance(shape, int) else tuple(shape)
         return ScanStats(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device),
                          torch.full(shape, float("-inf"), dtype=dtype, device=device),
-                         torch.full(shape, int(T), dtype=torch.int64, device=device), int(T))
+                         torch.full(shape, int(T), dtype=torch.int64, device=device), int(T),
+                         torch.full(shape, float("-inf"), dtype=dtype, device=device))
 
     def update(self, t: int, mem: torch.Tensor, fired: torch.Tensor) -> None:
         """Fold in step ``t``: membrane ``mem`` after the update, ``fired = mem > thr`` (bool)."""
         self.n_spikes = self.n_spikes + fired.to(self.n_spikes.dtype)
         self.mem_sum = self.mem_sum + mem
         self.peak = torch.maximum(self.peak, mem)
+        if t >= self.never // 2:
+            self.late_peak = torch.maximum(self.late_peak, mem)
         self.first = torch.where(fired & (self.first == self.never), torch.full_like(self.first, t), self.first)
 
     def reshape(self, *shape: int) -> "ScanStats":
         return ScanStats(self.n_spikes.reshape(shape), self.mem_sum.reshape(shape), self.peak.reshape(shape),
-                         self.first.reshape(shape), self.never)
+                         self.first.reshape(shape), self.never, self.late_peak.reshape(shape))
 
 
 _COMPILED: dict[tuple, Any] = {}

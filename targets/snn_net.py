@@ -419,7 +419,7 @@ class SpikingNetTarget:
                     _, st = self._fast.run_stats(x, self.T, layer, sequence=seq)
                 else:
                     _, st = reference_run(self.net, x, self.T, [layer], record="stats", sequence=seq)[layer]
-        return graded_score(spec.elements(st.n_spikes), spec.elements(st.peak), spec.elements(st.first),
+        return graded_score(spec.elements(st.n_spikes), spec.elements(st.late_peak), spec.elements(st.first),
                             int(self.T), thr, g, mem_sum=spec.elements(st.mem_sum))
 
 

@@ -17,21 +17,26 @@ Readouts (what the search maximizes; ``readout=``):
   pass shows below threshold (still gradient-free: it reads only the forward state)::
 
       score = g * (N + tie) / (P * T),   tie in [0, 1 - 2**-20]
-      tie   = 0.4 * H_p s(max_t mem_p(t)) + 0.2 * mean_p s(mean_t mem_p(t)) + 0.4 * mean_p E_p
+      tie   = 0.4 * H_p s(max_{t >= T/2} mem_p(t)) + 0.2 * mean_p s(mean_t mem_p(t)) + 0.4 * mean_p E_p
       H_p x_p = (mean_p x_p + max_p x_p) / 2                          (x itself for one neuron)
       s(v)  = 1/2 + 1/2 * r / (1 + |r|),  r = (v - thr) / thr      (in (0, 1), 1/2 at threshold)
       E_p   = (T - t_first_p) / T if position p fired (first at step t_first_p), else 0
 
-  The first two terms say how close each position's membrane came to threshold: its
-  peak over time and its mean over time (the peak alone is often the first step's,
-  where a deep layer sees only its bias, the same for every image), squashed into
-  (0, 1). Over a channel's positions the mean term is averaged (a mean climbs steadily)
-  and the peak term ``H`` is half mean, half max: a silent channel often can fire at a
-  few positions only (where its receptive field meets what drives it, e.g. at an image
-  border), and the max lets a near miss there count instead of diluting it among the
-  other positions (6 silent channels of the paper SNN outside the search-quality
-  benchmark, 2 seeds, ``elite`` at 1,000 queries: 5 of 12 runs fired instead of 1;
-  ``experiments/results/search_quality_tuning.md``). ``E`` says how early it fired.
+  The first two terms say how close each position's membrane came to threshold,
+  squashed into (0, 1): its peak over the *second half* of the presentation
+  (``t >= T // 2``) and its mean over all of it. The peak leaves out the onset on
+  purpose: at the first steps every upstream neuron with a strong input fires at once,
+  and that volley can lift a deep unit far above threshold for one step although the
+  drive that follows inhibits it; a peak over all steps ranked such an image (one
+  spike at step 0, none after) above any whose drive is sustained, and the search
+  stalled there (the *one-early-spike trap*), while the late peak says how near the
+  unit is to firing again, which is what a higher rate needs. Over a channel's
+  positions the mean term is averaged (a mean climbs steadily) and the peak term ``H``
+  is half mean, half max: a silent channel often can fire at a few positions only
+  (where its receptive field meets what drives it, e.g. at an image border), and the
+  max lets a near miss there count instead of diluting it among the other positions.
+  ``E`` says how early the unit fired. (What each choice did on units of the paper SNN
+  outside the search-quality benchmark: ``experiments/results/search_quality_tuning.md``.)
   One more spike anywhere in the unit raises ``N`` by
   1, i.e. the plain rate by its smallest possible step ``g / (P * T)``; the tie term
   is always below that step, so **the score can never outrank one more spike**, and
@@ -274,13 +279,14 @@ def _squash(v: torch.Tensor, thr: float) -> torch.Tensor:
     return 0.5 + 0.5 * r / (1.0 + r.abs())
 
 
-def graded_score(n_spikes: torch.Tensor, peak: torch.Tensor, first: torch.Tensor, T: int, thr: float,
+def graded_score(n_spikes: torch.Tensor, late_peak: torch.Tensor, first: torch.Tensor, T: int, thr: float,
                  g: float = 1.0, mem_sum: torch.Tensor | None = None) -> torch.Tensor:
     """The graded readout (see module docstring) from per-position statistics -> float64 ``[B]``.
 
     Args:
         n_spikes: spikes per position ``[B, P]`` (integer values in [0, T]).
-        peak: max over time of each position's membrane ``[B, P]`` (any real; ``-inf`` allowed).
+        late_peak: max of each position's membrane over the steps ``t >= T // 2`` ``[B, P]``
+            (:attr:`~mango.targets.snn_fast.ScanStats.late_peak`; any real, ``-inf`` allowed).
         first: first step with a spike ``[B, P]`` in ``[0, T)``, or ``>= T`` where none.
         mem_sum: sum over time of each position's membrane ``[B, P]`` (None: its term is left out).
         T: time steps; thr: the layer's threshold; g: the value of one spike (> 0).
@@ -294,7 +300,7 @@ def graded_score(n_spikes: torch.Tensor, peak: torch.Tensor, first: torch.Tensor
     N = n_spikes.to(torch.float64).sum(1)
     f = first.to(torch.float64)
     E = torch.where(f < T, (T - f) / T, torch.zeros_like(f))     # (0, 1] when it fired, else 0
-    near = _squash(peak, thr)
+    near = _squash(late_peak, thr)
     near = 0.5 * near.mean(1) + 0.5 * near.amax(1)               # exactly the value itself when P == 1
     tie = 0.4 * near + 0.4 * E.mean(1)
     if mem_sum is not None:
@@ -519,7 +525,7 @@ class SpikingTarget:
         count, st = self.stats(images)
         n = self._unit(st.n_spikes.detach())
         if self.readout == "graded":
-            y = graded_score(n, self._unit(st.peak.detach()), self._unit(st.first), self.T, self.thr, self.g,
+            y = graded_score(n, self._unit(st.late_peak.detach()), self._unit(st.first), self.T, self.thr, self.g,
                              mem_sum=self._unit(st.mem_sum.detach()))
         else:
             y = plain_rate(n, self.T, self.g)

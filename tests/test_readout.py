@@ -40,7 +40,7 @@ def test_graded_never_outranks_a_spike_and_gives_the_rate_back(current, beta, th
     first, lies in [rate, rate + one spike), and the plain rate comes back from it bit for bit."""
     T, _, P = current.shape
     s = simulate(current, beta, thr, mode)
-    score = graded_score(s.n_spikes, s.peak, s.first, T, thr, g, mem_sum=s.mem_sum)
+    score = graded_score(s.n_spikes, s.late_peak, s.first, T, thr, g, mem_sum=s.mem_sum)
     rate = plain_rate(s.n_spikes, T, g)
     N = s.n_spikes.double().sum(1)
     step = g / (P * T)                                            # the plain rate's smallest increment
@@ -165,3 +165,35 @@ def test_channel_near_miss_at_one_position_counts():
 def _squash_ref(v: float, thr: float) -> float:
     r = (v - thr) / abs(thr)
     return 0.5 + 0.5 * r / (1 + abs(r))
+
+
+def test_onset_volley_does_not_outrank_sustained_drive():
+    """The one-early-spike trap: two neurons with one spike each, both at step 0. A fires from a
+    strong onset volley and is inhibited after it; B's onset is weaker, but its drive stays just
+    below a second spike. The readout's peak over the second half ranks B above A; a peak over all
+    steps would rank A (the trap) first, and the search would stall on images like A."""
+    T = 16
+    cur = np.zeros((T, 2, 1), np.float32)
+    cur[0, 0, 0], cur[1, 0, 0], cur[2:, 0, 0] = 3.0, -2.5, -0.5          # A: volley, then inhibition
+    cur[0, 1, 0], cur[1:, 1, 0] = 1.2, 0.09                               # B: sustained drive
+    s = simulate(cur, 0.9, 1.0, 0)
+    assert s.n_spikes.flatten().tolist() == [1.0, 1.0] and s.first.flatten().tolist() == [0, 0]
+    assert s.peak[0, 0] > s.peak[1, 0] and s.late_peak[1, 0] > s.late_peak[0, 0]
+    late = graded_score(s.n_spikes, s.late_peak, s.first, T, 1.0, mem_sum=s.mem_sum)
+    assert late[1] > late[0]
+    whole = graded_score(s.n_spikes, s.peak, s.first, T, 1.0, mem_sum=s.mem_sum)
+    assert whole[0] > whole[1]                                            # what the trap looked like
+
+
+def test_late_peak_is_the_max_over_the_second_half():
+    """ScanStats.late_peak is the membrane's max over the steps t >= T // 2, for odd and even T."""
+    for T in (1, 2, 7, 16):
+        cur = np.random.default_rng(T).normal(0.0, 0.8, size=(T, 3, 2)).astype(np.float32)
+        s = simulate(cur, 0.9, 1.0, 0)
+        mem = torch.zeros(3, 2)
+        trace = []
+        for t in range(T):
+            mem = leaky_update(mem, torch.from_numpy(cur[t]), torch.tensor(0.9), torch.tensor(1.0), 0)
+            trace.append(mem)
+        assert torch.equal(s.late_peak, torch.stack(trace[T // 2:]).amax(0))
+        assert torch.equal(s.peak, torch.stack(trace).amax(0))

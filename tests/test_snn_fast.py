@@ -30,7 +30,7 @@ def assert_identical(net, x, T, sequence=False, **kw):
             rs = reference_run(net, x, T, [n], record="stats", sequence=sequence)[n]
             fc, fs = FastSNN(net, **kw).run_stats(x, T, n, sequence=sequence)
             assert torch.equal(fc, rs[0]), n
-            for f in ("n_spikes", "mem_sum", "peak", "first"):
+            for f in ("n_spikes", "mem_sum", "peak", "late_peak", "first"):
                 assert torch.equal(getattr(fs, f), getattr(rs[1], f)), (n, f)
             spk = (ref[n] != 0)
             assert torch.equal(fs.n_spikes, spk.sum(0).to(fs.n_spikes.dtype)), n

@@ -172,15 +172,16 @@ def test_spiking_rate_equals_hand_computation(fast):
     assert torch.equal(t(x), torch.tensor([3 / 8, 0.0]))      # states reset for each stimulus
     c = SpikingTarget(net, layer="lif", unit=0, T=8, readout="count", fast=fast)(x)
     assert torch.equal(c, torch.tensor([3.0, 0.0]))
-    # the default graded readout by hand: count + tie from the peak membrane and the first spike (step 1)
+    # the default graded readout by hand: count + tie from the peak membrane over steps 4..7 (t >= T // 2),
+    # the mean membrane and the first spike (step 1)
     _, mems_low = hand_spikes(0.3, 0.5, 8)
 
     def squash(peak):
         r = peak - 1.0
         return 0.5 + 0.5 * r / (1 + abs(r))
     gr = SpikingTarget(net, layer="lif", unit=0, T=8, fast=fast)(x)
-    expect = torch.tensor([(3 + 0.4 * squash(max(mems)) + 0.2 * squash(sum(mems) / 8) + 0.4 * (8 - 1) / 8) / 8,
-                           (0 + 0.4 * squash(max(mems_low)) + 0.2 * squash(sum(mems_low) / 8)) / 8],
+    expect = torch.tensor([(3 + 0.4 * squash(max(mems[4:])) + 0.2 * squash(sum(mems) / 8) + 0.4 * (8 - 1) / 8) / 8,
+                           (0 + 0.4 * squash(max(mems_low[4:])) + 0.2 * squash(sum(mems_low) / 8)) / 8],
                           dtype=torch.float64)
     assert torch.allclose(gr, expect, atol=1e-7, rtol=0) and gr[1] > 0
     with pytest.warns(DeprecationWarning, match="tie_break"):
