@@ -24,7 +24,7 @@ Values (per image): a term ``layer:unit`` of a spiking layer is the unit's firin
 rate, spikes / T in [0, 1] (times the neuron's ``graded_spikes_factor``). When the objective
 is that one term (``mango.maximize(net, "lif2:3")``, the usual case), the search score is by
 default the **graded readout** of :mod:`mango.targets.spiking` (``readout="graded"``): the rate
-plus a tie term below one spike from the unit's peak and mean membrane and its first-spike
+plus a tie term below one spike from the unit's late peak and mean membrane and its first-spike
 time, so a search sees progress on a unit that does not fire yet; the firing rate is recovered
 exactly from it (``reported``) and is what results show. ``readout="rate"`` gives the plain
 rate; objectives of several terms are always plain. A term of a

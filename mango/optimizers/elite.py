@@ -33,9 +33,9 @@
 4. **Restarts** (deterministic objectives, ``restart_after`` codes): when the best value has gained
    less than ``restart_gain`` (relative) over the last ``restart_after`` codes, the elite restarts
    from the best codes seen that differ from every elite code in more than half the positions and
-   score below the stalled level. On a spiking unit this leaves e.g. a lineage that makes the unit
-   fire once at the stimulus onset and never again, which the graded readout ranks above every
-   code whose single spike comes later. The best code seen stays the result.
+   score below the stalled level: another basin, when a lineage sits on a plateau it cannot leave
+   by local moves (they were added against the one-early-spike trap of the graded readout's old
+   whole-run peak; see :mod:`mango.targets.spiking`). The best code seen stays the result.
 5. Optionally (``global_frac > 0``) part of each batch is sampled from a
    :class:`~mango.optimizers.protes.Protes` tensor-train model told every evaluated code
    (off by default: it did not help on the tuning units and its jax compile costs seconds).
