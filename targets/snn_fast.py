@@ -20,9 +20,10 @@ memory stays bounded (``max_elems``).
 Readout statistics (:meth:`FastSNN.run_stats`, for the graded readout of
 :mod:`mango.targets.spiking`): for the requested layer the scan also keeps, per
 neuron, the spike number, the membrane sum, the peak membrane (over all steps and
-over the second half of them) and the first step with a spike (:class:`ScanStats`). That layer's recurrence then runs the pure-torch
-scan, which shares :func:`leaky_update` with the compiled kernel, so spikes and
-membranes stay bit-identical to the step loop (the tests compare all four).
+over the second half of them) and the first step with a spike (:class:`ScanStats`).
+That layer's recurrence then runs the pure-torch scan, which shares
+:func:`leaky_update` with the compiled kernel, so spikes and membranes stay
+bit-identical to the step loop (the tests compare every statistic).
 
 Exactness: the membrane update does the same float32 operations in the same
 order as snnTorch 1.0's ``Leaky`` (``beta.clamp(0, 1) * mem + input``, then

@@ -37,8 +37,8 @@ Readouts (what the search maximizes; ``readout=``):
   max lets a near miss there count instead of diluting it among the other positions.
   ``E`` says how early the unit fired. (What each choice did on units of the paper SNN
   outside the search-quality benchmark: ``experiments/results/search_quality_tuning.md``.)
-  One more spike anywhere in the unit raises ``N`` by
-  1, i.e. the plain rate by its smallest possible step ``g / (P * T)``; the tie term
+  One more spike anywhere in the unit raises ``N`` by 1, i.e. the plain rate by its
+  smallest possible step ``g / (P * T)``; the tie term
   is always below that step, so **the score can never outrank one more spike**, and
   the plain rate is recovered exactly from the score alone (:meth:`SpikingTarget.reported`,
   ``reported_name = "rate"``), bit for bit equal to ``readout="rate"`` of the same

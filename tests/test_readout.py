@@ -100,6 +100,27 @@ def test_real_network_reported_rate_is_the_plain_rate(layer, unit):
     assert ((r[:, None] > r[None, :]) <= (s[:, None] > s[None, :])).all()
 
 
+
+@pytest.mark.parametrize("layer, unit", [("spiking2", 10), ("spiking1", 7), ("spiking_out", 4)])
+def test_targets_score_with_the_late_peak(layer, unit):
+    """Embedded digits SNN: SpikingTarget and the one-liner's SpikingNetTarget (snn_unit) both score
+    with the peak over the second half (ScanStats.late_peak), not the whole-run peak; on these images
+    the two peaks give different scores, so the check tells them apart."""
+    from mango.targets.digits import snn_digits
+    from mango.targets.snn_net import snn_unit
+    x = digits_images(24, seed=1)
+    t = snn_digits(layer=layer, unit=unit)
+    with torch.no_grad():
+        _, st = t.stats(x)
+        e = t.spec.elements
+
+        def score(peak):
+            return graded_score(e(st.n_spikes), e(peak), e(st.first), t.T, t.thr, t.g, mem_sum=e(st.mem_sum))
+        late, whole = score(st.late_peak), score(st.peak)
+        assert (late != whole).any()
+        assert torch.equal(t(x), late)
+        assert torch.equal(snn_unit(t.net, layer=layer, unit=unit, T=t.T)(x), late)
+
 def test_paper_network_reported_rate(paper_weights):
     """Paper SNN on decoded random VQ-VAE codes: reported graded rate == plain rate (fast path and
     reference path), for a channel of spiking1 and an output neuron."""
@@ -139,22 +160,19 @@ def test_channel_near_miss_at_one_position_counts():
     closeness spread evenly over all positions (the peak term is half mean, half max over positions),
     and for one neuron (P = 1) the peak term is the squashed peak itself, bit for bit."""
     T, P, thr = 32, 25, 1.0
-    s = lambda v: 0.5 + 0.5 * (v - thr) / (1 + abs(v - thr))            # the readout's squash
     peak_one = torch.full((1, P), -4.0, dtype=torch.float64)
     peak_one[0, 12] = 0.95                                                # one position almost fires
-    target = (s(0.95) + (P - 1) * s(-4.0)) / P                             # same mean of s(peak), spread evenly
-    lo, hi = -4.0, 0.95
-    for _ in range(200):                                                  # s is monotone: bisect for its inverse
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if s(mid) < target else (lo, mid)
-    peak_even = torch.full((1, P), lo, dtype=torch.float64)
+    target = (_squash_ref(0.95, thr) + (P - 1) * _squash_ref(-4.0, thr)) / P   # same mean of s(peak), spread evenly
+    x = 2 * target - 1                                                    # s = 1/2 + x/2, x = r / (1 + |r|), r < 0
+    v_even = thr + abs(thr) * x / (1 + x)                                    # the inverse of s at target
+    peak_even = torch.full((1, P), v_even, dtype=torch.float64)
     none = torch.zeros(1, P)
     never = torch.full((1, P), T)
     mem = torch.full((1, P), -3.0 * T)
     one = graded_score(none, peak_one, never, T, thr, mem_sum=mem)
     even = graded_score(none, peak_even, never, T, thr, mem_sum=mem)
-    assert abs(s(lo) - target) < 1e-12
-    assert one[0] > even[0] and (one[0] - even[0]) * P * T > 0.4 * 0.5 * (s(0.95) - target) * 0.99
+    assert abs(_squash_ref(v_even, thr) - target) < 1e-12
+    assert one[0] > even[0] and (one[0] - even[0]) * P * T > 0.4 * 0.5 * (_squash_ref(0.95, thr) - target) * 0.99
     # one neuron: tie = 0.4 s(peak) + 0.2 s(mean membrane) exactly as documented
     p1 = torch.tensor([[0.7]], dtype=torch.float64)
     got = graded_score(torch.zeros(1, 1), p1, torch.full((1, 1), T), T, thr, mem_sum=torch.full((1, 1), -2.0 * T))
@@ -163,6 +181,7 @@ def test_channel_near_miss_at_one_position_counts():
 
 
 def _squash_ref(v: float, thr: float) -> float:
+    """The readout's squash s(v), written out (float)."""
     r = (v - thr) / abs(thr)
     return 0.5 + 0.5 * r / (1 + abs(r))
 
