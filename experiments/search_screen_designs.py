@@ -31,9 +31,7 @@ import torch
 
 from mango import registry
 from mango.optimizers.starts import natural_start_codes
-
-#: the benchmark's candidate strides (experiments/search_quality.toml): their units are left out
-BENCH_STRIDE = {"spiking1": 4, "spiking2": 5, "final_spiking": 3}
+from search_tune import BENCH_STRIDE    # the benchmark's candidate strides: their units are left out
 
 
 def families(sp, gen, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -56,13 +54,19 @@ def families(sp, gen, rng: np.random.Generator) -> dict[str, np.ndarray]:
             "random": sp.sample(rng, 512), "two-tone": np.asarray(two), "stripes": np.asarray(stripes)}
 
 
-def layer_stats(gen, sp, target, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def decode(gen, sp, codes: np.ndarray) -> torch.Tensor:
+    """Images ``[m, 3, 32, 32]`` of ``codes [m, d]`` (decoded once, then scored for every layer)."""
+    with torch.no_grad():
+        return torch.cat([gen(sp.decode(codes[i:i + 64])) for i in range(0, len(codes), 64)])
+
+
+def layer_stats(target, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Spikes ``[m, units]`` (summed over a channel's positions) and late peak ``[m, units]`` (max
-    over positions) of the target's whole layer for ``codes [m, d]``."""
+    over positions) of the target's whole layer for ``images [m, 3, 32, 32]``."""
     N, L = [], []
     with torch.no_grad():
-        for i in range(0, len(codes), 64):
-            _, st = target.stats(gen(sp.decode(codes[i:i + 64])))
+        for i in range(0, len(images), 64):
+            _, st = target.stats(images[i:i + 64])
             k, u = st.n_spikes.shape[:2]
             N.append(st.n_spikes.reshape(k, u, -1).sum(-1))
             L.append(st.late_peak.reshape(k, u, -1).amax(-1))
@@ -90,22 +94,21 @@ def main(argv=None) -> int:
     gen = registry.create("generator", "vqvae-cifar10", {})
     sp = gen.space
     fam = families(sp, gen, np.random.default_rng(args.seed))
-    probe = sp.sample(np.random.default_rng(12345), 100)
-    U = fam["uniform"]
-    with torch.no_grad():
-        imgs = gen(sp.decode(U))
+    images = {name: decode(gen, sp, C) for name, C in fam.items()}
+    probe = decode(gen, sp, sp.sample(np.random.default_rng(12345), 100))
+    U, imgs = fam["uniform"], images["uniform"]
     feats = {"codebook vectors": np.asarray(gen.code_vectors(), dtype=np.float64),
              "decoded 3x8x8": torch.nn.functional.avg_pool2d(imgs, 4).reshape(len(U), -1).numpy(),
              "mean colour": imgs.mean((2, 3)).numpy()}
     for layer, stride in BENCH_STRIDE.items():
         t = registry.create("target", "snn-cifar10", {"layer": layer, "unit": 0, "T": 32})
-        n0, _ = layer_stats(gen, sp, t, probe)
+        n0, _ = layer_stats(t, probe)
         silent = [u for u in range(n0.shape[1]) if n0[:, u].sum() == 0 and u % stride != 0]
         print(f"\n{layer}: {len(silent)} silent non-benchmark units")
         print("| family | codes | silent units that fire | median best late peak |\n| --- | --- | --- | --- |")
         res = {}
         for name, C in fam.items():
-            res[name] = layer_stats(gen, sp, t, C)
+            res[name] = layer_stats(t, images[name])
             ns, lp = res[name]
             print(f"| {name} | {len(C)} | {(ns[:, silent] > 0).any(0).sum()}/{len(silent)} | "
                   f"{np.median(lp[:, silent].max(0)):.2f} |")

@@ -100,7 +100,6 @@ def test_real_network_reported_rate_is_the_plain_rate(layer, unit):
     assert ((r[:, None] > r[None, :]) <= (s[:, None] > s[None, :])).all()
 
 
-
 @pytest.mark.parametrize("layer, unit", [("spiking2", 10), ("spiking1", 7), ("spiking_out", 4)])
 def test_targets_score_with_the_late_peak(layer, unit):
     """Embedded digits SNN: SpikingTarget and the one-liner's SpikingNetTarget (snn_unit) both score
@@ -120,6 +119,7 @@ def test_targets_score_with_the_late_peak(layer, unit):
         assert (late != whole).any()
         assert torch.equal(t(x), late)
         assert torch.equal(snn_unit(t.net, layer=layer, unit=unit, T=t.T)(x), late)
+
 
 def test_paper_network_reported_rate(paper_weights):
     """Paper SNN on decoded random VQ-VAE codes: reported graded rate == plain rate (fast path and
