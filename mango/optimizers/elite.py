@@ -30,6 +30,11 @@
    vectors), so it follows the direction a gradient AM would, estimated from black-box values.
    In noisy mode it is fitted to the codes' means and takes what re-asks and Thompson proposals
    leave of the batch.
+   Optionally (``kernel_pool > 1``, deterministic mode) ``kernel_frac`` of each batch is *screened*:
+   ``kernel_pool`` candidates per slot (directional and local moves as above) are ranked by an RBF
+   kernel model of the score over the codes' codebook vectors
+   (:class:`~mango.optimizers.kernel.KernelScreen`, fitted to the last ``kernel_window`` codes;
+   predicted mean + ``kernel_beta`` posterior standard deviations) and the best are asked.
 4. **Restarts** (deterministic objectives, ``restart_after`` codes): when the best value has gained
    less than ``restart_gain`` (relative) over the last ``restart_after`` codes, the elite restarts
    from the best codes seen that differ from every elite code in more than half the positions and
@@ -68,6 +73,7 @@ from ..shrinkage import noise_variance, shrunk_means
 from .additive import AdditiveModel
 from .blas import single_blas_thread
 from .directional import EmbeddingLinearModel
+from .kernel import KernelScreen
 from ..spaces import LatentSpace
 from .base import Optimizer
 
@@ -128,6 +134,13 @@ class EliteSearch(Optimizer):
         restart_after: deterministic mode: codes without a relative gain of ``restart_gain`` after which
             the elite restarts in another lineage (>= 0; 0: never).
         restart_gain: the relative gain of the best value that counts as progress (>= 0).
+        kernel_pool: deterministic mode: screen children with a kernel model (0 or 1: off; else the
+            pool holds ``kernel_pool`` candidates per screened child; needs ``code_vectors()``).
+        kernel_frac: fraction of each batch (after the design) chosen by the screen, in [0, 1].
+        kernel_window: the kernel model is fitted to this many last evaluated codes (>= 2).
+        kernel_width: RBF width relative to the median squared distance of the fitted codes (> 0).
+        kernel_beta: a candidate's screen value is the predicted mean plus ``kernel_beta`` posterior
+            standard deviations (>= 0; 0: the mean alone).
         starts: optional start codes evaluated first: ``"natural"`` (natural images through the
             generator's ``encode``, see :mod:`mango.optimizers.starts`; the loop binds the objective,
             and a generator without ``encode`` starts at random), codes ``[m, d]`` (a list), or a
@@ -145,6 +158,8 @@ class EliteSearch(Optimizer):
                  model_frac: float = 0.5, screen: int = 16, model_reg: float = 3.0,
                  direct_frac: float = 0.5, direct_max: int = 8, direct_window: int = 400, direct_reg: float = 1.0,
                  restart_after: int = 300, restart_gain: float = 0.05,
+                 kernel_pool: int = 0, kernel_frac: float = 0.5, kernel_window: int = 400, kernel_width: float = 0.2,
+                 kernel_beta: float = 1.0,
                  starts: Sequence[Sequence[int]] | str | None = "natural") -> None:
         super().__init__(space, batch_size, seed)
         if int(elite) < 1:
@@ -186,6 +201,16 @@ class EliteSearch(Optimizer):
         if int(restart_after) < 0 or not float(restart_gain) >= 0:
             raise ConfigError(f"restart_after must be >= 0 and restart_gain >= 0, got {restart_after!r}, {restart_gain!r}")
         self.restart_after, self.restart_gain = int(restart_after), float(restart_gain)
+        if int(kernel_pool) < 0 or int(kernel_window) < 2 or not float(kernel_width) > 0:
+            raise ConfigError(f"kernel_pool must be >= 0, kernel_window >= 2 and kernel_width > 0, got "
+                              f"{kernel_pool!r}, {kernel_window!r}, {kernel_width!r}")
+        if not 0.0 <= float(kernel_frac) <= 1.0 or not float(kernel_beta) >= 0:
+            raise ConfigError(f"kernel_frac must be in [0, 1] and kernel_beta >= 0, got "
+                              f"{kernel_frac!r}, {kernel_beta!r}")
+        self.kernel_pool, self.kernel_window = int(kernel_pool), int(kernel_window)
+        self.kernel_width = float(kernel_width)
+        self.kernel_beta, self.kernel_frac = float(kernel_beta), float(kernel_frac)
+        self._kernel: KernelScreen | None = None
         self._hist: list[tuple[int, float]] = []     # (codes seen, best value) after each tell, since the last restart
         self.restarts = 0
         self._model: AdditiveModel | None = None
@@ -202,7 +227,7 @@ class EliteSearch(Optimizer):
         self._uniform = np.repeat(levels.astype(np.int64)[:, None], space.d, axis=1)
         self.natural = isinstance(starts, str) and starts == "natural"
         # instance flag: the loop calls bind(objective) (natural starts, noise mode, code vectors)
-        self.needs_objective = self.natural or noise == "auto" or self.direct_frac > 0
+        self.needs_objective = self.natural or noise == "auto" or self.direct_frac > 0 or self.kernel_pool > 1
         self._starts = _load_starts(None if self.natural else starts, space)
         self._n_global = int(round(self.global_frac * self.k))
         self._protes = None
@@ -239,6 +264,10 @@ class EliteSearch(Optimizer):
             V = np.asarray(vectors(), dtype=np.float64)
             if V.ndim == 2 and V.shape[0] == int(self.space.n):
                 self._direct = EmbeddingLinearModel(V, self.space.d, reg=self.direct_reg, window=self.direct_window)
+        if self.kernel_pool > 1 and not self.ordered and callable(vectors):
+            V = np.asarray(vectors(), dtype=np.float64)
+            if V.ndim == 2 and V.shape[0] == int(self.space.n):
+                self._kernel = KernelScreen(V, self.space.d, window=self.kernel_window, width=self.kernel_width)
 
     # -- asking -------------------------------------------------------------------------
     @single_blas_thread
@@ -264,8 +293,13 @@ class EliteSearch(Optimizer):
             for row, parent in self._thompson(min(int(round(self.model_frac * k)), k - len(rows)), set(batch_seen)):
                 add(row, parent)
         design = self._design()
+        base = k                         # the slots directional moves take a direct_frac share of
+        if self._screening(design):
+            for row, parent in self._screened(int(round(self.kernel_frac * k)), set(batch_seen)):
+                add(row, parent)
+            base = k - len(rows)
         if self._direct is not None and len(self.elite_y) and self._next_start >= len(design):
-            m = min(int(round(self.direct_frac * k)), k - len(rows))
+            m = min(int(round(self.direct_frac * base)), k - len(rows))
             for row, parent in self._directional(m, set(batch_seen)):
                 add(row, parent)
         while self._next_start < len(design) and len(rows) < k:
@@ -289,6 +323,42 @@ class EliteSearch(Optimizer):
             if not add(row, None) and len(self._index) + len(batch_seen) >= self._space_size():
                 rows.append(row)  # everything has been seen: repeats are all that is left
         return np.stack(rows[:k])
+
+    def _screening(self, design: np.ndarray) -> bool:
+        """Deterministic mode with a kernel model, after the design: fit it; True when it could be fitted."""
+        if self._kernel is None or self.noisy or not len(self.elite_y) or self._next_start < len(design):
+            return False
+        seen = np.stack(self._seen_rows[-self.kernel_window:])
+        vals = np.asarray(self._sum[-self.kernel_window:]) / np.maximum(np.asarray(self._cnt[-self.kernel_window:]), 1)
+        return self._kernel.fit(seen, vals)
+
+    def _screened(self, m: int, taken: set[bytes]) -> list[tuple[np.ndarray, tuple[float, np.ndarray] | None]]:
+        """``m`` children chosen by the kernel model's prediction from a pool of ``kernel_pool * m``
+        candidates (directional moves for ``direct_frac`` of the pool, local moves for the rest)."""
+        if m <= 0:
+            return []
+        pool_n = self.kernel_pool * m
+        pool: list[tuple[np.ndarray, tuple[float, np.ndarray] | None]] = []
+        pool_keys = set(taken)
+        if self._direct is not None:
+            pool += self._directional(int(round(self.direct_frac * pool_n)), pool_keys)
+        tries = 0
+        while len(pool) < pool_n and tries < 20 * pool_n:
+            tries += 1
+            child, parent = self._local_move()
+            key = child.tobytes()
+            if key in self._index or key in pool_keys:
+                continue
+            pool_keys.add(key)
+            pool.append((child, parent))
+        if not pool:
+            return []
+        mean, sd = self._kernel.predict(np.stack([c for c, _ in pool]), std=True)
+        pred = mean + self.kernel_beta * sd
+        order = np.argsort(-pred, kind="stable")[:m]
+        for i in order:
+            taken.add(pool[i][0].tobytes())
+        return [pool[i] for i in order]
 
     def _reasks(self, m: int) -> list[np.ndarray]:
         """Noisy mode: up to ``m`` elite codes to measure again, best-looking first, each until it
