@@ -203,8 +203,11 @@ def test_ctrl_c_prints_where_the_run_stands_and_how_to_resume(tmp_path):
     out = tmp_path / "r"
     argv = ["run", "--problem", "separable", "--problem-param", "d=4", "--problem-param", "n=8",
             "--optimizer", "random", "--budget", "100000000", "--batch-size", "10", "--out", str(out), "-q"]
+    # the child starts with Ctrl-C's default action, as in a terminal: a test run launched in the
+    # background of a non-interactive shell inherits SIGINT *ignored*, and the run would not stop
     proc = subprocess.Popen([sys.executable, "-m", "mango.cli", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     journal = out / "journal.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
