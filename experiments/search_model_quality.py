@@ -10,10 +10,11 @@ predicted gain, the fraction at least as good as their parent minus that fractio
 
 Models (all on the codes' codebook vectors ``E``, centred, mean squared row norm 1, except one-hot):
 
-* ``linear``: ridge regression linear in the vectors (elite's directional model,
+* ``linear``: elite's directional model itself (ridge regression linear in the vectors,
   :class:`mango.optimizers.directional.EmbeddingLinearModel`, reg 1);
 * ``one-hot``: ridge regression on one-hot (position, value) features (an additive model);
-* ``rbf``: RBF kernel ridge regression, width 0.2 x the median squared distance, ridge 0.1.
+* ``rbf``: elite's kernel screen model (:class:`mango.optimizers.kernel.KernelScreen`: RBF kernel
+  ridge regression, width 0.2 x the median squared distance, ridge 0.1).
 
 The codes were asked by elite, whose directional children were chosen with the linear model, so
 that model is scored partly on children it picked (a selection bias against it); the others were
@@ -59,7 +60,8 @@ def record(layer: str, unit: int, seed: int, budget: int) -> tuple[np.ndarray, n
     return np.concatenate(C), np.concatenate(V)
 
 
-def _ridge(X: np.ndarray, y: np.ndarray, reg: float):
+def _onehot_ridge(X: np.ndarray, y: np.ndarray, reg: float = 1.0):
+    """Ridge regression on features ``X [N, F]`` (dual form, centred): a predictor of new rows."""
     mu = X.mean(0)
     Xc = X - mu
     K = Xc @ Xc.T
@@ -68,25 +70,34 @@ def _ridge(X: np.ndarray, y: np.ndarray, reg: float):
     return lambda Z: (Z - mu) @ w
 
 
-def _rbf(X: np.ndarray, y: np.ndarray, width: float = 0.2, reg: float = 0.1):
-    sq = (X * X).sum(1)
-    D = np.maximum(sq[:, None] + sq[None] - 2 * X @ X.T, 0)
-    scale = width * float(np.median(D[D > 0]))
-    a = np.linalg.solve(np.exp(-D / scale) + reg * np.eye(len(X)), (y - y.mean()) / (y.std() + 1e-300))
-    return lambda Z: np.exp(-np.maximum((Z * Z).sum(1)[:, None] + sq[None] - 2 * Z @ X.T, 0) / scale) @ a
+def models(V: np.ndarray, d: int) -> dict:
+    """Model name -> ``fit(codes [N, d], values [N]) -> predict(codes [m, d]) -> [m]`` (values up to a
+    constant: only ranks are compared). ``linear`` and ``rbf`` are the classes elite uses."""
+    from mango.optimizers.directional import EmbeddingLinearModel
+    from mango.optimizers.kernel import KernelScreen
 
+    n = len(V)
 
-def models(E: np.ndarray, n: int, d: int) -> dict:
-    feat = lambda C: E[C].reshape(len(C), -1)                                  # noqa: E731
+    def linear(C, y):
+        m = EmbeddingLinearModel(V, d, reg=1.0, window=WINDOW)
+        m.add_codes(C)
+        m.fit(y)
+        G = m.gains(C[-1])                       # [d, n]: value of every (position, value) vs one code
+        return lambda Z: G[np.arange(d), Z].sum(1)
 
     def onehot(C):
         o = np.zeros((len(C), d * n))
         o[np.arange(len(C))[:, None], np.arange(d) * n + C] = 1.0
         return o
 
-    return {"linear": lambda C, y: (lambda f: lambda Z: f(feat(Z)))(_ridge(feat(C), y, 1.0)),
-            "one-hot": lambda C, y: (lambda f: lambda Z: f(onehot(Z)))(_ridge(onehot(C), y, 1.0)),
-            "rbf": lambda C, y: (lambda f: lambda Z: f(feat(Z)))(_rbf(feat(C), y))}
+    def rbf(C, y):
+        m = KernelScreen(V, d, window=WINDOW)
+        m.fit(C, y)
+        return m.predict
+
+    return {"linear": linear,
+            "one-hot": lambda C, y: (lambda f: lambda Z: f(onehot(Z)))(_onehot_ridge(onehot(C), y)),
+            "rbf": rbf}
 
 
 def quality(C: np.ndarray, y: np.ndarray, at: list[int], fits: dict) -> dict[str, tuple[float, float, float]]:
@@ -132,10 +143,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"{ly}[{u}] is a benchmark candidate (index a multiple of {BENCH_STRIDE[ly]}): "
                              "use tuning units only")
     gen = registry.create("generator", "vqvae-cifar10", {})
-    V = np.asarray(gen.code_vectors(), dtype=np.float64)
-    E = V - V.mean(0)
-    E /= np.sqrt((E ** 2).sum(1).mean())
-    fits = models(E, len(V), int(gen.space.d))
+    fits = models(np.asarray(gen.code_vectors(), dtype=np.float64), int(gen.space.d))
     at = [int(a) for a in args.at.split(",")]
     t0 = time.time()
     print(f"window {WINDOW}, next {NEXT}, fitted at {at}\n")

@@ -24,3 +24,18 @@ def assert_resumes_identically(a: Any, make: Callable[[], Any], objective: Calla
         a.tell(Ia, y)
         b.tell(Ib, y)
     return b
+
+
+def run_elite(objective: Any, params: dict[str, Any], seed: int, budget: int = 400, bind: bool = True,
+              batch_size: int = 20) -> Any:
+    """``elite`` with ``params`` run for ``budget`` queries on ``objective`` by plain ask/tell (bound to
+    it first when ``bind``); returns the optimizer."""
+    from mango.optimizers import make_optimizer
+
+    opt = make_optimizer("elite", objective.space, batch_size=batch_size, seed=seed, params=params)
+    if bind:
+        opt.bind(objective)
+    for _ in range(budget // batch_size):
+        I = opt.ask()
+        opt.tell(I, objective(I))
+    return opt

@@ -13,7 +13,7 @@ from mango.optimizers import make_optimizer
 from mango.optimizers.directional import EmbeddingLinearModel
 from mango.spaces import CodebookSpace
 
-from _optimizer_helpers import assert_resumes_identically
+from _optimizer_helpers import assert_resumes_identically, run_elite
 
 
 def _embedding_problem(seed: int, d: int = 24, n: int = 256, D: int = 8):
@@ -49,14 +49,7 @@ def test_model_recovers_the_gains_of_a_linear_score():
 
 
 def _run(obj, frac: float, seed: int, budget: int = 400, bind: bool = True):
-    opt = make_optimizer("elite", obj.space, batch_size=20, seed=seed,
-                         params={"starts": None, "direct_frac": frac})
-    if bind:
-        opt.bind(obj)
-    for _ in range(budget // 20):
-        I = opt.ask()
-        opt.tell(I, obj(I))
-    return opt
+    return run_elite(obj, {"starts": None, "direct_frac": frac}, seed, budget, bind)
 
 
 def test_directional_moves_climb_faster_than_local_moves_alone():

@@ -11,7 +11,7 @@ from mango.objective import FunctionObjective
 from mango.optimizers import make_optimizer
 from mango.optimizers.kernel import KernelScreen
 
-from _optimizer_helpers import assert_resumes_identically
+from _optimizer_helpers import assert_resumes_identically, run_elite
 from test_directional import _embedding_problem
 
 
@@ -52,13 +52,7 @@ def test_kernel_model_ranks_neighbours_of_the_fitted_codes():
 
 
 def _run(obj, pool: int, seed: int, budget: int = 400):
-    opt = make_optimizer("elite", obj.space, batch_size=20, seed=seed,
-                         params={"starts": None, "kernel_pool": pool, "uniform_codes": 16})
-    opt.bind(obj)
-    for _ in range(budget // 20):
-        I = opt.ask()
-        opt.tell(I, obj(I))
-    return opt
+    return run_elite(obj, {"starts": None, "kernel_pool": pool, "uniform_codes": 16}, seed, budget)
 
 
 def test_screened_children_climb_higher_than_unscreened_ones():

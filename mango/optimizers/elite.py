@@ -260,14 +260,13 @@ class EliteSearch(Optimizer):
             if codes is not None and codes.shape[1] == self.space.d:
                 self._starts = self.space.validate(codes)
         vectors = getattr(getattr(objective, "generator", None), "code_vectors", None)
-        if self.direct_frac > 0 and not self.ordered and callable(vectors):
+        if (self.direct_frac > 0 or self.kernel_pool > 1) and not self.ordered and callable(vectors):
             V = np.asarray(vectors(), dtype=np.float64)
             if V.ndim == 2 and V.shape[0] == int(self.space.n):
-                self._direct = EmbeddingLinearModel(V, self.space.d, reg=self.direct_reg, window=self.direct_window)
-        if self.kernel_pool > 1 and not self.ordered and callable(vectors):
-            V = np.asarray(vectors(), dtype=np.float64)
-            if V.ndim == 2 and V.shape[0] == int(self.space.n):
-                self._kernel = KernelScreen(V, self.space.d, window=self.kernel_window, width=self.kernel_width)
+                if self.direct_frac > 0:
+                    self._direct = EmbeddingLinearModel(V, self.space.d, reg=self.direct_reg, window=self.direct_window)
+                if self.kernel_pool > 1:
+                    self._kernel = KernelScreen(V, self.space.d, window=self.kernel_window, width=self.kernel_width)
 
     # -- asking -------------------------------------------------------------------------
     @single_blas_thread
@@ -325,8 +324,10 @@ class EliteSearch(Optimizer):
         return np.stack(rows[:k])
 
     def _screening(self, design: np.ndarray) -> bool:
-        """Deterministic mode with a kernel model, after the design: fit it; True when it could be fitted."""
-        if self._kernel is None or self.noisy or not len(self.elite_y) or self._next_start < len(design):
+        """Deterministic mode with a kernel model that screens (``kernel_frac > 0``), after the design:
+        fit it; True when it could be fitted."""
+        if (self._kernel is None or self.noisy or self.kernel_frac <= 0 or not len(self.elite_y)
+                or self._next_start < len(design)):
             return False
         seen = np.stack(self._seen_rows[-self.kernel_window:])
         vals = np.asarray(self._sum[-self.kernel_window:]) / np.maximum(np.asarray(self._cnt[-self.kernel_window:]), 1)

@@ -46,7 +46,8 @@ class KernelScreen:
         self.d, self.window, self.width, self.reg = int(d), int(window), float(width), float(reg)
         self._X: np.ndarray | None = None                  # features of the fitted codes [N, d * D]
         self._sq: np.ndarray | None = None                 # their squared norms [N]
-        self._alpha: np.ndarray | None = None
+        self._alpha: np.ndarray | None = None             # K^-1 y of the fitted codes [N]
+        self._chol: np.ndarray | None = None              # Cholesky factor of K + reg I [N, N]
         self._scale = 1.0
 
     def _features(self, codes: np.ndarray) -> np.ndarray:
@@ -78,10 +79,6 @@ class KernelScreen:
         self._chol = np.linalg.cholesky(K + self.reg * np.eye(len(K)))
         self._alpha = np.linalg.solve(self._chol.T, np.linalg.solve(self._chol, (y - y.mean()) / sd))
         return True
-
-    @property
-    def fitted(self) -> bool:
-        return self._alpha is not None
 
     def predict(self, codes: np.ndarray, std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Predicted standardised score ``float64 [m]`` of ``codes int [m, d]`` (0: the fitted mean);
