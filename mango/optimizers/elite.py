@@ -7,7 +7,7 @@
    already make 48 of the 63 ``spiking2`` neurons that never fire on 100 random codes fire
    (``experiments/results/search_quality_tuning.md``).
 2. **Search**: each child comes from a parent drawn from an elite of the ``elite`` best distinct
-   codes seen (rank-weighted, the best most often), by one of three moves:
+   codes seen (rank-weighted, the best most often), by one of four moves:
 
    * *recolour* (probability ``recolor``): every position holding the value at a random position
      takes another value: from a uniform code this tries another texture, from a mixed one it
@@ -16,7 +16,11 @@
    * *point*: ``m`` in ``1..max_mutations`` positions (``P(m) ∝ 1/m``) change, drawn in
      proportion to learned *position weights* (a position whose change gave a child at least as
      good as its parent gains weight: a trust region over code positions that follows a unit's
-     receptive field). Grid spaces (ordered levels) take rounded Gaussian steps.
+     receptive field). Grid spaces (ordered levels) take rounded Gaussian steps;
+   * *shift* (probability ``shift``, taken from the point moves; 2-d codebook grids): the whole
+     code grid moves by ``dy, dx`` in ``-2..2`` (not both 0), the vacated rows and columns
+     repeating the edge: a pattern that drives the unit at one place is tried at another (a
+     convolutional unit's drive moves with the image; a channel may fire only near a border).
 
    A new codebook value is copied from another elite code (crossover) with probability
    ``1 - explore``, else drawn uniformly.
@@ -27,7 +31,9 @@
    ``direct_window`` evaluated codes; a child of an elite parent moves ``1..direct_max`` positions
    (``P(m) ∝ 1/m``, drawn in proportion to their best predicted gain) each to one of its three
    best-predicted values. The model predicts values never tried at a position (through their
-   vectors), so it follows the direction a gradient AM would, estimated from black-box values.
+   vectors). Measured on tuning runs, these predictions rank the children's gains no better than
+   chance (``experiments/search_model_quality.py``): the moves help by what they propose (few
+   positions, values from elsewhere in the codebook), not as an estimate of a gradient.
    In noisy mode it is fitted to the codes' means and takes what re-asks and Thompson proposals
    leave of the batch.
    Optionally (``kernel_pool > 1``, deterministic mode) ``kernel_frac`` of each batch is *screened*:
@@ -148,7 +154,7 @@ class EliteSearch(Optimizer):
     """
 
     description = ("natural-image and uniform-texture start codes, then elite local search (recolour, "
-                   "block and 1-3 position moves where changes helped; directional moves from a ridge model "
+                   "block, grid-shift and 1-3 position moves where changes helped; directional moves from a ridge model "
                    "linear in the codebook vectors; crossover; plateau moves; no repeats)")
 
     def __init__(self, space: LatentSpace, batch_size: int = 50, seed: int = 0, *, elite: int = 8,
@@ -159,7 +165,7 @@ class EliteSearch(Optimizer):
                  direct_frac: float = 0.5, direct_max: int = 8, direct_window: int = 400, direct_reg: float = 1.0,
                  restart_after: int = 300, restart_gain: float = 0.05,
                  kernel_pool: int = 0, kernel_frac: float = 0.5, kernel_window: int = 400, kernel_width: float = 0.2,
-                 kernel_beta: float = 1.0,
+                 kernel_beta: float = 1.0, shift: float = 0.1,
                  starts: Sequence[Sequence[int]] | str | None = "natural") -> None:
         super().__init__(space, batch_size, seed)
         if int(elite) < 1:
@@ -220,6 +226,10 @@ class EliteSearch(Optimizer):
         self.position_decay, self.grid_step = float(position_decay), float(grid_step)
         self.ordered = getattr(space, "kind", "codebook") == "grid"
         self.recolor, self.block = float(recolor), float(block)
+        if not (0.0 <= float(shift) and float(recolor) + float(block) + float(shift) <= 1.0):
+            raise ConfigError(f"shift must be >= 0 with recolor + block + shift <= 1, got {shift!r} "
+                              f"(recolor {recolor!r}, block {block!r})")
+        self.shift = float(shift)
         self.rng = np.random.default_rng(self.seed)
         # uniform codes (one codebook entry at every position: a flat texture image), a seeded sample
         n_u = 0 if self.ordered else min(int(uniform_codes), int(space.n))
@@ -460,7 +470,21 @@ class EliteSearch(Optimizer):
         parent = self.elite_I[j]
         child = parent.copy()
         r = self.rng.random()
-        if not self.ordered and r < self.recolor:
+        if not self.ordered and r >= 1.0 - self.shift and len(self.space.shape) == 2:
+            # shift: the whole grid moves by up to 2 positions, the vacated rows/columns repeat the edge
+            h, wd = self.space.shape
+            while True:
+                dy, dx = (int(v) for v in self.rng.integers(-2, 3, size=2))
+                if dy or dx:
+                    break
+            g = parent.reshape(h, wd)
+            yy = np.clip(np.arange(h) - dy, 0, h - 1)
+            xx = np.clip(np.arange(wd) - dx, 0, wd - 1)
+            child = g[yy][:, xx].reshape(-1).copy()
+            pos = np.nonzero(child != parent)[0]
+            if len(pos) == 0:
+                pos = np.arange(self.space.d)
+        elif not self.ordered and r < self.recolor:
             # recolour: every position holding the value at a random position takes another value
             a = parent[int(self.rng.integers(self.space.d))]
             b = self._new_value(parent, int(self.rng.integers(self.space.d)), ne)
