@@ -39,3 +39,18 @@ def run_elite(objective: Any, params: dict[str, Any], seed: int, budget: int = 4
         I = opt.ask()
         opt.tell(I, objective(I))
     return opt
+
+
+def assert_model_needs_code_vectors(objective: Any, params: dict[str, Any], attr: str) -> None:
+    """``elite`` with ``params`` builds its model ``attr`` (e.g. ``"_direct"``) only when bound to an
+    objective whose generator has ``code_vectors()``: not for a plain function of the same space, and
+    then for ``objective`` (which has them)."""
+    from mango.objective import FunctionObjective
+    from mango.optimizers import make_optimizer
+
+    plain = FunctionObjective(lambda I: np.zeros(len(I)), objective.space, name="plain")
+    opt = make_optimizer("elite", objective.space, batch_size=10, seed=0, params={"starts": None, **params})
+    opt.bind(plain)                     # no generator.code_vectors: no model
+    assert getattr(opt, attr) is None
+    opt.bind(objective)
+    assert getattr(opt, attr) is not None

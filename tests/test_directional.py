@@ -13,7 +13,7 @@ from mango.optimizers import make_optimizer
 from mango.optimizers.directional import EmbeddingLinearModel
 from mango.spaces import CodebookSpace
 
-from _optimizer_helpers import assert_resumes_identically, run_elite
+from _optimizer_helpers import assert_model_needs_code_vectors, assert_resumes_identically, run_elite
 
 
 def _embedding_problem(seed: int, d: int = 24, n: int = 256, D: int = 8):
@@ -66,12 +66,7 @@ def test_directional_moves_climb_faster_than_local_moves_alone():
 
 def test_directional_needs_code_vectors_and_is_off_without_them():
     obj, *_ = _embedding_problem(3)
-    plain = FunctionObjective(lambda I: np.zeros(len(I)), obj.space, name="plain")
-    opt = make_optimizer("elite", obj.space, batch_size=10, seed=0, params={"starts": None, "direct_frac": 0.5})
-    opt.bind(plain)                     # no generator.code_vectors: plain elite
-    assert opt._direct is None
-    opt.bind(obj)
-    assert opt._direct is not None
+    assert_model_needs_code_vectors(obj, {"direct_frac": 0.5}, "_direct")
     with pytest.raises(ConfigError, match="direct_frac"):
         make_optimizer("elite", obj.space, params={"direct_frac": 1.5})
 

@@ -11,7 +11,7 @@ from mango.objective import FunctionObjective
 from mango.optimizers import make_optimizer
 from mango.optimizers.kernel import KernelScreen
 
-from _optimizer_helpers import assert_resumes_identically, run_elite
+from _optimizer_helpers import assert_model_needs_code_vectors, assert_resumes_identically, run_elite
 from test_directional import _embedding_problem
 
 
@@ -69,12 +69,7 @@ def test_screened_children_climb_higher_than_unscreened_ones():
 
 def test_kernel_screen_needs_code_vectors_and_checks_its_parameters():
     obj, *_ = _bump_problem(3)
-    plain = FunctionObjective(lambda I: np.zeros(len(I)), obj.space, name="plain")
-    opt = make_optimizer("elite", obj.space, batch_size=10, seed=0, params={"starts": None, "kernel_pool": 8})
-    opt.bind(plain)                     # no generator.code_vectors: no screening
-    assert opt._kernel is None
-    opt.bind(obj)
-    assert opt._kernel is not None
+    assert_model_needs_code_vectors(obj, {"kernel_pool": 8}, "_kernel")
     for bad in ({"kernel_pool": -1}, {"kernel_window": 1}, {"kernel_width": 0}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             make_optimizer("elite", obj.space, params=bad)

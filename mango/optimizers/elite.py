@@ -480,10 +480,10 @@ class EliteSearch(Optimizer):
             g = parent.reshape(h, wd)
             yy = np.clip(np.arange(h) - dy, 0, h - 1)
             xx = np.clip(np.arange(wd) - dx, 0, wd - 1)
-            child = g[yy][:, xx].reshape(-1).copy()
+            child = g[yy][:, xx].reshape(-1)      # fancy indexing: a new array, not a view of the parent
+            # the changed positions; none for a uniform parent, whose shift is the parent itself: a code
+            # already evaluated, which ask never asks again, so its empty credit is never told
             pos = np.nonzero(child != parent)[0]
-            if len(pos) == 0:
-                pos = np.arange(self.space.d)
         elif not self.ordered and r < self.recolor:
             # recolour: every position holding the value at a random position takes another value
             a = parent[int(self.rng.integers(self.space.d))]
