@@ -94,6 +94,9 @@ from .base import Optimizer
 
 __all__ = ["EliteSearch"]
 
+# adaptive window: the prior [successes, trials] of local and scattered point moves (a rate of 1/2 each)
+_MOVE_PRIOR = np.array([[1.0, 2.0], [1.0, 2.0]])
+
 
 def _load_starts(starts: Any, space: LatentSpace) -> np.ndarray:
     """Start codes from a list/array ``[m, d]`` or a ``.npy`` file path -> ``int64 [m, d]``."""
@@ -251,8 +254,7 @@ class EliteSearch(Optimizer):
         if adapt_window not in (True, False):       # also 0 / 1; a string such as "false" is refused
             raise ConfigError(f"adapt_window must be true or false, got {adapt_window!r}")
         self.adapt_window = bool(adapt_window)
-        # adaptive window: [successes, trials] of local and scattered point moves (pseudo-counts 1 of 2)
-        self._move_stats = np.array([[1.0, 2.0], [1.0, 2.0]])
+        self._move_stats = _MOVE_PRIOR.copy()        # [successes, trials] of local, scattered point moves
         self._move_kind: dict[bytes, int] = {}
         self.rng = np.random.default_rng(self.seed)
         # uniform codes (one codebook entry at every position: a flat texture image), a seeded sample
@@ -536,10 +538,8 @@ class EliteSearch(Optimizer):
             if local:
                 # local: the positions lie in the 3 x 3 window around one drawn by the position weights
                 h, wd = self.space.shape
-                c = int(self.rng.choice(d, p=pw))
-                cy, cx = divmod(c, wd)
-                yy, xx = np.divmod(np.arange(d), wd)
-                near = np.nonzero((np.abs(yy - cy) <= 1) & (np.abs(xx - cx) <= 1))[0]
+                cy, cx = divmod(int(self.rng.choice(d, p=pw)), wd)
+                near = np.arange(d).reshape(h, wd)[max(cy - 1, 0):cy + 2, max(cx - 1, 0):cx + 2].ravel()
                 pn = pw[near] / pw[near].sum()
                 pos = self.rng.choice(near, size=min(m, len(near)), replace=False, p=pn)
             else:
@@ -579,14 +579,18 @@ class EliteSearch(Optimizer):
             self._ss[i] += float(val) ** 2
             self._cnt[i] += 1
             parent = self._pending.pop(key, None)
+            if parent is None:
+                continue
+            gain = 1.0 if val > parent[0] else 0.25 if val == parent[0] else 0.0   # better / equal / worse child
             kind = self._move_kind.pop(key, None)
-            if parent is not None and kind is not None:
-                self._move_stats[kind] += (1.0 if val > parent[0] else 0.25 if val == parent[0] else 0.0, 1.0)
-            if parent is not None and val >= parent[0]:
-                credit[parent[1]] += (1.0 if val > parent[0] else 0.25) / len(parent[1])
+            if kind is not None:
+                self._move_stats[kind] += (gain, 1.0)
+            if gain > 0:
+                credit[parent[1]] += gain / len(parent[1])
         self._pending.clear()
-        self._move_kind.clear()
-        self._move_stats = 0.95 * self._move_stats + 0.05 * np.array([[1.0, 2.0], [1.0, 2.0]])
+        if self.adapt_window:
+            self._move_kind.clear()
+            self._move_stats = 0.95 * self._move_stats + 0.05 * _MOVE_PRIOR
         self.pos_w = self.position_decay * self.pos_w + (1 - self.position_decay) * 1.0 + credit
         if self.noisy:
             self._noisy_elite()
@@ -690,7 +694,7 @@ class EliteSearch(Optimizer):
         self._next_start = int(state["next_start"])
         self._hist = [(int(n), float(b)) for n, b in np.asarray(state.get("hist", np.zeros((0, 2)))).reshape(-1, 2)]
         self.restarts = int(state.get("restarts", 0))
-        self._move_stats = np.asarray(state.get("move_stats", [[1.0, 2.0], [1.0, 2.0]]), dtype=np.float64).reshape(2, 2)
+        self._move_stats = np.asarray(state.get("move_stats", _MOVE_PRIOR), dtype=np.float64).reshape(2, 2)
         self._move_kind.clear()
         self._model = None
         if self._direct is not None:
