@@ -511,6 +511,16 @@ class SpikingTarget:
         res = reference_run(self.net, x, self.T, [self.layer], record="stats", sequence=self.encoding == "poisson")
         return res[self.layer]
 
+    def layer_graded(self, images: torch.Tensor) -> torch.Tensor:
+        """The graded readout of every unit of the layer at once (one run): ``images [k, C, H, W]`` ->
+        float64 ``[k, U]``, ``U`` the layer's channels (each over all its positions, as a channel unit)
+        or neurons. Column ``u`` equals this target's score with ``unit=u`` and the graded readout."""
+        _, st = self.stats(images)
+        k, U = st.n_spikes.shape[:2]
+        f = lambda a: a.detach().reshape(k * U, -1)                  # noqa: E731  [k * U, positions]
+        return graded_score(f(st.n_spikes), f(st.late_peak), f(st.first), self.T, self.thr, self.g,
+                            mem_sum=f(st.mem_sum)).reshape(k, U)
+
     def spikes(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Spike counts ``[k, *S]`` and membrane sums ``[k, *S]`` of the whole layer over ``T``."""
         count, st = self.stats(images)

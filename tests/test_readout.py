@@ -100,6 +100,20 @@ def test_real_network_reported_rate_is_the_plain_rate(layer, unit):
     assert ((r[:, None] > r[None, :]) <= (s[:, None] > s[None, :])).all()
 
 
+@pytest.mark.parametrize("layer", ["spiking0", "spiking1", "spiking_out"])
+def test_layer_graded_is_every_units_own_score(layer):
+    """One run for the whole layer gives, column by column, what a target of that unit scores (fast and
+    reference paths)."""
+    from mango.targets.digits import snn_digits
+    x = digits_images(12, seed=2)
+    for fast in (True, False):
+        L = snn_digits(layer=layer, unit=0, fast=fast).layer_graded(x)
+        assert L.dtype == torch.float64 and L.shape[0] == 12
+        for u in (1, L.shape[1] // 2, L.shape[1] - 1):
+            assert torch.equal(L[:, u], snn_digits(layer=layer, unit=u, fast=fast)(x)), u
+        assert len(set(L.flatten().tolist())) > L.shape[1]           # units and images differ
+
+
 @pytest.mark.parametrize("layer, unit", [("spiking2", 10), ("spiking1", 7), ("spiking_out", 4)])
 def test_targets_score_with_the_late_peak(layer, unit):
     """Embedded digits SNN: SpikingTarget and the one-liner's SpikingNetTarget (snn_unit) both score
