@@ -49,7 +49,8 @@ def test_model_recovers_the_gains_of_a_linear_score():
 
 
 def _run(obj, frac: float, seed: int, budget: int = 400, bind: bool = True):
-    return run_elite(obj, {"starts": None, "direct_frac": frac}, seed, budget, bind)
+    # random textures: the model-picked ones (tests/test_uniform_pick.py) would use the same code vectors
+    return run_elite(obj, {"starts": None, "direct_frac": frac, "uniform_pick": "random"}, seed, budget, bind)
 
 
 def test_directional_moves_climb_faster_than_local_moves_alone():
@@ -76,7 +77,8 @@ def test_directional_resumes_identically(tmp_path):
     a = _run(obj, 0.5, seed=2, budget=160)
 
     def make():
-        b = make_optimizer("elite", obj.space, batch_size=20, seed=99, params={"starts": None, "direct_frac": 0.5})
+        b = make_optimizer("elite", obj.space, batch_size=20, seed=99, params={"starts": None, "direct_frac": 0.5,
+                                                                                "uniform_pick": "random"})
         b.bind(obj)
         return b
 

@@ -2,10 +2,21 @@
 
 1. **Design** (before any search): the ``starts`` codes (by default natural images through the
    generator's encoder, when it has one: :mod:`mango.optimizers.starts`), then, on a codebook
-   space, ``uniform_codes`` *uniform* codes (one seeded, randomly drawn codebook entry at every
-   position: a flat texture image). On the paper's VQ-VAE + spiking CNN, 32 uniform codes
-   already make 48 of the 63 ``spiking2`` neurons that never fire on 100 random codes fire
-   (``experiments/results/search_quality_tuning.md``).
+   space, ``uniform_codes`` *uniform* codes (one codebook entry at every position: a flat texture
+   image). On the paper's VQ-VAE + spiking CNN, 32 random uniform codes already make 48 of the 63
+   ``spiking2`` neurons that never fire on 100 random codes fire
+   (``experiments/results/search_quality_tuning.md``). Which textures: by default
+   (``uniform_pick="model"``, deterministic mode, a generator with ``code_vectors()`` and more
+   entries than ``uniform_codes``) ``uniform_random`` (10) are drawn at random for the design and
+   the rest are picked ``uniform_frac`` (0.36: 18 of a batch of 50) per batch in the next batches, each round the unseen
+   entries ranked highest by an RBF kernel model of the score over the codebook vectors
+   (:class:`~mango.optimizers.kernel.KernelScreen`, fitted to the ranks of the textures' values so
+   far; mean + 0.5 posterior SD): a unit's liking for textures varies smoothly over the codebook,
+   so the model finds the few textures a hard unit likes. Offline, on the paper pipeline's 512
+   textures and every non-benchmark unit, the best of the 64 textures so picked is 0.91 / 0.89 /
+   0.76 of the best of all 512 (``spiking1`` / ``spiking2`` / outputs) against 0.72 / 0.75 / 0.66
+   for 64 drawn at random (``experiments/search_uniform_pick.py``). ``uniform_pick="random"`` (and noisy mode, where a single value per texture is a
+   weak base for a model) asks a seeded random sample of them in the design.
 2. **Search**: each child comes from a parent drawn from an elite of the ``elite`` best distinct
    codes seen (rank-weighted, the best most often), by one of four moves:
 
@@ -137,8 +148,17 @@ class EliteSearch(Optimizer):
             value of the parent takes another value.
         block: probability of a block move (codebook spaces with a 2-d code grid): a random
             rectangle of up to half the grid's side takes one value.
-        uniform_codes: codebook spaces: how many uniform codes (one randomly drawn codebook entry at
-            every position, a flat texture image) are asked at the start, after ``starts``.
+        uniform_codes: codebook spaces: how many uniform codes (one codebook entry at every position,
+            a flat texture image) are asked at the start, after ``starts``.
+        uniform_pick: how they are chosen: ``"random"`` (a seeded random sample, all in the design) or
+            ``"model"`` (deterministic mode with a generator that has ``code_vectors()`` and more
+            codebook entries than ``uniform_codes``, else random: ``uniform_random`` of them at random
+            in the design, the rest ``uniform_frac`` of each batch by
+            a kernel model of the score over the codebook vectors, fitted to the ranks of the uniform
+            codes' values so far: the unseen entries with the highest mean + 0.5 posterior SD).
+        uniform_random: ``uniform_pick="model"``: uniform codes drawn at random before the model picks (>= 2).
+        uniform_frac: ``uniform_pick="model"``: the share of a batch that takes model-picked uniform
+            codes (rounded, at least 1), in (0, 1]; 0.36: 18 of a batch of 50.
         noise: ``"auto"`` (noisy mode when the bound objective says ``noisy``: rigs), ``"on"``, ``"off"``.
         reeval: noisy mode: fraction of each batch that re-asks elite codes, in [0, 1).
         max_reeval: noisy mode: an elite code is re-asked until it has this many values (>= 1).
@@ -171,7 +191,8 @@ class EliteSearch(Optimizer):
             ``.npy`` path holding them.
     """
 
-    description = ("natural-image and uniform-texture start codes, then elite local search (recolour, "
+    description = ("natural-image and uniform-texture start codes (textures picked by a kernel model over the "
+                   "codebook vectors), then elite local search (recolour, "
                    "block, grid-shift and 1-3 position moves where changes helped; directional moves from a ridge model "
                    "linear in the codebook vectors; crossover; plateau moves; no repeats)")
 
@@ -184,6 +205,7 @@ class EliteSearch(Optimizer):
                  restart_after: int = 300, restart_gain: float = 0.05,
                  kernel_pool: int = 0, kernel_frac: float = 0.5, kernel_window: int = 400, kernel_width: float = 0.2,
                  kernel_beta: float = 1.0, shift: float = 0.1, window: float = 0.0, adapt_window: bool = False,
+                 uniform_pick: str = "model", uniform_random: int = 10, uniform_frac: float = 0.36,
                  starts: Sequence[Sequence[int]] | str | None = "natural") -> None:
         super().__init__(space, batch_size, seed)
         if int(elite) < 1:
@@ -254,13 +276,27 @@ class EliteSearch(Optimizer):
         if adapt_window not in (True, False):       # also 0 / 1; a string such as "false" is refused
             raise ConfigError(f"adapt_window must be true or false, got {adapt_window!r}")
         self.adapt_window = bool(adapt_window)
+        if uniform_pick not in ("model", "random"):
+            raise ConfigError(f"uniform_pick must be one of 'model', 'random', got {uniform_pick!r}")
+        if int(uniform_random) < 2 or not 0.0 < float(uniform_frac) <= 1.0:
+            raise ConfigError(f"uniform_random must be >= 2 and uniform_frac in (0, 1], got "
+                              f"{uniform_random!r}, {uniform_frac!r}")
+        self.uniform_pick, self.uniform_random, self.uniform_frac = uniform_pick, int(uniform_random), float(uniform_frac)
+        self._u_model: KernelScreen | None = None    # bound: a kernel model over codebook vectors
+        self._u_seen: dict[int, float] = {}          # uniform codes evaluated: codebook entry -> first value
+        self._u_picked = 0                           # uniform codes picked by the model so far
         self._move_stats = _MOVE_PRIOR.copy()        # [successes, trials] of local, scattered point moves
         self._move_kind: dict[bytes, int] = {}
         self.rng = np.random.default_rng(self.seed)
         # uniform codes (one codebook entry at every position: a flat texture image), a seeded sample
         n_u = 0 if self.ordered else min(int(uniform_codes), int(space.n))
-        levels = np.sort(self.rng.choice(int(space.n), size=n_u, replace=False)) if n_u else np.zeros(0, dtype=np.int64)
-        self._uniform = np.repeat(levels.astype(np.int64)[:, None], space.d, axis=1)
+        drawn = self.rng.choice(int(space.n), size=n_u, replace=False) if n_u else np.zeros(0, dtype=np.int64)
+        # uniform_pick="random" (and noisy mode, or no code vectors): all of them, in index order
+        self._uniform = np.repeat(np.sort(drawn).astype(np.int64)[:, None], space.d, axis=1)
+        # uniform_pick="model": the first uniform_random of the draw, then model picks
+        self._u_first = self._uniform[:0] if n_u == 0 else np.repeat(
+            drawn[:min(self.uniform_random, n_u)].astype(np.int64)[:, None], space.d, axis=1)
+        self._u_total = n_u
         self.natural = isinstance(starts, str) and starts == "natural"
         # instance flag: the loop calls bind(objective) (natural starts, noise mode, code vectors)
         self.needs_objective = self.natural or noise == "auto" or self.direct_frac > 0 or self.kernel_pool > 1
@@ -296,9 +332,12 @@ class EliteSearch(Optimizer):
             if codes is not None and codes.shape[1] == self.space.d:
                 self._starts = self.space.validate(codes)
         vectors = getattr(getattr(objective, "generator", None), "code_vectors", None)
-        if (self.direct_frac > 0 or self.kernel_pool > 1) and not self.ordered and callable(vectors):
+        picks = self.uniform_pick == "model" and len(self._u_first) < self._u_total < int(self.space.n)
+        if (self.direct_frac > 0 or self.kernel_pool > 1 or picks) and not self.ordered and callable(vectors):
             V = np.asarray(vectors(), dtype=np.float64)
             if V.ndim == 2 and V.shape[0] == int(self.space.n):
+                if picks:
+                    self._u_model = KernelScreen(V, 1, window=int(self.space.n), width=0.2)
                 if self.direct_frac > 0:
                     self._direct = EmbeddingLinearModel(V, self.space.d, reg=self.direct_reg, window=self.direct_window)
                 if self.kernel_pool > 1:
@@ -340,6 +379,15 @@ class EliteSearch(Optimizer):
         while self._next_start < len(design) and len(rows) < k:
             add(design[self._next_start].copy(), None)
             self._next_start += 1
+        if self._picking() and self._next_start >= len(design) and len(self._u_seen) >= len(self._u_first):
+            m = min(max(1, int(round(self.uniform_frac * k))), self._u_total - len(self._u_first) - self._u_picked,
+                    k - len(rows))
+            for level in self._uniform_order() if m > 0 else ():
+                if m <= 0:
+                    break
+                if add(np.full(self.space.d, level, dtype=np.int64), None):
+                    self._u_picked += 1
+                    m -= 1
         if len(rows) < k and self._protes is not None:  # global samples: global_frac * k rows
             for row in self._protes.ask():
                 if len(rows) >= k:
@@ -477,9 +525,29 @@ class EliteSearch(Optimizer):
             out.append((child, (float(self.elite_y[j]), pos)))
         return out
 
+    def _picking(self) -> bool:
+        """True when the uniform codes after the first ``uniform_random`` are picked by the model."""
+        return self._u_model is not None and not self.noisy
+
     def _design(self) -> np.ndarray:
-        """Codes asked before any search: the start codes, then the uniform codes."""
-        return np.concatenate([self._starts, self._uniform]) if len(self._uniform) else self._starts
+        """Codes asked before any search: the start codes, then the uniform codes (the random ones)."""
+        uniform = self._u_first if self._picking() else self._uniform
+        return np.concatenate([self._starts, uniform]) if len(uniform) else self._starts
+
+    def _uniform_order(self) -> np.ndarray:
+        """The codebook entries of no evaluated uniform code, best first by the kernel model's mean +
+        0.5 SD (fitted to the ranks of the values of the uniform codes seen), in random order when it
+        cannot be fitted: ``int64 [m]``."""
+        seen = np.fromiter(self._u_seen.keys(), dtype=np.int64, count=len(self._u_seen))
+        free = np.ones(int(self.space.n), dtype=bool)
+        free[seen] = False
+        rest = np.flatnonzero(free)
+        vals = np.fromiter(self._u_seen.values(), dtype=np.float64, count=len(seen))
+        ranks = np.argsort(np.argsort(vals, kind="stable"), kind="stable").astype(np.float64)
+        if not len(rest) or not self._u_model.fit(seen[:, None], ranks):
+            return self.rng.permutation(rest)
+        mean, sd = self._u_model.predict(rest[:, None], std=True)
+        return rest[np.argsort(-(mean + 0.5 * sd), kind="stable")]
 
     def _space_size(self) -> float:
         return float(self.space.n) ** self.space.d
@@ -575,6 +643,8 @@ class EliteSearch(Optimizer):
                 self._cnt.append(0)
                 self._ss.append(0.0)
             i = self._index[key]
+            if self._u_model is not None and self._cnt[i] == 0 and row.min() == row.max():
+                self._u_seen[int(row[0])] = float(val)
             self._sum[i] += float(val)
             self._ss[i] += float(val) ** 2
             self._cnt[i] += 1
@@ -671,7 +741,7 @@ class EliteSearch(Optimizer):
                 "elite_I": self.elite_I, "elite_y": self.elite_y, "pos_w": self.pos_w,
                 "seen": seen, "next_start": self._next_start, "noisy": self.noisy,
                 "hist": np.asarray(self._hist, dtype=np.float64).reshape(-1, 2), "restarts": self.restarts,
-                "move_stats": self._move_stats,
+                "move_stats": self._move_stats, "uniform_picked": self._u_picked,
                 "sums": np.asarray(self._sum, dtype=np.float64), "sumsq": np.asarray(self._ss, dtype=np.float64),
                 "counts": np.asarray(self._cnt, dtype=np.int64),
                 "protes": None if self._protes is None else self._protes.state_dict()}
@@ -697,6 +767,9 @@ class EliteSearch(Optimizer):
         self._move_stats = np.asarray(state.get("move_stats", _MOVE_PRIOR), dtype=np.float64).reshape(2, 2)
         self._move_kind.clear()
         self._model = None
+        self._u_picked = int(state.get("uniform_picked", 0))
+        self._u_seen = {} if self._u_model is None else {
+            int(r[0]): self._sum[i] / max(self._cnt[i], 1) for i, r in enumerate(self._seen_rows) if r.min() == r.max()}
         if self._direct is not None:
             self._direct.reset()  # refilled from the evaluated codes at the next ask
         self._fit_model()  # the model is a function of the codes and values: rebuilt, not stored
