@@ -339,6 +339,30 @@ def test_rig_showing_each_file_several_times(tmp_path, shows):
     assert np.bincount(reply.image_ids - 200_000).tolist() == [2, 2, 2, 2]
 
 
+def _v5_offsets(data: bytes) -> dict[str, int]:
+    """Offsets in an uncompressed v5 file of: the stimulusID cell's class byte, the first char array's
+    value tag, the tEvokedResp values' tag (the layout scipy.io.savemat writes)."""
+    cell = data.index(b"stimulusID") - 40                       # the cell's array-flags tag (8 bytes each)
+    first_char = data.index(b"block")                           # the first name's values ...
+    resp = data.index(b"tEvokedResp") + 16                      # name data padded to 16 bytes
+    return {"cell_class": cell + 8, "char_tag": first_char - 8, "resp_tag": resp}
+
+
+@pytest.mark.parametrize("edit, msg", [
+    # found by the fuzz test: scipy's v5 parser trusts a value element's data type and crashed the whole
+    # process (segmentation fault) on these, so they are refused before it runs
+    (lambda d, o: d.__setitem__(o["cell_class"], 11), "a uint16 array holds values of data type 14"),
+    (lambda d, o: struct.pack_into("<I", d, o["char_tag"], 62224), "a char array holds values of data type 62224"),
+    (lambda d, o: struct.pack_into("<I", d, o["resp_tag"], 14), "a double array holds values of data type 14"),
+    (lambda d, o: struct.pack_into("<I", d, o["resp_tag"] + 4, 40), "array holds 40 bytes of data type 9"),
+])
+def test_v5_values_of_the_wrong_type_or_size_are_refused(edit, msg):
+    data = bytearray(_matlab_v5(NAMES, RESP.T, compress=False))
+    edit(data, _v5_offsets(bytes(data)))
+    with pytest.raises(ProtocolError, match=msg):
+        read_xdream_mat(bytes(data))
+
+
 # -- fuzzing -----------------------------------------------------------------------------------------
 _SEEDS = [_matlab_v73(NAMES, RESP.T), _matlab_v5(NAMES, RESP.T), _matlab_v5(NAMES, RESP.T, compress=False)]
 

@@ -173,6 +173,10 @@ def _clean_name(raw: str) -> str:
 _MI_MATRIX, _MI_COMPRESSED = 14, 15
 _ALLOWED_CLASSES = {1: "cell", 4: "char", 6: "double", 7: "single", 8: "int8", 9: "uint8", 10: "int16",
                     11: "uint16", 12: "int32", 13: "uint32", 14: "int64", 15: "uint64"}
+#: v5 data types that hold an array's values (miINT8 .. miUINT64, miUTF8/16/32): their item sizes
+_MI_VALUES = {1: 1, 2: 1, 3: 2, 4: 2, 5: 4, 6: 4, 7: 4, 9: 8, 12: 8, 13: 8, 16: 1, 17: 2, 18: 4}
+_MI_INT8, _MI_INT32, _MI_UINT32 = 1, 5, 6
+_MX_COMPLEX = 0x800
 
 
 def _scan_v5(data: bytes, limits: Limits) -> None:
@@ -180,7 +184,11 @@ def _scan_v5(data: bytes, limits: Limits) -> None:
     allowed class (cell, char or numeric); the elements of all declared arrays count against one
     budget of ``limits.max_bytes`` at 8 bytes each (what parsing allocates for them, a cell's
     pointers included), and the compressed variables may not inflate beyond ``limits.max_bytes``
-    in all (zlib bombs)."""
+    in all (zlib bombs). Each array's sub-elements must be of the types MATLAB writes (flags
+    miUINT32, dimensions miINT32, name miINT8, values of a value type whose byte count the
+    dimensions declare; cells hold arrays, inside the cell): scipy's compiled parser trusts those
+    types, and fuzzed files that broke them crashed the process (segmentation fault) instead of
+    raising."""
     endian = "<" if data[126:128] == b"IM" else ">"
     declared = [limits.max_bytes]
     inflated = [limits.max_bytes]
@@ -202,15 +210,17 @@ def _scan_v5(data: bytes, limits: Limits) -> None:
             return
         if depth > 3:
             raise ProtocolError("v5 .mat: cell arrays nested deeper than stimulusID needs")
+        end = start + nbytes                       # every sub-element lies inside the array's element
         t, n, s, pos = tag(buf, start)
-        if n < 8:
+        if t != _MI_UINT32 or n != 8:
             raise ProtocolError("v5 .mat: malformed array flags")
-        cls = struct.unpack_from(endian + "I", buf, s)[0] & 0xFF
+        flags = struct.unpack_from(endian + "I", buf, s)[0]
+        cls = flags & 0xFF
         if cls not in _ALLOWED_CLASSES:
             raise ProtocolError(f"v5 .mat holds a variable of MATLAB class {cls}; only cell, char and numeric "
                                 "arrays are read")
         t, n, s, pos = tag(buf, pos)
-        if n % 4 or not 4 <= n <= 4 * 8:
+        if t != _MI_INT32 or n % 4 or not 4 <= n <= 4 * 8:
             raise ProtocolError("v5 .mat: malformed array dimensions")
         dims = struct.unpack_from(endian + f"{n // 4}i", buf, s)
         if min(dims) < 0:
@@ -221,13 +231,26 @@ def _scan_v5(data: bytes, limits: Limits) -> None:
             raise ProtocolError(f"a {'x'.join(map(str, dims))} {_ALLOWED_CLASSES[cls]} array: the .mat file declares "
                                 f"more data than the limit of {limits.max_bytes} bytes allows")
         t, n, s, pos = tag(buf, pos)  # array name
+        if t != _MI_INT8 or pos > end:
+            raise ProtocolError("v5 .mat: malformed array name")
         if _ALLOWED_CLASSES[cls] == "cell":
             for _ in range(int(count)):
                 t, n, s, nxt = tag(buf, pos)
-                if t != _MI_MATRIX:
+                if t != _MI_MATRIX or nxt > end:
                     raise ProtocolError("v5 .mat: a cell holds something other than an array")
                 matrix(buf, s, n, depth + 1)
                 pos = nxt
+            return
+        # char / numeric: the values (and the imaginary part of a complex array) are one element each of a
+        # value type (scipy's parser trusts this type: another one, e.g. an array where values belong,
+        # crashed it), holding at most what the dimensions declare (UTF-8 text: bytes vary per character)
+        for _ in range(2 if flags & _MX_COMPLEX else 1):
+            t, n, s, pos = tag(buf, pos)
+            if t not in _MI_VALUES or pos > end + 7:
+                raise ProtocolError(f"v5 .mat: a {_ALLOWED_CLASSES[cls]} array holds values of data type {t}")
+            if t != 16 and n != count * _MI_VALUES[t]:
+                raise ProtocolError(f"v5 .mat: a {'x'.join(map(str, dims))} {_ALLOWED_CLASSES[cls]} array holds "
+                                    f"{n} bytes of data type {t}")
 
     pos = 128
     while pos < len(data):
