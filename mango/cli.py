@@ -21,6 +21,7 @@ from .config import RunConfig, TargetSpec, build_objective, create_component, lo
 from .demo import run_demo
 from . import watch
 from .errors import ConfigError, MangoError
+from .loop import build_optimizer
 from .optimizers import DEFAULT_OPTIMIZER
 from .registry import describe_params
 from .rig import run as rig_run
@@ -80,6 +81,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if out is None and args.watch is not None:
         raise ConfigError("--watch needs --out: the live view reads the run folder")
     objective = build_objective(cfg)
+    # the optimizer's parameter values are checked by its constructor: build it once here, so a bad
+    # value ends in its one-line error before a progress bar (or a live view) starts
+    build_optimizer(cfg.optimizer.name, objective.space, seed=cfg.seed, batch_size=cfg.batch_size,
+                    budget=cfg.budget, params=dict(cfg.optimizer.params))
     if out is not None:
         serve_option(args.watch, out)
     bar = Progress(cfg.budget) if not args.quiet else None

@@ -55,6 +55,14 @@ def test_bad_values_end_in_one_line(capsys, extra, needles):
     _fails(capsys, SNN + extra, *needles)
 
 
+def test_bad_optimizer_value_is_refused_before_the_progress_bar(tmp_path, capsys):
+    """Without ``-q`` too: the optimizer is built before the bar starts, so the error is the only line,
+    and no run folder is created."""
+    argv = [a for a in SNN if a != "-q"] + ["--opt-param", "uniform_pick=best", "--out", str(tmp_path / "run")]
+    _fails(capsys, argv, "uniform_pick must be one of 'model', 'random', got 'best'")
+    assert not (tmp_path / "run" / "journal.jsonl").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without CUDA")
 def test_cuda_on_cpu_only_torch(capsys):
     _fails(capsys, SNN + ["--device", "cuda"], "device 'cuda' is not available", "valid devices here: cpu")
