@@ -283,7 +283,6 @@ class EliteSearch(Optimizer):
                               f"{uniform_random!r}, {uniform_frac!r}")
         self.uniform_pick, self.uniform_random, self.uniform_frac = uniform_pick, int(uniform_random), float(uniform_frac)
         self._u_model: KernelScreen | None = None    # bound: a kernel model over codebook vectors
-        self._u_seen: dict[int, float] = {}          # uniform codes evaluated: codebook entry -> first value
         self._u_picked = 0                           # uniform codes picked by the model so far
         self._move_stats = _MOVE_PRIOR.copy()        # [successes, trials] of local, scattered point moves
         self._move_kind: dict[bytes, int] = {}
@@ -294,9 +293,7 @@ class EliteSearch(Optimizer):
         # uniform_pick="random" (and noisy mode, or no code vectors): all of them, in index order
         self._uniform = np.repeat(np.sort(drawn).astype(np.int64)[:, None], space.d, axis=1)
         # uniform_pick="model": the first uniform_random of the draw, then model picks
-        self._u_first = self._uniform[:0] if n_u == 0 else np.repeat(
-            drawn[:min(self.uniform_random, n_u)].astype(np.int64)[:, None], space.d, axis=1)
-        self._u_total = n_u
+        self._u_first = np.repeat(drawn[:self.uniform_random].astype(np.int64)[:, None], space.d, axis=1)
         self.natural = isinstance(starts, str) and starts == "natural"
         # instance flag: the loop calls bind(objective) (natural starts, noise mode, code vectors)
         self.needs_objective = self.natural or noise == "auto" or self.direct_frac > 0 or self.kernel_pool > 1
@@ -332,7 +329,7 @@ class EliteSearch(Optimizer):
             if codes is not None and codes.shape[1] == self.space.d:
                 self._starts = self.space.validate(codes)
         vectors = getattr(getattr(objective, "generator", None), "code_vectors", None)
-        picks = self.uniform_pick == "model" and len(self._u_first) < self._u_total < int(self.space.n)
+        picks = self.uniform_pick == "model" and len(self._u_first) < len(self._uniform) < int(self.space.n)
         if (self.direct_frac > 0 or self.kernel_pool > 1 or picks) and not self.ordered and callable(vectors):
             V = np.asarray(vectors(), dtype=np.float64)
             if V.ndim == 2 and V.shape[0] == int(self.space.n):
@@ -379,15 +376,17 @@ class EliteSearch(Optimizer):
         while self._next_start < len(design) and len(rows) < k:
             add(design[self._next_start].copy(), None)
             self._next_start += 1
-        if self._picking() and self._next_start >= len(design) and len(self._u_seen) >= len(self._u_first):
-            m = min(max(1, int(round(self.uniform_frac * k))), self._u_total - len(self._u_first) - self._u_picked,
-                    k - len(rows))
-            for level in self._uniform_order() if m > 0 else ():
-                if m <= 0:
-                    break
-                if add(np.full(self.space.d, level, dtype=np.int64), None):
-                    self._u_picked += 1
-                    m -= 1
+        m = min(max(1, int(round(self.uniform_frac * k))), len(self._uniform) - len(self._u_first) - self._u_picked,
+                k - len(rows))
+        if self._picking() and self._next_start >= len(design) and m > 0:
+            levels, vals = self._seen_textures()
+            if len(levels) >= len(self._u_first):    # the random textures of the design have been told
+                for level in self._uniform_order(levels, vals):
+                    if m <= 0:
+                        break
+                    if add(np.full(self.space.d, level, dtype=np.int64), None):
+                        self._u_picked += 1
+                        m -= 1
         if len(rows) < k and self._protes is not None:  # global samples: global_frac * k rows
             for row in self._protes.ask():
                 if len(rows) >= k:
@@ -534,15 +533,22 @@ class EliteSearch(Optimizer):
         uniform = self._u_first if self._picking() else self._uniform
         return np.concatenate([self._starts, uniform]) if len(uniform) else self._starts
 
-    def _uniform_order(self) -> np.ndarray:
-        """The codebook entries of no evaluated uniform code, best first by the kernel model's mean +
-        0.5 SD (fitted to the ranks of the values of the uniform codes seen), in random order when it
+    def _seen_textures(self) -> tuple[np.ndarray, np.ndarray]:
+        """The uniform codes evaluated so far, in the order first told: their codebook entries ``int64 [u]``
+        and mean values ``float64 [u]``."""
+        if not self._seen_rows:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        seen = np.stack(self._seen_rows)
+        idx = np.flatnonzero(seen.min(1) == seen.max(1))
+        return seen[idx, 0].astype(np.int64), np.asarray(self._sum)[idx] / np.asarray(self._cnt)[idx]
+
+    def _uniform_order(self, seen: np.ndarray, vals: np.ndarray) -> np.ndarray:
+        """The codebook entries of no evaluated uniform code (``seen``, with values ``vals``), best first
+        by the kernel model's mean + 0.5 SD (fitted to the ranks of ``vals``), in random order when it
         cannot be fitted: ``int64 [m]``."""
-        seen = np.fromiter(self._u_seen.keys(), dtype=np.int64, count=len(self._u_seen))
         free = np.ones(int(self.space.n), dtype=bool)
         free[seen] = False
         rest = np.flatnonzero(free)
-        vals = np.fromiter(self._u_seen.values(), dtype=np.float64, count=len(seen))
         ranks = np.argsort(np.argsort(vals, kind="stable"), kind="stable").astype(np.float64)
         if not len(rest) or not self._u_model.fit(seen[:, None], ranks):
             return self.rng.permutation(rest)
@@ -643,8 +649,6 @@ class EliteSearch(Optimizer):
                 self._cnt.append(0)
                 self._ss.append(0.0)
             i = self._index[key]
-            if self._u_model is not None and self._cnt[i] == 0 and row.min() == row.max():
-                self._u_seen[int(row[0])] = float(val)
             self._sum[i] += float(val)
             self._ss[i] += float(val) ** 2
             self._cnt[i] += 1
@@ -768,8 +772,6 @@ class EliteSearch(Optimizer):
         self._move_kind.clear()
         self._model = None
         self._u_picked = int(state.get("uniform_picked", 0))
-        self._u_seen = {} if self._u_model is None else {
-            int(r[0]): self._sum[i] / max(self._cnt[i], 1) for i, r in enumerate(self._seen_rows) if r.min() == r.max()}
         if self._direct is not None:
             self._direct.reset()  # refilled from the evaluated codes at the next ask
         self._fit_model()  # the model is a function of the codes and values: rebuilt, not stored
