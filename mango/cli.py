@@ -81,16 +81,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if out is None and args.watch is not None:
         raise ConfigError("--watch needs --out: the live view reads the run folder")
     objective = build_objective(cfg)
-    # the optimizer's parameter values are checked by its constructor: build it once here, so a bad
-    # value ends in its one-line error before a progress bar (or a live view) starts
-    build_optimizer(cfg.optimizer.name, objective.space, seed=cfg.seed, batch_size=cfg.batch_size,
-                    budget=cfg.budget, params=dict(cfg.optimizer.params))
+    # the optimizer's parameter values are checked by its constructor: build it here, so a bad value
+    # ends in its one-line error before a progress bar (or a live view) starts
+    optimizer = build_optimizer(cfg.optimizer.name, objective.space, seed=cfg.seed, batch_size=cfg.batch_size,
+                                budget=cfg.budget, params=dict(cfg.optimizer.params))
     if out is not None:
         serve_option(args.watch, out)
     bar = Progress(cfg.budget) if not args.quiet else None
     standing = _Standing()
     try:
-        res = run_config(cfg, out, callbacks=[standing, bar] if bar else [standing], objective=objective)
+        res = run_config(cfg, out, callbacks=[standing, bar] if bar else [standing], objective=objective,
+                         optimizer=optimizer)
     except KeyboardInterrupt:
         if bar:
             bar.close()

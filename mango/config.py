@@ -44,6 +44,7 @@ from .channels import check_selection
 from .errors import ConfigError, MangoError, choices_hint
 from .loop import Callback, Result, maximize
 from .objective import BaseObjective, Objective
+from .optimizers.base import Optimizer
 
 __all__ = ["TOP_KEYS", "ComponentSpec", "GeneratorSpec", "TargetSpec", "ProblemSpec", "OptimizerSpec", "RunConfig",
            "validate_config", "build_objective", "run_config", "load_toml",
@@ -397,7 +398,7 @@ def build_objective(cfg: RunConfig | Mapping[str, Any]) -> BaseObjective:
 
 
 def run_config(cfg: RunConfig | Mapping[str, Any], out: str | Path | None, callbacks: Sequence[Callback] = (),
-               objective: BaseObjective | None = None) -> Result:
+               objective: BaseObjective | None = None, optimizer: Optimizer | None = None) -> Result:
     """Run a config; with ``out``, journal into it (resuming what is there) and write the results.
 
     ``cfg`` is a :class:`RunConfig` (or a dict, validated here once). Files written to
@@ -405,9 +406,10 @@ def run_config(cfg: RunConfig | Mapping[str, Any], out: str | Path | None, callb
     (config, versions, seed, best value/code, queries, seconds), ``history.npz``
     (values, times, query_index, best_so_far) and ``best.png`` for image objectives
     (written by :func:`mango.loop.maximize` through :meth:`mango.results.Result.save`).
+    ``objective`` and ``optimizer`` (an instance built from ``cfg``) are built here when not given.
     """
     cfg = RunConfig.from_dict(cfg)
     objective = objective or build_objective(cfg)
-    return maximize(objective, cfg.optimizer.name, cfg.budget, cfg.seed, batch_size=cfg.batch_size,
+    return maximize(objective, optimizer or cfg.optimizer.name, cfg.budget, cfg.seed, batch_size=cfg.batch_size,
                     params=dict(cfg.optimizer.params), run_dir=out, config=cfg.to_dict(), callbacks=callbacks,
                     checkpoint_every=cfg.checkpoint_every or 10)
