@@ -175,7 +175,7 @@ _ALLOWED_CLASSES = {1: "cell", 4: "char", 6: "double", 7: "single", 8: "int8", 9
                     11: "uint16", 12: "int32", 13: "uint32", 14: "int64", 15: "uint64"}
 #: v5 data types that hold an array's values (miINT8 .. miUINT64, miUTF8/16/32): their item sizes
 _MI_VALUES = {1: 1, 2: 1, 3: 2, 4: 2, 5: 4, 6: 4, 7: 4, 9: 8, 12: 8, 13: 8, 16: 1, 17: 2, 18: 4}
-_MI_INT8, _MI_INT32, _MI_UINT32 = 1, 5, 6
+_MI_INT8, _MI_INT32, _MI_UINT32, _MI_UTF8 = 1, 5, 6, 16
 _MX_COMPLEX = 0x800
 
 
@@ -248,7 +248,7 @@ def _scan_v5(data: bytes, limits: Limits) -> None:
             t, n, s, pos = tag(buf, pos)
             if t not in _MI_VALUES or pos > end + 7:
                 raise ProtocolError(f"v5 .mat: a {_ALLOWED_CLASSES[cls]} array holds values of data type {t}")
-            if t != 16 and n != count * _MI_VALUES[t]:
+            if t != _MI_UTF8 and n != count * _MI_VALUES[t]:
                 raise ProtocolError(f"v5 .mat: a {'x'.join(map(str, dims))} {_ALLOWED_CLASSES[cls]} array holds "
                                     f"{n} bytes of data type {t}")
 
