@@ -267,14 +267,14 @@ class EliteSearch(Optimizer):
             raise ConfigError(f"kernel_frac must be in [0, 1] and kernel_beta >= 0, got "
                               f"{kernel_frac!r}, {kernel_beta!r}")
         self.kernel_pool, self.kernel_window = int(kernel_pool), int(kernel_window)
+        self.kernel_width = float(kernel_width)
+        self.kernel_beta, self.kernel_frac = float(kernel_beta), float(kernel_frac)
+        self._kernel: KernelScreen | None = None
         if not 0.0 <= float(block_textures) <= 1.0 or int(texture_top) < 1:
             raise ConfigError(f"block_textures must be in [0, 1] and texture_top >= 1, got "
                               f"{block_textures!r}, {texture_top!r}")
         self.block_textures, self.texture_top = float(block_textures), int(texture_top)
-        self._tex_top = np.zeros(0, dtype=np.int64)
-        self.kernel_width = float(kernel_width)
-        self.kernel_beta, self.kernel_frac = float(kernel_beta), float(kernel_frac)
-        self._kernel: KernelScreen | None = None
+        self._tex_top = np.zeros(0, dtype=np.int64)    # the best textures told so far, refreshed each ask
         self._hist: list[tuple[int, float]] = []     # (codes seen, best value) after each tell, since the last restart
         self.restarts = 0
         self._model: AdditiveModel | None = None
