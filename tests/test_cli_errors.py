@@ -55,11 +55,13 @@ def test_bad_values_end_in_one_line(capsys, extra, needles):
     _fails(capsys, SNN + extra, *needles)
 
 
-def test_bad_optimizer_value_is_refused_before_the_progress_bar(tmp_path, capsys):
+@pytest.mark.parametrize("param, msg", [("uniform_pick=best", "uniform_pick must be one of 'model', 'random', got 'best'"),
+                                        ("block_textures=1.5", "block_textures must be in [0, 1] and texture_top >= 1, got 1.5, 8")])
+def test_bad_optimizer_value_is_refused_before_the_progress_bar(tmp_path, capsys, param, msg):
     """Without ``-q`` too: the optimizer is built before the bar starts, so the error is the only line,
     and no run folder is created."""
-    argv = [a for a in SNN if a != "-q"] + ["--opt-param", "uniform_pick=best", "--out", str(tmp_path / "run")]
-    _fails(capsys, argv, "uniform_pick must be one of 'model', 'random', got 'best'")
+    argv = [a for a in SNN if a != "-q"] + ["--opt-param", param, "--out", str(tmp_path / "run")]
+    _fails(capsys, argv, msg)
     assert not (tmp_path / "run" / "journal.jsonl").exists()
 
 
