@@ -14,7 +14,8 @@ and -0.20 to 0.24 for the linear model of :mod:`mango.optimizers.directional` (w
 see ``experiments/results/search_quality_tuning.md``. The kernel model does not extrapolate to
 values far from anything tried; it ranks nearby candidates, which is what screening needs.
 Used by :class:`~mango.optimizers.elite.EliteSearch` with ``kernel_pool > 1`` (off by default:
-on tuning units it helped two output neurons and slowed fully connected neurons, same record).
+on tuning units it helped two output neurons and slowed fully connected neurons, same record;
+measured again once elite's textures were picked by a model, the output neurons' gain was gone).
 """
 from __future__ import annotations
 
