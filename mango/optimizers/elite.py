@@ -364,8 +364,12 @@ class EliteSearch(Optimizer):
         k = self.k if limit is None else max(1, min(self.k, int(limit)))
         rows: list[np.ndarray] = []
         batch_seen: set[bytes] = set()
-        if self.block_textures > 0 and len(self.elite_y) and not self.noisy:
-            levels, vals = self._seen_textures()     # the best textures so far, for block and recolour moves
+        # the uniform codes told so far (entries, mean values), once per ask: the model picks and the best
+        # textures that block and recolour moves paint both read them (deterministic codebook spaces)
+        textures = (self._seen_textures() if (self._picking() or self.block_textures > 0)
+                    and not self.noisy and not self.ordered else None)
+        if textures is not None and self.block_textures > 0 and len(self.elite_y):
+            levels, vals = textures
             self._tex_top = levels[np.argsort(-vals, kind="stable")[:self.texture_top]]
 
         def add(row: np.ndarray, parent: tuple[float, np.ndarray] | None) -> bool:
@@ -399,8 +403,8 @@ class EliteSearch(Optimizer):
             self._next_start += 1
         m = min(max(1, int(round(self.uniform_frac * k))), len(self._uniform) - len(self._u_first) - self._u_picked,
                 k - len(rows))
-        if self._picking() and self._next_start >= len(design) and m > 0:
-            levels, vals = self._seen_textures()
+        if self._picking() and self._next_start >= len(design) and m > 0 and textures is not None:
+            levels, vals = textures
             if len(levels) >= len(self._u_first):    # the random textures of the design have been told
                 for level in self._uniform_order(levels, vals):
                     if m <= 0:
