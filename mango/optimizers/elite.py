@@ -583,10 +583,14 @@ class EliteSearch(Optimizer):
     def _space_size(self) -> float:
         return float(self.space.n) ** self.space.d
 
+    def _rank_draw(self, n: int) -> int:
+        """An index in ``[0, n)`` drawn with weight ``1 / rank`` (rank = index + 1: the first most often)."""
+        w = 1.0 / (np.arange(n) + 1.0)
+        return int(self.rng.choice(n, p=w / w.sum()))
+
     def _pick_parent(self) -> int:
         """Index of an elite parent, drawn with weight ``1 / rank`` (the best most often)."""
-        w = 1.0 / (np.arange(len(self.elite_y)) + 1.0)
-        return int(self.rng.choice(len(w), p=w / w.sum()))
+        return self._rank_draw(len(self.elite_y))
 
     def _local_move(self) -> tuple[np.ndarray, tuple[float, np.ndarray]]:
         """A child of a rank-weighted elite parent: a point, recolour or block move."""
@@ -657,8 +661,7 @@ class EliteSearch(Optimizer):
         """The value of a block or recolour move: with probability ``block_textures`` one of the
         ``texture_top`` best textures measured so far (rank-weighted), else :meth:`_new_value`."""
         if len(self._tex_top) and self.rng.random() < self.block_textures:
-            w = 1.0 / (np.arange(len(self._tex_top)) + 1.0)
-            return int(self._tex_top[int(self.rng.choice(len(w), p=w / w.sum()))])
+            return int(self._tex_top[self._rank_draw(len(self._tex_top))])
         return self._new_value(parent, p, ne)
 
     def _new_value(self, parent: np.ndarray, p: int, ne: int) -> int:
