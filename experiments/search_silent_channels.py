@@ -30,20 +30,23 @@ import numpy as np
 import torch
 
 from mango import registry
-from mango.targets.spiking import _squash
+from mango.targets.spiking import _squash, graded_score
+from search_screen_designs import decode    # images of codes, decoded in chunks
 
 
-def stats(target, gen, codes: np.ndarray, unit: int, chunk: int = 64) -> tuple[np.ndarray, ...]:
-    """Per code: the unit's spikes (sum over positions), its late peak per position ``[m, 25]``,
-    and its graded score, for ``codes [m, 64]``."""
+def stats(target, images: torch.Tensor, unit: int, chunk: int = 64) -> tuple[np.ndarray, ...]:
+    """Per image: the unit's spikes (sum over positions), its late peak per position ``[m, 25]``,
+    and its graded score (the target's own readout, from the same run), for ``images [m, 3, 32, 32]``."""
     n, lp, sc = [], [], []
     with torch.no_grad():
-        for i in range(0, len(codes), chunk):
-            x = gen(gen.space.decode(codes[i:i + chunk]))
-            _, st = target.stats(x)
-            n.append(st.n_spikes[:, unit].reshape(len(x), -1).sum(1).numpy())
-            lp.append(st.late_peak[:, unit].reshape(len(x), -1).to(torch.float64).numpy())
-            sc.append(target(x).numpy())
+        for i in range(0, len(images), chunk):
+            _, st = target.stats(images[i:i + chunk])
+            k = st.n_spikes.shape[0]
+            f = lambda a: a[:, unit].reshape(k, -1)                 # noqa: E731  [k, positions]
+            n.append(f(st.n_spikes).sum(1).numpy())
+            lp.append(f(st.late_peak).to(torch.float64).numpy())
+            sc.append(graded_score(f(st.n_spikes), f(st.late_peak), f(st.first), target.T, target.thr, target.g,
+                                   mem_sum=f(st.mem_sum)).numpy())
     return np.concatenate(n), np.concatenate(lp), np.concatenate(sc)
 
 
@@ -75,20 +78,21 @@ def main(argv=None) -> int:
     t0 = time.time()
     gen = registry.create("generator", "vqvae-cifar10", {})
     textures = np.repeat(np.arange(int(gen.space.n))[:, None], int(gen.space.d), 1)
+    images = decode(gen, gen.space, textures)                     # once, for every layer and channel
     up = registry.create("target", "snn-cifar10", {"layer": "spiking0", "unit": 0, "T": 32})
     with torch.no_grad():
-        act = np.concatenate([up.stats(gen(gen.space.decode(textures[i:i + 64])))[1].n_spikes.sum((1, 2, 3)).numpy()
-                              for i in range(0, len(textures), 64)])
+        spikes0 = torch.cat([up.stats(images[i:i + 64])[1].n_spikes for i in range(0, len(images), 64)])
+    act = spikes0.reshape(len(images), -1).sum(1).numpy()
     from scipy.stats import spearmanr
 
     print(f"{len(textures)} textures; spiking0 spikes per image: quietest {act.min():.0f}, median "
-          f"{np.median(act):.0f} (of {200 * 14 * 14 * 32} neuron-steps)\n")
+          f"{np.median(act):.0f} (of {spikes0[0].numel() * up.T} neuron-steps)\n")
     print("| channel | textures that fire it | best texture's late peak | Spearman(late peak, -spiking0 spikes) |")
     print("| --- | --- | --- | --- |")
     per_unit = {}
     for u in args.units:
         t = registry.create("target", "snn-cifar10", {"layer": "spiking1", "unit": u, "T": 32})
-        n, lp, sc = stats(t, gen, textures, u)
+        n, lp, sc = stats(t, images, u)
         per_unit[u] = (t, n, lp, sc)
         rho = spearmanr(lp.max(1), -act).correlation
         print(f"| spiking1[{u}] | {(n > 0).sum()} | {lp.max():.2f} | {rho:.2f} |")
@@ -109,7 +113,7 @@ def main(argv=None) -> int:
                 for kid in kids:
                     m = int(rng.integers(1, 3))
                     kid[rng.choice(kid.size, m, replace=False)] = rng.integers(int(gen.space.n), size=m)
-                n, lp, sc = stats(t, gen, kids, u)
+                n, lp, sc = stats(t, decode(gen, gen.space, kids), u)
                 s = climb_score(kind, n, lp, sc)
                 hit = np.nonzero(n > 0)[0]
                 if len(hit):
