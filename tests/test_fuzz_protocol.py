@@ -110,3 +110,13 @@ def test_peek_header_rejects_every_non_object():
         except ProtocolError:
             continue
         raise AssertionError(f"accepted {value!r}")
+
+
+def test_non_ascii_mac_is_an_auth_error():
+    """Hypothesis's falsifying example: a block header whose 'mac' is a non-ASCII string raised a
+    TypeError from hmac.compare_digest instead of the protocol's authentication error."""
+    from mango.rig.protocol import AuthError
+    head = {"protocol": "mango-rig", "version": 1, "type": "block", "block": 0, "attempt": None,
+            "image_ids": 0, "mac": "\x80", "shape": 0}
+    with pytest.raises(AuthError, match="not a hex digest"):
+        decode_block([json.dumps(head).encode()], token=TOKEN)

@@ -259,6 +259,8 @@ def verify_mac(header: dict[str, Any], frames: list[bytes], token: str | None) -
     got = header.get("mac")
     if not isinstance(got, str):
         raise AuthError("message has no 'mac' but this side requires a shared token")
+    if not got.isascii():       # a MAC is hex; compare_digest refuses non-ASCII str with a TypeError
+        raise AuthError("message authentication failed (the 'mac' is not a hex digest)")
     if not any(hmac.compare_digest(got, compute_mac(token, header, frames, sep)) for sep in _CANONICAL_SEPARATORS):
         raise AuthError("message authentication failed (wrong shared token or altered message)")
 
