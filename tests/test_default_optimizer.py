@@ -187,3 +187,59 @@ def test_restart_leaves_a_stalled_lineage(restart_after):
         assert opt.restarts >= 1 and best > 1.1          # left the plateau and climbed past it
     else:
         assert opt.restarts == 0 and best < 1.02         # without restarts the plateau holds it
+
+
+class _SpikeCountObjective:
+    """Wraps a function objective whose values are ``spikes + tie`` (``tie`` in [0, 1)) and reports the
+    spike count, as a spiking target's graded readout reports the plain rate."""
+
+    def __new__(cls, fn, space, name):
+        from mango.objective import FunctionObjective
+
+        class Graded(FunctionObjective):
+            def reported(self, values):
+                return np.floor(np.asarray(values, dtype=np.float64))
+        return Graded(fn, space, name=name)
+
+
+def _run_elite(obj, params, batches=60, batch_size=20):
+    opt = make_optimizer("elite", obj.space, batch_size=batch_size, seed=0, params={"uniform_codes": 0, **params})
+    opt.bind(obj)
+    for _ in range(batches):
+        I = opt.ask()
+        opt.tell(I, obj(I))
+    return opt
+
+
+@pytest.mark.parametrize("restart_silent", [True, False])
+def test_no_restart_while_the_reported_value_sits_at_its_floor(restart_silent):
+    """A unit that has not fired: every value is ``0 + tie`` (reported 0 spikes), the tie term rising by
+    0.003 per matching position (0.05 to 0.098; it stalls near the top, where the old rule restarts). With
+    ``restart_silent=False`` the lineage that climbs toward the first spike is kept (no restart; the
+    best code stays in the elite); the old rule restarts it into codes scoring below the stall."""
+    target = 1 + np.arange(16) * 3 % 7
+    obj = _SpikeCountObjective(lambda I: 0.05 + 0.003 * (np.asarray(I) == target).sum(1),
+                               CodebookSpace(d=16, n=8), "silent")
+    opt = _run_elite(obj, {"starts": None, "restart_silent": restart_silent})
+    assert float(obj.reported(np.array([opt.recommend()[1]]))[0]) == 0      # never fires: all gains are tie
+    if restart_silent:
+        assert opt.restarts >= 1
+    else:
+        assert opt.restarts == 0 and opt.elite_y.max() == opt.recommend()[1]
+
+
+def test_restarts_resume_once_the_reported_value_rises():
+    """``restart_silent=False`` still restarts out of the trap once the unit fires: on the trap problem,
+    reported as whole spikes, the plateau (1.0+: one spike) is above the floor of the codes seen (0)."""
+    base = _trap_problem()
+    obj = _SpikeCountObjective(base.fn, base.space, "trap-spikes")
+    rng = np.random.default_rng(0)
+    starts = np.concatenate([np.r_[np.zeros(4), rng.integers(1, 8, 12)][None].astype(np.int64),
+                             rng.integers(0, 8, (30, 16))])
+    opt = _run_elite(obj, {"starts": starts.tolist(), "restart_after": 300, "restart_silent": False})
+    assert opt.restarts >= 1 and opt.recommend()[1] > 1.1
+
+
+def test_restart_silent_must_be_a_bool():
+    with pytest.raises(ConfigError, match="restart_silent must be true or false, got 'no'"):
+        make_optimizer("elite", CodebookSpace(d=4, n=4), params={"restart_silent": "no"})
