@@ -13,6 +13,7 @@ import pytest
 from mango import problems
 from mango.errors import ConfigError
 from mango.loop import maximize
+from mango.objective import FunctionObjective
 from mango.optimizers import make_optimizer
 from mango.spaces import CodebookSpace, GridSpace
 
@@ -189,17 +190,15 @@ def test_restart_leaves_a_stalled_lineage(restart_after):
         assert opt.restarts == 0 and best < 1.02         # without restarts the plateau holds it
 
 
-class _SpikeCountObjective:
-    """Wraps a function objective whose values are ``spikes + tie`` (``tie`` in [0, 1)) and reports the
+class _SpikeCountObjective(FunctionObjective):
+    """A function objective whose values are ``spikes + tie`` (``tie`` in [0, 1)) and that reports the
     spike count, as a spiking target's graded readout reports the plain rate."""
 
-    def __new__(cls, fn, space, name):
-        from mango.objective import FunctionObjective
+    def __init__(self, fn, space, name):
+        super().__init__(fn, space, name=name)
 
-        class Graded(FunctionObjective):
-            def reported(self, values):
-                return np.floor(np.asarray(values, dtype=np.float64))
-        return Graded(fn, space, name=name)
+    def reported(self, values):
+        return np.floor(np.asarray(values, dtype=np.float64))
 
 
 def _run_elite(obj, params, batches=60, batch_size=20):
