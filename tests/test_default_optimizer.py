@@ -194,9 +194,6 @@ class _SpikeCountObjective(FunctionObjective):
     """A function objective whose values are ``spikes + tie`` (``tie`` in [0, 1)) and that reports the
     spike count, as a spiking target's graded readout reports the plain rate."""
 
-    def __init__(self, fn, space, name):
-        super().__init__(fn, space, name=name)
-
     def reported(self, values):
         return np.floor(np.asarray(values, dtype=np.float64))
 
@@ -218,7 +215,7 @@ def test_no_restart_while_the_reported_value_sits_at_its_floor(restart_silent):
     best code stays in the elite); the old rule restarts it into codes scoring below the stall."""
     target = 1 + np.arange(16) * 3 % 7
     obj = _SpikeCountObjective(lambda I: 0.05 + 0.003 * (np.asarray(I) == target).sum(1),
-                               CodebookSpace(d=16, n=8), "silent")
+                               CodebookSpace(d=16, n=8), name="silent")
     opt = _run_elite(obj, {"starts": None, "restart_silent": restart_silent})
     assert float(obj.reported(np.array([opt.recommend()[1]]))[0]) == 0      # never fires: all gains are tie
     if restart_silent:
@@ -231,7 +228,7 @@ def test_restarts_resume_once_the_reported_value_rises():
     """``restart_silent=False`` still restarts out of the trap once the unit fires: on the trap problem,
     reported as whole spikes, the plateau (1.0+: one spike) is above the floor of the codes seen (0)."""
     base = _trap_problem()
-    obj = _SpikeCountObjective(base.fn, base.space, "trap-spikes")
+    obj = _SpikeCountObjective(base.fn, base.space, name="trap-spikes")
     rng = np.random.default_rng(0)
     starts = np.concatenate([np.r_[np.zeros(4), rng.integers(1, 8, 12)][None].astype(np.int64),
                              rng.integers(0, 8, (30, 16))])

@@ -778,12 +778,12 @@ class EliteSearch(Optimizer):
         """Whether the best value's *reported* quantity (the objective's ``reported``: a spiking target's
         plain firing rate) is still that of the worst code seen: every gain so far is in the graded
         readout's sub-threshold tie term (a unit not yet brought to fire). Identity ``reported``: only
-        when every value seen is equal."""
-        rep = getattr(getattr(self, "objective", None), "reported", None)
-        vals = np.asarray(self._sum) / np.maximum(np.asarray(self._cnt), 1)
-        if not callable(rep) or len(vals) == 0:
+        when every value seen is equal. Deterministic mode (as :meth:`_maybe_restart`): one value per code
+        seen, so ``_sum`` holds the values."""
+        rep = getattr(getattr(self, "objective", None), "reported", None)    # set by bind()
+        if not callable(rep) or not self._sum:
             return False
-        lo_hi = np.asarray(rep(np.array([vals.min(), float(self.best_y)])), dtype=np.float64)
+        lo_hi = np.asarray(rep(np.array([min(self._sum), float(self.best_y)])), dtype=np.float64)
         return bool(lo_hi[1] <= lo_hi[0])
 
     def _plain_elite(self, I: np.ndarray, y: np.ndarray) -> None:
