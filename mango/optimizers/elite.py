@@ -65,6 +65,15 @@
    kernel model of the score over the codes' codebook vectors
    (:class:`~mango.optimizers.kernel.KernelScreen`, fitted to the last ``kernel_window`` codes;
    predicted mean + ``kernel_beta`` posterior standard deviations) and the best are asked.
+   **Adaptive mix** (``adapt_moves="best"``, the default; deterministic codebook spaces): the shares of
+   directional, recolour, block, shift and point moves start at the fixed ones above and follow each
+   kind's recent rate of children that beat the best value so far
+   (:class:`~mango.optimizers.bandit.MoveMix`: share ∝ fixed share x rate, rates over trials decaying
+   by 0.9 per batch and shrunk toward the pooled rate with 5 trials' weight, each kind kept at >= 1/4
+   of its fixed share). Silent channels differ in which kind brings them to fire: whole-region
+   moves for some, long runs of point moves for others; every fixed mix tried traded one kind of
+   channel for the other. On silent tuning channels of the paper pipeline the adaptive mix fired 19
+   of 24 runs against 17 of 24 (``experiments/results/search_quality_tuning.md``).
 4. **Restarts** (deterministic objectives, ``restart_after`` codes): when the best value has gained
    less than ``restart_gain`` (relative) over the last ``restart_after`` codes, the elite restarts
    from the best codes seen that differ from every elite code in more than half the positions and
@@ -112,12 +121,16 @@ from .blas import single_blas_thread
 from .directional import EmbeddingLinearModel
 from .kernel import KernelScreen
 from ..spaces import LatentSpace
+from .bandit import MoveMix
 from .base import Optimizer
 
 __all__ = ["EliteSearch"]
 
 # adaptive window: the prior [successes, trials] of local and scattered point moves (a rate of 1/2 each)
 _MOVE_PRIOR = np.array([[1.0, 2.0], [1.0, 2.0]])
+# adapt_moves: what a child's move is credited against ("parent": beat its parent, an equal counts 1/4;
+# "best": beat the best value at the ask)
+_ADAPT_MOVES = ("off", "parent", "best")
 
 
 def _load_starts(starts: Any, space: LatentSpace) -> np.ndarray:
@@ -207,6 +220,12 @@ class EliteSearch(Optimizer):
         adapt_window: adapt that probability during the run (``window`` is then ignored): probability
             matching on the recent success rates of local and scattered point moves (a child better
             than its parent counts 1, an equal one 0.25), kept in [0.1, 0.9].
+        adapt_moves: adapt the shares of directional, recolour, block, shift and point moves during the
+            run (deterministic codebook spaces, after :meth:`bind`) with
+            :class:`~mango.optimizers.bandit.MoveMix`: each kind's share is its fixed share (``direct_frac``,
+            ``recolor``, ``block``, ``shift``, the rest point moves) times its recent success rate, where a
+            child succeeds when it beats the best value at its ask (``"best"``, the default) or its parent
+            (``"parent"``: an equal child counts 1/4); ``"off"``: the fixed shares.
         starts: optional start codes evaluated first: ``"natural"`` (natural images through the
             generator's ``encode``, see :mod:`mango.optimizers.starts`; the loop binds the objective,
             and a generator without ``encode`` starts at random), codes ``[m, d]`` (a list), or a
@@ -217,7 +236,8 @@ class EliteSearch(Optimizer):
                    "codebook vectors), then elite local search (recolour, "
                    "block (half of them painting one of the best textures so far), grid-shift and 1-3 position moves "
                    "where changes helped; directional moves from a ridge model "
-                   "linear in the codebook vectors; crossover; plateau moves; no repeats)")
+                   "linear in the codebook vectors; the moves' shares adapt to each kind's rate of new bests; "
+                   "crossover; plateau moves; no repeats)")
 
     def __init__(self, space: LatentSpace, batch_size: int = 50, seed: int = 0, *, elite: int = 8,
                  max_mutations: int = 3, explore: float = 0.5, global_frac: float = 0.0,
@@ -229,7 +249,7 @@ class EliteSearch(Optimizer):
                  kernel_pool: int = 0, kernel_frac: float = 0.5, kernel_window: int = 400, kernel_width: float = 0.2,
                  kernel_beta: float = 1.0, shift: float = 0.1, window: float = 0.0, adapt_window: bool = False,
                  uniform_pick: str = "model", uniform_random: int = 10, uniform_frac: float = 0.36,
-                 block_textures: float = 0.5, texture_top: int = 8,
+                 block_textures: float = 0.5, texture_top: int = 8, adapt_moves: str = "best",
                  starts: Sequence[Sequence[int]] | str | None = "natural") -> None:
         super().__init__(space, batch_size, seed)
         if int(elite) < 1:
@@ -308,6 +328,13 @@ class EliteSearch(Optimizer):
         if adapt_window not in (True, False):       # also 0 / 1; a string such as "false" is refused
             raise ConfigError(f"adapt_window must be true or false, got {adapt_window!r}")
         self.adapt_window = bool(adapt_window)
+        if adapt_moves not in _ADAPT_MOVES:
+            raise ConfigError(f"adapt_moves must be one of {', '.join(map(repr, _ADAPT_MOVES))}, got {adapt_moves!r}")
+        self.adapt_moves = adapt_moves
+        self._mix: MoveMix | None = None            # bound: shares of directional, recolour, block, shift, point
+        self._kinds = (self.recolor, self.block, self.shift)   # the local moves' probabilities this ask
+        self._arm_of: dict[bytes, tuple[int, float]] = {}      # child -> (move kind, the value it must beat)
+        self._last_kind = 4                          # the kind of the last local move (see _local_move)
         if uniform_pick not in ("model", "random"):
             raise ConfigError(f"uniform_pick must be one of 'model', 'random', got {uniform_pick!r}")
         if int(uniform_random) < 2 or not 0.0 < float(uniform_frac) <= 1.0:
@@ -371,6 +398,10 @@ class EliteSearch(Optimizer):
                     self._direct = EmbeddingLinearModel(V, self.space.d, reg=self.direct_reg, window=self.direct_window)
                 if self.kernel_pool > 1:
                     self._kernel = KernelScreen(V, self.space.d, window=self.kernel_window, width=self.kernel_width)
+        if self.adapt_moves != "off" and not self.ordered and not self.noisy and self._mix is None:
+            dfrac = self.direct_frac if self._direct is not None else 0.0
+            r, b, sh = self.recolor, self.block, self.shift
+            self._mix = MoveMix(np.array([dfrac, *((1 - dfrac) * np.array([r, b, sh, 1 - r - b - sh]))]))
 
     # -- asking -------------------------------------------------------------------------
     @single_blas_thread
@@ -404,14 +435,22 @@ class EliteSearch(Optimizer):
                 add(row, parent)
         design = self._design()
         base = k                         # the slots directional moves take a direct_frac share of
+        direct_frac = self.direct_frac
+        if self._mix is not None:       # adapt_moves: this batch's shares of the move kinds
+            p = self._mix.shares()
+            direct_frac = float(p[0])
+            if p[1:].sum() > 0:         # else (direct_frac = 1) the few local moves keep the fixed kinds
+                loc = p[1:] / p[1:].sum()
+                self._kinds = (float(loc[0]), float(loc[1]), float(loc[2]))
         if self._screening(design):
             for row, parent in self._screened(int(round(self.kernel_frac * k)), set(batch_seen)):
                 add(row, parent)
             base = k - len(rows)
         if self._direct is not None and len(self.elite_y) and self._next_start >= len(design):
-            m = min(int(round(self.direct_frac * base)), k - len(rows))
+            m = min(int(round(direct_frac * base)), k - len(rows))
             for row, parent in self._directional(m, set(batch_seen)):
-                add(row, parent)
+                if add(row, parent) and self._mix is not None:
+                    self._credit_against(row, 0, parent[0])
         while self._next_start < len(design) and len(rows) < k:
             add(design[self._next_start].copy(), None)
             self._next_start += 1
@@ -438,7 +477,8 @@ class EliteSearch(Optimizer):
                 add(self.space.sample(self.rng, 1)[0], None)
             else:
                 child, parent = self._local_move()
-                add(child, parent)
+                if add(child, parent) and self._mix is not None:
+                    self._credit_against(child, self._last_kind, parent[0])
         while len(rows) < k:  # a tiny space is exhausted around the elite: fall back to random codes
             row = self.space.sample(self.rng, 1)[0]
             if not add(row, None) and len(self._index) + len(batch_seen) >= self._space_size():
@@ -613,7 +653,10 @@ class EliteSearch(Optimizer):
         parent = self.elite_I[j]
         child = parent.copy()
         r = self.rng.random()
-        if not self.ordered and r >= 1.0 - self.shift and len(self.space.shape) == 2:
+        p_recolor, p_block, p_shift = self._kinds
+        self._last_kind = 4                        # point (MoveMix's kinds: 1 recolour, 2 block, 3 shift, 4 point)
+        if not self.ordered and r >= 1.0 - p_shift and len(self.space.shape) == 2:
+            self._last_kind = 3
             # shift: the whole grid moves by up to 2 positions, the vacated rows/columns repeat the edge
             h, wd = self.space.shape
             while True:
@@ -627,13 +670,15 @@ class EliteSearch(Optimizer):
             # the changed positions; none for a uniform parent, whose shift is the parent itself: a code
             # already evaluated, which ask never asks again, so its empty credit is never told
             pos = np.nonzero(child != parent)[0]
-        elif not self.ordered and r < self.recolor:
+        elif not self.ordered and r < p_recolor:
+            self._last_kind = 1
             # recolour: every position holding the value at a random position takes another value
             a = parent[int(self.rng.integers(self.space.d))]
             b = self._block_value(parent, int(self.rng.integers(self.space.d)), ne)
             pos = np.nonzero(parent == a)[0]
             child[pos] = b
-        elif not self.ordered and r < self.recolor + self.block and len(self.space.shape) == 2:
+        elif not self.ordered and r < p_recolor + p_block and len(self.space.shape) == 2:
+            self._last_kind = 2
             # block: a random rectangle of the code grid takes one value
             h, wd = self.space.shape
             bh, bw = int(self.rng.integers(1, h // 2 + 1)), int(self.rng.integers(1, wd // 2 + 1))
@@ -671,6 +716,12 @@ class EliteSearch(Optimizer):
                 self._move_kind[child.tobytes()] = 0 if local else 1
         return child, (float(self.elite_y[j]), np.sort(pos))
 
+    def _credit_against(self, child: np.ndarray, kind: int, parent_value: float) -> None:
+        """adapt_moves: remember the move kind of an asked child and the value it must beat (its parent's,
+        or the best so far)."""
+        ref = parent_value if self.adapt_moves == "parent" else float(self.best_y)
+        self._arm_of[child.tobytes()] = (kind, ref)
+
     def _block_value(self, parent: np.ndarray, p: int, ne: int) -> int:
         """The value of a block or recolour move: with probability ``block_textures`` one of the
         ``texture_top`` best textures measured so far (rank-weighted), else :meth:`_new_value`."""
@@ -702,6 +753,10 @@ class EliteSearch(Optimizer):
             self._sum[i] += float(val)
             self._ss[i] += float(val) ** 2
             self._cnt[i] += 1
+            arm = self._arm_of.pop(key, None)
+            if arm is not None and self._mix is not None:
+                self._mix.record(arm[0], 1.0 if val > arm[1] else
+                                 0.25 if val == arm[1] and self.adapt_moves == "parent" else 0.0)
             parent = self._pending.pop(key, None)
             if parent is None:
                 continue
@@ -712,6 +767,9 @@ class EliteSearch(Optimizer):
             if gain > 0:
                 credit[parent[1]] += gain / len(parent[1])
         self._pending.clear()
+        self._arm_of.clear()
+        if self._mix is not None:
+            self._mix.step()
         if self.adapt_window:
             self._move_kind.clear()
             self._move_stats = 0.95 * self._move_stats + 0.05 * _MOVE_PRIOR
@@ -810,6 +868,7 @@ class EliteSearch(Optimizer):
                 "seen": seen, "next_start": self._next_start, "noisy": self.noisy,
                 "hist": np.asarray(self._hist, dtype=np.float64).reshape(-1, 2), "restarts": self.restarts,
                 "move_stats": self._move_stats, "uniform_picked": self._u_picked,
+                "move_mix": None if self._mix is None else self._mix.state(),
                 "sums": np.asarray(self._sum, dtype=np.float64), "sumsq": np.asarray(self._ss, dtype=np.float64),
                 "counts": np.asarray(self._cnt, dtype=np.int64),
                 "protes": None if self._protes is None else self._protes.state_dict()}
@@ -834,6 +893,9 @@ class EliteSearch(Optimizer):
         self.restarts = int(state.get("restarts", 0))
         self._move_stats = np.asarray(state.get("move_stats", _MOVE_PRIOR), dtype=np.float64).reshape(2, 2)
         self._move_kind.clear()
+        if self._mix is not None and state.get("move_mix") is not None:
+            self._mix.load(state["move_mix"])
+        self._arm_of.clear()
         self._model = None
         self._u_picked = int(state.get("uniform_picked", 0))
         if self._direct is not None:
