@@ -57,9 +57,9 @@ def _point_friendly():
                              CodebookSpace(d=36, n=16, shape=(6, 6)), name="point-friendly")
 
 
-def _run(obj, adapt, batches=15):
+def _run(obj, adapt, batches=15, when="always"):
     opt = make_optimizer("elite", obj.space, batch_size=20, seed=0,
-                         params={"starts": None, "uniform_codes": 0, "adapt_moves": adapt})
+                         params={"starts": None, "uniform_codes": 0, "adapt_moves": adapt, "adapt_when": when})
     opt.bind(obj)
     for _ in range(batches):
         I = opt.ask()
@@ -75,19 +75,43 @@ def test_the_mix_moves_toward_the_kind_that_makes_progress(adapt):
     assert p[1] < base[1] and p[3] < base[3]                # recolour and shift below their base shares
 
 
+class _Silent(FunctionObjective):
+    """Reports the whole spike count of a ``spikes + tie`` score (``tie`` in [0, 1)), as a spiking
+    target's graded readout reports the plain rate."""
+
+    def reported(self, values):
+        return np.floor(np.asarray(values, dtype=np.float64))
+
+
+def test_by_default_the_mix_is_used_only_while_the_unit_is_silent():
+    """``adapt_when="silent"``: on a unit that never fires (every score is a tie term below one spike)
+    the adapted shares are used; on the same problem as whole spikes (it fires) the fixed ones are,
+    while the mix still learns."""
+    base = _point_friendly()
+    silent = _Silent(lambda I: 0.02 * base.fn(I), base.space, name="silent")
+    firing = _Silent(base.fn, base.space, name="firing")
+    opt = _run(silent, "best", when="silent")
+    assert opt._kinds != (0.25, 0.15, 0.1) and opt._mix.shares()[4] > opt._mix.base[4] + 0.1
+    opt = _run(firing, "best", when="silent")
+    assert opt._kinds == (0.25, 0.15, 0.1) and opt._mix.shares()[4] > opt._mix.base[4]
+    assert _run(firing, "best", when="always")._kinds != (0.25, 0.15, 0.1)
+
+
 def test_off_keeps_the_fixed_mix():
     opt = _run(_point_friendly(), "off")
     assert opt._mix is None and opt._kinds == (0.25, 0.15, 0.1)
 
 
-def test_adapt_moves_names_its_choices():
+def test_adapt_moves_and_adapt_when_name_their_choices():
     with pytest.raises(ConfigError, match="adapt_moves must be one of 'off', 'parent', 'best', got 'yes'"):
         make_optimizer("elite", CodebookSpace(d=4, n=4), params={"adapt_moves": "yes"})
+    with pytest.raises(ConfigError, match="adapt_when must be one of 'silent', 'always', got 'never'"):
+        make_optimizer("elite", CodebookSpace(d=4, n=4), params={"adapt_when": "never"})
 
 
 def test_state_dict_round_trip_keeps_the_mix(tmp_path):
     obj = _point_friendly()
-    params = {"starts": None, "uniform_codes": 0, "adapt_moves": "best"}
+    params = {"starts": None, "uniform_codes": 0, "adapt_moves": "best", "adapt_when": "always"}
 
     def make(seed):
         o = make_optimizer("elite", obj.space, batch_size=20, seed=seed, params=params)

@@ -73,7 +73,10 @@
    of its fixed share). Silent channels differ in which kind brings them to fire: whole-region
    moves for some, long runs of point moves for others; every fixed mix tried traded one kind of
    channel for the other. On silent tuning channels of the paper pipeline the adaptive mix fired 19
-   of 24 runs against 17 of 24 (``experiments/results/search_quality_tuning.md``).
+   of 24 runs against 17 of 24 (``experiments/results/search_quality_tuning.md``). By default
+   (``adapt_when="silent"``) the adapted shares apply only until the unit fires (the best code's
+   *reported* value rises above the worst's, as for restarts below), the fixed ones after: on
+   firing tuning units the mix for the whole run was slightly lower (0.697 against 0.728).
 4. **Restarts** (deterministic objectives, ``restart_after`` codes): when the best value has gained
    less than ``restart_gain`` (relative) over the last ``restart_after`` codes, the elite restarts
    from the best codes seen that differ from every elite code in more than half the positions and
@@ -226,6 +229,9 @@ class EliteSearch(Optimizer):
             ``recolor``, ``block``, ``shift``, the rest point moves) times its recent success rate, where a
             child succeeds when it beats the best value at its ask (``"best"``, the default) or its parent
             (``"parent"``: an equal child counts 1/4); ``"off"``: the fixed shares.
+        adapt_when: ``"silent"`` (default): the adapted shares are used only while the best code's reported
+            value is still the worst code's (a unit not yet brought to fire, as ``restart_silent``); from the
+            first spike on, the fixed shares. ``"always"``: for the whole run.
         starts: optional start codes evaluated first: ``"natural"`` (natural images through the
             generator's ``encode``, see :mod:`mango.optimizers.starts`; the loop binds the objective,
             and a generator without ``encode`` starts at random), codes ``[m, d]`` (a list), or a
@@ -250,6 +256,7 @@ class EliteSearch(Optimizer):
                  kernel_beta: float = 1.0, shift: float = 0.1, window: float = 0.0, adapt_window: bool = False,
                  uniform_pick: str = "model", uniform_random: int = 10, uniform_frac: float = 0.36,
                  block_textures: float = 0.5, texture_top: int = 8, adapt_moves: str = "best",
+                 adapt_when: str = "silent",
                  starts: Sequence[Sequence[int]] | str | None = "natural") -> None:
         super().__init__(space, batch_size, seed)
         if int(elite) < 1:
@@ -331,6 +338,9 @@ class EliteSearch(Optimizer):
         if adapt_moves not in _ADAPT_MOVES:
             raise ConfigError(f"adapt_moves must be one of {', '.join(map(repr, _ADAPT_MOVES))}, got {adapt_moves!r}")
         self.adapt_moves = adapt_moves
+        if adapt_when not in ("silent", "always"):
+            raise ConfigError(f"adapt_when must be one of 'silent', 'always', got {adapt_when!r}")
+        self.adapt_when = adapt_when
         self._mix: MoveMix | None = None            # bound: shares of directional, recolour, block, shift, point
         self._kinds = (self.recolor, self.block, self.shift)   # the local moves' probabilities this ask
         self._arm_of: dict[bytes, tuple[int, float]] = {}      # child -> (move kind, the value it must beat)
@@ -436,8 +446,9 @@ class EliteSearch(Optimizer):
         design = self._design()
         base = k                         # the slots directional moves take a direct_frac share of
         direct_frac = self.direct_frac
-        if self._mix is not None:       # adapt_moves: this batch's shares of the move kinds
-            p = self._mix.shares()
+        self._kinds = (self.recolor, self.block, self.shift)
+        if self._mix is not None and (self.adapt_when == "always" or self._at_floor()):
+            p = self._mix.shares()      # adapt_moves: this batch's shares of the move kinds
             direct_frac = float(p[0])
             if p[1:].sum() > 0:         # else (direct_frac = 1) the few local moves keep the fixed kinds
                 loc = p[1:] / p[1:].sum()
