@@ -242,7 +242,8 @@ class EliteSearch(Optimizer):
                    "codebook vectors), then elite local search (recolour, "
                    "block (half of them painting one of the best textures so far), grid-shift and 1-3 position moves "
                    "where changes helped; directional moves from a ridge model "
-                   "linear in the codebook vectors; the moves' shares adapt to each kind's rate of new bests; "
+                   "linear in the codebook vectors; while the unit is silent, the moves' shares follow each kind's rate "
+                   "of new bests; "
                    "crossover; plateau moves; no repeats)")
 
     def __init__(self, space: LatentSpace, batch_size: int = 50, seed: int = 0, *, elite: int = 8,
