@@ -7,6 +7,7 @@ from typing import Any, Callable
 import numpy as np
 
 from mango.journal import load_state, save_state
+from mango.objective import FunctionObjective
 
 
 def assert_resumes_identically(a: Any, make: Callable[[], Any], objective: Callable[[np.ndarray], np.ndarray],
@@ -24,6 +25,14 @@ def assert_resumes_identically(a: Any, make: Callable[[], Any], objective: Calla
         a.tell(Ia, y)
         b.tell(Ib, y)
     return b
+
+
+class SpikeCountObjective(FunctionObjective):
+    """A function objective whose values are ``spikes + tie`` (``tie`` in [0, 1)) and that reports the
+    spike count, as a spiking target's graded readout reports the plain rate."""
+
+    def reported(self, values: Any) -> np.ndarray:
+        return np.floor(np.asarray(values, dtype=np.float64))
 
 
 def run_elite(objective: Any, params: dict[str, Any], seed: int, budget: int = 400, bind: bool = True,

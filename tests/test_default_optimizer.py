@@ -17,7 +17,7 @@ from mango.objective import FunctionObjective
 from mango.optimizers import make_optimizer
 from mango.spaces import CodebookSpace, GridSpace
 
-from _optimizer_helpers import assert_resumes_identically
+from _optimizer_helpers import SpikeCountObjective, assert_resumes_identically, run_elite
 
 WORKER = Path(__file__).with_name("_resume_worker.py")
 
@@ -168,7 +168,6 @@ def _trap_problem():
         I = np.asarray(I)
         trap = (I[:, :4] == 0).all(1)
         return np.where(trap, 1.0 + 0.001 * (I == 0).sum(1), 0.1 * (I == target).sum(1))
-    from mango.objective import FunctionObjective
     return FunctionObjective(f, CodebookSpace(d=16, n=8), name="trap")
 
 
@@ -190,21 +189,8 @@ def test_restart_leaves_a_stalled_lineage(restart_after):
         assert opt.restarts == 0 and best < 1.02         # without restarts the plateau holds it
 
 
-class _SpikeCountObjective(FunctionObjective):
-    """A function objective whose values are ``spikes + tie`` (``tie`` in [0, 1)) and that reports the
-    spike count, as a spiking target's graded readout reports the plain rate."""
-
-    def reported(self, values):
-        return np.floor(np.asarray(values, dtype=np.float64))
-
-
-def _run_elite(obj, params, batches=60, batch_size=20):
-    opt = make_optimizer("elite", obj.space, batch_size=batch_size, seed=0, params={"uniform_codes": 0, **params})
-    opt.bind(obj)
-    for _ in range(batches):
-        I = opt.ask()
-        opt.tell(I, obj(I))
-    return opt
+def _run_elite(obj, params):
+    return run_elite(obj, {"uniform_codes": 0, **params}, seed=0, budget=1200)
 
 
 @pytest.mark.parametrize("restart_silent", [True, False])
@@ -214,8 +200,8 @@ def test_no_restart_while_the_reported_value_sits_at_its_floor(restart_silent):
     ``restart_silent=False`` the lineage that climbs toward the first spike is kept (no restart; the
     best code stays in the elite); the old rule restarts it into codes scoring below the stall."""
     target = 1 + np.arange(16) * 3 % 7
-    obj = _SpikeCountObjective(lambda I: 0.05 + 0.003 * (np.asarray(I) == target).sum(1),
-                               CodebookSpace(d=16, n=8), name="silent")
+    obj = SpikeCountObjective(lambda I: 0.05 + 0.003 * (np.asarray(I) == target).sum(1),
+                              CodebookSpace(d=16, n=8), name="silent")
     opt = _run_elite(obj, {"starts": None, "restart_silent": restart_silent})
     assert float(obj.reported(np.array([opt.recommend()[1]]))[0]) == 0      # never fires: all gains are tie
     if restart_silent:
@@ -228,7 +214,7 @@ def test_restarts_resume_once_the_reported_value_rises():
     """``restart_silent=False`` still restarts out of the trap once the unit fires: on the trap problem,
     reported as whole spikes, the plateau (1.0+: one spike) is above the floor of the codes seen (0)."""
     base = _trap_problem()
-    obj = _SpikeCountObjective(base.fn, base.space, name="trap-spikes")
+    obj = SpikeCountObjective(base.fn, base.space, name="trap-spikes")
     rng = np.random.default_rng(0)
     starts = np.concatenate([np.r_[np.zeros(4), rng.integers(1, 8, 12)][None].astype(np.int64),
                              rng.integers(0, 8, (30, 16))])

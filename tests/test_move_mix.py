@@ -8,7 +8,7 @@ from mango.optimizers import make_optimizer
 from mango.optimizers.bandit import MoveMix
 from mango.spaces import CodebookSpace
 
-from _optimizer_helpers import assert_resumes_identically
+from _optimizer_helpers import SpikeCountObjective, assert_resumes_identically, run_elite
 
 
 def test_equal_rates_keep_the_base_shares():
@@ -57,14 +57,9 @@ def _point_friendly():
                              CodebookSpace(d=36, n=16, shape=(6, 6)), name="point-friendly")
 
 
-def _run(obj, adapt, batches=15, when="always"):
-    opt = make_optimizer("elite", obj.space, batch_size=20, seed=0,
-                         params={"starts": None, "uniform_codes": 0, "adapt_moves": adapt, "adapt_when": when})
-    opt.bind(obj)
-    for _ in range(batches):
-        I = opt.ask()
-        opt.tell(I, obj(I))
-    return opt
+def _run(obj, adapt, when="always"):
+    return run_elite(obj, {"starts": None, "uniform_codes": 0, "adapt_moves": adapt, "adapt_when": when},
+                     seed=0, budget=300)
 
 
 @pytest.mark.parametrize("adapt", ["parent", "best"])
@@ -75,21 +70,13 @@ def test_the_mix_moves_toward_the_kind_that_makes_progress(adapt):
     assert p[1] < base[1] and p[3] < base[3]                # recolour and shift below their base shares
 
 
-class _Silent(FunctionObjective):
-    """Reports the whole spike count of a ``spikes + tie`` score (``tie`` in [0, 1)), as a spiking
-    target's graded readout reports the plain rate."""
-
-    def reported(self, values):
-        return np.floor(np.asarray(values, dtype=np.float64))
-
-
 def test_by_default_the_mix_is_used_only_while_the_unit_is_silent():
     """``adapt_when="silent"``: on a unit that never fires (every score is a tie term below one spike)
     the adapted shares are used; on the same problem as whole spikes (it fires) the fixed ones are,
     while the mix still learns."""
     base = _point_friendly()
-    silent = _Silent(lambda I: 0.02 * base.fn(I), base.space, name="silent")
-    firing = _Silent(base.fn, base.space, name="firing")
+    silent = SpikeCountObjective(lambda I: 0.02 * base.fn(I), base.space, name="silent")
+    firing = SpikeCountObjective(base.fn, base.space, name="firing")
     opt = _run(silent, "best", when="silent")
     assert opt._kinds != (0.25, 0.15, 0.1) and opt._mix.shares()[4] > opt._mix.base[4] + 0.1
     opt = _run(firing, "best", when="silent")
