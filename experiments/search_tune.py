@@ -64,6 +64,9 @@ def main(argv=None) -> int:
     ap.add_argument("--per-layer", type=int, default=3, help="units per layer by the rule")
     ap.add_argument("--tie-break", type=float, default=None)
     ap.add_argument("--out", default=None, help="write the raw results (JSON)")
+    ap.add_argument("--eval-batch", type=int, default=50,
+                    help="the objective's micro-batch width (values do not depend on it; a batch is padded to it, "
+                         "so a width above the optimizer's batch only wastes time; default 50, elite's batch)")
     args = ap.parse_args(argv)
 
     import torch
@@ -78,7 +81,8 @@ def main(argv=None) -> int:
     def objective(layer, unit, tie):
         cfg = validate_config({"generator": {"name": gen}, "target": {"name": tgt, "layer": layer, "unit": unit,
                                                                       "T": T, "tie_break": tie},
-                               "optimizer": {"name": "random"}, "budget": 1, "seed": 0, "eval_batch_size": 100})
+                               "optimizer": {"name": "random"}, "budget": 1, "seed": 0,
+                               "eval_batch_size": args.eval_batch})
         return build_objective(cfg)
 
     probe = objective(next(iter(layers)), 0, 0.0)

@@ -1,0 +1,45 @@
+"""With ``silent_parents``, elite draws its parents (almost) only from the best code while the unit is silent
+(issue 12 item 2): a (1 + k) climb on the sub-threshold tie term, the rank-weighted elite after the first spike."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mango.errors import ConfigError
+from mango.objective import FunctionObjective
+from mango.optimizers import make_optimizer
+from mango.spaces import CodebookSpace
+
+from _optimizer_helpers import SpikeCountObjective, run_elite
+
+
+def _matches():
+    """Each position that matches a target adds 1 (``d = 36`` positions, 16 values)."""
+    target = (np.arange(36) * 5) % 16
+    return FunctionObjective(lambda I: (np.asarray(I) == target).sum(1).astype(float),
+                             CodebookSpace(d=36, n=16, shape=(6, 6)), name="matches")
+
+
+def _best_parent_share(objective, **params) -> float:
+    """Run elite 200 queries, ask once more (which sets this batch's parent weights), then the share
+    of 2,000 parent draws that take the best code."""
+    opt = run_elite(objective, {"starts": None, "uniform_codes": 0, **params}, seed=0, budget=200)
+    opt.ask()
+    assert len(opt.elite_y) == opt.n_elite
+    return float(np.mean([opt._pick_parent() == 0 for _ in range(2000)]))
+
+
+def test_parents_are_the_best_code_while_silent_and_rank_weighted_after_the_first_spike():
+    base = _matches()
+    silent = SpikeCountObjective(lambda I: 0.02 * base.fn(I), base.space, name="silent")  # ties below 1 spike
+    firing = SpikeCountObjective(base.fn, base.space, name="firing")                      # whole spikes
+    one_over_rank = 1.0 / (1.0 / np.arange(1, 9)).sum()                                   # 0.37 for 8 parents
+    assert _best_parent_share(silent, silent_parents=8) > 0.98
+    assert _best_parent_share(silent) == pytest.approx(one_over_rank, abs=0.05)
+    assert _best_parent_share(firing, silent_parents=8) == pytest.approx(one_over_rank, abs=0.05)
+
+
+def test_silent_parents_must_be_positive_and_is_named():
+    for bad in (0, -1.0):
+        with pytest.raises(ConfigError, match=f"silent_parents must be > 0, got {bad!r}"):
+            make_optimizer("elite", CodebookSpace(d=4, n=4), params={"silent_parents": bad})
