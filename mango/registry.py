@@ -119,11 +119,28 @@ def describe_params(factory: Callable[..., Any]) -> dict[str, Any]:
     return out
 
 
+def _check_scalar(kind: str, name: str, key: str, value: Any, param: inspect.Parameter | None) -> None:
+    """Refuse a value of the wrong kind for a parameter annotated plain ``int`` or ``float`` (numpy
+    numbers are fine, bools are not), as a config file's values are checked (``mango.config``), so a
+    Python caller gets the same :class:`ConfigError` instead of a ``ValueError`` from ``float("abc")``."""
+    from numbers import Integral, Real
+
+    if param is None:
+        return
+    ann = param.annotation
+    ann = ann if isinstance(ann, str) else getattr(ann, "__name__", "")
+    ok = {"int": lambda v: isinstance(v, Integral), "float": lambda v: isinstance(v, Real)}.get(ann.strip())
+    if ok is not None and (isinstance(value, bool) or not ok(value)):
+        raise ConfigError(f"{kind} {name!r} parameter {key} must be {ann.strip()}, got {value!r} "
+                          f"({type(value).__name__})")
+
+
 def create(kind: str, name: str, params: dict[str, Any] | None = None, **fixed: Any) -> Any:
     """Build the component ``name`` with config ``params``.
 
     Unknown parameter names raise :class:`ConfigError` naming the bad key and the
-    valid ones, before anything is built.
+    valid ones, before anything is built; so does a value of the wrong kind for a
+    parameter annotated ``int`` or ``float`` (a string, ``None``, a bool).
     """
     factory = get(kind, name)
     params = dict(params or {})
@@ -137,6 +154,8 @@ def create(kind: str, name: str, params: dict[str, Any] | None = None, **fixed: 
                     f"unknown parameter {key!r} for {kind} {name!r}; "
                     f"valid parameters: {', '.join(valid) or '(none)'}"
                 )
+    for key, value in params.items():
+        _check_scalar(kind, name, key, value, sig.parameters.get(key))
     obj = factory(**fixed, **params)
     if kind == "optimizer":
         obj.name = name  # the registry is the one place optimizer names are written

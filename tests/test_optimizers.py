@@ -91,6 +91,20 @@ def test_bad_optimizer_inputs():
             maximize(problems.separable(d=4, n=8), "random", budget=bad)
 
 
+@pytest.mark.parametrize("key, bad, want", [("explore", "abc", "float"), ("explore", None, "float"),
+                                            ("silent_parents", True, "float"), ("elite", 2.5, "int")])
+def test_a_python_caller_gets_the_config_files_type_error(key, bad, want):
+    """``make_optimizer`` / ``mango.maximize(optimizer_params=...)`` check a plain int / float parameter as
+    a config file's value is checked (not a ``ValueError`` from ``float("abc")`` inside the optimizer)."""
+    sp = problems.separable(d=4, n=8).space
+    msg = f"optimizer 'elite' parameter {key} must be {want}, got {bad!r} ({type(bad).__name__})"
+    with pytest.raises(ConfigError) as err:
+        make_optimizer("elite", sp, params={key: bad})
+    assert str(err.value) == msg
+    ok = make_optimizer("elite", sp, params={"explore": np.float32(0.25), "elite": np.int64(4)})   # numpy numbers
+    assert ok.n_elite == 4 and ok.explore == 0.25
+
+
 def test_protes_samples_exactly_from_its_tt_distribution():
     import itertools
 
