@@ -232,12 +232,16 @@ class EliteSearch(Optimizer):
         adapt_when: ``"silent"`` (default): the adapted shares are used only while the best code's reported
             value is still the worst code's (a unit not yet brought to fire, as ``restart_silent``); from the
             first spike on, the fixed shares. ``"always"``: for the whole run.
-        silent_parents: deterministic mode: while the unit is silent (as ``adapt_when``), a local or
-            directional move's parent is drawn with weight ``1 / rank ** silent_parents`` instead of
-            ``1 / rank`` (> 0; default 1: no change; a large value: the best code alone, a (1 + k) climb).
-            8 brought more silent tuning channels of the paper SNN to fire (22 of 24 runs, against 19) but
-            left units that start silent and fire later lower (mean 0.693 against 0.729), so it is an
-            option, not the default (``experiments/results/search_quality_tuning.md``).
+        silent_parents: deterministic mode: while the unit is silent (as ``adapt_when``) and once
+            ``silent_after`` codes have been evaluated, a local or directional move's parent is drawn with
+            weight ``1 / rank ** silent_parents`` instead of ``1 / rank`` (> 0; 1: off; the default 8 draws
+            the best code about 99.6 % of the time: a (1 + k) climb on the readout's sub-threshold term).
+            On the silent tuning channels of the paper SNN, 8 from the start fired 22 of 24 runs against
+            19 but left two firing units that start silent lower; from 300 codes on (the default) it
+            fired 20 of 24, and units that fire before 300 codes run exactly as with 1
+            (``experiments/results/search_quality_tuning.md``).
+        silent_after: ``silent_parents`` acts only once this many codes have been evaluated (>= 0; 0: from
+            the start; default 300).
         starts: optional start codes evaluated first: ``"natural"`` (natural images through the
             generator's ``encode``, see :mod:`mango.optimizers.starts`; the loop binds the objective,
             and a generator without ``encode`` starts at random), codes ``[m, d]`` (a list), or a
@@ -249,7 +253,7 @@ class EliteSearch(Optimizer):
                    "block (half of them painting one of the best textures so far), grid-shift and 1-3 position moves "
                    "where changes helped; directional moves from a ridge model "
                    "linear in the codebook vectors; while the unit is silent, the moves' shares follow each kind's rate "
-                   "of new bests; "
+                   "of new bests and, after 300 codes, nearly every parent is the best code; "
                    "crossover; plateau moves; no repeats)")
 
     def __init__(self, space: LatentSpace, batch_size: int = 50, seed: int = 0, *, elite: int = 8,
@@ -263,7 +267,7 @@ class EliteSearch(Optimizer):
                  kernel_beta: float = 1.0, shift: float = 0.1, window: float = 0.0, adapt_window: bool = False,
                  uniform_pick: str = "model", uniform_random: int = 10, uniform_frac: float = 0.36,
                  block_textures: float = 0.5, texture_top: int = 8, adapt_moves: str = "best",
-                 adapt_when: str = "silent", silent_parents: float = 1.0,
+                 adapt_when: str = "silent", silent_parents: float = 8.0, silent_after: int = 300,
                  starts: Sequence[Sequence[int]] | str | None = "natural") -> None:
         super().__init__(space, batch_size, seed)
         if int(elite) < 1:
@@ -351,6 +355,9 @@ class EliteSearch(Optimizer):
         if not float(silent_parents) > 0:
             raise ConfigError(f"silent_parents must be > 0, got {silent_parents!r}")
         self.silent_parents = float(silent_parents)
+        if int(silent_after) < 0:
+            raise ConfigError(f"silent_after must be >= 0, got {silent_after!r}")
+        self.silent_after = int(silent_after)
         self._parent_power = 1.0                     # this ask's exponent of the parents' rank weights
         self._mix: MoveMix | None = None            # bound: shares of directional, recolour, block, shift, point
         self._kinds = (self.recolor, self.block, self.shift)   # the local moves' probabilities this ask
@@ -459,7 +466,8 @@ class EliteSearch(Optimizer):
         direct_frac = self.direct_frac
         self._kinds = (self.recolor, self.block, self.shift)
         silent = (self._mix is not None or self.silent_parents != 1.0) and not self.noisy and self._at_floor()
-        self._parent_power = self.silent_parents if silent else 1.0
+        self._parent_power = (self.silent_parents if silent and len(self._seen_rows) >= self.silent_after
+                              else 1.0)
         if self._mix is not None and (self.adapt_when == "always" or silent):
             p = self._mix.shares()      # adapt_moves: this batch's shares of the move kinds
             direct_frac = float(p[0])
