@@ -35,6 +35,25 @@ class SpikeCountObjective(FunctionObjective):
         return np.floor(np.asarray(values, dtype=np.float64))
 
 
+def point_friendly() -> FunctionObjective:
+    """Each of 36 positions (a 6 x 6 grid, 16 values) that matches a target adds 1: single-position
+    (point) moves climb it, while recolour, block and shift moves, which change many positions at once,
+    mostly break matches."""
+    from mango.spaces import CodebookSpace
+
+    target = (np.arange(36) * 5) % 16
+    return FunctionObjective(lambda I: (np.asarray(I) == target).sum(1).astype(float),
+                             CodebookSpace(d=36, n=16, shape=(6, 6)), name="point-friendly")
+
+
+def silent_and_firing(base: FunctionObjective) -> tuple[SpikeCountObjective, SpikeCountObjective]:
+    """``base`` as a unit that never fires (every value 0.02 x base, a tie term below one spike) and as
+    one that does (its values as whole spikes)."""
+    silent = SpikeCountObjective(lambda I: 0.02 * base.fn(I), base.space, name="silent")
+    firing = SpikeCountObjective(base.fn, base.space, name="firing")
+    return silent, firing
+
+
 def run_elite(objective: Any, params: dict[str, Any], seed: int, budget: int = 400, bind: bool = True,
               batch_size: int = 20) -> Any:
     """``elite`` with ``params`` run for ``budget`` queries on ``objective`` by plain ask/tell (bound to

@@ -3,12 +3,11 @@ import numpy as np
 import pytest
 
 from mango.errors import ConfigError
-from mango.objective import FunctionObjective
 from mango.optimizers import make_optimizer
 from mango.optimizers.bandit import MoveMix
 from mango.spaces import CodebookSpace
 
-from _optimizer_helpers import SpikeCountObjective, assert_resumes_identically, run_elite
+from _optimizer_helpers import assert_resumes_identically, point_friendly, run_elite, silent_and_firing
 
 
 def test_equal_rates_keep_the_base_shares():
@@ -49,14 +48,6 @@ def test_bad_mix_parameters_name_the_value(kw, msg):
         MoveMix(np.asarray(kw.pop("base")), **kw)
 
 
-def _point_friendly():
-    """Each position that matches a target adds 1: single-position (point) moves climb it, while
-    recolour, block and shift moves, which change many positions at once, mostly break matches."""
-    target = (np.arange(36) * 5) % 16
-    return FunctionObjective(lambda I: (np.asarray(I) == target).sum(1).astype(float),
-                             CodebookSpace(d=36, n=16, shape=(6, 6)), name="point-friendly")
-
-
 def _run(obj, adapt, when="always"):
     return run_elite(obj, {"starts": None, "uniform_codes": 0, "adapt_moves": adapt, "adapt_when": when},
                      seed=0, budget=300)
@@ -64,7 +55,7 @@ def _run(obj, adapt, when="always"):
 
 @pytest.mark.parametrize("adapt", ["parent", "best"])
 def test_the_mix_moves_toward_the_kind_that_makes_progress(adapt):
-    opt = _run(_point_friendly(), adapt)
+    opt = _run(point_friendly(), adapt)
     base, p = opt._mix.base, opt._mix.shares()
     assert p[4] > base[4] + 0.1, (base, p)                  # point moves: 0.5 of local moves at the start
     assert p[1] < base[1] and p[3] < base[3]                # recolour and shift below their base shares
@@ -74,9 +65,7 @@ def test_by_default_the_mix_is_used_only_while_the_unit_is_silent():
     """``adapt_when="silent"``: on a unit that never fires (every score is a tie term below one spike)
     the adapted shares are used; on the same problem as whole spikes (it fires) the fixed ones are,
     while the mix still learns."""
-    base = _point_friendly()
-    silent = SpikeCountObjective(lambda I: 0.02 * base.fn(I), base.space, name="silent")
-    firing = SpikeCountObjective(base.fn, base.space, name="firing")
+    silent, firing = silent_and_firing(point_friendly())
     opt = _run(silent, "best", when="silent")
     assert opt._kinds != (0.25, 0.15, 0.1) and opt._mix.shares()[4] > opt._mix.base[4] + 0.1
     opt = _run(firing, "best", when="silent")
@@ -85,7 +74,7 @@ def test_by_default_the_mix_is_used_only_while_the_unit_is_silent():
 
 
 def test_off_keeps_the_fixed_mix():
-    opt = _run(_point_friendly(), "off")
+    opt = _run(point_friendly(), "off")
     assert opt._mix is None and opt._kinds == (0.25, 0.15, 0.1)
 
 
@@ -97,7 +86,7 @@ def test_adapt_moves_and_adapt_when_name_their_choices():
 
 
 def test_state_dict_round_trip_keeps_the_mix(tmp_path):
-    obj = _point_friendly()
+    obj = point_friendly()
     params = {"starts": None, "uniform_codes": 0, "adapt_moves": "best", "adapt_when": "always"}
 
     def make(seed):

@@ -7,18 +7,10 @@ import numpy as np
 import pytest
 
 from mango.errors import ConfigError
-from mango.objective import FunctionObjective
 from mango.optimizers import make_optimizer
 from mango.spaces import CodebookSpace
 
-from _optimizer_helpers import SpikeCountObjective, run_elite
-
-
-def _matches():
-    """Each position that matches a target adds 1 (``d = 36`` positions, 16 values)."""
-    target = (np.arange(36) * 5) % 16
-    return FunctionObjective(lambda I: (np.asarray(I) == target).sum(1).astype(float),
-                             CodebookSpace(d=36, n=16, shape=(6, 6)), name="matches")
+from _optimizer_helpers import point_friendly, run_elite, silent_and_firing
 
 
 def _best_parent_share(objective, budget: int = 200, **params) -> float:
@@ -31,9 +23,7 @@ def _best_parent_share(objective, budget: int = 200, **params) -> float:
 
 
 def test_parents_are_the_best_code_while_silent_and_rank_weighted_after_the_first_spike():
-    base = _matches()
-    silent = SpikeCountObjective(lambda I: 0.02 * base.fn(I), base.space, name="silent")  # ties below 1 spike
-    firing = SpikeCountObjective(base.fn, base.space, name="firing")                      # whole spikes
+    silent, firing = silent_and_firing(point_friendly())     # ties below one spike / whole spikes
     one_over_rank = 1.0 / (1.0 / np.arange(1, 9)).sum()                                   # 0.37 for 8 parents
     assert _best_parent_share(silent, silent_after=0) > 0.98
     assert _best_parent_share(silent, silent_parents=1, silent_after=0) == pytest.approx(one_over_rank, abs=0.05)
@@ -42,8 +32,7 @@ def test_parents_are_the_best_code_while_silent_and_rank_weighted_after_the_firs
 
 def test_by_default_the_greedy_parents_start_after_300_codes():
     """The defaults (8, 300): a silent run is still rank-weighted after 200 queries and greedy after 400."""
-    base = _matches()
-    silent = SpikeCountObjective(lambda I: 0.02 * base.fn(I), base.space, name="silent")
+    silent, _ = silent_and_firing(point_friendly())
     one_over_rank = 1.0 / (1.0 / np.arange(1, 9)).sum()
     assert _best_parent_share(silent) == pytest.approx(one_over_rank, abs=0.05)
     assert _best_parent_share(silent, budget=400) > 0.98

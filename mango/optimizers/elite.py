@@ -77,6 +77,10 @@
    (``adapt_when="silent"``) the adapted shares apply only until the unit fires (the best code's
    *reported* value rises above the worst's, as for restarts below), the fixed ones after: on
    firing tuning units the mix for the whole run was slightly lower (0.697 against 0.728).
+   **Greedy parents while silent** (``silent_parents=8`` from ``silent_after=300`` codes on,
+   deterministic mode): a unit still silent after 300 codes is climbed from its best code (parents
+   drawn with weight ``1 / rank ** 8``), a (1 + k) climb on the readout's sub-threshold term, until
+   the first spike; on silent tuning channels 20 of 24 runs fired against 19.
 4. **Restarts** (deterministic objectives, ``restart_after`` codes): when the best value has gained
    less than ``restart_gain`` (relative) over the last ``restart_after`` codes, the elite restarts
    from the best codes seen that differ from every elite code in more than half the positions and
@@ -669,18 +673,17 @@ class EliteSearch(Optimizer):
     def _space_size(self) -> float:
         return float(self.space.n) ** self.space.d
 
-    def _rank_draw(self, n: int) -> int:
-        """An index in ``[0, n)`` drawn with weight ``1 / rank`` (rank = index + 1: the first most often)."""
-        w = 1.0 / (np.arange(n) + 1.0)
+    def _rank_draw(self, n: int, power: float = 1.0) -> int:
+        """An index in ``[0, n)`` drawn with weight ``1 / rank ** power`` (rank = index + 1: the first
+        most often; ``power`` > 0)."""
+        rank = np.arange(n) + 1.0
+        w = 1.0 / rank if power == 1.0 else rank ** -power
         return int(self.rng.choice(n, p=w / w.sum()))
 
     def _pick_parent(self) -> int:
         """Index of an elite parent, drawn with weight ``1 / rank`` (the best most often; ``1 / rank ** p``
-        with ``p = silent_parents`` while the unit is silent)."""
-        if self._parent_power == 1.0:
-            return self._rank_draw(len(self.elite_y))
-        w = (np.arange(len(self.elite_y)) + 1.0) ** -self._parent_power
-        return int(self.rng.choice(len(w), p=w / w.sum()))
+        with ``p = silent_parents`` while the unit is silent, see :meth:`_ask`)."""
+        return self._rank_draw(len(self.elite_y), self._parent_power)
 
     def _local_move(self) -> tuple[np.ndarray, tuple[float, np.ndarray]]:
         """A child of a rank-weighted elite parent: a point, recolour or block move."""
