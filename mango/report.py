@@ -791,26 +791,43 @@ def run_hints(cfg: dict[str, Any], best_value: float, reported_name: str = "valu
     """Plain-language notes on a spiking unit that never fired or is saturated (rate at its maximum of 1).
 
     A target counts as spiking when its table names a ``readout`` or its name mentions ``snn``/``spiking``;
-    the rate is the reported value when the target reports one named ``"rate"``, else the score itself
-    (the default readout, ``rate`` in [0, 1]; ``count`` readouts saturate at ``T``).
+    its readout is the table's ``readout`` (default ``"graded"``, the spiking targets' default). The rate
+    is the reported value when the target reports one named ``"rate"``, else the score itself (``rate``
+    readouts in [0, 1]; ``count`` readouts saturate at ``T``).
     """
     t = cfg.get("target") if isinstance(cfg.get("target"), dict) else {}
     name = str(t.get("name", ""))
     spiking = reported_name == "rate" or "readout" in t or "snn" in name or "spiking" in name
     if not spiking:
         return []
-    readout = t.get("readout", "rate")
+    readout = str(t.get("readout", "graded"))
+    graded = readout == "graded" and not t.get("tie_break")
     top = float(t.get("T", 0) or 0) if readout == "count" else 1.0
     rate = best_reported if reported_name == "rate" and best_reported is not None else best_value
     hints = []
     if rate <= 0:
-        hints.append("the unit never fired (best rate 0): the search saw no slope. Try the graded readout "
-                     "(--target-param tie_break=0.05 adds the membrane potential), a larger --budget, or a "
-                     "generator whose images are closer to what the net was trained on")
+        if graded:
+            hints.append("the unit never fired (best rate 0); the best value is the graded readout's sub-threshold "
+                         "score (less than one spike's worth: how close the membrane came to threshold). A silent "
+                         "unit that can fire often fires late: try a larger --budget and other --seed values; some "
+                         "units cannot be driven by this generator's images at all")
+        elif t.get("tie_break"):
+            hints.append("the unit never fired (best rate 0). tie_break is deprecated (its membrane term can "
+                         "outrank a spike): drop it to use the graded readout, the default for spiking targets, "
+                         "which ranks silent images by how close the membrane came to threshold, and try a larger "
+                         "--budget")
+        else:
+            hints.append(f"the unit never fired (best rate 0) and the {readout} readout is flat where a unit is "
+                         "silent, so the search saw no slope. Use the graded readout (--target-param "
+                         "readout=graded, the default for spiking targets), which ranks silent "
+                         "images by how close the membrane came to threshold, and a larger --budget")
     elif top and rate >= top - 1e-9:
-        hints.append(f"the unit is saturated: its {readout} is at its maximum of {top:g}, so many images tie at "
-                     "the top; compare units with `mango scan` (or use the graded readout, "
-                     "--target-param tie_break=0.05, to rank the tied images)")
+        rank = ("the graded readout ranks the tied images by how early the unit fired and how high "
+                "its membrane stayed" if graded else
+                "the graded readout (--target-param readout=graded, the default) ranks the tied images")
+        hints.append(f"the unit is saturated: its {'rate' if readout == 'graded' else readout} is at its maximum "
+                     f"of {top:g}, so many images tie at the top; {rank}. Compare units with `mango scan` to find "
+                     "one with room to grow")
     return hints
 
 

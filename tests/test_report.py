@@ -221,7 +221,14 @@ def test_run_summary_names_unit_best_query_baseline_and_hints():
     assert 0.19 < est <= 0.2
     assert "note" not in rows and rows["run folder"] == "runs/x"
     never = dict(run_summary_rows(_result(SNN, np.zeros(40))))
-    assert "never fired" in never["note"] and "tie_break" in never["note"] and "--budget" in never["note"]
+    # the default (graded) readout: the best value is a sub-threshold score; no deprecated tie_break advice
+    assert "never fired" in never["note"] and "sub-threshold" in never["note"] and "--budget" in never["note"]
+    assert "tie_break" not in never["note"]
+    flat = dict(SNN, target=dict(SNN["target"], readout="rate"))
+    never_flat = dict(run_summary_rows(_result(flat, np.zeros(40))))["note"]
+    assert "flat" in never_flat and "readout=graded" in never_flat and "sub-threshold" not in never_flat
+    tie = dict(SNN, target=dict(SNN["target"], tie_break=0.05))
+    assert "drop it" in dict(run_summary_rows(_result(tie, np.zeros(40))))["note"]
     sat = dict(run_summary_rows(_result(SNN, np.r_[np.zeros(10), np.ones(30)])))
     assert "saturated" in sat["note"] and "mango scan" in sat["note"]
     grad = dict(run_summary_rows(_result(SNN, vals, external=5)))
