@@ -443,6 +443,7 @@ def maximize(objective: BaseObjective, optimizer: Optimizer | str, budget: int, 
             with a ``state_dict``; others resume by replaying the whole journal).
     """
     budget = check_budget(budget)
+    seed = check_int(seed, "seed", minimum=0)    # numpy and torch seeds are non-negative
     optimizer = build_optimizer(optimizer, objective.space, seed=seed, batch_size=batch_size, budget=budget,
                                 params=params)
     if optimizer.needs_objective:

@@ -110,7 +110,7 @@ def test_seed_not_an_integer(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text('budget = 20\nseed = "a"\n[problem]\nname="separable"\n[optimizer]\nname="random"\n')
     _fails(capsys, ["run", "--config", str(cfg)], "seed must be", "'a'")
-    with pytest.raises(ConfigError, match="seed must be an integer, got 'a'"):
+    with pytest.raises(ConfigError, match="seed must be an integer >= 0, got 'a'"):
         maximize(separable(d=4, n=8), "random", 20, "a")
 
 
@@ -141,10 +141,16 @@ def test_evaluation_error_is_exit_2_on_the_command_line(tmp_path, capsys, monkey
     _fails(capsys, PROB + ["--optimizer", "random"], "returned a NoneType")
 
 
+def test_negative_seed_on_the_command_line(capsys):
+    """A negative seed was a numpy traceback from the first random draw; now one line naming it."""
+    _fails(capsys, PROB + ["--optimizer", "random", "--seed", "-3"], "seed must be an integer >= 0, got -3")
+
+
 # -- item 12 -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("line,key", [("batch_size = true", "batch_size"), ("batch_size = 2.5", "batch_size"),
-                                      ("seed = 2.5", "seed"), ("seed = true", "seed"), ("budget = 2.0", "budget")])
+                                      ("seed = 2.5", "seed"), ("seed = true", "seed"), ("budget = 2.0", "budget"),
+                                      ("seed = -1", "seed must be an integer >= 0, got -1")])
 def test_toml_non_integers_refused(tmp_path, capsys, line, key):
     cfg = tmp_path / "c.toml"
     body = f'{line}\n[problem]\nname="separable"\n[optimizer]\nname="random"\n'
@@ -154,7 +160,7 @@ def test_toml_non_integers_refused(tmp_path, capsys, line, key):
 
 @pytest.mark.parametrize("kw,key", [({"batch_size": True}, "batch_size"), ({"batch_size": 2.5}, "batch_size"),
                                     ({"seed": 2.5}, "seed"), ({"seed": True}, "seed"),
-                                    ({"batch_size": 0}, "batch_size")])
+                                    ({"batch_size": 0}, "batch_size"), ({"seed": -1}, "seed must be an integer >= 0")])
 def test_python_api_non_integers_refused(kw, key):
     space = CodebookSpace(d=4, n=8)
     with pytest.raises(ConfigError, match=key):

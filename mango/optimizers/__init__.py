@@ -48,7 +48,7 @@ def make_optimizer(name: str, space: LatentSpace, *, batch_size: int | None = No
     """
     from .. import registry
 
-    seed = check_int(seed, "seed")
+    seed = check_int(seed, "seed", minimum=0)
     if budget is not None:
         budget = check_int(budget, "budget", minimum=1)
     fixed: dict[str, Any] = {"space": space, "seed": seed}
