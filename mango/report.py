@@ -810,7 +810,8 @@ def run_hints(cfg: dict[str, Any], best_value: float, reported_name: str = "valu
             hints.append("the unit never fired (best rate 0); the best value is the graded readout's sub-threshold "
                          "score (less than one spike's worth: how close the membrane came to threshold). A silent "
                          "unit that can fire often fires late: try a larger --budget and other --seed values; some "
-                         "units cannot be driven by this generator's images at all")
+                         "units cannot be driven by this generator's images at all (a generator closer to what "
+                         "the net was trained on may reach them)")
         elif t.get("tie_break"):
             hints.append("the unit never fired (best rate 0). tie_break is deprecated (its membrane term can "
                          "outrank a spike): drop it to use the graded readout, the default for spiking targets, "
