@@ -13,9 +13,10 @@ and its plain firing rate:
   moves the mean along the estimated gradient of the score.
 
 Both start from the best of 50 uniform codes (one codebook entry at every position: the design
-elite starts from), or with ``--elite-start N`` from the best code of ``N`` queries of ``elite``. Units: channels outside the search-quality benchmark (index not a multiple of
-4). It is a diagnostic, not a registered optimizer: ``experiments/results/search_quality_tuning.md``
-compares it with ``elite``.
+elite starts from), or with ``--elite-start N`` from the best code of ``N`` queries of ``elite``.
+Units: channels outside the search-quality benchmark (index not a multiple of 4). It is a
+diagnostic, not a registered optimizer: ``experiments/results/search_quality_tuning.md`` compares
+it with ``elite``.
 
     MANGO_PAPER_WEIGHTS=/path/to/weights/cifar10 python experiments/search_embedding_es.py \\
         --method greedy --units 14 17 55 --seeds 1          # about 45 s a run on one core
@@ -64,10 +65,14 @@ def main(argv=None) -> int:
         book = torch.as_tensor(gen.code_vectors())                 # [512, 64]
         h, w = gen.latent_shape
 
+        def snap(E: torch.Tensor) -> np.ndarray:
+            """Latents ``[k, h*w, 64]`` -> codes ``int64 [k, h*w]``: the nearest codebook entry per position."""
+            return torch.cdist(E, book[None]).argmin(-1).numpy()
+
         def score(E: torch.Tensor) -> np.ndarray:
             """Latents ``[k, h*w, 64]`` -> graded scores ``float64 [k]`` (of their snapped codes with --snap)."""
             if args.snap:
-                return obj(torch.cdist(E, book[None]).argmin(-1).numpy())
+                return obj(snap(E))
             with torch.no_grad():
                 img = gen.decode_latent(E.reshape(E.shape[0], h, w, -1).permute(0, 3, 1, 2))
                 return obj.activations(img).double().cpu().numpy()
@@ -111,10 +116,10 @@ def main(argv=None) -> int:
                 if f[i] > f_best:
                     best, f_best = X[i].clone(), float(f[i])
                 trace[used] = f_best
-            code = torch.cdist(best, book).argmin(1).numpy()[None]     # snapped: nearest entry per position
-            snapped = float(obj(code)[0])
+            snapped = float(obj(snap(best[None]))[0])
             rate = float(obj.reported(np.array([snapped]))[0])
-            shown = " ".join(f"{q}:{v:.6f}" for q, v in trace.items() if q in (50, 100, 250, 500, 750, args.budget) or q == args.elite_start)
+            marks = (50, 100, 250, 500, 750, args.budget, args.elite_start)
+            shown = " ".join(f"{q}:{v:.6f}" for q, v in trace.items() if q in marks)
             print(f"{args.method} spiking1[{unit}] seed {seed}: continuous best {f_best:.6f} "
                   f"(fired: {f_best >= 1 / 800}), snapped code {snapped:.6f}, its rate {rate:.4f}, "
                   f"{time.perf_counter() - t0:.0f} s; best by query {shown}", flush=True)

@@ -303,7 +303,8 @@ class RunConfig:
         opt = {k: positive_int(cfg[k], k) for k in ("batch_size", "eval_batch_size", "checkpoint_every")
                if cfg.get(k) is not None}
         return cls(budget=positive_int(cfg["budget"], "budget"),
-                   seed=check_int(cfg.get("seed", 0), "seed", minimum=0), device=device, select=check_selection(cfg.get("select")), name=name, **specs, **opt)
+                   seed=check_int(cfg.get("seed", 0), "seed", minimum=0), device=device,
+                   select=check_selection(cfg.get("select")), name=name, **specs, **opt)
 
     def to_dict(self) -> dict[str, Any]:
         """The plain config: tables as ``{"name", **params}``, ``None`` values left out, JSON types only."""
