@@ -41,7 +41,7 @@ import numpy as np
 
 from . import registry
 from .channels import check_selection
-from .errors import ConfigError, MangoError, check_int, choices_hint
+from .errors import ConfigError, MangoError, check_seed, choices_hint
 from .loop import Callback, Result, maximize
 from .objective import BaseObjective, Objective
 from .optimizers.base import Optimizer
@@ -303,7 +303,7 @@ class RunConfig:
         opt = {k: positive_int(cfg[k], k) for k in ("batch_size", "eval_batch_size", "checkpoint_every")
                if cfg.get(k) is not None}
         return cls(budget=positive_int(cfg["budget"], "budget"),
-                   seed=check_int(cfg.get("seed", 0), "seed", minimum=0), device=device,
+                   seed=check_seed(cfg.get("seed", 0)), device=device,
                    select=check_selection(cfg.get("select")), name=name, **specs, **opt)
 
     def to_dict(self) -> dict[str, Any]:

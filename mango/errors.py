@@ -47,3 +47,20 @@ def check_int(value: object, key: str, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+SEED_MAX = 2**32 - 1   # the largest seed numpy's RandomState and nevergrad accept
+
+
+def check_seed(value: object) -> int:
+    """A run's seed as an ``int`` in ``[0, SEED_MAX]``, the range every optimizer's generator takes
+    (nevergrad and numpy's ``RandomState`` refuse a seed >= 2**32; ``default_rng`` a negative one).
+
+    Raises:
+        ConfigError: naming the bad value and the valid range.
+    """
+    seed = check_int(value, "seed", minimum=0)
+    if seed > SEED_MAX:
+        raise ConfigError(f"seed must be an integer <= {SEED_MAX} (2**32 - 1, the largest seed numpy's "
+                          f"RandomState and nevergrad accept), got {value!r}")
+    return seed

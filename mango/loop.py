@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import ConfigError, MangoError, check_int
+from .errors import ConfigError, MangoError, check_int, check_seed
 from .journal import Journal, JournalRow, RunLock
 from .live import LiveArtifacts
 from .objective import BaseObjective
@@ -443,7 +443,7 @@ def maximize(objective: BaseObjective, optimizer: Optimizer | str, budget: int, 
             with a ``state_dict``; others resume by replaying the whole journal).
     """
     budget = check_budget(budget)
-    seed = check_int(seed, "seed", minimum=0)    # numpy and torch seeds are non-negative
+    seed = check_seed(seed)
     optimizer = build_optimizer(optimizer, objective.space, seed=seed, batch_size=batch_size, budget=budget,
                                 params=params)
     if optimizer.needs_objective:

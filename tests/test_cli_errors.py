@@ -19,7 +19,8 @@ import torch
 
 from mango.cli import _config_from_args, build_parser, main
 from mango.clitools import parse_kv
-from mango.errors import ConfigError, EvaluationError
+from mango import registry
+from mango.errors import SEED_MAX, ConfigError, EvaluationError
 from mango.loop import maximize
 from mango.objective import FunctionObjective, Objective
 from mango.optimizers import make_optimizer
@@ -146,6 +147,22 @@ def test_negative_seed_on_the_command_line(capsys):
     _fails(capsys, PROB + ["--optimizer", "random", "--seed", "-3"], "seed must be an integer >= 0, got -3")
 
 
+def test_seed_above_2_to_the_32_on_the_command_line(capsys):
+    """nevergrad (and numpy's RandomState) refuse a seed >= 2**32: that was a traceback from cma, ngopt and the
+    other nevergrad optimizers (protes overflowed above 2**63); now one line naming the bound, for every optimizer."""
+    for opt in ("cma", "random"):
+        _fails(capsys, PROB + ["--optimizer", opt, "--seed", str(2**32)], "seed must be an integer <= 4294967295",
+               "got 4294967296")
+
+
+@pytest.mark.parametrize("name", [n for n in registry.names("optimizer") if n != "gradient"])
+def test_every_optimizer_takes_the_largest_seed(name):
+    """The bound is the real one: each registered optimizer runs with seed 2**32 - 1 (gradient AM needs a
+    model objective; its seed goes to torch, which takes up to 2**64 - 1)."""
+    res = maximize(separable(d=4, n=8), name, 20, SEED_MAX)
+    assert res.n_queries == 20
+
+
 # -- item 12 -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("line,key", [("batch_size = true", "batch_size"), ("batch_size = 2.5", "batch_size"),
@@ -160,7 +177,8 @@ def test_toml_non_integers_refused(tmp_path, capsys, line, key):
 
 @pytest.mark.parametrize("kw,key", [({"batch_size": True}, "batch_size"), ({"batch_size": 2.5}, "batch_size"),
                                     ({"seed": 2.5}, "seed"), ({"seed": True}, "seed"),
-                                    ({"batch_size": 0}, "batch_size"), ({"seed": -1}, "seed must be an integer >= 0")])
+                                    ({"batch_size": 0}, "batch_size"), ({"seed": -1}, "seed must be an integer >= 0"),
+                                    ({"seed": 2**32}, "seed must be an integer <= 4294967295")])
 def test_python_api_non_integers_refused(kw, key):
     space = CodebookSpace(d=4, n=8)
     with pytest.raises(ConfigError, match=key):

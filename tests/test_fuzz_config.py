@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mango.clitools import merge_table, parse_kv
 from mango.config import TOP_KEYS, RunConfig
-from mango.errors import ConfigError
+from mango.errors import SEED_MAX, ConfigError
 
 settings.register_profile("ci", max_examples=200, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -84,6 +85,18 @@ def test_run_config_raises_only_config_error(cfg):
             v = getattr(rc, key)
             assert v is None or (type(v) is int and v >= 1)
         assert RunConfig.from_dict(rc.to_dict()) == rc
+
+
+@given(st.integers(-2**70, 2**70) | st.sampled_from([-1, 0, SEED_MAX, SEED_MAX + 1]))
+def test_a_seed_is_accepted_exactly_in_its_range(seed):
+    """Every optimizer's generator takes a seed in [0, 2**32 - 1]; the config takes exactly those, and
+    refuses the rest with a ConfigError naming the seed (not a numpy or nevergrad traceback later)."""
+    cfg = {"budget": 10, "seed": seed, "problem": {"name": "separable"}, "optimizer": {"name": "random"}}
+    if 0 <= seed <= SEED_MAX:
+        assert RunConfig.from_dict(cfg).seed == seed
+    else:
+        with pytest.raises(ConfigError, match=f"seed must be an integer .*got {seed}"):
+            RunConfig.from_dict(cfg)
 
 
 flag_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40) | st.sampled_from(

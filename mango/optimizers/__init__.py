@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..errors import ConfigError, check_int
+from ..errors import ConfigError, check_int, check_seed
 from ..spaces import LatentSpace
 from .base import Optimizer
 
@@ -48,7 +48,7 @@ def make_optimizer(name: str, space: LatentSpace, *, batch_size: int | None = No
     """
     from .. import registry
 
-    seed = check_int(seed, "seed", minimum=0)
+    seed = check_seed(seed)
     if budget is not None:
         budget = check_int(budget, "budget", minimum=1)
     fixed: dict[str, Any] = {"space": space, "seed": seed}

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ConfigError, MangoError, check_int
+from ..errors import ConfigError, MangoError, check_int, check_seed
 from ..spaces import LatentSpace
 
 __all__ = ["Optimizer"]
@@ -61,7 +61,7 @@ class Optimizer:
     def __init__(self, space: LatentSpace, batch_size: int = 10, seed: int = 0) -> None:
         self.space = space
         self.k = check_int(batch_size, "batch_size", minimum=1)
-        self.seed = check_int(seed, "seed", minimum=0)
+        self.seed = check_seed(seed)
         self.best_x: np.ndarray | None = None
         self.best_y = -np.inf
         self.n_told = 0
