@@ -282,7 +282,7 @@ class RunConfig:
                 raise ConfigError(f"unknown config key {key!r}; {choices_hint(key, TOP_KEYS)}")
         if "budget" not in cfg:
             raise ConfigError("config needs a budget (total queries, a positive integer)")
-        if "optimizer" not in cfg:
+        if cfg.get("optimizer") is None:    # missing, or None from a Python caller
             raise ConfigError("config needs an [optimizer] (see `mango optimizers`)")
         specs = {key: spec.parse(cfg[key]) for key, spec in
                  (("generator", GeneratorSpec), ("target", TargetSpec), ("problem", ProblemSpec),

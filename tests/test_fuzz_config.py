@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mango.clitools import merge_table, parse_kv
@@ -77,6 +77,7 @@ def _validated(cfg) -> RunConfig | None:
 
 
 @given(configs())
+@example({"budget": 1, "problem": {"name": "separable"}, "optimizer": None})   # was a TypeError from RunConfig
 def test_run_config_raises_only_config_error(cfg):
     rc = _validated(cfg)
     if rc is not None:  # what is accepted is typed, and survives its own round trip
