@@ -30,6 +30,7 @@ import torch
 
 from . import loop, registry
 from .devices import module_device
+from .config import check_device
 from .errors import ConfigError
 from .optimizers import DEFAULT_OPTIMIZER
 from .objective import BaseObjective, Objective
@@ -160,6 +161,8 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
     if generator is None:
         raise ConfigError(f"maximize needs a generator: a registered name "
                           f"({', '.join(registry.names('generator'))}) or a generator object")
+    if device is not None:
+        check_device(str(device))     # a name torch does not know, or CUDA on a machine without it
     if isinstance(model, torch.nn.Module) and device is None:
         device = module_device(model)
     dev = torch.device(device or "cpu")

@@ -164,6 +164,7 @@ class Journal:
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        fresh = _nothing_recorded(folder)
         for name, value, what in (("run.json", config, "config"), (IDENTITY_NAME, identity, "objective/optimizer")):
             if value is None:
                 continue
@@ -175,7 +176,13 @@ class Journal:
                 except (OSError, ValueError) as exc:
                     raise MangoError(f"{path} is unreadable ({exc}); cannot tell which run folder {folder} holds") \
                         from None
-                if old != canon:
+                if old != canon and fresh:
+                    # a run that stopped before its first batch was recorded (e.g. a target that does not
+                    # take the generator's images): nothing to lose, the corrected settings take the folder
+                    log.info("run folder %s holds no recorded batch; it is started again with the new %s",
+                             folder, what)
+                    atomic_write(path, json.dumps(canon, indent=2, sort_keys=True).encode())
+                elif old != canon:
                     keys = _diff_keys(old, canon)
                     raise ConfigError(
                         f"run folder {folder} was started with another {what} (differs in: {', '.join(keys)}); "
@@ -225,6 +232,18 @@ class Journal:
             log.warning("checkpoint %s is unreadable (%s: %s); replaying the run from its journal instead",
                         path, type(exc).__name__, exc)
             return None
+
+
+def _nothing_recorded(folder: Path) -> bool:
+    """Whether ``folder`` holds only what a run writes before its first batch: its config, identity,
+    an empty journal and its lock (no batch, checkpoint, result or presentation log)."""
+    for p in folder.iterdir():
+        if p.name == "journal.jsonl":
+            if p.stat().st_size > 0:
+                return False
+        elif p.name not in ("run.json", IDENTITY_NAME, ".lock"):
+            return False
+    return True
 
 
 def read_jsonl(path: Path) -> tuple[list[tuple[int, Any]], int, int]:

@@ -32,7 +32,7 @@ import torch
 
 from .channels import make_select
 from .devices import module_device
-from .errors import ConfigError, EvaluationError
+from .errors import ConfigError, EvaluationError, MangoError
 from .protocols import flag
 from .spaces import LatentSpace
 
@@ -190,6 +190,7 @@ class Objective(BaseObjective):
         self.device = torch.device(device)
         self.batch_size = default_eval_batch_size(self.device) if batch_size is None else int(batch_size)
         self._noisy = noisy
+        self._fits = False      # set once the target has taken a batch of the generator's images
 
     @property
     def noisy(self) -> bool:
@@ -232,8 +233,31 @@ class Objective(BaseObjective):
         return torch.cat(outs)
 
     def activations(self, images: torch.Tensor) -> torch.Tensor:
-        """Target activations (selected) of an image batch, ``[k]`` float."""
-        a = _numeric(self.target(self.transform(images) if self.transform else images), self.target)
+        """Target activations (selected) of an image batch, ``[k]`` float.
+
+        Raises:
+            ConfigError: the first batch the target is given fails in the target (or in ``transform``)
+                with an error that is not one of MANGO's own, e.g. a CNN whose first layer wants another
+                number of colour channels than the generator gives: the message names the generator's
+                image shape and keeps the model's own message. Later failures pass unchanged.
+        """
+        try:
+            out = self.target(self.transform(images) if self.transform else images)
+        except MangoError:
+            raise
+        except (RuntimeError, ValueError, IndexError, TypeError) as exc:   # what torch raises on a misfit
+            if self._fits:
+                raise
+            via = "; the target got them through transform" if self.transform else ""
+            raise ConfigError(
+                f"target {_describe(self.target)} failed on the images of generator {_describe(self.generator)} "
+                f"(shape {list(images.shape)}, range [{float(images.min()):.3g}, {float(images.max()):.3g}]{via}): "
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}; the target "
+                f"must take the generator's images: pick a generator made for it (`mango generators`) "
+                f"or pass a transform that resizes them"
+            ) from exc
+        self._fits = True
+        a = _numeric(out, self.target)
         if self.select is not None:
             if a.ndim != 2:
                 raise EvaluationError(f"select= needs a [k, channels] target output, got shape {tuple(a.shape)}")

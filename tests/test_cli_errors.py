@@ -288,3 +288,38 @@ def test_compare_scan_and_rig_run_check_their_folders(tmp_path, capsys):
            "--seeds must be integers", "'0,a'")
     _fails(capsys, ["rig-run", "--generator", "vqvae-digits", "--budget", "20", "--out", str(afile / "r")],
            "cannot be used as a run folder")
+
+
+def test_a_target_that_cannot_take_the_generators_images_is_one_line_and_the_folder_can_be_reused(tmp_path, capsys):
+    """A 3-channel generator fed to the 1-channel digits SNN used to end in torch's conv2d traceback, and the
+    folder it left (config only, no batch) then refused the corrected command as "another config"."""
+    out = tmp_path / "run"
+    bad = ["run", "--generator", "fourier", "--gen-param", "channels=3", "--target", "snn-digits",
+           "--budget", "20", "-q", "--out", str(out)]
+    err = _fails(capsys, bad, "target SpikingSequential", "failed on the images of generator",
+                 "shape [10, 3, 16, 16]", "expected input", "to have 1 channels", "`mango generators`")
+    assert not (out / "journal.jsonl").exists() or (out / "journal.jsonl").stat().st_size == 0, err
+    good = ["run", "--generator", "fourier", "--target", "snn-digits", "--budget", "20", "-q", "--out", str(out)]
+    assert main(good) == 0
+    assert json.loads((out / "run.json").read_text())["generator"].get("channels", 1) == 1
+    assert (out / "result.json").exists()
+    # once a batch is recorded, another config is refused again: nothing recorded is ever replaced
+    assert main(bad) == 2
+    assert "was started with another config" in capsys.readouterr().err
+
+
+def test_api_checks_the_device_and_the_images_fit_the_model():
+    import mango
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())   # wants 3 colour channels
+    with pytest.raises(ConfigError, match=r"unknown device 'tpu'; valid devices here: cpu"):
+        mango.maximize(model, "0:1", generator="vqvae-digits", budget=20, device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"device 'cuda' is not available"):
+            mango.maximize(model, "0:1", generator="vqvae-digits", budget=20, device="cuda")
+    with pytest.raises(ConfigError, match=r"failed on the images of generator .*shape \[10, 1, 16, 16\].*"
+                                          r"RuntimeError: .*channels"):
+        mango.maximize(model, "0:1", generator="vqvae-digits", budget=20)
+    # the same model through a transform that makes the images fit runs
+    res = mango.maximize(model, "0:1", generator="vqvae-digits", budget=20, transform=lambda x: x.repeat(1, 3, 1, 1))
+    assert np.isfinite(res.best_value)

@@ -72,6 +72,13 @@ def test_resume_refuses_other_config(tmp_path):
     from mango.errors import ConfigError
     from mango.journal import Journal
 
+    # a folder with no recorded batch (a run that failed before its first one) takes the new config
     Journal.open(tmp_path, {"seed": 1, "budget": 10}).close()
+    j = Journal.open(tmp_path, {"seed": 2, "budget": 10})
+    j.append(np.zeros((1, 3), dtype=int), np.array([1.0]), 0.1)
+    j.close()
+    # once a batch is recorded, another config is refused and nothing is rewritten
+    before = (tmp_path / "run.json").read_bytes()
     with pytest.raises(ConfigError, match="differs in: seed"):
-        Journal.open(tmp_path, {"seed": 2, "budget": 10})
+        Journal.open(tmp_path, {"seed": 1, "budget": 10})
+    assert (tmp_path / "run.json").read_bytes() == before
