@@ -20,7 +20,8 @@ import numpy as np
 
 from . import registry
 from .clitools import Progress, slug
-from .config import run_config
+from .config import positive_int, run_config
+from .errors import check_seed
 from .optimizers import DEFAULT_OPTIMIZER
 
 __all__ = ["run_demo", "DEMO_UNITS"]
@@ -41,7 +42,14 @@ def _have_models() -> bool:
 
 
 def run_demo(out: Path, budget: int = 1000, seed: int = 0, quiet: bool = False) -> dict[str, Any]:
-    """Run the demo into ``out``; returns (and writes) the summary table."""
+    """Run the demo into ``out``; returns (and writes) the summary table.
+
+    Raises:
+        ConfigError: ``budget`` not an integer >= 1 or ``seed`` outside ``[0, 2**32 - 1]``, before any
+            folder is made or any model is loaded.
+    """
+    budget = positive_int(budget, "budget")
+    seed = check_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
     if _have_models():
         cases = [(label, {"generator": g, "target": t}) for label, g, t in DEMO_UNITS]

@@ -147,6 +147,15 @@ def test_negative_seed_on_the_command_line(capsys):
     _fails(capsys, PROB + ["--optimizer", "random", "--seed", "-3"], "seed must be an integer >= 0, got -3")
 
 
+@pytest.mark.parametrize("extra, msg", [(["--budget", "0"], "budget must be a positive integer, got 0"),
+                                        (["--seed", "-3"], "seed must be an integer >= 0, got -3")])
+def test_demo_checks_budget_and_seed_before_it_starts(tmp_path, capsys, extra, msg):
+    """`mango demo --budget 0` made its folder and drew a progress bar before the run refused the budget."""
+    out = tmp_path / "demo"
+    _fails(capsys, ["demo", "--out", str(out), "--quiet"] + extra, msg)
+    assert not out.exists()
+
+
 def test_seed_above_2_to_the_32_on_the_command_line(capsys):
     """nevergrad (and numpy's RandomState) refuse a seed >= 2**32: that was a traceback from cma, ngopt and the
     other nevergrad optimizers (protes overflowed above 2**63); now one line naming the bound, for every optimizer."""
