@@ -101,6 +101,12 @@ class Visualization:
         self.result.save(out)
         return out
 
+    def __repr__(self) -> str:   # the dataclass repr would print every array of the result in full
+        r = self.result
+        img = "" if r.best_image is None else f", best_image {list(r.best_image.shape)}"
+        return (f"Visualization({str(self.expr)!r}: best score {r._headline()}{img}; "
+                f"best_value, trace, best_so_far, save(folder))")
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name in ("result", "objective", "expr"):
             raise AttributeError(name)

@@ -86,6 +86,21 @@ class Result:
         """``float64 [N]`` running maximum of :attr:`values`."""
         return np.maximum.accumulate(self.values) if len(self.values) else self.values
 
+    def _headline(self) -> str:
+        """``"<score> (<reported> <value>) at query q of N, <optimizer> seed s, t s"``: what a repr shows."""
+        opt = self.config.get("optimizer")
+        opt = opt.get("name") if isinstance(opt, dict) else opt
+        hit = np.nonzero(self.values >= self.best_value)[0]
+        at = f" at query {int(hit[0]) + 1}" if len(hit) else ""
+        rep = ("" if self.best_reported is None or self.reported_name == "value"
+               else f" ({self.reported_name} {self.best_reported:.6g})")
+        return (f"{self.best_value:.6g}{rep}{at} of {self.n_queries}, optimizer {opt!r}, seed "
+                f"{self.config.get('seed')}, {self.seconds:.1f} s")
+
+    def __repr__(self) -> str:   # the dataclass repr would print every array in full
+        return (f"Result(best_value {self._headline()}; best_code int64[{self.best_code.size}], values, trace "
+                f"of {len(self.values)} queries, save(folder))")
+
     def reported_summary(self) -> dict[str, Any]:
         """``{"name", "best", "at_best_score"}``: the reported quantity's maximum over the run's queries and
         its value at the best score (they differ when the score breaks ties the reported quantity cannot see)."""
