@@ -410,12 +410,15 @@ class EvaluateOnce:
             x = images(code[None])
             best_image = x[0].detach().cpu()
             best_uint8 = display_uint8(x, getattr(obj, "generator", None))[0]
+        approach = getattr(obj, "approach", None)
+        near = approach(code[None]) if callable(approach) else None
         return Result(best_code=code, best_value=float(value), values=values, times=times, query_index=qidx,
                       n_queries=state.used, seconds=state.elapsed, optimizer_seconds=state.optimizer_seconds,
                       eval_seconds=obj.eval_seconds, best_image=best_image, config=config, batches=state.batches,
                       batch_size=optimizer.k, n_external=state.external, reported_name=obj.reported_name,
                       reported=obj.reported(values), best_reported=float(obj.reported(np.array([value]))[0]),
-                      best_uint8=best_uint8, objective_info=obj.info(), known_max=getattr(obj, "known_max", None))
+                      best_uint8=best_uint8, objective_info=obj.info(), known_max=getattr(obj, "known_max", None),
+                      approach=near[0] if near else None)
 
     def close(self) -> None:
         pass

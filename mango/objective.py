@@ -264,6 +264,18 @@ class Objective(BaseObjective):
             a = self.select(a)
         return a
 
+    def approach(self, I: Any) -> list[dict[str, Any]] | None:
+        """How close each code's image brought the unit to firing (the target's ``approach``, e.g.
+        :meth:`mango.targets.spiking.SpikingTarget.approach`: spikes and the membrane's late peak against
+        threshold, and where), one dict per code; None when the target cannot tell (a model objective, a
+        recording rig). Not a query: it is not counted in any budget or history."""
+        fn = getattr(self.target, "approach", None)
+        if not callable(fn):
+            return None
+        x = self.images(I)
+        with torch.no_grad():
+            return fn(self.transform(x) if self.transform else x)
+
     def _evaluate(self, I: np.ndarray) -> np.ndarray:
         out = []
         width = self.batch_size

@@ -194,12 +194,20 @@ def load_traces(run_dir: str | Path) -> tuple[dict[str, Any], list[Trace]]:
             continue
         res = json.loads((folder / "result.json").read_text())
         h = np.load(folder / "history.npz")
+        # what the user asked to maximize: a spiking unit's firing rate (history's "reported"), not the
+        # graded search score, whose sub-threshold tie term would read as a rate of a silent unit
+        rep = res.get("reported") if isinstance(res.get("reported"), dict) else {}
+        rname = str(rep.get("name") or "value")
+        use_rep = (rname != "value" and "reported" in h.files and h["reported"].shape == h["values"].shape)
+        values = h["reported"] if use_rep else h["values"]
         traces.append(Trace(unit=s["unit"], optimizer=s["optimizer"], seed=int(s["seed"]), queries=h["query_index"],
-                            values=h["values"], seconds=float(res.get("seconds", np.nan)),
+                            values=values, seconds=float(res.get("seconds", np.nan)),
                             optimizer_seconds=float(res.get("optimizer_seconds", np.nan)),
                             budget=int(s["config"]["budget"]),
                             extra={"folder": folder, "config": s["config"], "meta": s.get("meta", {}),
                                    "best_value": res.get("best_value"),
+                                   "reported_name": rname if use_rep else "value",
+                                   "best_score": float(np.max(h["values"])) if len(h["values"]) else float("nan"),
                                    "status": "running" if res.get("status") == "running" else "finished",
                                    "n_queries": res.get("n_queries"),
                                    "batch_size": _effective_batch_size(res, s["config"])}))
@@ -490,14 +498,20 @@ def make_gif(trace: Trace, path: Path) -> Path | None:
     imgs = _generator_images(trace.extra["config"], codes)
     if imgs is None:
         return None
+    name = trace.extra.get("reported_name", "value")
+    if name != "value":    # label a frame with what the run reports (a firing rate), not the search score
+        shown = dict(zip(trace.queries.tolist(), trace.values.tolist()))
+        labels = [f"{name} {_fmt(shown.get(q, float('nan')), 3)}" for q in queries]
+    else:
+        labels = [f"activation {_fmt(v, 3)}" for v in values]
     plt = _plt()
     frames = []
-    for img, q, v in zip(imgs, queries, values):
+    for img, q, label in zip(imgs, queries, labels):
         fig, ax = plt.subplots(figsize=(2.0, 2.25), dpi=72)
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"query {q}\nactivation {_fmt(v, 3)}", fontsize=8)
+        ax.set_title(f"query {q}\n{label}", fontsize=8)
         fig.tight_layout(pad=0.3)
         fig.canvas.draw()
         frames.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
@@ -564,7 +578,10 @@ def _remove_stale_pictures(out: Path) -> None:
 
 def _summary_section(doc: _Doc, stats: list[UnitStats], budgets: list[int]) -> None:
     doc.h(2, "Summary")
-    doc.p("Best activation at several budgets (median over seeds, [25th, 75th percentile]); the best median at "
+    doc.p("Values are what each run reports: for a spiking unit its firing rate (spikes / T, over a channel's "
+          "positions), not the graded readout the search scores with (the rate plus a sub-threshold tie term "
+          "below one spike; the Runs table gives both). "
+          "Best activation at several budgets (median over seeds, [25th, 75th percentile]); the best median at "
           "the full budget per unit in bold. *Queries to 50/90 %*: median queries until the best-so-far reached "
           "50/90 % of the best value any method found for that unit (measured from 0, or from the lowest value "
           "seen when activations go negative); (k of n seeds): seeds that got there; *unit never responded*: every "
@@ -655,9 +672,12 @@ def _runs_section(doc: _Doc, traces: list[Trace], out: Path, run_dir: Path) -> N
         n = t.extra.get("n_queries") if t.extra.get("status") == "running" else t.n_queries
         label = Path(os.path.relpath(folder.resolve(), run_dir.resolve())).as_posix()
         label = folder.resolve().name if label == "." else label
+        name = t.extra.get("reported_name", "value")
         rows.append([f"[{label}]({rel})", t.unit, t.optimizer, str(t.seed), t.extra.get("status", "finished"),
-                     _fmt(t.best), f"{n if n is not None else t.n_queries} / {t.budget if t.budget is not None else '-'}"])
-    doc.table(["folder", "unit", "optimizer", "seed", "status", "best", "queries"], rows)
+                     _fmt(t.best) + ("" if name == "value" else f" ({name})"),
+                     _fmt(t.extra.get("best_score", t.best)),
+                     f"{n if n is not None else t.n_queries} / {t.budget if t.budget is not None else '-'}"])
+    doc.table(["folder", "unit", "optimizer", "seed", "status", "best", "best search score", "queries"], rows)
 
 
 def _config_section(doc: _Doc, manifest: dict[str, Any]) -> None:
@@ -868,6 +888,28 @@ def run_summary_rows(result: Any, out: str | Path | None = None) -> list[tuple[s
     rows.append(("seconds", f"{result.seconds:.2f} (optimizer {result.optimizer_seconds:.2f})"))
     if out is not None:
         rows.append(("run folder", str(out)))
+    near = getattr(result, "approach", None)
+    if near and not near.get("spikes"):
+        rows.append(("closest approach", approach_text(near)))
     for h in run_hints(cfg, result.best_value, result.reported_name, result.best_reported):
         rows.append(("note", h))
     return rows
+
+
+def approach_text(near: dict[str, Any]) -> str:
+    """One line on how close a silent unit came to firing, from :attr:`mango.results.Result.approach`, e.g.
+    ``"membrane peaked at 0.61 in the second half of T (threshold 1: 61 % of it), at position [0, 4] of the
+    5 x 5 map"``; a peak below 0 is said to stay below the resting level (0) all along."""
+    frac = near.get("peak_over_threshold")
+    peak, thr = float(near.get("late_peak", float("nan"))), near.get("threshold")
+    text = f"membrane peaked at {peak:.3g} in the second half of T (threshold {thr:.3g}"
+    if peak < 0:
+        text += "; it stayed below the resting level 0: inhibited)"
+    elif frac is not None:
+        text += f": {frac:.0%} of it)"
+    else:
+        text += ")"
+    if near.get("position") is not None:
+        shape = " x ".join(str(v) for v in near.get("map") or [])
+        text += f", at position {near['position']} of the {shape} map"
+    return text

@@ -58,6 +58,9 @@ class Result:
         reported: ``float64 [N]`` the quantity the user asked for, per query (``objective.reported(values)``).
         best_reported: that quantity at :attr:`best_value`.
         objective_info: ``objective.info()`` (for ``result.json``); known_max: the problem's known maximum.
+        approach: for a spiking unit, how close the best image brought it to firing (its spikes, the
+            membrane's late peak against threshold and where: :meth:`mango.objective.Objective.approach`);
+            None for other targets.
     """
 
     best_code: np.ndarray
@@ -78,6 +81,7 @@ class Result:
     reported: np.ndarray | None = None
     best_reported: float | None = None
     best_uint8: np.ndarray | None = None
+    approach: dict[str, Any] | None = None
     objective_info: dict[str, Any] = field(default_factory=dict)
     known_max: float | None = None
 
@@ -111,8 +115,9 @@ class Result:
 
     def summary(self) -> dict[str, Any]:
         """JSON-able summary: what ``result.json`` holds (plus ``versions``, ``finished`` and ``status`` on save)."""
+        extra = {} if self.approach is None else {"approach": self.approach}
         return {"best_value": self.best_value, "best_code": self.best_code.tolist(),
-                "reported": self.reported_summary(),
+                "reported": self.reported_summary(), **extra,
                 "n_queries": self.n_queries, "n_external": self.n_external, "batches": self.batches,
                 "batch_size": self.batch_size, "seconds": self.seconds,
                 "optimizer_seconds": self.optimizer_seconds, "eval_seconds": self.eval_seconds,

@@ -79,6 +79,7 @@ import hashlib
 import logging
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -520,6 +521,34 @@ class SpikingTarget:
         f = lambda a: a.detach().reshape(k * U, -1)                  # noqa: E731  [k * U, positions]
         return graded_score(f(st.n_spikes), f(st.late_peak), f(st.first), self.T, self.thr, self.g,
                             mem_sum=f(st.mem_sum)).reshape(k, U)
+
+    def approach(self, images: torch.Tensor) -> list[dict[str, Any]]:
+        """How close each image brought the unit to firing: what a report says of a unit that stayed silent.
+
+        ``images [k, C, H, W]`` -> one dict per image, plain JSON types:
+
+        * ``spikes``: the unit's spikes over ``T`` (summed over a channel's positions), an int >= 0;
+        * ``late_peak``: the highest membrane potential over the second half of the presentation
+          (``t >= T // 2``, the graded readout's peak term), at the unit's position where it is highest;
+        * ``threshold``: the layer's firing threshold; ``peak_over_threshold``: ``late_peak / threshold``
+          (1 at threshold; below 0 when the membrane stays below rest; None for a zero threshold);
+        * ``position``: that position in the layer's map (e.g. ``[y, x]`` of a channel's ``5 x 5`` map),
+          None for a single neuron or a channel at a given position; ``map``: the map's shape, or None.
+        """
+        with torch.no_grad():
+            _, st = self.stats(images)
+        lp = self._unit(st.late_peak.detach()).to(torch.float64)        # [k, P]
+        n = self._unit(st.n_spikes.detach())
+        rest = tuple(int(v) for v in st.late_peak.shape[2:]) if self.spec.position is None else ()
+        out = []
+        for b in range(lp.shape[0]):
+            j = int(torch.argmax(lp[b]))
+            pos = [int(v) for v in np.unravel_index(j, rest)] if rest and lp.shape[1] > 1 else None
+            peak = float(lp[b, j])
+            out.append({"spikes": int(n[b].sum()), "late_peak": peak, "threshold": float(self.thr),
+                        "peak_over_threshold": peak / float(self.thr) if float(self.thr) != 0.0 else None,
+                        "position": pos, "map": list(rest) if pos is not None else None})
+        return out
 
     def spikes(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Spike counts ``[k, *S]`` and membrane sums ``[k, *S]`` of the whole layer over ``T``."""

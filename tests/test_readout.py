@@ -230,3 +230,63 @@ def test_late_peak_is_the_max_over_the_second_half():
             trace.append(mem)
         assert torch.equal(s.late_peak, torch.stack(trace[T // 2:]).amax(0))
         assert torch.equal(s.peak, torch.stack(trace).amax(0))
+
+
+@pytest.mark.parametrize("layer, unit", [("spiking1", 7), ("spiking2", 10)])
+def test_approach_says_how_close_each_image_came(layer, unit):
+    """SpikingTarget.approach: spikes equal the plain rate's count, the late peak is the highest of the
+    unit's positions, its position indexes the layer's map (row-major), peak_over_threshold = peak / thr."""
+    from mango.targets.digits import snn_digits
+    x = digits_images(12, seed=4)
+    t = snn_digits(layer=layer, unit=unit)
+    plain = snn_digits(layer=layer, unit=unit, readout="rate")
+    with torch.no_grad():
+        _, st = t.stats(x)
+        rate = plain(x).numpy()
+    near = t.approach(x)
+    lp = st.late_peak[:, unit].double()
+    assert len(near) == 12
+    for b, d in enumerate(near):
+        P = lp[b].numel()
+        assert d["spikes"] == round(rate[b] * t.T * P / t.g)
+        assert d["late_peak"] == float(lp[b].max()) and d["threshold"] == t.thr
+        assert d["peak_over_threshold"] == pytest.approx(d["late_peak"] / t.thr)
+        if lp.ndim > 1 and P > 1:
+            assert d["map"] == list(lp.shape[1:]) and float(lp[b][tuple(d["position"])]) == d["late_peak"]
+        else:
+            assert d["position"] is None and d["map"] is None
+    assert len({d["late_peak"] for d in near}) > 1                   # the images differ
+
+
+def test_a_silent_run_reports_its_closest_approach(tmp_path, capsys):
+    """`mango run` on a unit that stays silent prints how close its best image came, and result.json keeps it
+    (the same numbers as the target's own stats of the best image)."""
+    import json
+
+    from mango.cli import main
+    from mango.targets.digits import snn_digits
+    x = digits_images(64, seed=5)
+    probe = snn_digits(layer="spiking2", readout="rate")
+    with torch.no_grad():
+        counts, _ = probe.stats(x)
+    silent = [int(u) for u in torch.nonzero(counts.sum(0) == 0).flatten()]
+    out, found = tmp_path / "run", None
+    for u in silent:          # the first neuron that a 20-query random search leaves silent
+        args = ["run", "--generator", "vqvae-digits", "--target", "snn-digits", "--target-param", "layer=spiking2",
+                "--target-param", f"unit={u}", "--optimizer", "random", "--budget", "20", "--out", str(out / str(u))]
+        assert main(args) == 0
+        printed = capsys.readouterr().out
+        res = json.loads((out / str(u) / "result.json").read_text())
+        if res["reported"]["best"] == 0:
+            found = (u, printed, res)
+            break
+    assert found, "no spiking2 neuron stayed silent"
+    u, printed, res = found
+    near = res["approach"]
+    t = snn_digits(layer="spiking2", unit=u)
+    code = np.asarray(res["best_code"])[None]
+    from mango import registry
+    img = registry.create("generator", "vqvae-digits")(torch.as_tensor(code))
+    assert near == t.approach(img)[0] and near["spikes"] == 0
+    assert f"membrane peaked at {near['late_peak']:.3g} in the second half of T" in printed
+    assert "closest approach" in printed

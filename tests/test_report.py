@@ -57,14 +57,34 @@ def test_report_files_and_content(cmp_dir):
     assert html.count("<tr>") >= len(UNITS) * len(OPTS) + 1
 
 
+def test_report_shows_the_firing_rate_not_the_search_score(cmp_dir):
+    """A spiking unit's report values are its firing rates (history.npz's `reported`): the graded search score
+    adds a sub-threshold tie term that would read as a rate (a silent unit's best showed as ~1e-5, not 0)."""
+    _, traces = load_traces(cmp_dir)
+    differ = 0
+    for t in traces:
+        h = np.load(t.extra["folder"] / "history.npz")
+        assert t.extra["reported_name"] == "rate"
+        np.testing.assert_array_equal(t.values, h["reported"])
+        assert t.extra["best_score"] == h["values"].max()
+        differ += not np.array_equal(h["values"], h["reported"])
+    assert differ == len(traces)                       # the scores differ from the rates: the check can fail
+    md = write_report(cmp_dir)[0].read_text()
+    assert "| best | best search score |" in md
+    run_rows = [ln for ln in md.splitlines() if ln.startswith("| [")]
+    assert len(run_rows) == len(traces) and all(" (rate) | " in ln for ln in run_rows)
+    assert "for a spiking unit its firing rate" in md
+
+
 def test_gif_frames_follow_the_journal(cmp_dir):
     _, traces = load_traces(cmp_dir)
     t = traces[0]
     codes, queries, values = gif_frames(t.extra["folder"])
-    bsf = np.maximum.accumulate(t.values)
+    score = np.load(t.extra["folder"] / "history.npz")["values"]     # the frames follow the search score
+    bsf = np.maximum.accumulate(score)
     n_improve = 1 + int(np.sum(np.diff(bsf) > 0))
     assert len(codes) == len(values) == min(n_improve, 30)
-    assert values[-1] == t.best and queries == sorted(queries)
+    assert values[-1] == score.max() == t.extra["best_score"] and queries == sorted(queries)
     gif = cmp_dir / "report" / "progress_snn-digits-spiking_out-0.gif"
     if not gif.exists():
         write_report(cmp_dir)
