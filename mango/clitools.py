@@ -26,7 +26,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["parse_kv", "parse_value", "check_out_dir", "merge_table", "Progress", "GridProgress",
+__all__ = ["parse_kv", "parse_value", "check_out_dir", "merge_table", "Progress", "best_text", "GridProgress",
            "journal_queries", "print_rows", "slug"]
 
 
@@ -141,6 +141,20 @@ def merge_table(cfg: dict[str, Any], key: str, name: str | None, params: list[st
         cfg[key] = {"name": cfg[key]}
 
 
+def best_text(ev: Any) -> str:
+    """``"best=0.798"``, or for an objective that reports another quantity than its search score (a
+    spiking unit's firing rate under the graded readout) ``"rate=0.75 (score 0.7985)"``: what the user
+    asked to maximize first. ``ev``: a loop event with ``best_value`` and ``objective``."""
+    import math
+
+    obj = getattr(ev, "objective", None)
+    name = str(getattr(obj, "reported_name", "value") or "value")
+    if name == "value" or not callable(getattr(obj, "reported", None)) or not math.isfinite(ev.best_value):
+        return f"best={ev.best_value:.4g}"
+    rep = float(obj.reported([float(ev.best_value)])[0])
+    return f"{name}={rep:.4g} (score {ev.best_value:.4g})"
+
+
 class Progress:
     """tqdm progress bar over queries (on stderr), showing the best value so far.
 
@@ -157,7 +171,7 @@ class Progress:
     def __call__(self, ev: Any) -> None:
         self.bar.update(ev.n_queries - self.last)
         self.last = ev.n_queries
-        self.bar.set_postfix(best=f"{ev.best_value:.4g}", refresh=False)
+        self.bar.set_postfix_str(best_text(ev), refresh=False)
 
     def close(self) -> None:
         self.bar.close()
@@ -266,7 +280,10 @@ class GridProgress:
                     self._done[i] = budget
                     break
             if status == "done":
-                msg = f"best {info['best_value']:.5g} in {info['wall']:.1f} s"
+                name, rep = info.get("reported_name", "value"), info.get("best_reported")
+                best = (f"best {info['best_value']:.5g}" if name == "value" or rep is None
+                        else f"{name} {rep:.5g} (score {info['best_value']:.5g})")
+                msg = f"{best} in {info['wall']:.1f} s"
             elif status == "skip":
                 msg = "finished before, skipped"
             else:

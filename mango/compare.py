@@ -267,7 +267,8 @@ def _run_one(cfg: RunConfig, folder: str) -> dict[str, Any]:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     res = run_config(cfg, folder)
-    return {"best_value": res.best_value, "n_queries": res.n_queries, "seconds": res.seconds,
+    return {"best_value": res.best_value, "reported_name": res.reported_name, "best_reported": res.best_reported,
+            "n_queries": res.n_queries, "seconds": res.seconds,
             "optimizer_seconds": res.optimizer_seconds, "wall": time.perf_counter() - t0}
 
 

@@ -114,3 +114,25 @@ def test_compare_cli_from_toml(tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", str(cfg), "--out", str(out)]) == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("result.json")} == first
+
+
+def test_progress_and_run_lines_show_the_rate_beside_the_score(tmp_path, capsys):
+    """The progress bar (and a compare/scan run line) showed the graded search score as 'best': for a
+    spiking unit it now shows the firing rate first and the score beside it, as the summary does."""
+    out = tmp_path / "r"
+    assert main(["run", "--generator", "vqvae-digits", "--target", "snn-digits", "--target-param", "layer=spiking2",
+                 "--target-param", "unit=3", "--optimizer", "random", "--budget", "50", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    res = json.loads((out / "result.json").read_text())
+    rate, score = res["reported"]["at_best_score"], res["best_value"]
+    assert rate != score                                               # the check can tell them apart
+    assert f"rate={rate:.4g} (score {score:.4g})" in err
+    assert main(["scan", "--generator", "vqvae-digits", "--target", "snn-digits", "--layer", "spiking2",
+                 "--units", "3", "--optimizer", "random", "--budget", "50", "--out", str(tmp_path / "s")]) == 0
+    cap = capsys.readouterr()
+    assert f"spiking2[3] | random | seed 0: rate {rate:.5g} (score {score:.5g})" in cap.out + cap.err
+    # a problem (no reported quantity) keeps the plain 'best='
+    assert main(["run", "--problem", "separable", "--problem-param", "d=4", "--problem-param", "n=8",
+                 "--budget", "20", "--out", str(tmp_path / "p")]) == 0
+    err = capsys.readouterr().err
+    assert "best=" in err and "score" not in err
