@@ -48,11 +48,13 @@ class Visualization:
             e.g. ``n_queries``, ``seconds``, ``query_index``, is read from it).
         objective: the evaluated :class:`~mango.objective.Objective` (generator + target).
         expr: the objective value that was maximized (``str(expr)`` is its ``"layer:unit"`` text).
+        url: the live view's URL when the run was started with ``watch``, else None.
     """
 
     result: loop.Result
     objective: Objective
     expr: ObjectiveExpr
+    url: str | None = None
 
     @property
     def best_image(self) -> torch.Tensor:
@@ -108,7 +110,7 @@ class Visualization:
                 f"best_value, trace, best_so_far, save(folder))")
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name in ("result", "objective", "expr"):
+        if name.startswith("_") or name in ("result", "objective", "expr", "url"):
             raise AttributeError(name)
         return getattr(self.result, name)
 
@@ -133,7 +135,7 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
                    device: str | torch.device | None = None, eval_batch_size: int | None = None,
                    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
                    run_dir: str | Path | None = None, callbacks: Sequence[loop.Callback] = (),
-                   **spiking: Any) -> Visualization:
+                   progress: bool = False, watch: bool | str = False, **spiking: Any) -> Visualization:
     """Find the image (from ``generator``'s latent space) that maximizes ``objective`` in ``model``.
 
     Args:
@@ -159,11 +161,22 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
         transform: function applied to the generator's images before the model (resize, normalise).
         run_dir: journal the run into this folder (a re-run resumes it) and save the results there.
         callbacks: called after every batch with a :class:`~mango.loop.BatchEvent`.
+        progress: show a progress bar (tqdm, on stderr) with the best value so far (a spiking unit's
+            firing rate, with the search score beside it).
+        watch: serve the live web page of the run (:mod:`mango.watch`) while it runs and after, until
+            the Python process ends: ``True`` for 127.0.0.1 on port 8765 (a free port when it is taken),
+            or ``"[HOST:]PORT"`` as ``--watch`` takes it. Needs ``run_dir`` (the page reads the folder);
+            the URL is printed and kept as :attr:`Visualization.url`.
 
     Returns:
         a :class:`Visualization`: ``best_image``, ``best_value``, ``trace``, ``save(folder)``.
     """
     expr = as_objective(objective)
+    if watch is not False and watch is not None and run_dir is None:
+        raise ConfigError("watch needs run_dir: the live view reads the run's folder (e.g. "
+                          "mango.maximize(..., run_dir='runs/my_unit', watch=True))")
+    if not isinstance(watch, (bool, str)) or watch is None:
+        raise ConfigError(f"watch must be True, False or a '[HOST:]PORT' string, got {watch!r}")
     if generator is None:
         raise ConfigError(f"maximize needs a generator: a registered name "
                           f"({', '.join(registry.names('generator'))}) or a generator object")
@@ -195,9 +208,23 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
               "eval_batch_size": obj.batch_size}
     if batch_size is not None:
         config["batch_size"] = batch_size
-    result = loop.maximize(obj, optimizer, budget, seed, batch_size=batch_size, params=optimizer_params,
-                           run_dir=run_dir, config=config, callbacks=callbacks)
-    return Visualization(result, obj, expr)  # with run_dir, the loop has written the folder
+    url = None
+    if watch is not False:
+        from .watch import serve_option
+
+        url = serve_option("" if watch is True else watch, run_dir)   # prints the URL
+    bar = None
+    if progress:
+        from .clitools import Progress
+
+        bar = Progress(loop.check_budget(budget), desc=str(expr))
+    try:
+        result = loop.maximize(obj, optimizer, budget, seed, batch_size=batch_size, params=optimizer_params,
+                               run_dir=run_dir, config=config, callbacks=[*callbacks, *([bar] if bar else [])])
+    finally:
+        if bar is not None:
+            bar.close()
+    return Visualization(result, obj, expr, url)  # with run_dir, the loop has written the folder
 
 
 def _describe(model: Any) -> str:

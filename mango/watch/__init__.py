@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8765
 _SERVERS: dict[str, Any] = {}
+_AT_EXIT = False                 # _stop_all registered with atexit
 
 
 def serve(folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, token: str | None = None, *,
@@ -58,7 +59,7 @@ def serve(folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, tok
     from .server import start
 
     srv = start(folder, host=host, port=port, token=token, render=render)
-    _SERVERS[srv.url] = srv
+    _register(srv)
     return srv.url
 
 
@@ -114,9 +115,31 @@ def serve_option(value: str | None, folder: str | os.PathLike, token: str | None
     host, port = parse_watch(value)
     token = token if token is not None else os.environ.get("MANGO_WATCH_TOKEN")
     srv = _start(folder, host, port, token, render=True)
-    _SERVERS[srv.url] = srv
+    _register(srv)
     print(f"live view: {srv.url}", file=sys.stderr, flush=True)
     return srv.url
+
+
+def _stop_all() -> None:
+    """Stop every live view this process serves (registered with ``atexit`` by :func:`_register`): a
+    server thread killed mid-request at interpreter exit, after torch ran in both threads, aborted the
+    process ("terminate called without an active exception", exit code 134)."""
+    for url in list(_SERVERS):
+        try:
+            _SERVERS.pop(url).stop(timeout=2.0)
+        except Exception:  # noqa: BLE001 - exiting anyway: one server's failure must not block the others
+            log.debug("stopping the live view %s failed", url, exc_info=True)
+
+
+def _register(srv: Any) -> None:
+    """Keep ``srv`` for :func:`stop` and stop it at exit."""
+    global _AT_EXIT
+    if not _AT_EXIT:
+        import atexit
+
+        atexit.register(_stop_all)
+        _AT_EXIT = True
+    _SERVERS[srv.url] = srv
 
 
 def _start(folder: str | os.PathLike, host: str, port: int, token: str | None, render: bool) -> Any:
