@@ -2,7 +2,8 @@
 
 A run folder holds::
 
-    run.json          the run's config (written once; a resume with another config is refused)
+    run.json          the run's config (written once; a resume with another config is refused
+                      once a batch is recorded)
     journal.jsonl     one line per evaluated batch, flushed and fsynced *before* the
                       optimizer is told: {"batch", "I", "y", "t", "time", "external"}
     checkpoint.npz    the optimizer's state_dict after batch ``batch`` (atomic replace)
@@ -159,7 +160,8 @@ class Journal:
 
         Raises:
             ConfigError: ``config`` or ``identity`` differs from the one the folder was started with
-                (the message names the differing keys).
+                (the message names the differing keys), unless the folder holds nothing recorded yet
+                (only these two files, an empty journal and its lock): then the new ones replace them.
             MangoError: the journal is damaged other than by a torn last line (the message names the line).
         """
         folder = Path(folder)
