@@ -159,13 +159,20 @@ class Journal:
                 a folder without one (written before it existed) adopts it.
 
         Raises:
-            ConfigError: ``config`` or ``identity`` differs from the one the folder was started with
+            ConfigError: ``folder`` holds a saved result (``result.json`` without ``run.json``, e.g. from
+                :meth:`mango.results.Result.save`), which a run would overwrite; or ``config`` or
+                ``identity`` differs from the one the folder was started with
                 (the message names the differing keys), unless the folder holds nothing recorded yet
                 (only these two files, an empty journal and its lock): then the new ones replace them.
             MangoError: the journal is damaged other than by a torn last line (the message names the line).
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        if config is not None and not (folder / "run.json").exists() and (folder / "result.json").exists():
+            # what Result.save / Visualization.save write: a result, not a run to resume; a run here would
+            # overwrite it (and, seeing it as finished, never write its own final files)
+            raise ConfigError(f"{folder} holds a saved result (result.json without the run.json of a run folder, "
+                              "e.g. from res.save()); a run there would overwrite it: use another folder")
         fresh = _nothing_recorded(folder)
         for name, value, what in (("run.json", config, "config"), (IDENTITY_NAME, identity, "objective/optimizer")):
             if value is None:

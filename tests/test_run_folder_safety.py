@@ -257,3 +257,16 @@ def test_rerunning_a_finished_run_leaves_it_untouched(tmp_path):
     assert again.optimizer_seconds == stored["optimizer_seconds"] > 0
     assert again.eval_seconds == stored["eval_seconds"]
     assert again.seconds == stored["seconds"]
+
+
+def test_a_run_into_a_folder_holding_a_saved_result_is_refused_and_the_result_kept(tmp_path):
+    """res.save(X) writes result.json, history.npz and best.png but no run.json. A run with run_dir=X used to
+    take the folder: its live files overwrote the saved result, and, as the saved result.json counted as a
+    finished run, its own final files were never written (result.json stayed 'running', with a stale best)."""
+    first = maximize(_tt(1), "protes", 40, seed=0, batch_size=10)
+    first.save(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ConfigError, match=r"holds a saved result .*use another folder"):
+        maximize(_tt(2), "protes", 60, seed=1, batch_size=10, run_dir=tmp_path)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != ".lock"}
+    assert after == before
