@@ -180,6 +180,22 @@ def test_finished_run_keeps_being_served(tmp_path, served):
     assert s["optimizer_share"] == pytest.approx(0.25) and s["reported"]["name"] == "rate"
 
 
+def test_a_finished_silent_run_shows_its_closest_approach(tmp_path, served):
+    """result.json's "approach" (a spiking unit's best image: spikes, late membrane peak against threshold and
+    where) reaches the page's state once the run is finished, and the page has the line that shows it."""
+    run = tmp_path / "run"
+    _write_run(run, [[0.1, 0.2]], budget=2)
+    near = {"spikes": 0, "late_peak": -1.52, "threshold": 1.0, "peak_over_threshold": -1.52, "position": [3, 0],
+            "map": [5, 5]}
+    (run / "result.json").write_text(json.dumps({"status": "running", "best_value": 0.2, "approach": near}))
+    url = served(run)
+    assert _state(url)["approach"] is None                # only a finished run's best image counts
+    (run / "result.json").write_text(json.dumps({"best_value": 0.2, "n_queries": 2, "approach": near}))
+    assert _state(url)["approach"] == near
+    page = _get(url, "")[1].decode()
+    assert 'id="approach"' in page and "closest approach: membrane peaked at" in page
+
+
 def test_reported_values_in_the_journal(tmp_path, served):
     run = tmp_path / "run"
     run.mkdir()

@@ -103,3 +103,38 @@ def test_live_page_follows_a_real_run(tmp_path):
             proc.wait()
         stop(url)
     assert not errors, errors
+
+
+def test_page_says_how_close_a_silent_unit_came(tmp_path):
+    """A finished run of a unit that never fired: the page shows result.json's closest approach in words."""
+    _need_browser()
+    pytest.importorskip("starlette")
+    from playwright.sync_api import sync_playwright
+
+    from mango.cli import main
+    from mango.watch import serve, stop
+
+    out = tmp_path / "run"          # spiking2[0] of the digits SNN stays silent for 20 random queries
+    assert main(["run", "--generator", "vqvae-digits", "--target", "snn-digits", "--target-param", "layer=spiking2",
+                 "--target-param", "unit=0", "--optimizer", "random", "--budget", "20", "--out", str(out), "-q"]) == 0
+    import json
+    near = json.loads((out / "result.json").read_text())["approach"]
+    assert near["spikes"] == 0
+    url = serve(out)
+    errors: list[str] = []
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page()
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url)
+            page.wait_for_function("document.getElementById('status').textContent === 'finished'", timeout=30_000)
+            text = page.inner_text("#approach")
+            browser.close()
+    finally:
+        stop(url)
+    assert not errors, errors
+    peak = float(f"{near['late_peak']:.3g}")
+    assert text.startswith("never fired; closest approach: membrane peaked at ")
+    assert float(text.split("peaked at ")[1].split(" ")[0]) == pytest.approx(peak)
+    assert f"(threshold {near['threshold']:g})" in text

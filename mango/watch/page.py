@@ -77,6 +77,7 @@ PAGE = r"""<!doctype html>
         <div class="big" id="best-value">–</div>
         <div class="sub" id="best-where"></div>
         <div class="sub" id="reported"></div>
+        <div class="sub" id="approach"></div>
         <div class="sub" id="image-source"></div>
         <div style="margin-top:10px" id="image-box">
           <img id="best-image" class="hidden" alt="best image so far" onerror="this.classList.add('hidden');document.getElementById('no-image').classList.remove('hidden')">
@@ -263,6 +264,12 @@ function renderRun(s) {
   const rep = s.reported;
   $("reported").textContent = rep && rep.name && rep.name !== "value" ?
       (rep.name + ": " + fmt(rep.at_best_score) + " at the best score (best " + rep.name + " " + fmt(rep.best) + ")") : "";
+  const near = s.approach;
+  $("approach").textContent = near && near.spikes === 0 && typeof near.late_peak === "number" ?
+      ("never fired; closest approach: membrane peaked at " + fmt(near.late_peak, 3) +
+       " in the second half of T (threshold " + fmt(near.threshold, 3) + ")" +
+       (near.position ? (" at position [" + near.position.join(", ") + "]" +
+                         (near.map ? " of the " + near.map.join(" x ") + " map" : "")) : "")) : "";
   const img = $("best-image");
   if (s.image) {
     const src = withToken(s.image);

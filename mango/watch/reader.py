@@ -465,6 +465,9 @@ class RunReader:
         out["known_max"] = _num(res.get("known_max"))
         # the quantity the user asked for (e.g. the firing rate of a spiking unit)
         out["reported"] = self._reported(res, values)
+        # a finished spiking run: how close its best image came to firing (result.json's "approach")
+        near = res.get("approach") if isinstance(res, dict) and not _running(res) else None
+        out["approach"] = near if isinstance(near, dict) else None
         # curve: running best at each improvement (+ the last query), and the per-batch maximum
         cx: list[float] = []
         cy: list[float] = []
