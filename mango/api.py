@@ -172,11 +172,11 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
         a :class:`Visualization`: ``best_image``, ``best_value``, ``trace``, ``save(folder)``.
     """
     expr = as_objective(objective)
-    if watch is not False and watch is not None and run_dir is None:
+    if not isinstance(watch, (bool, str)):
+        raise ConfigError(f"watch must be True, False or a '[HOST:]PORT' string, got {watch!r}")
+    if watch is not False and run_dir is None:
         raise ConfigError("watch needs run_dir: the live view reads the run's folder (e.g. "
                           "mango.maximize(..., run_dir='runs/my_unit', watch=True))")
-    if not isinstance(watch, (bool, str)) or watch is None:
-        raise ConfigError(f"watch must be True, False or a '[HOST:]PORT' string, got {watch!r}")
     if generator is None:
         raise ConfigError(f"maximize needs a generator: a registered name "
                           f"({', '.join(registry.names('generator'))}) or a generator object")

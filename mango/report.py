@@ -876,9 +876,9 @@ def run_summary_rows(result: Any, out: str | Path | None = None) -> list[tuple[s
     rows.append(("best value", best))
     values = np.asarray(result.values, dtype=np.float64)
     if len(values):
-        j = int(np.argmax(values >= result.best_value)) if np.any(values >= result.best_value) else int(
-            np.argmax(values))
-        rows.append(("best found at query", f"{int(result.query_index[j])} of {result.n_queries}"))
+        q = result.best_query          # None: no value reaches the recommended best (noisy): the top value's query
+        q = int(result.query_index[int(np.argmax(values))]) if q is None else q
+        rows.append(("best found at query", f"{q} of {result.n_queries}"))
     base = None if result.n_external else random_search_baseline(values, result.times, result.n_queries)
     if base is None:
         rows.append(("random search (est.)", "n/a (no uniform first batch to estimate it from)"))

@@ -90,12 +90,20 @@ class Result:
         """``float64 [N]`` running maximum of :attr:`values`."""
         return np.maximum.accumulate(self.values) if len(self.values) else self.values
 
+    @property
+    def best_query(self) -> int | None:
+        """The query count (:attr:`query_index`: an optimizer's own forward passes count too) at which
+        :attr:`best_value` was first reached; None when no evaluated value reaches it (e.g. a noisy run's
+        recommended code, ranked by a mean)."""
+        hit = np.nonzero(self.values >= self.best_value)[0]
+        return int(self.query_index[hit[0]]) if len(hit) else None
+
     def _headline(self) -> str:
         """``"<score> (<reported> <value>) at query q of N, <optimizer> seed s, t s"``: what a repr shows."""
         opt = self.config.get("optimizer")
         opt = opt.get("name") if isinstance(opt, dict) else opt
-        hit = np.nonzero(self.values >= self.best_value)[0]
-        at = f" at query {int(hit[0]) + 1}" if len(hit) else ""
+        q = self.best_query
+        at = "" if q is None else f" at query {q}"
         rep = ("" if self.best_reported is None or self.reported_name == "value"
                else f" ({self.reported_name} {self.best_reported:.6g})")
         return (f"{self.best_value:.6g}{rep}{at} of {self.n_queries}, optimizer {opt!r}, seed "

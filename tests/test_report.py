@@ -237,6 +237,11 @@ def test_run_summary_names_unit_best_query_baseline_and_hints():
     rows = dict(run_summary_rows(_result(SNN, vals), "runs/x"))
     assert rows["unit"] == "layer spiking1, unit 20"
     assert rows["best found at query"] == "21 of 40"
+    # with an optimizer's own forward passes counted (query_index runs ahead of the value's index), the
+    # summary and the result's one-line repr name the same query count
+    ext = _result(SNN, vals)
+    ext.query_index, ext.n_queries = ext.query_index * 3, 120
+    assert dict(run_summary_rows(ext))["best found at query"] == "63 of 120" and " at query 63 of 120," in repr(ext)
     est = float(rows["random search (est.)"].split(":")[0])  # 40 draws from the first batch: its max, nearly
     assert 0.19 < est <= 0.2
     assert "note" not in rows and rows["run folder"] == "runs/x"
