@@ -34,11 +34,15 @@ _LAZY = {
 }
 
 
-#: submodules reachable as attributes (``mango.objectives.parse``) without an explicit import
-_SUBMODULES = ("objectives",)
+#: submodules reachable as attributes (``mango.objectives.parse``, ``mango.registry.create``) without an explicit import
+_SUBMODULES = ("objectives", "registry")
 
 
-_lazy_getattr, __dir__ = lazy_attributes(__name__, _LAZY, globals())
+_lazy_getattr, _lazy_dir = lazy_attributes(__name__, _LAZY, globals())
+
+
+def __dir__() -> list[str]:
+    return sorted(set(_lazy_dir()) | set(_SUBMODULES))
 
 
 def __getattr__(name: str) -> Any:

@@ -20,6 +20,8 @@ When the first argument is already an :class:`~mango.objective.BaseObjective`,
 """
 from __future__ import annotations
 
+import html
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +34,12 @@ from . import loop, registry
 from .devices import module_device
 from .config import check_device
 from .errors import ConfigError
+from .imaging import display_uint8, upscale
+from .interrupt import GracefulInterrupt, Standing
 from .optimizers import DEFAULT_OPTIMIZER
 from .objective import BaseObjective, Objective
 from .objectives import ObjectiveExpr, as_objective
+from .results import finished_result
 
 __all__ = ["maximize", "maximize_model", "Visualization"]
 
@@ -97,6 +102,29 @@ class Visualization:
             a = self.objective.activations(images.to(self.objective.device)).double().cpu().numpy()
         return self.objective.reported(a)
 
+    @property
+    def image(self) -> np.ndarray:
+        """``uint8 [H, W, C]``: the best image for display, as ``best.png`` shows it (the generator's
+        own conversion, e.g. CIFAR normalisation undone): ``plt.imshow(res.image)`` (C = 1: ``[H, W]``)."""
+        arr = self.result.best_uint8
+        if arr is None:
+            arr = display_uint8(self.result.best_image[None], getattr(self.objective, "generator", None))[0]
+        return arr[..., 0] if arr.shape[-1] == 1 else arr
+
+    def show(self, ax: Any = None) -> Any:
+        """Draw the best image with matplotlib (on ``ax``, else a new figure), titled with the unit and
+        its best value; returns the axes."""
+        import matplotlib.pyplot as plt   # third-party, only when drawing
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(3, 3))
+        img = self.image
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(f"{self.expr}: {self.best_value:.4g}" + (" (interrupted)" if self.result.interrupted else ""),
+                     fontsize=9)
+        return ax
+
     def save(self, folder: str | Path) -> Path:
         """Write ``result.json``, ``history.npz`` and ``best.png`` into ``folder`` (what the CLI writes)."""
         out = Path(folder)
@@ -107,12 +135,33 @@ class Visualization:
         r = self.result
         img = "" if r.best_image is None else f", best_image {list(r.best_image.shape)}"
         return (f"Visualization({str(self.expr)!r}: best score {r._headline()}{img}; "
-                f"best_value, trace, best_so_far, save(folder))")
+                f"best_value, trace, best_so_far, image, show(), save(folder))")
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the best image (enlarged, pixels kept sharp) beside the one-line summary."""
+        import base64
+        import io
+
+        import imageio.v3 as iio   # third-party, only when a notebook asks
+
+        img = self.image
+        buf = io.BytesIO()
+        iio.imwrite(buf, upscale(img, max(1, 128 // max(1, img.shape[0]))), extension=".png")
+        src = base64.b64encode(buf.getvalue()).decode()
+        return (f'<div style="display:flex;gap:12px;align-items:center"><img src="data:image/png;base64,{src}" '
+                f'style="image-rendering:pixelated;width:128px"/><code>{html.escape(repr(self))}</code></div>')
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name in ("result", "objective", "expr", "url"):
             raise AttributeError(name)
-        return getattr(self.result, name)
+        try:
+            return getattr(self.result, name)
+        except AttributeError:
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r} (see dir(res): "
+                                 "best_image, best_value, trace, image, show(), save(folder), ...)") from None
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | {n for n in dir(self.result) if not n.startswith("_")})
 
 
 def maximize(model: Any, *args: Any, **kwargs: Any) -> Visualization | loop.Result:
@@ -166,10 +215,19 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
         watch: serve the live web page of the run (:mod:`mango.watch`) while it runs and after, until
             the Python process ends: ``True`` for 127.0.0.1 on port 8765 (a free port when it is taken),
             or ``"[HOST:]PORT"`` as ``--watch`` takes it. Needs ``run_dir`` (the page reads the folder);
-            the URL is printed and kept as :attr:`Visualization.url`.
+            the URL is printed and kept as :attr:`Visualization.url`. A view an earlier call served at
+            the same address is closed first (a re-run cell keeps its port; an open page follows).
 
     Returns:
-        a :class:`Visualization`: ``best_image``, ``best_value``, ``trace``, ``save(folder)``.
+        a :class:`Visualization`: ``best_image``, ``best_value``, ``trace``, ``image`` / ``show()``
+        (for display), ``save(folder)``.
+
+    Ctrl-C (a notebook's "interrupt kernel") stops the search after the batch in progress and returns
+    the partial result (``res.interrupted`` is True; with ``run_dir`` its journal resumes the run when
+    the same call is made again); a second Ctrl-C raises ``KeyboardInterrupt`` at once. A ``run_dir``
+    holding a finished run of the same settings returns its stored result without evaluating (said on
+    stderr); one recorded with other settings, or with other weights of the model or generator (a
+    retrained model, another checkpoint: :mod:`mango.fingerprint`), is refused.
     """
     expr = as_objective(objective)
     if not isinstance(watch, (bool, str)):
@@ -208,23 +266,68 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
               "eval_batch_size": obj.batch_size}
     if batch_size is not None:
         config["batch_size"] = batch_size
-    url = None
-    if watch is not False:
-        from .watch import serve_option
-
-        url = serve_option("" if watch is True else watch, run_dir)   # prints the URL
+    url = None if watch is False else _serve_watch("" if watch is True else watch, run_dir)
     bar = None
     if progress:
         from .clitools import Progress
 
         bar = Progress(loop.check_budget(budget), desc=str(expr))
+    was_finished = run_dir is not None and finished_result(run_dir) is not None
+    standing = Standing()
     try:
-        result = loop.maximize(obj, optimizer, budget, seed, batch_size=batch_size, params=optimizer_params,
-                               run_dir=run_dir, config=config, callbacks=[*callbacks, *([bar] if bar else [])])
+        with GracefulInterrupt("mango.maximize") as stop:
+            result = loop.maximize(obj, optimizer, budget, seed, batch_size=batch_size, params=optimizer_params,
+                                   run_dir=run_dir, config=config, stop=stop,
+                                   callbacks=[*callbacks, standing, *([bar] if bar else [])])
+    except KeyboardInterrupt:
+        _say_interrupted(standing.n_queries, budget, standing.best_value, run_dir)
+        raise
     finally:
         if bar is not None:
             bar.close()
+    if result.interrupted:
+        _say_interrupted(result.n_queries, budget, result.best_value, run_dir, returned=True)
+    elif was_finished:
+        print(f"mango.maximize: {run_dir} holds a finished run of these settings: returning its stored result "
+              f"(nothing was evaluated; use another run_dir to search again)", file=sys.stderr, flush=True)
     return Visualization(result, obj, expr, url)  # with run_dir, the loop has written the folder
+
+
+#: ``(host, port)`` asked by an earlier ``maximize(watch=...)`` call of this process -> the URL it serves
+_WATCHED: dict[tuple[str, int], str] = {}
+
+
+def _serve_watch(value: str, run_dir: str | Path) -> str:
+    """Serve the live view of ``run_dir`` at the address ``value`` asks for; prints and returns the URL.
+
+    A view that an earlier call of this process serves at the same address (its run is over: calls
+    return when their run ends) is stopped first, so a re-run cell takes the same port, and a page left
+    open in the browser follows the new run instead of the old one.
+    """
+    from . import watch as live
+
+    key = live.parse_watch(value)
+    old = _WATCHED.pop(key, None)
+    if old is not None:
+        live.stop(old)
+    url = live.serve_option(value, run_dir)
+    assert url is not None
+    _WATCHED[key] = url
+    return url
+
+
+def _say_interrupted(n_queries: int, budget: int, best: float | None, run_dir: str | Path | None,
+                     returned: bool = False) -> None:
+    """Print where an interrupted :func:`maximize_model` stands and how to go on."""
+    lines = [f"mango.maximize: interrupted after {n_queries} of {budget} queries; best score so far "
+             f"{'none yet' if best is None else f'{best:.6g}'}"
+             + ("; returning this partial result (its .interrupted is True)" if returned else "")]
+    if run_dir is not None:
+        lines.append(f"every finished batch is in the journal of {run_dir}: call mango.maximize again with the "
+                     "same arguments to resume the run")
+    else:
+        lines.append("nothing was kept on disk (no run_dir); pass run_dir=FOLDER to make a run resumable")
+    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 def _describe(model: Any) -> str:

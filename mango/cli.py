@@ -21,6 +21,7 @@ from .config import RunConfig, TargetSpec, build_objective, create_component, lo
 from .demo import run_demo
 from . import watch
 from .errors import ConfigError, MangoError
+from .interrupt import Standing
 from .loop import build_optimizer
 from .optimizers import DEFAULT_OPTIMIZER
 from .registry import describe_params
@@ -45,19 +46,7 @@ def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return cfg
 
 
-class _Standing:
-    """Callback remembering where a run stands (queries done, best so far) for the Ctrl-C message."""
-
-    def __init__(self) -> None:
-        self.n_queries = 0
-        self.best_value: float | None = None
-
-    def __call__(self, ev: Any) -> None:
-        self.n_queries = int(ev.n_queries)
-        self.best_value = float(ev.best_value)
-
-
-def _interrupted(standing: _Standing, budget: int, out: Path | None, argv: list[str]) -> int:
+def _interrupted(standing: Standing, budget: int, out: Path | None, argv: list[str]) -> int:
     """Print where an interrupted ``mango run`` stands and how to resume it; the exit code 130."""
     best = "none yet" if standing.best_value is None else f"{standing.best_value:.6g}"
     lines = [f"mango run: interrupted after {standing.n_queries} of {budget} queries; best so far {best}."]
@@ -88,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if out is not None:
         serve_option(args.watch, out)
     bar = Progress(cfg.budget) if not args.quiet else None
-    standing = _Standing()
+    standing = Standing()
     try:
         res = run_config(cfg, out, callbacks=[standing, bar] if bar else [standing], objective=objective,
                          optimizer=optimizer)

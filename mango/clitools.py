@@ -169,9 +169,11 @@ class Progress:
         self.last = 0
 
     def __call__(self, ev: Any) -> None:
+        # the best value first, then the count: update() is what redraws, so the line drawn shows
+        # this batch's best, not the previous one's (a notebook keeps the last line drawn)
+        self.bar.set_postfix_str(best_text(ev), refresh=False)
         self.bar.update(ev.n_queries - self.last)
         self.last = ev.n_queries
-        self.bar.set_postfix_str(best_text(ev), refresh=False)
 
     def close(self) -> None:
         self.bar.close()

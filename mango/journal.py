@@ -138,6 +138,13 @@ def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix or "(value)"]
 
 
+def _before_fingerprints(old: Any, new: Any) -> bool:
+    """Whether ``old`` is an identity recorded before the objective's ``weights`` fingerprint existed
+    (:mod:`mango.fingerprint`) while ``new`` has one: such a folder is compared without it."""
+    return (isinstance(old, dict) and isinstance(old.get("objective"), dict) and "weights" not in old["objective"]
+            and isinstance(new.get("objective"), dict) and "weights" in new["objective"])
+
+
 class Journal:
     """The journal of one run folder. Use :meth:`open`."""
 
@@ -185,16 +192,22 @@ class Journal:
                 except (OSError, ValueError) as exc:
                     raise MangoError(f"{path} is unreadable ({exc}); cannot tell which run folder {folder} holds") \
                         from None
-                if old != canon and fresh:
+                cmp = canon
+                if name == IDENTITY_NAME and _before_fingerprints(old, canon):
+                    # recorded before identities carried the weights' fingerprint: compare the rest
+                    cmp = {**canon, "objective": {k: v for k, v in canon["objective"].items() if k != "weights"}}
+                if old != cmp and fresh:
                     # a run that stopped before its first batch was recorded (e.g. a target that does not
                     # take the generator's images): nothing to lose, the corrected settings take the folder
                     log.info("run folder %s holds no recorded batch; it is started again with the new %s",
                              folder, what)
                     atomic_write(path, json.dumps(canon, indent=2, sort_keys=True).encode())
-                elif old != canon:
-                    keys = _diff_keys(old, canon)
+                elif old != cmp:
+                    keys = _diff_keys(old, cmp)
+                    why = ("; the generator's or model's weights differ from those the run searched (retrained, "
+                           "or another checkpoint)" if "objective.weights" in keys else "")
                     raise ConfigError(
-                        f"run folder {folder} was started with another {what} (differs in: {', '.join(keys)}); "
+                        f"run folder {folder} was started with another {what} (differs in: {', '.join(keys)}){why}; "
                         "use a new folder or the same settings to resume")
             else:
                 atomic_write(path, json.dumps(canon, indent=2, sort_keys=True).encode())

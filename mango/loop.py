@@ -183,7 +183,7 @@ def build_optimizer(optimizer: Optimizer | str, space: Any, *, seed: int, batch_
 
 def run_loop(optimizer: Optimizer, budget: int, policy: Policy, *, run_dir: str | Path | None = None,
              config: dict[str, Any] | None = None, callbacks: Sequence[Callback] = (),
-             checkpoint_every: int = 10) -> Any:
+             checkpoint_every: int = 10, stop: Callable[[], bool] | None = None) -> Any:
     """The loop kernel: ask -> evaluate -> journal -> tell under ``policy`` until it stops.
 
     Args:
@@ -196,10 +196,14 @@ def run_loop(optimizer: Optimizer, budget: int, policy: Policy, *, run_dir: str 
             :func:`run_identity` differs from ``identity.json``).
         callbacks: called with the policy's event after every step.
         checkpoint_every: batches between optimizer checkpoints (policies with ``checkpoints``).
+        stop: asked before every new batch; when it returns True the loop ends there, between two
+            batches (a graceful Ctrl-C): the result is marked ``interrupted``, its final files are
+            not written (the journal resumes the run), and a stop before any query raises
+            ``KeyboardInterrupt``.
 
     Returns:
-        ``policy.result(...)``, also saved into ``run_dir`` (``result.save(run_dir)``) when given
-        and the folder was not finished before.
+        ``policy.result(...)``, also saved into ``run_dir`` (``result.save(run_dir)``) when given,
+        the folder was not finished before and the run was not stopped.
 
     Raises:
         ConfigError: another process holds ``run_dir``; or it holds another run (config or identity).
@@ -218,6 +222,7 @@ def run_loop(optimizer: Optimizer, budget: int, policy: Policy, *, run_dir: str 
             stored = finished_result(folder)  # a finished run: replayed, returned as stored, not rewritten
         st = LoopState(budget=budget)
         empty = np.zeros((0, optimizer.space.d), dtype=np.int64)
+        interrupted = False
         try:
             policy.open(folder, optimizer)
             rows = journal.rows if journal is not None else []
@@ -235,6 +240,9 @@ def run_loop(optimizer: Optimizer, budget: int, policy: Policy, *, run_dir: str 
                     I, external = row.I, row.external
                     step = policy.replay(st.steps, I, row)
                 else:
+                    if stop is not None and stop():
+                        interrupted = True
+                        break
                     n = policy.plan(budget - st.used)
                     if n is None:
                         break
@@ -293,8 +301,12 @@ def run_loop(optimizer: Optimizer, budget: int, policy: Policy, *, run_dir: str 
             if journal is not None:
                 journal.close()
             policy.close()
+        if interrupted and not st.values:
+            raise KeyboardInterrupt
         result = policy.result(st, optimizer, dict(config or {}))
-        if folder is not None:
+        if interrupted:
+            result.interrupted = True   # a partial result; the journal resumes the run
+        elif folder is not None:
             _finish_folder(folder, result, stored)
         return result
     finally:
@@ -427,7 +439,8 @@ class EvaluateOnce:
 def maximize(objective: BaseObjective, optimizer: Optimizer | str, budget: int, seed: int = 0, *,
              batch_size: int | None = None, params: dict[str, Any] | None = None,
              run_dir: str | Path | None = None, config: dict[str, Any] | None = None,
-             callbacks: Sequence[Callback] = (), checkpoint_every: int = 10) -> Result:
+             callbacks: Sequence[Callback] = (), checkpoint_every: int = 10,
+             stop: Callable[[], bool] | None = None) -> Result:
     """Maximize ``objective`` over its space with ``optimizer`` for ``budget`` queries.
 
     Args:
@@ -444,6 +457,8 @@ def maximize(objective: BaseObjective, optimizer: Optimizer | str, budget: int, 
         callbacks: called with a :class:`BatchEvent` after every batch.
         checkpoint_every: batches between optimizer checkpoints (for optimizers
             with a ``state_dict``; others resume by replaying the whole journal).
+        stop: asked before every new batch; True ends the run there with a partial result marked
+            ``interrupted`` (see :func:`run_loop`).
     """
     budget = check_budget(budget)
     seed = check_seed(seed)
@@ -461,4 +476,4 @@ def maximize(objective: BaseObjective, optimizer: Optimizer | str, budget: int, 
         callbacks = [*callbacks, LiveArtifacts(run_dir, config)]
     # -- end live artifacts
     return run_loop(optimizer, budget, EvaluateOnce(objective), run_dir=run_dir, config=config,
-                    callbacks=callbacks, checkpoint_every=checkpoint_every)
+                    callbacks=callbacks, checkpoint_every=checkpoint_every, stop=stop)

@@ -33,6 +33,7 @@ import torch
 from .channels import make_select
 from .devices import module_device
 from .errors import ConfigError, EvaluationError, MangoError
+from .fingerprint import weights_fingerprint
 from .protocols import flag
 from .spaces import LatentSpace
 
@@ -296,8 +297,13 @@ class Objective(BaseObjective):
         return np.concatenate(out)
 
     def info(self) -> dict[str, Any]:
+        """JSON-able description: space, cache, generator, target, ``weights`` (a fingerprint of the
+        generator's and target's torch weights, :mod:`mango.fingerprint`, taken at the first call, or
+        None without modules), device, micro-batch width, noisy."""
         out = super().info()
-        out.update(generator=_describe(self.generator), target=_describe(self.target),
+        if not hasattr(self, "_weights"):   # once per objective: hashing a large model takes ~0.3 s per 100 MB
+            self._weights = weights_fingerprint(self.generator, self.target)
+        out.update(generator=_describe(self.generator), target=_describe(self.target), weights=self._weights,
                    device=str(self.device), batch_size=self.batch_size, noisy=self.noisy)
         return out
 

@@ -61,6 +61,9 @@ class Result:
         approach: for a spiking unit, how close the best image brought it to firing (its spikes, the
             membrane's late peak against threshold and where: :meth:`mango.objective.Objective.approach`);
             None for other targets.
+        interrupted: the run was stopped by the user (Ctrl-C) before its budget was spent: a partial
+            result (its folder's journal resumes the run; ``result.json`` saved from it is not a
+            finished run).
     """
 
     best_code: np.ndarray
@@ -84,6 +87,7 @@ class Result:
     approach: dict[str, Any] | None = None
     objective_info: dict[str, Any] = field(default_factory=dict)
     known_max: float | None = None
+    interrupted: bool = False
 
     @property
     def best_so_far(self) -> np.ndarray:
@@ -106,7 +110,11 @@ class Result:
         at = "" if q is None else f" at query {q}"
         rep = ("" if self.best_reported is None or self.reported_name == "value"
                else f" ({self.reported_name} {self.best_reported:.6g})")
-        return (f"{self.best_value:.6g}{rep}{at} of {self.n_queries}, optimizer {opt!r}, seed "
+        stop = ""
+        if self.interrupted:
+            budget = self.config.get("budget")
+            stop = f" (interrupted: {self.n_queries} of {budget} queries)" if budget else " (interrupted)"
+        return (f"{self.best_value:.6g}{rep}{at} of {self.n_queries}{stop}, optimizer {opt!r}, seed "
                 f"{self.config.get('seed')}, {self.seconds:.1f} s")
 
     def __repr__(self) -> str:   # the dataclass repr would print every array in full
@@ -124,6 +132,8 @@ class Result:
     def summary(self) -> dict[str, Any]:
         """JSON-able summary: what ``result.json`` holds (plus ``versions``, ``finished`` and ``status`` on save)."""
         extra = {} if self.approach is None else {"approach": self.approach}
+        if self.interrupted:
+            extra["interrupted"] = True
         return {"best_value": self.best_value, "best_code": self.best_code.tolist(),
                 "reported": self.reported_summary(), **extra,
                 "n_queries": self.n_queries, "n_external": self.n_external, "batches": self.batches,
@@ -168,14 +178,15 @@ def write_final_files(folder: str | Path, summary: dict[str, Any], history: dict
 
 
 def finished_result(folder: str | Path) -> dict[str, Any] | None:
-    """``result.json`` of ``folder`` if it marks a finished run, else None (missing, unreadable, or written
-    while running). A ``result.json`` without ``status`` (written before it existed) counts as finished."""
+    """``result.json`` of ``folder`` if it marks a finished run, else None (missing, unreadable, written
+    while running, or saved from an interrupted run's partial result). A ``result.json`` without ``status`` (written before it existed) counts as finished."""
     path = Path(folder) / "result.json"
     try:
         res = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(res, dict) or res.get("status", FINISHED) != FINISHED or res.get("running") is True:
+    if (not isinstance(res, dict) or res.get("status", FINISHED) != FINISHED or res.get("running") is True
+            or res.get("interrupted") is True):
         return None
     return res
 

@@ -112,6 +112,17 @@ def _load_file(spec: str, device: str | torch.device | None, trust_pickle: bool)
         raise ConfigError(f"cannot load a torch module from {spec!r}: {type(e).__name__}: {e}") from None
 
 
+def _registered_hint(spec: str) -> str:
+    """For a registered target's name given as a model: where that target's torch module is."""
+    from mango import registry
+
+    if spec not in registry.names("target"):
+        return ""
+    return (f"; {spec!r} is a registered target: its torch module is "
+            f"mango.registry.create('target', {spec!r}).model (.net for a spiking target), or run it by name "
+            f"with `mango run --target {spec}`")
+
+
 def load_model(model: nn.Module | str, device: str | torch.device | None = None,
                trust_pickle: bool = False) -> nn.Module:
     """The ``nn.Module`` that ``model`` names (see the module docstring), on ``device`` (None: where it is).
@@ -139,14 +150,17 @@ def load_model(model: nn.Module | str, device: str | torch.device | None = None,
             m = _from_factory(spec)
             what = f"model factory {spec!r} returned"
         else:
-            raise ConfigError(f"model {spec!r} is neither a file nor a factory 'package.module:function'")
+            raise ConfigError(f"model {spec!r} is neither a file nor a factory 'package.module:function'"
+                              + _registered_hint(spec))
         if not isinstance(m, nn.Module):
             raise ConfigError(f"{what} a {type(m).__name__}, not a torch module "
                               "(a state_dict needs its architecture: build the module in a factory function)")
         model = m
     if not isinstance(model, nn.Module):
+        inner = [n for n in ("model", "net") if isinstance(getattr(model, n, None), nn.Module)]
+        hint = f" (this one holds its module as .{inner[0]})" if inner else ""
         raise ConfigError(f"model must be a torch.nn.Module, a file path or 'package.module:function', "
-                          f"got {type(model).__name__}")
+                          f"got {type(model).__name__}{hint}")
     if isinstance(model, torch.jit.ScriptModule):
         raise ConfigError(f"{type(model).__name__} is a TorchScript module; {SCRIPT_HINT}")
     return model if device is None else model.to(device)

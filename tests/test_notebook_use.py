@@ -1,0 +1,161 @@
+"""mango.maximize as a notebook user meets it: re-run cells, a retrained model, Ctrl-C, showing the image,
+and a live view re-served by a re-run cell.
+
+Each test fails on the code before these were handled: a re-run into the same folder after the model
+changed returned the old model's values; Ctrl-C lost the run's result; ``plt.imshow(res.best_image)``
+failed on ``[1, H, W]`` and nothing drew the image; each ``watch=True`` re-run left a server behind and
+moved to another port.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import mango
+from mango.errors import ConfigError
+from mango.fingerprint import weights_fingerprint
+from mango.results import finished_result
+
+
+def _cnn(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU()).eval()
+
+
+def _run(model, run_dir=None, budget=60, **kw):
+    return mango.maximize(model, "2:3", generator="vqvae-digits", optimizer="random", budget=budget, seed=0,
+                          run_dir=run_dir, **kw)
+
+
+def test_fingerprint_follows_weights_not_hidden_state():
+    import snntorch as snn
+
+    a, b = _cnn(0), _cnn(0)
+    assert weights_fingerprint(a) == weights_fingerprint(b) is not None
+    with torch.no_grad():
+        b[0].weight[0, 0, 0, 0] += 1e-6
+    assert weights_fingerprint(a) != weights_fingerprint(b)
+    assert weights_fingerprint(lambda x: x) is None                       # no module: nothing to fingerprint
+    net = nn.Sequential(nn.Linear(4, 3), snn.Leaky(beta=0.9, init_hidden=True))
+    before = weights_fingerprint(net)
+    net(torch.randn(2, 4))                                                # sets the neuron's hidden membrane
+    assert weights_fingerprint(net) == before
+
+
+def test_a_rerun_after_the_model_changed_is_refused_not_answered_with_old_values(tmp_path, capsys):
+    model = _cnn()
+    first = _run(model, tmp_path / "run")
+    capsys.readouterr()
+    again = _run(model, tmp_path / "run")                                 # the same cell run again
+    assert np.array_equal(again.trace, first.trace)
+    assert "holds a finished run of these settings" in capsys.readouterr().err
+    with torch.no_grad():
+        model[2].weight.mul_(-1.0)                                        # "retrained"
+    with pytest.raises(ConfigError, match=r"differs in: objective\.weights.*weights differ"):
+        _run(model, tmp_path / "run")
+    ident = json.loads((tmp_path / "run" / "identity.json").read_text())
+    assert ident["objective"]["weights"].startswith("blake2b:")
+
+
+def test_a_folder_recorded_before_fingerprints_still_resumes(tmp_path):
+    model = _cnn()
+    first = _run(model, tmp_path / "run")
+    path = tmp_path / "run" / "identity.json"
+    ident = json.loads(path.read_text())
+    del ident["objective"]["weights"]                                     # as an older version wrote it
+    path.write_text(json.dumps(ident))
+    assert np.array_equal(_run(model, tmp_path / "run").trace, first.trace)
+
+
+def _interrupting(at: tuple[int, ...]):
+    """A transform that sends this process SIGINT when the images seen so far reach a count in ``at``."""
+    seen = [0]
+
+    def transform(x):
+        seen[0] += len(x)
+        if seen[0] in at:
+            # only with mango's handler in place: the default one would stop the test session itself
+            assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+            os.kill(os.getpid(), signal.SIGINT)
+        return x
+    return transform
+
+
+def test_ctrl_c_returns_the_partial_result_and_the_same_call_resumes(tmp_path, capsys):
+    model = _cnn()
+    whole = _run(model, budget=200)
+    part = _run(model, tmp_path / "run", budget=200, batch_size=50, eval_batch_size=10,
+                transform=_interrupting((60,)))
+    err = capsys.readouterr().err
+    assert part.interrupted and part.n_queries == 100                     # the batch in progress was finished
+    assert "interrupted after 100 of 200 queries" in err and "same arguments to resume" in err
+    assert np.array_equal(part.trace, whole.trace[:100])
+    assert "interrupted" in repr(part)
+    assert finished_result(tmp_path / "run") is None                      # the folder is not a finished run
+    done = _run(model, tmp_path / "run", budget=200, batch_size=50, eval_batch_size=10)
+    assert not done.interrupted and np.array_equal(done.trace, whole.trace)
+
+
+def test_a_second_ctrl_c_stops_at_once(capsys):
+    with pytest.raises(KeyboardInterrupt):
+        _run(_cnn(), budget=200, batch_size=50, eval_batch_size=10, transform=_interrupting((60, 70)))
+    err = capsys.readouterr().err
+    assert "interrupted after 50 of 200 queries" in err and "no run_dir" in err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
+
+
+def test_the_best_image_is_ready_to_show(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    res = _run(_cnn())
+    img = res.image
+    assert img.dtype == np.uint8 and img.shape == (16, 16)                # plt.imshow takes it as it is
+    expect = np.clip(res.best_image[0].numpy() * 255 + 0.5, 0, 255).astype(np.uint8)
+    assert np.array_equal(img, expect)
+    ax = res.show()
+    assert ax.images and np.array_equal(np.asarray(ax.images[0].get_array()), img)
+    html = res._repr_html_()
+    assert html.count('src="data:image/png;base64,') == 1 and "best score" in html
+    assert "n_queries" in dir(res) and "show" in dir(res)
+    with pytest.raises(AttributeError, match="Visualization has no attribute 'shw'"):
+        res.shw()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_rerun_cell_reuses_its_live_view_port(tmp_path):
+    from mango.watch import stop
+
+    port = _free_port()
+    first = _run(_cnn(), tmp_path / "a", watch=str(port))
+    second = _run(_cnn(), tmp_path / "b", watch=str(port))               # was: "Address already in use"
+    try:
+        assert first.url == second.url == f"http://127.0.0.1:{port}/"
+        state = json.loads(urllib.request.urlopen(second.url + "api/state", timeout=10).read().decode())
+        assert state["folder"] == str((tmp_path / "b").resolve())         # the open page follows the new run
+    finally:
+        stop(second.url)
+
+
+def test_the_embedded_models_are_one_attribute_away():
+    """``mango.registry`` needs no import of its own, and a registered target's name (or the target
+    itself) given as the model names where its torch module is."""
+    assert isinstance(mango.registry.create("target", "cnn-digits").model, nn.Module)
+    with pytest.raises(ConfigError, match=r"registered target: its torch module is mango\.registry\.create"):
+        mango.maximize("cnn-digits", "output:3", generator="vqvae-digits", budget=10)
+    with pytest.raises(ConfigError, match=r"got SpikingTarget \(this one holds its module as \.net\)"):
+        mango.maximize(mango.registry.create("target", "snn-digits"), "output:3", generator="vqvae-digits",
+                       budget=10)
