@@ -5,7 +5,11 @@ Reads ``RUN_DIR/compare.json`` (written by :mod:`mango.compare` and
 ``best.png`` and ``journal.jsonl`` (a running run's are its results so far, see
 :mod:`mango.live`); a single run folder is reported as a grid of one, and a folder
 with neither ``compare.json`` nor ``result.json`` (e.g. ``mango demo``'s) as the
-grid of the run folders below it. Writes into ``RUN_DIR/report/`` (or ``--out``):
+grid of the run folders below it. A run folder with a damaged file (unreadable, truncated or malformed
+``result.json`` or ``history.npz``, or a missing ``history.npz``) is left out with a one-line warning naming
+the file, and listed in the report. A run that stopped short of its budget (running, interrupted, failed)
+has no value past the last query it reached: its cells there read *not reached*, and the tables mark it
+partial with its status. Writes into ``RUN_DIR/report/`` (or ``--out``):
 
 * ``report.md``: the summary table (median [IQR] of the best activation at
   several budgets, queries to 50/90 % of the best any method found, normalised
@@ -35,7 +39,9 @@ import math
 import os
 import re
 import textwrap
-from dataclasses import dataclass
+import zipfile
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +52,11 @@ from .clitools import slug
 from .errors import ConfigError
 from .imaging import display_uint8
 from .journal import read_journal
-from .stats import Trace, UnitStats, best_at, summarize, win_rates
+from .stats import (Trace, UnitStats, best_at, median_iqr, normalized_auc, queries_to_threshold, summarize,
+                    threshold, win_rates)
 
-__all__ = ["load_traces", "write_report", "gif_frames", "add_arguments", "LAYER_GRID_MIN_UNITS"]
+__all__ = ["load_traces", "write_report", "gif_frames", "add_arguments", "LAYER_GRID_MIN_UNITS", "SkippedRun",
+           "summarize_reached", "run_status"]
 
 log = logging.getLogger(__name__)
 
@@ -156,65 +164,236 @@ def inline_html(text: str) -> str:
 
 
 # -- loading ---------------------------------------------------------------------------------
-def load_traces(run_dir: str | Path) -> tuple[dict[str, Any], list[Trace]]:
-    """``(manifest, traces)`` of the finished runs under ``run_dir`` (a compare/scan folder or one run folder).
+#: a run's ``status`` in its ``result.json`` when it ran its whole course
+FINISHED = "finished"
 
-    A running run's folder holds a ``result.json`` with ``"status": "running"`` and the ``history.npz``
-    so far (written at improvements by :mod:`mango.live`): it is loaded with what it has, and
-    ``extra["status"]`` says ``"running"``. Runs without a ``result.json`` yet are left out with a log message.
+
+class _DamagedRun(Exception):
+    """A run folder whose files cannot be used: ``path`` names the file, ``problem`` says what is wrong."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+        self.problem = problem
+
+
+@dataclass
+class SkippedRun:
+    """A run left out of a report because a file of it is damaged: ``file`` and what is wrong with it."""
+
+    folder: Path
+    file: Path
+    problem: str
+    unit: str | None = None
+    optimizer: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.problem}"
+
+
+def _read_json_file(path: Path) -> Any:
+    """The JSON value in ``path``.
 
     Raises:
-        ConfigError: ``run_dir`` holds neither ``compare.json`` nor ``result.json``.
+        _DamagedRun: the file cannot be read, is empty, or is not valid JSON.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise _DamagedRun(path, "not UTF-8 text") from None
+    except OSError as exc:
+        raise _DamagedRun(path, f"cannot be read ({exc.strerror or exc})") from None
+    if not text.strip():
+        raise _DamagedRun(path, f"empty ({len(text)} bytes)")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise _DamagedRun(path, f"not valid JSON ({msg}{where}; truncated?)") from None
+
+
+def _read_history(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the ``history.npz`` at ``path``, read in full (a damaged member shows up here).
+
+    Raises:
+        _DamagedRun: the file is missing, not a readable ``.npz`` archive, or lacks ``values`` /
+            ``query_index`` as equal-length 1-D numeric arrays with increasing query counts.
+    """
+    if not path.exists():
+        raise _DamagedRun(path, f"missing, though {path.with_name('result.json')} is there")
+    try:
+        with np.load(path) as z:
+            arrays = {k: np.asarray(z[k]) for k in z.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise _DamagedRun(path, f"not a readable .npz archive ({type(exc).__name__}: {exc}; truncated?)") from None
+    for key in ("values", "query_index"):
+        if key not in arrays:
+            raise _DamagedRun(path, f"has no {key!r} array (it has: {', '.join(sorted(arrays)) or 'none'})")
+        if arrays[key].ndim != 1 or arrays[key].dtype.kind not in "iuf":
+            raise _DamagedRun(path, f"{key!r} is a {arrays[key].dtype} array of shape {arrays[key].shape}, "
+                                    "not a 1-D numeric one")
+    values, queries = arrays["values"], arrays["query_index"]
+    if values.shape != queries.shape:
+        raise _DamagedRun(path, f"'values' ({len(values)}) and 'query_index' ({len(queries)}) differ in length")
+    if not len(values):
+        raise _DamagedRun(path, "holds no queries")
+    if np.any(np.diff(queries) <= 0):
+        raise _DamagedRun(path, "'query_index' is not increasing")
+    return arrays
+
+
+def _count(value: Any) -> int | None:
+    """``value`` as a non-negative query count, or None when it is not one (missing, a string, a bool)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0:
+        return int(value)
+    return None
+
+
+def _number(value: Any) -> float:
+    """``value`` as a float, or nan when it is not a number."""
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        return float(value)
+    return float("nan")
+
+
+def run_status(result: dict[str, Any]) -> str:
+    """A run's status from its ``result.json``: ``"running"``, ``"interrupted"``, ``"failed"``, ``"finished"``
+    (also for a ``result.json`` written before ``status`` existed), or whatever other string it says."""
+    if result.get("interrupted") is True:     # a partial Result saved through the API
+        return "interrupted"
+    if result.get("running") is True:
+        return "running"
+    status = result.get("status", FINISHED)
+    return status if isinstance(status, str) and status else FINISHED
+
+
+def _reached(result: dict[str, Any], values: np.ndarray, queries: np.ndarray) -> int:
+    """The query count up to which a run's best-so-far is known: its ``result.json``'s ``n_queries`` when the
+    history holds all of its own queries (queries an optimizer counts itself, ``n_external``, are not in the
+    history and leave the best-so-far as it was), else the last query the history holds."""
+    last = int(queries[-1])
+    n = _count(result.get("n_queries"))
+    if n is None or len(values) < n - (_count(result.get("n_external")) or 0):
+        return last
+    return max(last, n)
+
+
+def load_traces(run_dir: str | Path) -> tuple[dict[str, Any], list[Trace]]:
+    """``(manifest, traces)`` of the runs with results under ``run_dir`` (a compare/scan folder or one run folder).
+
+    A running run's folder holds a ``result.json`` with ``"status": "running"`` and the ``history.npz``
+    so far (written at improvements by :mod:`mango.live`): it is loaded with what it has. Each trace's
+    ``extra`` says its ``status`` (see :func:`run_status`), ``reached`` (the query count its results cover)
+    and ``partial`` (it stopped, or has not yet got, short of its budget: running, interrupted, failed, or a
+    history shorter than the budget). Runs without a ``result.json`` yet are left out with a log message
+    and counted in ``manifest["missing"]``; a damaged run (an unreadable, truncated or malformed
+    ``result.json``, ``history.npz``, or run config) is left out with a one-line warning naming the file
+    and what is wrong, and listed in ``manifest["skipped"]`` (:class:`SkippedRun`). ``manifest["n_runs"]``
+    counts every run folder looked at.
+
+    Raises:
+        ConfigError: ``run_dir`` holds neither ``compare.json`` nor ``result.json``, or its ``compare.json``
+            is damaged, or it is a run folder with no readable run config.
     """
     run_dir = Path(run_dir)
+    skipped: list[SkippedRun] = []
     if (run_dir / "compare.json").exists():
-        manifest = json.loads((run_dir / "compare.json").read_text())
+        try:
+            manifest = _read_json_file(run_dir / "compare.json")
+        except _DamagedRun as exc:
+            raise ConfigError(str(exc)) from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("runs"), list):
+            raise ConfigError(f"{run_dir / 'compare.json'}: not a compare/scan manifest (no 'runs' list)")
         specs = manifest["runs"]
     elif (run_dir / "result.json").exists() or (run_dir / "run.json").exists():
-        specs = [_folder_spec(run_dir, run_dir)]
+        spec = _folder_spec(run_dir, run_dir)
+        if spec is None:
+            raise ConfigError(f"no usable run in {run_dir}: neither its run.json nor its result.json is a "
+                              "readable run config with a budget")
+        specs = [spec]
         manifest = {"name": run_dir.name, "budget": specs[0]["config"].get("budget"), "budgets": None,
                     "runs": specs, "single": True}
     else:
         folders = sorted({p.parent for pattern in ("*/result.json", "*/*/result.json", "*/*/*/result.json",
                                                    "*/run.json", "*/*/run.json", "*/*/*/run.json")
                           for p in run_dir.glob(pattern) if not p.parent.name.startswith(".")})
-        specs = [s for s in (_folder_spec(f, run_dir) for f in folders) if s is not None]
-        if not specs:
+        specs = []
+        for f in folders:
+            spec = _folder_spec(f, run_dir)
+            if spec is not None:
+                specs.append(spec)
+            elif (f / "result.json").exists():   # a run folder whose config cannot be read: damaged
+                skipped.append(SkippedRun(f, f / "result.json", "neither it nor run.json holds a readable run "
+                                                               "config with a budget"))
+        if not specs and not skipped:
             raise ConfigError(f"{run_dir} is neither a compare/scan folder (no compare.json) nor a run folder "
                               "(no result.json or run.json), and no run folder lies below it")
-        budgets = {s["config"].get("budget") for s in specs}
+        budgets = {_count(s["config"].get("budget")) for s in specs}
         manifest = {"name": run_dir.name, "budget": max((b for b in budgets if b), default=None), "budgets": None,
                     "runs": specs}
+    unlisted = len(skipped)   # run folders without a readable config: not among the specs
+    for skip in skipped:
+        log.warning("skipping a damaged run: %s", skip)
     traces = []
     missing = 0
     for s in specs:
-        folder = run_dir / s["folder"]
-        if not (folder / "result.json").exists() or not (folder / "history.npz").exists():
-            missing += 1
-            continue
-        res = json.loads((folder / "result.json").read_text())
-        h = np.load(folder / "history.npz")
-        # what the user asked to maximize: a spiking unit's firing rate (history's "reported"), not the
-        # graded search score, whose sub-threshold tie term would read as a rate of a silent unit
-        rep = res.get("reported") if isinstance(res.get("reported"), dict) else {}
-        rname = str(rep.get("name") or "value")
-        use_rep = (rname != "value" and "reported" in h.files and h["reported"].shape == h["values"].shape)
-        values = h["reported"] if use_rep else h["values"]
-        traces.append(Trace(unit=s["unit"], optimizer=s["optimizer"], seed=int(s["seed"]), queries=h["query_index"],
-                            values=values, seconds=float(res.get("seconds", np.nan)),
-                            optimizer_seconds=float(res.get("optimizer_seconds", np.nan)),
-                            budget=int(s["config"]["budget"]),
-                            extra={"folder": folder, "config": s["config"], "meta": s.get("meta", {}),
-                                   "best_value": res.get("best_value"),
-                                   "reported_name": rname if use_rep else "value",
-                                   "best_score": float(np.max(h["values"])) if len(h["values"]) else float("nan"),
-                                   "status": "running" if res.get("status") == "running" else "finished",
-                                   "n_queries": res.get("n_queries"),
-                                   "batch_size": _effective_batch_size(res, s["config"])}))
+        try:
+            if not isinstance(s, dict) or not isinstance(s.get("folder"), str):
+                raise _DamagedRun(run_dir / "compare.json", f"a run entry is not a table with a folder: {s!r:.80}")
+            folder = run_dir / s["folder"]
+            if not (folder / "result.json").exists():
+                missing += 1
+                continue
+            traces.append(_load_trace(folder, s))
+        except _DamagedRun as exc:
+            spec = s if isinstance(s, dict) else {}
+            skipped.append(SkippedRun(exc.path.parent, exc.path, exc.problem, spec.get("unit"), spec.get("optimizer")))
+            log.warning("skipping a damaged run: %s", exc)
     if missing:
         log.warning("%d of %d runs in %s have no results yet; the report leaves them out", missing, len(specs),
                     run_dir)
+    manifest = {**manifest, "skipped": skipped, "missing": missing, "n_runs": len(specs) + unlisted}
     return manifest, traces
+
+
+def _load_trace(folder: Path, spec: dict[str, Any]) -> Trace:
+    """The :class:`~mango.stats.Trace` of the run in ``folder`` (its ``result.json`` and ``history.npz``).
+
+    Raises:
+        _DamagedRun: a file is unreadable, truncated or malformed; the message names it and what is wrong.
+    """
+    res = _read_json_file(folder / "result.json")
+    if not isinstance(res, dict):
+        raise _DamagedRun(folder / "result.json", f"holds a JSON {type(res).__name__}, not an object")
+    h = _read_history(folder / "history.npz")
+    cfg = spec.get("config") if isinstance(spec.get("config"), dict) else {}
+    budget = _count(cfg.get("budget"))
+    if budget is None:
+        raise _DamagedRun(folder / "run.json", f"the run config has no budget (budget={cfg.get('budget')!r})")
+    try:
+        seed = int(spec.get("seed", 0))
+    except (TypeError, ValueError):
+        raise _DamagedRun(folder / "run.json", f"the seed is not an integer (seed={spec.get('seed')!r})") from None
+    # what the user asked to maximize: a spiking unit's firing rate (history's "reported"), not the
+    # graded search score, whose sub-threshold tie term would read as a rate of a silent unit
+    rep = res.get("reported") if isinstance(res.get("reported"), dict) else {}
+    rname = str(rep.get("name") or "value")
+    use_rep = (rname != "value" and "reported" in h and h["reported"].shape == h["values"].shape
+               and h["reported"].dtype.kind in "iuf")
+    values = h["reported"] if use_rep else h["values"]
+    status = run_status(res)
+    reached = _reached(res, h["values"], h["query_index"])
+    return Trace(unit=str(spec.get("unit")), optimizer=str(spec.get("optimizer")), seed=seed,
+                 queries=h["query_index"], values=values, seconds=_number(res.get("seconds")),
+                 optimizer_seconds=_number(res.get("optimizer_seconds")), budget=budget,
+                 extra={"folder": folder, "config": cfg, "meta": spec.get("meta") or {},
+                        "best_value": res.get("best_value"),
+                        "reported_name": rname if use_rep else "value",
+                        "best_score": float(np.max(h["values"])),
+                        "status": status, "reached": reached, "partial": status != FINISHED or reached < budget,
+                        "n_queries": _count(res.get("n_queries")),
+                        "batch_size": _effective_batch_size(res, cfg)})
 
 
 def _folder_spec(folder: Path, root: Path) -> dict[str, Any] | None:
@@ -225,15 +404,15 @@ def _folder_spec(folder: Path, root: Path) -> dict[str, Any] | None:
             data = json.loads((folder / name).read_text())
         except (OSError, ValueError):
             continue
-        cfg = data.get("config", data) if name == "result.json" else data
+        cfg = data.get("config", data) if name == "result.json" and isinstance(data, dict) else data
         if isinstance(cfg, dict) and cfg:
             break
-    if not isinstance(cfg, dict) or "budget" not in cfg:
+    if not isinstance(cfg, dict) or _count(cfg.get("budget")) is None:
         return None
     target = cfg.get("target") if isinstance(cfg.get("target"), dict) else {}
     problem = cfg.get("problem")
     if problem:
-        unit = problem["name"] if isinstance(problem, dict) else str(problem)
+        unit = str(problem.get("name")) if isinstance(problem, dict) else str(problem)
     else:
         unit = str(target.get("name", "target"))
         if target.get("layer") is not None:
@@ -265,6 +444,36 @@ def default_budgets(budget: int) -> list[int]:
     return sorted({max(1, int(round(budget * f))) for f in (0.1, 0.3, 1.0)})
 
 
+def report_budgets(configured: Any, budget: int) -> tuple[list[int], list[int]]:
+    """``(shown, dropped)``: the query counts of the summary's "best @ N" columns, from the config's
+    ``budgets`` (else :func:`default_budgets`), and those of them left out for lying above ``budget``, the
+    largest budget of the runs (no run goes that far; all of them are left out: the default budgets)."""
+    asked = sorted({c for c in map(_count, configured if isinstance(configured, list) else []) if c})
+    shown = [b for b in asked if b <= budget]
+    return (shown or default_budgets(budget)), [b for b in asked if b > budget]
+
+
+def _run_counts(traces: list[Trace], manifest: dict[str, Any]) -> str:
+    """The report's opening count of runs, e.g. ``"4 runs: 2 finished, 1 interrupted (results so far),
+    1 skipped as damaged (see Skipped runs)"``."""
+    counts: dict[str, int] = {}
+    for t in traces:
+        label = _partial_label(t) if t.extra.get("partial") else FINISHED
+        counts[label] = counts.get(label, 0) + 1
+    parts = [f"{counts.pop(FINISHED)} finished"] if FINISHED in counts else []
+    running = counts.pop("running", 0)
+    parts += [f"{n} {label}" for label, n in counts.items()] + ([f"{running} still running"] if running else [])
+    if running or set(counts) - {"stopped early"}:
+        parts[-1] += " (results so far)"
+    skipped, missing = len(manifest.get("skipped") or []), int(manifest.get("missing") or 0)
+    if skipped:
+        parts.append(f"{skipped} skipped as damaged (see Skipped runs)")
+    if missing:
+        parts.append(f"{missing} without results yet")
+    n = manifest.get("n_runs", len(manifest.get("runs") or []))
+    return f"{n} run{'s' * (n != 1)}: " + ", ".join(parts)
+
+
 # -- formatting -------------------------------------------------------------------------------
 def _fmt(v: float, digits: int = 4) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -274,10 +483,17 @@ def _fmt(v: float, digits: int = 4) -> str:
     return f"{v:.{digits}g}"
 
 
-def _fmt_q(v: float, reached: int, n: int, reached_median: float = float("inf"), responded: bool = True) -> str:
-    """A "queries to 50/90 %" cell: the median over seeds, how many seeds got there, plainly worded."""
+def _fmt_q(v: float, reached: int, n: int, reached_median: float = float("inf"), responded: bool = True,
+           pending: int = 0) -> str:
+    """A "queries to 50/90 %" cell: the median over seeds, how many seeds got there, plainly worded.
+
+    ``pending``: seeds whose run stopped (or has not yet got) short of its budget without getting there;
+    they are not counted as never getting there, and their median is over the other seeds.
+    """
     if not responded:
         return "unit never responded"
+    if reached == 0 and pending and pending == n:
+        return "not reached yet (partial run)" if n == 1 else f"not reached yet (0 of {n} seeds; partial runs)"
     if reached == 0:
         return "never reached" if n == 1 else f"never reached (0 of {n} seeds)"
     if math.isinf(v) or math.isnan(v):
@@ -285,25 +501,141 @@ def _fmt_q(v: float, reached: int, n: int, reached_median: float = float("inf"),
     return f"{int(round(v))}" + (f" ({reached} of {n} seeds)" if reached < n else "")
 
 
-def summary_table(stats: list[UnitStats], budgets: list[int]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the summary table; the best median at the largest budget per unit is bold."""
+#: a "best @ N" cell where no seed's run got to N queries
+NOT_REACHED = "not reached"
+
+
+@dataclass
+class Coverage:
+    """How far the seeds of one (unit, optimizer) got: for the summary table's cells of partial runs."""
+
+    seeds: int
+    #: report budget -> seeds whose run got to that many queries
+    at: dict[int, int] = field(default_factory=dict)
+    #: statuses of the partial runs (stopped, or not yet got, short of their budget), e.g. ["interrupted"]
+    partial: list[str] = field(default_factory=list)
+    #: seeds whose run covers the AUC's whole range
+    auc: int = 0
+    #: per level (50 %, 90 %): partial seeds that did not get there in the queries they ran
+    pending: tuple[int, int] = (0, 0)
+    #: runs of this (unit, optimizer) left out as damaged (see :class:`SkippedRun`)
+    skipped: int = 0
+    #: the query count each seed's run reached (``inf``: a trace that does not say)
+    reached: list[float] = field(default_factory=list)
+
+
+def _reach(t: Trace) -> float:
+    """The query count up to which a trace's best-so-far is known (``inf`` for a trace that does not say)."""
+    r = t.extra.get("reached")
+    return float(r) if r is not None else float("inf")
+
+
+def _partial_label(t: Trace) -> str:
+    """A partial run's status as the tables show it: its own status, or "stopped early" for a finished one."""
+    status = str(t.extra.get("status", FINISHED))
+    return "stopped early" if status == FINISHED else status
+
+
+def summarize_reached(traces: list[Trace], budgets: list[int], budget: int, fractions: tuple[float, float] = (0.5, 0.9),
+                      ) -> tuple[list[UnitStats], dict[tuple[str, str], Coverage]]:
+    """:func:`mango.stats.summarize`, with no value carried past the last query a run reached.
+
+    A run that stopped (or has not yet got) short of a query count, ``extra["reached"]`` (see
+    :func:`load_traces`), has no best value at it: a "best @ N" median is over the seeds that got to ``N``
+    (``nan`` when none did), the AUC over the seeds that ran the whole ``budget``, and a partial run that did
+    not reach a 50/90 % level in the queries it ran counts neither as reaching it nor as never reaching it.
+
+    Returns:
+        ``(stats, coverage)``: ``coverage[(unit, optimizer)]`` says how many seeds got how far.
+    """
+    stats = summarize(traces, budgets, budget, fractions)
+    coverage: dict[tuple[str, str], Coverage] = {}
+    for s in stats:
+        ts = [t for t in traces if t.unit == s.unit and t.optimizer == s.optimizer]
+        reach = np.array([_reach(t) for t in ts])
+        partial = [bool(t.extra.get("partial")) for t in ts]
+        cov = Coverage(seeds=len(ts), at={int(b): int(np.sum(reach >= b)) for b in budgets},
+                       partial=[_partial_label(t) for t, p in zip(ts, partial) if p], auc=int(np.sum(reach >= budget)),
+                       reached=reach.tolist())
+        coverage[(s.unit, s.optimizer)] = cov
+        if np.all(reach >= max(max(budgets), budget)):
+            continue                               # every seed got past every column: nothing carried
+        at = np.array([best_at(t.queries, t.values, budgets) for t in ts])  # [seeds, budgets]
+        at[reach[:, None] < np.asarray(budgets)[None, :]] = np.nan
+        s.best_at = {int(b): median_iqr(at[:, i]) for i, b in enumerate(budgets)}
+        s.auc = median_iqr([normalized_auc(t.queries, t.values, budget, s.best_any, s.baseline) if r >= budget
+                            else float("nan") for t, r in zip(ts, reach)])[0]
+        if not s.responded:
+            continue
+        pending = []
+        for i, f in enumerate(fractions[:2]):
+            level = threshold(s.best_any, f, s.baseline)
+            q = [queries_to_threshold(t.queries, t.values, level) for t in ts]
+            q = [float("nan") if math.isinf(v) and p else v for v, p in zip(q, partial)]
+            got = [v for v in q if math.isfinite(v)]
+            pending.append(sum(math.isnan(v) for v in q))
+            med = median_iqr(q)[0]
+            if i == 0:
+                s.q50, s.reached50, s.q50_reached = med, len(got), float(np.median(got)) if got else float("inf")
+            else:
+                s.q90, s.reached90, s.q90_reached = med, len(got), float(np.median(got)) if got else float("inf")
+        cov.pending = (pending[0], pending[1])
+    return stats, coverage
+
+
+def summary_table(stats: list[UnitStats], budgets: list[int],
+                  coverage: dict[tuple[str, str], Coverage] | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the summary table; the best median at the largest budget per unit is bold.
+
+    With ``coverage`` (see :func:`summarize_reached`): a "best @ N" cell no seed got to reads
+    :data:`NOT_REACHED`, one only some seeds got to says how many, and only a cell every seed got to can be
+    bold; the seeds cell names the partial runs (e.g. ``"2 (1 partial: interrupted)"``).
+    """
     header = ["unit", "optimizer", "seeds", "batch"] + [f"best @ {b} (median [IQR])" for b in budgets] + [
         "queries to 50 %", "queries to 90 %", "AUC", "wall s", "optimizer %"]
+    coverage = coverage or {}
     final = budgets[-1]
+
+    def full(s: UnitStats, b: int) -> bool:
+        cov = coverage.get((s.unit, s.optimizer))
+        return cov is None or cov.at.get(b, cov.seeds) >= cov.seeds
+
     top: dict[str, float] = {}
     for s in stats:
         top[s.unit] = max(top.get(s.unit, -np.inf), np.nan_to_num(s.best_at[final][0], nan=-np.inf))
     rows = []
     for s in stats:
-        cells = [s.unit, s.optimizer, str(s.seeds), s.batch_size]
+        cov = coverage.get((s.unit, s.optimizer))
+        seeds = str(s.seeds)
+        notes = []
+        if cov is not None and cov.partial:
+            notes.append(f"{len(cov.partial)} partial: {', '.join(sorted(set(cov.partial)))}")
+        if cov is not None and cov.skipped:
+            notes.append(f"{cov.skipped} more skipped as damaged")
+        if notes:
+            seeds += f" ({'; '.join(notes)})"
+        cells = [s.unit, s.optimizer, seeds, s.batch_size]
         for b in budgets:
             m, lo, hi = s.best_at[b]
+            got = cov.at.get(b, cov.seeds) if cov is not None else s.seeds
+            if got == 0:
+                ends = sorted({int(r) for r in (cov.reached if cov is not None else []) if r < b})
+                stop = "" if not ends else f" (stopped at {ends[0]})" if len(ends) == 1 else \
+                    f" (stopped at {ends[0]}-{ends[-1]})"
+                cells.append(NOT_REACHED + stop)
+                continue
             cell = f"{_fmt(m)} [{_fmt(lo)}, {_fmt(hi)}]"
-            if b == final and m == top[s.unit] and s.responded:
+            if got < s.seeds:
+                cell += f" ({got} of {s.seeds} seeds)"
+            if b == final and m == top[s.unit] and s.responded and full(s, b):
                 cell = f"**{cell}**"
             cells.append(cell)
-        cells += [_fmt_q(s.q50, s.reached50, s.seeds, s.q50_reached, s.responded),
-                  _fmt_q(s.q90, s.reached90, s.seeds, s.q90_reached, s.responded), _fmt(s.auc, 3),
+        pend = cov.pending if cov is not None else (0, 0)
+        auc = _fmt(s.auc, 3)
+        if cov is not None and 0 < cov.auc < s.seeds and not math.isnan(s.auc):
+            auc += f" ({cov.auc} of {s.seeds} seeds)"
+        cells += [_fmt_q(s.q50, s.reached50, s.seeds, s.q50_reached, s.responded, pend[0]),
+                  _fmt_q(s.q90, s.reached90, s.seeds, s.q90_reached, s.responded, pend[1]), auc,
                   ("-" if math.isnan(s.seconds) else f"{s.seconds:.1f}"), ("-" if math.isnan(s.optimizer_share) else f"{100 * s.optimizer_share:.1f}")]
         rows.append(cells)
     return header, rows
@@ -319,6 +651,13 @@ def _plt():
     return plt
 
 
+def _curve(t: Trace, grid: np.ndarray) -> np.ndarray:
+    """A run's best-so-far at the query counts ``grid``; ``nan`` past the last query it reached."""
+    c = best_at(t.queries, t.values, grid)
+    c[grid > _reach(t)] = np.nan
+    return c
+
+
 def plot_convergence(traces: list[Trace], unit: str, path: Path, budget: int) -> Path:
     """Best-so-far vs queries (log x) for one unit: median over seeds and IQR band per optimizer."""
     plt = _plt()
@@ -327,7 +666,7 @@ def plot_convergence(traces: list[Trace], unit: str, path: Path, budget: int) ->
     opts = list(dict.fromkeys(t.optimizer for t in traces if t.unit == unit))
     cmap = plt.get_cmap("tab10")
     for i, o in enumerate(opts):
-        curves = np.array([best_at(t.queries, t.values, grid) for t in traces if t.unit == unit and t.optimizer == o])
+        curves = np.array([_curve(t, grid) for t in traces if t.unit == unit and t.optimizer == o])
         with np.errstate(all="ignore"), _quiet_nan():
             med = np.nanmedian(curves, axis=0)
             lo, hi = np.nanpercentile(curves, 25, axis=0), np.nanpercentile(curves, 75, axis=0)
@@ -361,7 +700,7 @@ def plot_convergence_grid(traces: list[Trace], units: list[str], path: Path, bud
     for ax, u in zip(axes.flat, units):
         ax.axis("on")
         for i, o in enumerate(opts):
-            curves = [best_at(t.queries, t.values, grid) for t in traces if t.unit == u and t.optimizer == o]
+            curves = [_curve(t, grid) for t in traces if t.unit == u and t.optimizer == o]
             if curves:
                 with _quiet_nan():
                     ax.plot(grid, np.nanmedian(np.array(curves), axis=0), color=cmap(i % 10), lw=1.2, label=o)
@@ -576,7 +915,8 @@ def _remove_stale_pictures(out: Path) -> None:
             old.unlink()
 
 
-def _summary_section(doc: _Doc, stats: list[UnitStats], budgets: list[int]) -> None:
+def _summary_section(doc: _Doc, stats: list[UnitStats], budgets: list[int],
+                     coverage: dict[tuple[str, str], Coverage] | None = None, note: str = "") -> None:
     doc.h(2, "Summary")
     doc.p("Values are what each run reports: for a spiking unit its firing rate (spikes / T, over a channel's "
           "positions), not the graded readout the search scores with (the rate plus a sub-threshold tie term "
@@ -592,17 +932,35 @@ def _summary_section(doc: _Doc, stats: list[UnitStats], budgets: list[int]) -> N
           "time; *optimizer %*: share of wall time spent in the optimizer's ask/tell (gradient AM runs its forward "
           "and backward passes inside ask, so its share includes them; its budget counts every forward pass, and "
           "its first hard image is evaluated after its first block of Adam steps, hence '-' at small budgets).")
-    header, rows = summary_table(stats, budgets)
+    if coverage and any(c.partial for c in coverage.values()):
+        doc.p("*Partial runs* (the seeds column names them: running, interrupted, failed, or stopped early) "
+              "have no value past the last query they reached: *not reached* in a best @ N column means no "
+              "seed's run got to N queries, and (k of n seeds) after a value that only k did (the median is "
+              "theirs, and only a column every seed reached is set in bold); the AUC is over the seeds that ran "
+              "the whole budget ('-' when none did), and a partial run that did not reach 50/90 % in the "
+              "queries it ran counts as not there yet, not as never.")
+    if note:
+        doc.p(note)
+    header, rows = summary_table(stats, budgets, coverage)
     doc.table(header, rows)
 
 
 def _win_section(doc: _Doc, traces: list[Trace]) -> None:
-    opts, W, _ = win_rates(traces, list(dict.fromkeys(t.optimizer for t in traces)))
+    """Pairwise win rates of the optimizers over the runs that ran their whole budget (partial runs left out:
+    a run stopped at 50 queries would lose to one that ran 1500)."""
+    whole = [t for t in traces if not t.extra.get("partial")]
+    opts, W, _ = win_rates(whole, list(dict.fromkeys(t.optimizer for t in whole)))
+    left = len(traces) - len(whole)
     if len(opts) <= 1:
+        if left and len({t.optimizer for t in traces}) > 1:
+            doc.h(2, "Win rates")
+            doc.p(f"None: without the {left} partial run{'s' * (left != 1)} (see Runs), which would lose for "
+                  "want of queries, fewer than two optimizers have runs that ran their whole budget.")
         return
     doc.h(2, "Win rates")
     doc.p("Share of (unit, seed) pairs where the row's optimizer found a strictly higher best activation "
-          "than the column's (ties count 1/2).")
+          "than the column's (ties count 1/2)." + (f" {left} partial run{'s' * (left != 1)} (see Runs) "
+                                                   f"{'is' if left == 1 else 'are'} left out." if left else ""))
     wrows = [[a] + [("-" if i == j else f"{W[i, j]:.2f}") for j in range(len(opts))] + [
         f"{np.nanmean(np.delete(W[i], i)):.2f}"] for i, a in enumerate(opts)]
     doc.table(["optimizer"] + opts + ["mean"], wrows)
@@ -660,24 +1018,40 @@ def _layer_sections(doc: _Doc, traces: list[Trace], out: Path) -> None:
         doc.table(["unit", "best activation", "optimizer", "seed", "found at query", "median over runs"], lrows)
 
 
-def _runs_section(doc: _Doc, traces: list[Trace], out: Path, run_dir: Path) -> None:
-    """A table of every reported run with a link to its folder (relative to the report)."""
+def _runs_section(doc: _Doc, traces: list[Trace], out: Path, run_dir: Path,
+                  skipped: list[SkippedRun] | None = None) -> None:
+    """A table of every reported run with a link to its folder (relative to the report), and of the runs
+    left out as damaged (``skipped``)."""
     doc.h(2, "Runs")
     doc.p("Every run in this report, with a link to its folder (journal, result.json, history.npz, best.png). "
-          "*running*: the run had not finished when the report was written; its row shows its results so far.")
+          "*running*: the run had not finished when the report was written; its row shows its results so far. "
+          "*interrupted*, *failed*, *stopped early*: the run ended short of its budget; its row shows what it "
+          "reached (queries: reached / budget).")
+
+    def link(folder: Path) -> str:
+        rel = Path(os.path.relpath(folder.resolve(), out.resolve())).as_posix()
+        label = Path(os.path.relpath(folder.resolve(), run_dir.resolve())).as_posix()
+        return f"[{folder.resolve().name if label == '.' else label}]({rel})"
+
     rows = []
     for t in traces:
-        folder = Path(t.extra["folder"])
-        rel = Path(os.path.relpath(folder.resolve(), out.resolve())).as_posix()
-        n = t.extra.get("n_queries") if t.extra.get("status") == "running" else t.n_queries
-        label = Path(os.path.relpath(folder.resolve(), run_dir.resolve())).as_posix()
-        label = folder.resolve().name if label == "." else label
+        n = t.extra.get("reached", t.n_queries)
         name = t.extra.get("reported_name", "value")
-        rows.append([f"[{label}]({rel})", t.unit, t.optimizer, str(t.seed), t.extra.get("status", "finished"),
+        status = str(t.extra.get("status", FINISHED))
+        if t.extra.get("partial") and status == FINISHED:
+            status = _partial_label(t)
+        rows.append([link(Path(t.extra["folder"])), t.unit, t.optimizer, str(t.seed), status,
                      _fmt(t.best) + ("" if name == "value" else f" ({name})"),
                      _fmt(t.extra.get("best_score", t.best)),
-                     f"{n if n is not None else t.n_queries} / {t.budget if t.budget is not None else '-'}"])
+                     f"{n} / {t.budget if t.budget is not None else '-'}"])
     doc.table(["folder", "unit", "optimizer", "seed", "status", "best", "best search score", "queries"], rows)
+    if skipped:
+        doc.h(3, "Skipped runs")
+        doc.p(f"{len(skipped)} run{'s' * (len(skipped) != 1)} left out of every table and picture: "
+              "a file in the folder is damaged (unreadable, truncated or malformed).")
+        doc.table(["folder", "unit", "optimizer", "file", "what is wrong"],
+                  [[link(k.folder), k.unit or "-", k.optimizer or "-", k.file.name, k.problem.replace("|", "/")]
+                   for k in skipped])
 
 
 def _config_section(doc: _Doc, manifest: dict[str, Any]) -> None:
@@ -700,35 +1074,46 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, html_page: 
     Reads the run folders only (never writes into them). Returns the paths of the
     Markdown and HTML files.
 
+    Damaged runs are left out (see :func:`load_traces`); the report counts and lists them.
+
     Raises:
-        ConfigError: no finished run under ``run_dir``.
+        ConfigError: no run with usable results under ``run_dir`` (the message names what is missing or
+            damaged).
     """
     run_dir = Path(run_dir)
     manifest, traces = load_traces(run_dir)
+    skipped, missing = manifest.get("skipped") or [], int(manifest.get("missing") or 0)
+    if not traces and skipped:
+        more = f"; and {len(skipped) - 1} more damaged run{'s' * (len(skipped) > 2)}" if len(skipped) > 1 else ""
+        yet = f"; {missing} without results yet" if missing else ""
+        raise ConfigError(f"no run under {run_dir} has usable results: {skipped[0]}{more}{yet}")
     if not traces:
         raise ConfigError(f"no run under {run_dir} has results yet (no result.json); run `mango compare` "
                           "(or `mango scan`, `mango run --out`) first, or wait for a running run's first improvement")
     out = Path(out) if out is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_pictures(out)
-    budget = int(manifest.get("budget") or max(t.budget or t.n_queries for t in traces))
-    budgets = sorted({int(b) for b in (manifest.get("budgets") or default_budgets(budget))})
-    stats = summarize(traces, budgets, budget)
+    budget = _count(manifest.get("budget")) or max(t.budget or t.n_queries for t in traces)
+    budgets, dropped = report_budgets(manifest.get("budgets"), budget)
+    stats, coverage = summarize_reached(traces, budgets, budget)
+    for skip in skipped:
+        if (skip.unit, skip.optimizer) in coverage:
+            coverage[(skip.unit, skip.optimizer)].skipped += 1
     units = list(dict.fromkeys(t.unit for t in traces))
     title = title or f"MANGO comparison: {manifest.get('name', run_dir.name)}"
 
     doc = _Doc([])
     doc.h(1, title)
-    running = sum(t.extra.get("status") == "running" for t in traces)
-    state = f"{len(traces) - running} finished" + (f" and {running} still running (results so far)" if running else "")
-    doc.p(f"{state} runs of {len(manifest['runs'])}: {len(units)} units x "
+    doc.p(f"{_run_counts(traces, manifest)}. {len(units)} units x "
           f"{len(set(t.optimizer for t in traces))} optimizers x {len(set(t.seed for t in traces))} seeds, "
           f"budget {budget} queries per run." + (f" Command: `{command}`." if command else ""))
-    _summary_section(doc, stats, budgets)
+    note = (f"Budgets above the runs' budget of {budget} queries are left out of the table "
+            f"({', '.join(map(str, dropped))}): no run went that far." if dropped else "")
+    _summary_section(doc, stats, budgets, coverage, note)
     _win_section(doc, traces)
     _picture_sections(doc, traces, units, out, budget, gifs)
     _layer_sections(doc, traces, out)
-    _runs_section(doc, traces, out, run_dir)
+    _runs_section(doc, traces, out, run_dir, skipped)
     _config_section(doc, manifest)
 
     md = out / "report.md"
@@ -742,7 +1127,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, html_page: 
         [{"unit": s.unit, "optimizer": s.optimizer, "seeds": s.seeds,
           "best_at": {str(b): list(v) for b, v in s.best_at.items()}, "q50": s.q50, "q90": s.q90,
           "auc": s.auc, "seconds": s.seconds, "optimizer_share": s.optimizer_share, "best": s.best,
-          "batch_size": s.batch_size}
+          "batch_size": s.batch_size, "partial": coverage[(s.unit, s.optimizer)].partial,
+          "seeds_at": coverage[(s.unit, s.optimizer)].at}
          for s in stats], indent=1, default=float))
     return paths
 
