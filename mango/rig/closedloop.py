@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError, MangoError
+from ..errors import ConfigError, MangoError, check_int
 from ..journal import JournalRow, cut_torn_tail, read_jsonl
 from ..loop import LoopState, Step, build_optimizer, check_budget, run_loop
 from ..optimizers.base import Optimizer
@@ -361,6 +361,40 @@ class RigPolicy:
         self._holdout_left = left
         return 0 if (confirm or holdout) else n_cand
 
+    def min_budget(self, batch_size: int = 1) -> int:
+        """Presentations a run needs for a first search block of ``batch_size`` candidates: the
+        ``reserve`` kept for the final blocks plus the block itself (``repeats`` x (candidates + references))."""
+        return self.reserve + self.repeats * (max(1, int(batch_size)) + self.n_ref)
+
+    def too_small(self, budget: int, batch_size: int | None = None) -> str:
+        """Why ``budget`` fits no search block, in one line naming what takes the presentations
+        (the hold-out and confirmation reserves, repeats, references) and the budget that would fit."""
+        parts = []
+        if self.holdout_repeats:
+            parts.append(f"hold-out block: holdout_repeats={self.holdout_repeats}")
+        if self.confirm_top:
+            parts.append(f"confirmation block: confirm_top={self.confirm_top} x confirm_repeats="
+                         f"{self.confirm_repeats} = {self.confirm_top * self.confirm_repeats}")
+        reserved = (f"{self.reserve} presentations are reserved from it for the final blocks ({'; '.join(parts)}), "
+                    if self.reserve else "")
+        fit = f"at least {self.min_budget()}"
+        if batch_size is not None and int(batch_size) > 1:
+            fit += f" ({self.min_budget(batch_size)} for a first block of batch_size {int(batch_size)})"
+        lower = " or a smaller holdout_repeats / confirm_top" if self.reserve else ""
+        refs = f" + {self.n_ref} reference image{'' if self.n_ref == 1 else 's'}" if self.n_ref else ""
+        return (f"budget {budget} presentations is too small for one block: {reserved}and one search block needs "
+                f"{self.repeats * (1 + self.n_ref)}{' more' if self.reserve else ''} (1 candidate{refs}, each shown "
+                f"repeats={self.repeats} times); valid: a budget of {fit}{lower}")
+
+    def check_fits(self, budget: int, batch_size: int | None = None) -> None:
+        """Refuse a ``budget`` (presentations) that fits no search block, before anything is sent.
+
+        Raises:
+            ConfigError: the message of :meth:`too_small`.
+        """
+        if budget < self.min_budget():
+            raise ConfigError(self.too_small(budget, batch_size))
+
     def _min_n(self) -> int:
         """Presentations a code needs to be recommended (after the confirmation block: confirmed codes)."""
         return self.repeats + self.confirm_repeats if self.confirmed else 0
@@ -466,8 +500,7 @@ class RigPolicy:
     def result(self, state: LoopState, optimizer: Optimizer, config: dict[str, Any]) -> RigRunResult:
         stats = self.stats
         if not stats.codes:
-            raise MangoError(f"budget {state.budget} is too small for one block (repeats={self.repeats}, "
-                             f"references={self.n_ref})")
+            raise MangoError(self.too_small(state.budget, optimizer.k))
         bi = self._choice()
         bm = float(stats.s[bi] / stats.n[bi])
         held = np.zeros(0) if self.holdout is None else self.holdout
@@ -524,8 +557,17 @@ def closed_loop(rig: Any, generator: Any, optimizer: Optimizer | str, budget: in
     policy = RigPolicy(rig, generator, seed=seed, repeats=repeats, retest_every=retest_every,
                        confirm_top=confirm_top, confirm_repeats=confirm_repeats, reference=reference, select=select,
                        holdout_repeats=holdout_repeats)
+    if batch_size is not None:
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
+    policy.check_fits(budget, batch_size)  # before anything is built, written or sent
+    images = max(1, budget // policy.repeats)   # the optimizer's budget, in images (candidates)
+    if batch_size is not None and batch_size > images:
+        log.warning("batch_size %d is more candidates than a budget of %d presentations can show at repeats=%d "
+                    "(%d image%s at most): using batch_size %d", batch_size, budget, policy.repeats, images,
+                    "" if images == 1 else "s", images)
+        batch_size = images
     optimizer = build_optimizer(optimizer, generator.space, seed=seed, batch_size=batch_size,
-                                budget=max(1, budget // policy.repeats), params=params)
+                                budget=images, params=params)
     config = dict(config or {})
     config.setdefault("budget", budget)
     config.setdefault("seed", seed)

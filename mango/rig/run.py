@@ -25,10 +25,12 @@ from .. import registry
 from ..clitools import check_out_dir, parse_kv, print_rows
 from ..errors import ConfigError
 from ..journal import atomic_write
+from ..loop import check_budget
 from ..optimizers import DEFAULT_OPTIMIZER
 from . import PROTOCOLS, make_client
 from ..watch import add_watch_option, serve_option
-from .closedloop import closed_loop, stimulus_images
+from .closedloop import RigPolicy, closed_loop, stimulus_images
+from .zmq_transport import check_address
 
 __all__ = ["add_arguments", "load_reference", "rig_run_id"]
 
@@ -120,6 +122,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    if args.protocol == "zmq":  # before the run folder is made and the generator loads
+        check_address(args.address, args.allow_remote)
     check_out_dir(args.out)
     gparams = parse_kv(args.gen_param, "--gen-param")
     oparams = parse_kv(args.opt_param, "--opt-param")
@@ -129,6 +133,9 @@ def _cmd(args: argparse.Namespace) -> int:
     if args.reference:
         shape = stimulus_images(gen, gen.space.sample(np.random.default_rng(0), 1)).shape[1:]
         ref = load_reference(args.reference, shape)
+    RigPolicy(None, gen, repeats=args.repeats, retest_every=args.retest_every, confirm_top=args.confirm_top,
+              confirm_repeats=args.confirm_repeats, reference=ref, holdout_repeats=args.holdout_repeats
+              ).check_fits(check_budget(args.budget, "presentations"), args.batch_size)  # before the run id is made
     cfg = {"generator": {"name": args.generator, **gparams}, "optimizer": {"name": args.optimizer, **oparams},
            "batch_size": args.batch_size, "reference_files": [Path(r).name for r in args.reference or []]}
     serve_option(args.watch, args.out)

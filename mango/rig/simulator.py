@@ -38,7 +38,7 @@ from .lsl_transport import serve_lsl
 from .model import PoissonNeurons, build_neurons, wrong_block_reply
 from .protocol import Block, ProtocolError, Reply
 from .xdream import serve_xdream
-from .zmq_transport import ZmqRigServer, nan_reply
+from .zmq_transport import ZmqRigServer, check_address, nan_reply
 
 __all__ = ["Faults", "RigSimulator", "serve_zmq", "serve_filedrop", "add_arguments", "FAULT_KINDS"]
 
@@ -305,6 +305,8 @@ def _cmd(args: argparse.Namespace) -> int:
         units = [int(u) for u in str(args.units).split(",") if u.strip()]
     except ValueError:
         raise ConfigError(f"--units {args.units!r} must be comma-separated integers") from None
+    if args.protocol == "zmq":  # before the model neurons are built
+        check_address(args.address, args.allow_remote, bind=True)
     if args.protocol in ("filedrop", "xdream"):
         if not args.folder:
             raise ConfigError(f"--protocol {args.protocol} needs --folder")

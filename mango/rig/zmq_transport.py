@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .protocol import (Block, Limits, ProtocolError, Reply, RigError, accept_reply, decode_block, decode_error,
-                       decode_reply, encode_block, encode_error, encode_reply, new_nonce, peek_header, verify_mac)
+from .protocol import (PROTOCOL, VERSION, Block, Limits, ProtocolError, Reply, RigError, accept_reply, decode_block,
+                       decode_error, decode_reply, encode_block, encode_error, encode_reply, new_nonce, peek_header,
+                       verify_mac)
 
 __all__ = ["DEFAULT_ADDRESS", "ZmqRigClient", "ZmqRigServer", "check_address"]
 
@@ -33,10 +34,39 @@ DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
 _LOOPBACK = ("tcp://127.0.0.1:", "tcp://localhost:", "tcp://[::1]:", "ipc://", "inproc://")
 
 
-def check_address(address: str, allow_remote: bool = False) -> str:
-    """Refuse non-loopback addresses unless ``allow_remote`` (a rig on another PC must be asked for)."""
+#: the ZeroMQ transports a rig endpoint may use (DEALER/ROUTER run over these)
+TRANSPORTS = ("tcp", "ipc", "inproc")
+_VALID_FORMS = "tcp://HOST:PORT with PORT 1..65535 (e.g. tcp://127.0.0.1:5555), ipc://PATH or inproc://NAME"
+
+
+def check_address(address: str, allow_remote: bool = False, bind: bool = False) -> str:
+    """Check a rig endpoint's form, then refuse non-loopback addresses unless ``allow_remote``.
+
+    Valid forms: ``tcp://HOST:PORT`` (``PORT`` 1..65535; HOST a name, an IPv4 address or ``[IPv6]``;
+    when ``bind``, also HOST ``*`` (every interface) and PORT ``*`` or 0 (a free port)), ``ipc://PATH``
+    and ``inproc://NAME``. ZeroMQ itself takes a port out of range (``tcp://127.0.0.1:99999``) without
+    complaint and never connects, so the error would otherwise surface only as "no reply".
+
+    Raises:
+        ConfigError: one line naming the address and the valid forms (or ``--allow-remote``).
+    """
     if not isinstance(address, str) or "://" not in address:
-        raise ConfigError(f"rig address {address!r} is not a ZeroMQ endpoint like {DEFAULT_ADDRESS!r}")
+        raise ConfigError(f"rig address {address!r} is not a ZeroMQ endpoint; valid forms: {_VALID_FORMS}")
+    scheme, rest = address.split("://", 1)
+    if scheme not in TRANSPORTS:
+        raise ConfigError(f"rig address {address!r} uses transport {scheme!r}; valid forms: {_VALID_FORMS}")
+    if not rest or any(c.isspace() for c in rest):
+        raise ConfigError(f"rig address {address!r} has an empty {scheme} part or one with whitespace; "
+                          f"valid forms: {_VALID_FORMS}")
+    if scheme == "tcp":
+        host, sep, port = rest.rpartition(":")
+        wild = bind and port in ("*", "0")
+        if not sep or not host or host == "[]" or (host == "*" and not bind):
+            raise ConfigError(f"rig address {address!r} has no HOST:PORT{'' if bind else ' to connect to'}; "
+                              f"valid forms: {_VALID_FORMS}")
+        if not (wild or (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535)):
+            raise ConfigError(f"rig address {address!r} has port {port!r}, not an integer in 1..65535; "
+                              f"valid forms: {_VALID_FORMS}")
     if not allow_remote and not address.startswith(_LOOPBACK):
         raise ConfigError(f"rig address {address!r} is not loopback; valid choices: tcp://127.0.0.1:PORT, "
                           "ipc://PATH, or pass allow_remote=True (--allow-remote) for another machine")
@@ -73,6 +103,7 @@ class ZmqRigClient:
         self.answered: set[int] = set()
         self.ignored: list[dict[str, Any]] = []  # what was dropped and why (for tests and reports)
         self._unverified: list[str] = []         # reasons of error messages that failed authentication
+        self._dropped: list[tuple[str, str]] = []  # (kind, short reason) of each message ignored this attempt
         self._ctx: Any = None
         self._sock: Any = None
 
@@ -111,9 +142,31 @@ class ZmqRigClient:
         self.close()
 
     # -- protocol -------------------------------------------------------------------
-    def _ignore(self, why: str, block: Any) -> None:
+    def _ignore(self, why: str, block: Any, kind: str = "other", short: str | None = None) -> None:
+        """Log and record a dropped message; ``kind`` and ``short`` (the reason in brief) go into the
+        attempt's failure text, so a rig that answers in another protocol is told from a silent one."""
         log.warning("rig %s: ignored a message (%s)", self.address, why)
         self.ignored.append({"block": block, "reason": why})
+        short = why if short is None else short
+        self._dropped.append((kind, short if len(short) <= 120 else short[:117] + "..."))
+
+    def _dropped_summary(self) -> str:
+        """``"2 replies ignored (malformed: ...; unexpected type: ...)"``: counts per kind of the messages
+        dropped in this attempt, with the first reason of each; ``""`` when none was."""
+        if not self._dropped:
+            return ""
+        kinds: dict[str, list[str]] = {}
+        for kind, short in self._dropped:
+            kinds.setdefault(kind, []).append(short)
+        parts = [f"{'' if len(v) == 1 else f'{len(v)} '}{k}: {v[0]}" for k, v in kinds.items()]
+        n = len(self._dropped)
+        return f"{n} {'reply' if n == 1 else 'replies'} ignored ({'; '.join(parts)})"
+
+    def _reply_ignored(self, reason: str, bid: Any) -> None:
+        """The ``ignore`` callback of :func:`accept_reply` (its reasons start with what went wrong)."""
+        kind = ("unauthenticated" if reason.startswith("unauthenticated") else
+                "invalid" if reason.startswith("invalid") else "replayed or stale")
+        self._ignore(reason, bid, kind, reason.split(": ", 1)[-1])
 
     def _listen(self, block: Block, seconds: float, nonces: set[str] | None = None) -> tuple[Reply | None, str | None]:
         """Wait up to ``seconds`` for a valid reply to ``block``; (reply, None) or (None, failure reason)."""
@@ -131,30 +184,37 @@ class ZmqRigClient:
             try:
                 header = peek_header(frames, self.limits)
             except ProtocolError as exc:
-                self._ignore(f"malformed message: {exc}", None)
+                self._ignore(f"malformed message: {exc}", None, "malformed", str(exc))
                 continue
             bid = header.get("block")
             if bid != block.block:
                 kind = "duplicate" if bid in self.answered else "late or unknown"
                 self._ignore(f"{kind} {header.get('type')} for block {bid!r} while waiting for block {block.block}",
-                             bid)
+                             bid, kind, f"{header.get('type')} for block {bid!r}")
                 continue
             if header["type"] == "error":
                 try:
                     header = decode_error(frames, self.token, self.limits)
                 except ProtocolError as exc:   # unsigned, or signed with another token: must not end the
-                    self._ignore(f"unauthenticated error message for block {bid!r}: {exc}", bid)  # attempt,
+                    self._ignore(f"unauthenticated error message for block {bid!r}: {exc}", bid,  # attempt,
+                                 "unauthenticated", f"error message: {exc}")
                     self._unverified.append(str(header.get("reason"))[:200])  # but its text helps diagnose
                     continue
                 if self.token and header.get("nonce") not in nonces:  # a signed error replayed from elsewhere
-                    self._ignore(f"error for block {bid} without the nonce of one of its attempts (replayed)", bid)
+                    self._ignore(f"error for block {bid} without the nonce of one of its attempts (replayed)", bid,
+                                 "replayed or stale", "error message without the nonce of an attempt")
                     continue
                 return None, f"rig reported an error: {header.get('reason')!r}"
             if header["type"] != "response":
-                self._ignore(f"unexpected {header['type']!r} message", bid)
+                echo = " (an echo of the request?)" if header["type"] == "block" else ""
+                self._ignore(f"unexpected {header['type']!r} message{echo}; a rig answers a block with a 'response'",
+                             bid, "unexpected type", f"a {header['type']!r} message{echo}, not a 'response'")
                 continue
+            n_dropped = len(self._dropped)
             reply, why = accept_reply(lambda: decode_reply(frames, self.token, self.limits), block, nonces,
-                                      lambda reason: self._ignore(reason, bid), nonce_required=bool(self.token))
+                                      lambda reason: self._reply_ignored(reason, bid), nonce_required=bool(self.token))
+            if why is not None:   # this reply ends the attempt: it is the failure, not one more ignored reply
+                del self._dropped[n_dropped:]
             if reply is not None or why is not None:
                 return reply, why
 
@@ -168,6 +228,7 @@ class ZmqRigClient:
         if self._sock is None:
             self._open()
         failures: list[str] = []
+        kinds: set[str] = set()  # kinds of the messages ignored over all attempts
         nonces: set[str] = set()  # a late reply to an earlier attempt of this block is still its answer
         for attempt in range(self.retries + 1):
             block.attempt = attempt
@@ -177,19 +238,30 @@ class ZmqRigClient:
                 self._reopen()
             self._sock.send_multipart(encode_block(block, self.token, self.encoding))
             wait = self.timeout + (min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) if attempt else 0.0)
-            self._unverified = []
+            self._unverified, self._dropped = [], []
             reply, why = self._listen(block, wait, nonces)
             if reply is not None:
                 self.answered.add(block.block)
                 return reply
-            why = why or f"no reply within {wait:.3g} s"
+            why = why or f"no {'valid ' if self._dropped else ''}reply within {wait:.3g} s"
+            if self._dropped:
+                kinds.update(kind for kind, _ in self._dropped)
+                why = f"{self._dropped_summary()}, {why}"
             if self._unverified:
                 why += f" (unauthenticated error message(s), not acted on: {'; '.join(self._unverified[:3])})"
             failures.append(f"attempt {attempt}: {why}")
             log.warning("rig %s: block %d %s; %s", self.address, block.block, why,
                         "retrying" if attempt < self.retries else "giving up")
+        if kinds & {"malformed", "unexpected type"}:
+            hint = (f"Something answers at {self.address} but not in {PROTOCOL}/{VERSION}: point --address at the "
+                    "rig, or make it answer as mango/rig/PROTOCOL.md says, and rerun")
+        elif kinds <= {"late or unknown", "duplicate"}:
+            hint = ("Only replies to other blocks arrived (a slow rig?): start or fix the rig, or raise the timeout, "
+                    "and rerun") if kinds else "Start or fix the rig and rerun"
+        else:
+            hint = "The rig answers but none of its replies was valid for this block: fix the rig and rerun"
         raise RigError(f"rig at {self.address} gave no valid reply to block {block.block} after "
-                       f"{self.retries + 1} attempts ({'; '.join(failures)}). Start or fix the rig and rerun the "
+                       f"{self.retries + 1} attempts ({'; '.join(failures)}). {hint} the "
                        "same command: the run folder resumes without re-presenting recorded images.")
 
 
@@ -203,7 +275,7 @@ class ZmqRigServer:
 
     def __init__(self, address: str = DEFAULT_ADDRESS, *, token: str | None = None, limits: Limits = Limits(),
                  allow_remote: bool = False) -> None:
-        self.address = check_address(address, allow_remote)
+        self.address = check_address(address, allow_remote, bind=True)
         self.token = token or None
         self.limits = limits
         self.rejected: list[str] = []
