@@ -259,7 +259,10 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
         generator = registry.create("generator", gname, gparams)
     elif generator_params:
         raise ConfigError("generator_params apply to a generator given by name, not to a generator object")
-    obj = Objective(generator, target, device=dev, batch_size=eval_batch_size, transform=transform)
+    try:
+        obj = Objective(generator, target, device=dev, batch_size=eval_batch_size, transform=transform)
+    except ConfigError as exc:   # the objective's own name for it is batch_size
+        raise ConfigError(str(exc).replace("batch_size (images per forward pass)", "eval_batch_size", 1)) from None
     config = {"generator": {"name": gname or type(generator).__name__, **(generator_params or {})},
               "target": {"name": "model", "model": _describe(model), "objective": str(expr), **tparams},
               "optimizer": {"name": optimizer, **(optimizer_params or {})}, "budget": budget, "seed": seed,

@@ -66,6 +66,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     command that resumes the run, and returns 130.
     """
     cfg = RunConfig.from_dict(_config_from_args(args))
+    if args.out is not None and not str(args.out).strip():   # --out "" ran without a folder, silently
+        raise ConfigError("--out '' is empty: give a folder, or leave --out out to keep nothing on disk")
     out = check_out_dir(args.out) if args.out else None
     if out is None and args.watch is not None:
         raise ConfigError("--watch needs --out: the live view reads the run folder")
@@ -186,13 +188,48 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a command: raised where Ctrl-C's ``KeyboardInterrupt`` would be, so it takes the same
+    way out (the run's journal and folder, the grid's workers); the exit code is 143."""
+
+
+class _SigtermAsInterrupt:
+    """Context manager: in the main thread, SIGTERM raises :class:`Terminated` (and :attr:`seen` is set)."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._installed = False
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.seen = True
+        raise Terminated()
+
+    def __enter__(self) -> "_SigtermAsInterrupt":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code.
 
     0: done. 2: a user error -- a bad flag (argparse), or a :class:`~mango.errors.MangoError`
     (:class:`~mango.errors.ConfigError`, :class:`~mango.errors.EvaluationError`, ...) printed as
     one line ``mango CMD: error: ...`` naming the value and the valid choices, no traceback.
-    130: interrupted (Ctrl-C). Any other exception is a bug and keeps its traceback.
+    130: interrupted (Ctrl-C). 143: terminated (SIGTERM, handled as a Ctrl-C is: a run stops with its
+    journal complete and its folder marked interrupted, a compare/scan grid stops its workers).
+    Any other exception is a bug and keeps its traceback.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -201,13 +238,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.func(args) or 0)
+        with _SigtermAsInterrupt() as term:
+            code = int(args.func(args) or 0)
+        return 143 if code == 130 and term.seen else code   # a command that reported the stop itself
     except MangoError as exc:
         print(f"mango {args.cmd}: error: {exc or type(exc).__name__}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"mango {args.cmd}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"mango {args.cmd}: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}",
+              file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:  # stdout closed early (``mango layers ... | head``): not an error of ours
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -75,8 +75,8 @@ def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
     (JSON literals, ``true``/``false``, ``1,16,16`` lists; else the string).
 
     Raises:
-        ConfigError: an item without ``=`` or with an empty key (the message names the
-            flag ``what``), or a value nested too deeply.
+        ConfigError: an item without ``=``, with an empty key or an empty value (the message
+            names the flag ``what``), or a value nested too deeply.
     """
     out: dict[str, Any] = {}
     for item in items or []:
@@ -85,6 +85,9 @@ def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
         key, val = item.split("=", 1)
         if not key.strip():
             raise ConfigError(f"{what} {item!r} has no key; it must look like key=value")
+        if not val.strip():   # 'layer=' ran the default layer while the summary printed an empty one
+            raise ConfigError(f"{what} {item!r} has no value; give one (key=value), or leave the key out for "
+                              "its default")
         try:
             out[key.strip()] = parse_value(val)
         except ConfigError as exc:

@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,7 +59,7 @@ from typing import Any
 
 from . import report
 from .clitools import GridProgress, check_out_dir, slug
-from .config import RunConfig, load_toml, positive_int, run_config
+from .config import RunConfig, build_objective, load_toml, positive_int, run_config
 from .errors import ConfigError, choices_hint
 from .watch import add_watch_option, serve_option
 from .results import finished_result
@@ -253,17 +254,25 @@ def is_finished(cfg: RunConfig | dict[str, Any], folder: str | Path) -> bool:
 
 
 # -- workers ------------------------------------------------------------------------------
-def _init_worker() -> None:
+#: in a worker process: the grid's stop event (set by the parent when the grid is interrupted)
+_STOP: Any = None
+
+
+def _init_worker(stop: Any = None) -> None:
+    global _STOP
     import torch  # third-party, in the worker process only
 
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
+    _STOP = stop
 
 
 def _run_one(cfg: RunConfig, folder: str) -> dict[str, Any]:
     """Run one validated config into ``folder`` (in a worker); returns its summary."""
     import torch  # third-party, in the worker
 
+    if _STOP is not None and _STOP.is_set():   # queued before the grid was interrupted: not started
+        raise KeyboardInterrupt
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     res = run_config(cfg, folder)
@@ -289,8 +298,10 @@ def _run_local(todo: list[tuple[RunSpec, Path]], workers: int, done: Callable[[R
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                             initializer=_init_worker) as pool:
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(stop,))
+    try:
         futs = {pool.submit(_run_one, spec.run, str(folder)): spec for spec, folder in todo}
         for fut in as_completed(futs):
             spec = futs[fut]
@@ -298,6 +309,35 @@ def _run_local(todo: list[tuple[RunSpec, Path]], workers: int, done: Callable[[R
                 done(spec, fut.result())
             except Exception as exc:  # noqa: BLE001
                 done(spec, exc)
+    except BaseException:
+        _stop_workers(pool, stop)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _stop_workers(pool: Any, stop: Any, grace: float = 10.0) -> None:
+    """Stop a grid that is being interrupted (Ctrl-C, SIGTERM to the parent alone): drop the queued runs
+    (``stop`` tells a worker not to start one already handed to it), send each worker SIGINT so its run
+    stops as a Ctrl-C stops it (journal complete, the run folder marked interrupted), and terminate any
+    worker still alive after ``grace`` seconds. Without this the pool's exit waited for every queued run,
+    and after a SIGTERM the workers outlived the parent."""
+    import signal
+
+    stop.set()
+    procs = list(getattr(pool, "_processes", {}).values())   # the executor has no public handle on them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive() and p.pid is not None:
+            try:
+                os.kill(p.pid, signal.SIGINT)
+            except OSError:
+                pass
+    end = time.monotonic() + grace
+    for p in procs:
+        p.join(max(0.0, end - time.monotonic()))
+        if p.is_alive():
+            p.terminate()
+            p.join(2.0)
 
 
 def _run_ray(todo: list[tuple[RunSpec, Path]], ray_cfg: dict[str, Any], workers: int,
@@ -341,17 +381,50 @@ def _backend(cfg: dict[str, Any], workers: int | None, ray: dict[str, Any] | boo
 
     Raises:
         ConfigError: workers not a positive integer, ``[ray]`` not a table, ``budgets`` not
-            positive integers.
+            positive integers up to ``budget``.
     """
     workers = positive_int(workers if workers is not None else cfg.get("workers", 2), "workers")
+    total = cfg.get("budget")
     for b in cfg.get("budgets") or []:
         positive_int(b, "every entry of budgets")
+        if isinstance(total, int) and not isinstance(total, bool) and b > total:
+            raise ConfigError(f"budgets entry {b} is above the runs' budget {total}: the report would show a value "
+                              f"at a query count no run reaches (valid: 1..{total})")
     ray_cfg = cfg.get("ray") if ray is None else (ray or None)
     if ray_cfg is True:
         ray_cfg = {}
     if ray_cfg is not None and not isinstance(ray_cfg, dict):
         raise ConfigError(f"[ray] must be a table (e.g. address = \"auto\"), got {ray_cfg!r}")
     return workers, ray_cfg
+
+
+def check_components(runs: Sequence[RunConfig]) -> None:
+    """Build every distinct objective (generator + target, or problem) and optimizer of ``runs`` once, so
+    that a bad layer, unit or optimizer value ends the grid with its one-line error before any run starts
+    (before, it failed only when its run came up, after the earlier runs had spent their time).
+
+    Raises:
+        MangoError: the first component that cannot be built (a :class:`ConfigError` names the value).
+    """
+    from .loop import build_optimizer
+
+    spaces: dict[str, Any] = {}
+    seen: set[str] = set()
+    for run in runs:
+        d = run.to_dict()
+        key = json.dumps({k: d.get(k) for k in ("generator", "target", "problem", "device")}, sort_keys=True,
+                         default=str)
+        if key not in spaces:
+            spaces[key] = build_objective(run).space
+        okey = json.dumps([key, d.get("optimizer"), d.get("batch_size"), d.get("budget")], sort_keys=True,
+                          default=str)
+        if okey not in seen:
+            seen.add(okey)
+            opt = build_optimizer(run.optimizer.name, spaces[key], seed=run.seed, batch_size=run.batch_size,
+                                  budget=run.budget, params=dict(run.optimizer.params))
+            close = getattr(opt, "close", None)
+            if callable(close):
+                close()
 
 
 def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None,
@@ -378,20 +451,22 @@ def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None
     runs = expand(cfg) if runs is None else runs
     workers, ray_cfg = _backend(cfg, workers, ray)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = {"name": cfg.get("name", out.name), "budget": cfg["budget"], "budgets": cfg.get("budgets"),
-                "config": cfg, "runs": [r.to_dict() for r in runs]}
-    (out / "compare.json").write_text(json.dumps(manifest, indent=2, default=str))
-
     skipped, todo = [], []
     for spec in runs:
         folder = out / spec.folder
         if is_finished(spec.run, folder):
             skipped.append(spec.id)
-            if progress:
-                progress(spec, "skip", None)
         else:
             todo.append((spec, folder))
+    check_components([spec.run for spec, _ in todo])   # before the folder is made or anything runs
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {"name": cfg.get("name", out.name), "budget": cfg["budget"], "budgets": cfg.get("budgets"),
+                "config": cfg, "runs": [r.to_dict() for r in runs]}
+    (out / "compare.json").write_text(json.dumps(manifest, indent=2, default=str))
+    if progress:
+        for spec in runs:
+            if spec.id in skipped:
+                progress(spec, "skip", None)
     ran: list[str] = []
     errors: dict[str, str] = {}
 

@@ -11,6 +11,10 @@ writes, each atomically (a hidden temporary file in the folder, then
 * ``result.json``: ``{"status": "running", "best_value", "best_code", "reported", "n_queries",
   "batches", "seconds", "config", ...}``, the same keys as the final one where known.
 
+A run that ends without its final files (Ctrl-C, SIGTERM, an error) gets a last, unthrottled write
+with ``"status": "interrupted"`` (or ``"failed"``) through :meth:`LiveArtifacts.stop`: the folder then
+shows the best the run reached, not the last throttled write. Its journal resumes the run.
+
 So ``mango report`` and ``mango watch`` read a running folder like a finished one. At the
 end of the run :meth:`mango.results.Result.save` writes the final files (no ``status``
 key, a ``finished`` time stamp) after every callback, so the finished files always win.
@@ -37,12 +41,15 @@ import torch
 
 from .imaging import display_uint8, save_png
 
-__all__ = ["LiveArtifacts", "RUNNING"]
+__all__ = ["LiveArtifacts", "RUNNING", "INTERRUPTED", "FAILED"]
 
 log = logging.getLogger(__name__)
 
 #: the ``status`` a running run's ``result.json`` carries (a finished one says ``"finished"``)
 RUNNING = "running"
+#: the ``status`` of a run stopped by Ctrl-C or a signal, and of one ended by an error (both resumable)
+INTERRUPTED = "interrupted"
+FAILED = "failed"
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
@@ -83,12 +90,14 @@ class LiveArtifacts:
         self._best = -np.inf
         self._pending = {"data": False, "image": False}
         self._failed = False
+        self._last: Any = None   # the latest event, for stop()
         self.image_writes = 0
 
     # -- the callback --------------------------------------------------------------------------------
     def __call__(self, ev: Any) -> None:
         """Record the batch of a :class:`mango.loop.BatchEvent`; write the files when due."""
         y = np.asarray(getattr(ev, "y", ()), dtype=np.float64).reshape(-1)
+        self._last = ev
         if len(y):
             n = int(ev.n_queries)
             self._values.append(y)
@@ -115,6 +124,20 @@ class LiveArtifacts:
             self._failed = True
         self._pending["data"] = False
 
+    def stop(self, status: str) -> None:
+        """The run ended without its final files (``status``: ``"interrupted"`` by Ctrl-C or a signal,
+        ``"failed"`` by an error): write what it reached, unthrottled, with that status, so the folder
+        shows the run's last best rather than the last throttled write (the journal resumes the run).
+        A folder that already holds a finished result is left as it is."""
+        from .results import finished_result
+
+        if self._last is None or self._failed or finished_result(self.folder) is not None:
+            return
+        try:
+            self.write(self._last, image=self._pending["image"], status=status)
+        except Exception as exc:  # noqa: BLE001 - the run is ending with its own error; say why this failed
+            log.warning("could not write the live artifacts into %s: %s", self.folder, exc)
+
     # -- writing ---------------------------------------------------------------------------------------
     def history(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(values float64 [N], times float64 [N], query_index int64 [N])`` recorded so far."""
@@ -122,9 +145,10 @@ class LiveArtifacts:
             return np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64)
         return np.concatenate(self._values), np.concatenate(self._times), np.concatenate(self._qidx)
 
-    def write(self, ev: Any, image: bool = True) -> None:
+    def write(self, ev: Any, image: bool = True, status: str = RUNNING) -> None:
         """Write ``history.npz``, ``best.png`` (image objectives, with ``image``) and then ``result.json``
-        (status running); the time each part took is added to :attr:`write_seconds`."""
+        (with ``status``, ``"running"`` while the run goes); the time each part took is added to
+        :attr:`write_seconds`."""
         t0 = time.perf_counter()
         self.folder.mkdir(parents=True, exist_ok=True)
         obj = getattr(ev, "objective", None)
@@ -158,7 +182,7 @@ class LiveArtifacts:
         best_value = float(ev.best_value)
         at_best = float(obj.reported(np.array([best_value]))[0]) if obj is not None and hasattr(obj, "reported") \
             else best_value
-        summary = {"status": RUNNING, "best_value": best_value, "best_code": code.tolist(),
+        summary = {"status": status, "best_value": best_value, "best_code": code.tolist(),
                    "reported": {"name": rep_name, "best": float(reported.max()) if len(reported) else None,
                                 "at_best_score": at_best},
                    "n_queries": int(ev.n_queries), "budget": int(getattr(ev, "budget", 0) or 0),

@@ -44,7 +44,7 @@ import numpy as np
 
 from .errors import ConfigError, MangoError, check_int, check_seed
 from .journal import Journal, JournalRow, RunLock
-from .live import LiveArtifacts
+from .live import FAILED, INTERRUPTED, LiveArtifacts
 from .objective import BaseObjective
 from .optimizers import make_optimizer
 from .optimizers.base import Optimizer
@@ -472,8 +472,18 @@ def maximize(objective: BaseObjective, optimizer: Optimizer | str, budget: int, 
     config.setdefault("optimizer", optimizer.name)
     # -- live artifacts (mango.live): best.png / history.npz / a "running" result.json at improvements;
     # the kernel's final Result.save still writes the finished files last.
+    live = None
     if run_dir is not None:
-        callbacks = [*callbacks, LiveArtifacts(run_dir, config)]
+        live = LiveArtifacts(run_dir, config)
+        callbacks = [*callbacks, live]
+    try:
+        result = run_loop(optimizer, budget, EvaluateOnce(objective), run_dir=run_dir, config=config,
+                          callbacks=callbacks, checkpoint_every=checkpoint_every, stop=stop)
+    except BaseException as exc:   # Ctrl-C, SIGTERM (SystemExit), an error: the folder shows how far it got
+        if live is not None and not isinstance(exc, ConfigError):
+            live.stop(INTERRUPTED if isinstance(exc, (KeyboardInterrupt, SystemExit)) else FAILED)
+        raise
+    if live is not None and result.interrupted:
+        live.stop(INTERRUPTED)
     # -- end live artifacts
-    return run_loop(optimizer, budget, EvaluateOnce(objective), run_dir=run_dir, config=config,
-                    callbacks=callbacks, checkpoint_every=checkpoint_every, stop=stop)
+    return result

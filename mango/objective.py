@@ -178,8 +178,9 @@ class Objective(BaseObjective):
         if not isinstance(space, LatentSpace):
             raise ConfigError(f"generator {generator!r} has no LatentSpace 'space' attribute")
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                       or batch_size < 1):
-            raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+                                       or not 1 <= batch_size <= MAX_EVAL_BATCH):
+            raise ConfigError(f"batch_size (images per forward pass) must be an integer in 1..{MAX_EVAL_BATCH}, "
+                              f"got {batch_size!r}")
         noisy = flag(target, "noisy")
         super().__init__(space, cache=(not noisy) if cache is None else cache)
         self.generator = generator
@@ -243,7 +244,7 @@ class Objective(BaseObjective):
                 image shape and keeps the model's own message. Later failures pass unchanged.
         """
         try:
-            out = self.target(self.transform(images) if self.transform else images)
+            out = self.target(self._transformed(images))
         except MangoError:
             raise
         except (RuntimeError, ValueError, IndexError, TypeError) as exc:   # what torch raises on a misfit
@@ -275,7 +276,23 @@ class Objective(BaseObjective):
             return None
         x = self.images(I)
         with torch.no_grad():
-            return fn(self.transform(x) if self.transform else x)
+            return fn(self._transformed(x))
+
+    def _transformed(self, images: torch.Tensor) -> torch.Tensor:
+        """``transform(images)``, checked to be an image batch of the same length (or ``images`` without one).
+
+        Raises:
+            EvaluationError: the transform returned something else (e.g. None from a function that
+                changed its argument in place and forgot to return it), named with its type or shape.
+        """
+        if self.transform is None:
+            return images
+        out = self.transform(images)
+        if not isinstance(out, torch.Tensor) or out.ndim < 1 or out.shape[0] != images.shape[0]:
+            got = f"a tensor of shape {list(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+            raise EvaluationError(f"transform returned {got} for images of shape {list(images.shape)}; it must "
+                                  "return the image batch as a tensor with the same first dimension [k, ...]")
+        return out
 
     def _evaluate(self, I: np.ndarray) -> np.ndarray:
         out = []
@@ -306,6 +323,11 @@ class Objective(BaseObjective):
         out.update(generator=_describe(self.generator), target=_describe(self.target), weights=self._weights,
                    device=str(self.device), batch_size=self.batch_size, noisy=self.noisy)
         return out
+
+
+#: the widest forward pass an objective takes: a short batch is padded to the full width (so that the
+#: values do not depend on the batch), and 10**9 rows asked numpy for 119 GiB before any error
+MAX_EVAL_BATCH = 65536
 
 
 def default_eval_batch_size(device: torch.device | str) -> int:

@@ -35,6 +35,9 @@ __all__ = ["parse_units", "layer_size", "scan_config", "run_scan", "add_argument
 
 log = logging.getLogger(__name__)
 
+#: the most units one ``units`` range may select (a layer this wide would be a typo or a scan of days)
+MAX_UNITS = 100_000
+
 SCAN_KEYS = ("name", "generator", "target", "layer", "units", "optimizer", "budget", "seeds", "batch_size",
              "eval_batch_size", "device", "workers", "ray", "checkpoint_every", "out")
 
@@ -60,19 +63,25 @@ def parse_units(text: str | list[int] | int, size: int | None = None) -> list[in
         for part in str(text).split(","):
             part = part.strip()
             try:
-                if "-" in part:
-                    a, b = part.split("-", 1)
-                    units.extend(range(int(a), int(b) + 1))
-                elif part:
-                    units.append(int(part))
+                lo, hi = (int(x) for x in part.split("-", 1)) if "-" in part else (int(part),) * 2
             except ValueError:
+                if not part:
+                    continue
                 raise ConfigError(f"bad units {text!r}: use 'all', '0-9', '0,3,5' or '0-3,8'") from None
+            if size is not None and lo < hi and (hi >= size or lo < 0):   # a typo such as 0-100000000:
+                raise ConfigError(f"units {part!r} reach outside the layer's {size} units "  # said, not built
+                                  f"(valid: 0..{size - 1})")
+            if hi - lo >= MAX_UNITS:
+                raise ConfigError(f"units {part!r} select {hi - lo + 1} units; a scan takes at most {MAX_UNITS} "
+                                  "(split it into several scans)")
+            units.extend(range(lo, hi + 1))
     if not units:
         raise ConfigError(f"units {text!r} selects no unit")
     if size is not None:
         bad = [u for u in units if not 0 <= u < size]
         if bad:
-            raise ConfigError(f"units {bad} are outside the layer's {size} units (valid: 0..{size - 1})")
+            shown = ", ".join(map(str, bad[:10])) + (f", ... ({len(bad)} in all)" if len(bad) > 10 else "")
+            raise ConfigError(f"units [{shown}] are outside the layer's {size} units (valid: 0..{size - 1})")
     return list(dict.fromkeys(units))
 
 
@@ -176,8 +185,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
                      ("batch_size", args.batch_size), ("device", args.device)):
         if val is not None:
             scan[key] = val
-    if args.seeds:
-        seeds = parse_value(args.seeds)
+    if args.seeds is not None:   # --seeds "" meant seed 0, silently
+        seeds = parse_value(args.seeds) if str(args.seeds).strip() else []
         seeds = seeds if isinstance(seeds, list) else [seeds]
         if not seeds or any(isinstance(v, bool) or not isinstance(v, int) for v in seeds):
             raise ConfigError(f"--seeds must be integers separated by commas (e.g. 0,1,2), got {args.seeds!r}")

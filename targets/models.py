@@ -112,6 +112,18 @@ def _load_file(spec: str, device: str | torch.device | None, trust_pickle: bool)
         raise ConfigError(f"cannot load a torch module from {spec!r}: {type(e).__name__}: {e}") from None
 
 
+def _functions_hint(path: Path) -> str:
+    """``" (functions defined there: a, b)"`` from the file's syntax tree (nothing in it runs), or ``""``."""
+    import ast
+
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return ""
+    names = [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")]
+    return f" (functions defined there: {', '.join(names[:10])})" if names else ""
+
+
 def _registered_hint(spec: str) -> str:
     """For a registered target's name given as a model: where that target's torch module is."""
     from mango import registry
@@ -138,6 +150,9 @@ def load_model(model: nn.Module | str, device: str | torch.device | None = None,
     if isinstance(model, (str, Path)):
         spec = str(model)
         p = Path(spec)
+        if p.is_file() and p.suffix == ".py":
+            raise ConfigError(f"{spec!r} is a Python file: name the function in it that builds the model, "
+                              f"'{spec}:FUNCTION'{_functions_hint(p)}")
         if p.is_file():
             try:
                 m = torch.jit.load(str(p), map_location=device)

@@ -242,7 +242,11 @@ def test_protes_defaults_adapt_to_small_batches(capsys):
 
 # -- item 15 -----------------------------------------------------------------------------------
 
-def test_ctrl_c_prints_where_the_run_stands_and_how_to_resume(tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_prints_where_the_run_stands_and_how_to_resume(tmp_path, sig, code):
+    """Ctrl-C, and SIGTERM alike (a job scheduler's stop; before, it killed the run without a word), print
+    where the run stands and how to resume it, and leave result.json at the best the run reached, marked
+    interrupted (before, it kept the last throttled write: 50 of 150 queries)."""
     out = tmp_path / "r"
     argv = ["run", "--problem", "separable", "--problem-param", "d=4", "--problem-param", "n=8",
             "--optimizer", "random", "--budget", "100000000", "--batch-size", "10", "--out", str(out), "-q"]
@@ -258,14 +262,23 @@ def test_ctrl_c_prints_where_the_run_stands_and_how_to_resume(tmp_path):
             break
         time.sleep(0.1)
     assert proc.poll() is None, proc.communicate()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err
     assert "interrupted after" in err and "of 100000000 queries; best so far" in err
     assert f"run folder: {out}" in err
     resume = [ln for ln in err.splitlines() if ln.startswith("resume with: ")]
     assert resume and resume[0] == "resume with: mango " + " ".join(argv)
+    rows = [json.loads(ln) for ln in journal.read_text().splitlines()]
+    res = json.loads((out / "result.json").read_text())
+    n_said = int(err.split("interrupted after ")[1].split(" of ")[0])
+    assert res["status"] == "interrupted" and res["n_queries"] == n_said
+    # the journal may hold one batch more: the signal can come between its write and the callbacks
+    assert sum(len(r["y"]) for r in rows) - 10 <= n_said <= sum(len(r["y"]) for r in rows)
+    assert res["best_value"] == max(max(r["y"]) for r in rows[:n_said // 10])
+    said = float(err.split("best so far ")[1].split(".\n")[0].rstrip("."))
+    assert said == pytest.approx(res["best_value"], rel=1e-5)
 
 
 # -- item 17 -----------------------------------------------------------------------------------
@@ -332,3 +345,13 @@ def test_api_checks_the_device_and_the_images_fit_the_model():
     # the same model through a transform that makes the images fit runs
     res = mango.maximize(model, "0:1", generator="vqvae-digits", budget=20, transform=lambda x: x.repeat(1, 3, 1, 1))
     assert np.isfinite(res.best_value)
+
+
+def test_empty_values_are_refused_not_taken_as_defaults(tmp_path, capsys):
+    """'--target-param layer=' ran the default layer, '--out ""' ran with no folder, and 'scan --seeds ""'
+    meant seed 0, each without a word."""
+    _fails(capsys, SNN + ["--target-param", "layer="], "'layer=' has no value")
+    _fails(capsys, SNN + ["--out", ""], "--out '' is empty")
+    _fails(capsys, ["scan", "--generator", "vqvae-digits", "--target", "snn-digits", "--layer", "spiking_out",
+                    "--units", "0", "--budget", "20", "--seeds", "", "--out", str(tmp_path / "s")],
+           "--seeds must be integers", "got ''")

@@ -148,3 +148,73 @@ def test_scan_cli_with_a_config_naming_the_target_by_string(tmp_path, monkeypatc
     out = tmp_path / "runs" / "scan-snn-digits-spiking_out"
     assert sorted(p.name for p in (out / "runs").iterdir())
     assert "unit" in capsys.readouterr().out
+
+
+def test_sigterm_to_a_compare_stops_its_workers_and_marks_its_runs(tmp_path):
+    """SIGTERM to the parent alone (a scheduler's stop) left the worker processes running, reparented to
+    init, finishing their runs and holding the caller's pipes; a Ctrl-C to the parent alone waited for
+    every queued run. Now the grid stops: workers gone, queued runs not started, the runs in progress
+    marked interrupted (their journals resume them), exit code 143."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = {"name": "long", "budget": 100_000_000, "seeds": [0, 1, 2], "batch_size": 10, "workers": 2,
+           "problems": [{"name": "separable", "d": 8, "n": 16}], "optimizers": [{"name": "random"}]}
+    (tmp_path / "c.toml").write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in cfg.items()
+                                               if not isinstance(v, list) or not isinstance(v[0], dict))
+                                     + '\n[[problems]]\nname = "separable"\nd = 8\nn = 16\n'
+                                     + '[[optimizers]]\nname = "random"\n')
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "mango.cli", "compare", str(tmp_path / "c.toml"), "--out",
+                             str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 180
+    journals: list[Path] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        journals = [p for p in out.glob("runs/*/*/*/journal.jsonl") if len(p.read_text().splitlines()) >= 3]
+        if len(journals) == 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None and len(journals) == 2, proc.communicate()
+    os.kill(proc.pid, signal.SIGTERM)                     # the parent alone, not its process group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    end = time.monotonic() + 15       # the resource tracker ends on its own once the parent is gone
+    while True:
+        left = subprocess.run(["pgrep", "-a", "-s", str(proc.pid)], capture_output=True, text=True).stdout
+        if not left or time.monotonic() > end:
+            break
+        time.sleep(0.5)
+    assert left == "", f"processes outlived the compare: {left}"
+    started = sorted(out.glob("runs/*/*/*/journal.jsonl"))
+    assert len(started) == 2                              # the third seed was queued, never started
+    for j in started:
+        res = json.loads((j.parent / "result.json").read_text())
+        assert res["status"] == "interrupted"
+
+
+def test_a_typo_in_a_units_range_is_refused_without_building_it():
+    """'0-100000000' built the whole list (7.8 GB, 33 s) and printed every bad unit (about 1 GB of text)."""
+    with pytest.raises(ConfigError, match=r"units '0-100000000' select 100000001 units; a scan takes at most"):
+        parse_units("0-100000000")
+    with pytest.raises(ConfigError, match=r"units '5-100000' reach outside the layer's 10 units \(valid: 0\.\.9\)"):
+        parse_units("5-100000", size=10)
+    with pytest.raises(ConfigError) as err:
+        parse_units(list(range(5, 5000)), size=10)
+    assert len(str(err.value)) < 200 and "(4990 in all)" in str(err.value)
+
+
+def test_a_bad_component_fails_the_grid_before_any_run(tmp_path):
+    """A bad optimizer value in the second [[optimizers]] entry failed only when its runs came up, after the
+    first entry's runs had used their time; a budgets entry above the budget gave report columns no run
+    reached. Both now end the grid before any run folder is made."""
+    bad = {**TINY, "optimizers": [{"name": "random"}, {"name": "ga", "label": "ga-bad", "n_elite": -3}]}
+    with pytest.raises(ConfigError, match="n_elite"):
+        run_compare(bad, tmp_path / "a", workers=1)
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(ConfigError, match=r"budgets entry 4000 is above the runs' budget 60"):
+        run_compare({**TINY, "budgets": [20, 4000]}, tmp_path / "b", workers=1)
+    assert not (tmp_path / "b").exists()

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import mango
-from mango.errors import ConfigError
+from mango.errors import ConfigError, MangoError
 from mango.fingerprint import weights_fingerprint
 from mango.results import finished_result
 
@@ -159,3 +159,26 @@ def test_the_embedded_models_are_one_attribute_away():
     with pytest.raises(ConfigError, match=r"got SpikingTarget \(this one holds its module as \.net\)"):
         mango.maximize(mango.registry.create("target", "snn-digits"), "output:3", generator="vqvae-digits",
                        budget=10)
+
+
+def test_a_python_file_without_its_function_is_named_as_such(tmp_path):
+    """A .py file given as the model was called 'a pickled Python object'."""
+    f = tmp_path / "nets.py"
+    f.write_text("import torch\n\ndef make_cnn():\n    return torch.nn.Conv2d(1, 2, 3)\n\ndef _helper():\n    pass\n")
+    with pytest.raises(ConfigError, match=r"is a Python file: name the function in it that builds the model, "
+                                          r"'.*nets\.py:FUNCTION' \(functions defined there: make_cnn\)"):
+        mango.maximize(str(f), "output:0", generator="vqvae-digits", budget=10)
+    res = mango.maximize(f"{f}:make_cnn", "output:1", generator="vqvae-digits", budget=10)
+    assert res.n_queries == 10
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"transform": lambda x: None}, r"transform returned NoneType for images of shape \[10, 1, 16, 16\]"),
+    ({"transform": lambda x: x[:1]}, r"transform returned a tensor of shape \[1, 1, 16, 16\]"),
+    ({"eval_batch_size": 10**9}, r"eval_batch_size must be an integer in 1\.\.65536, got 1000000000"),
+])
+def test_a_bad_transform_or_eval_batch_is_named(kw, match):
+    """A transform that returned None ended in 'NoneType has no attribute ndim' inside the target; an
+    eval_batch_size of 10**9 in numpy's MemoryError (119 GiB)."""
+    with pytest.raises(MangoError if "transform" in kw else ConfigError, match=match):
+        _run(_cnn(), budget=20, **kw)

@@ -233,14 +233,16 @@ def test_hostile_manifest_is_refused_before_allocating(tmp_path, change, match):
 def test_filedrop_simulator_survives_hostile_manifests_and_keeps_serving(tmp_path):
     gen = generator()
     root = tmp_path / "drop"
+    # the hostile manifests are in place before the simulator starts: written while it polled, a valid
+    # manifest could be served in the moment before the test made it hostile (seen once under load)
+    for bid, change in enumerate([{"shape": [1, 10**6, 10**6, 3]}, {"files": 5}, {"image_ids": None}]):
+        blk = _block(bid=bid + 1)
+        write_block(root, blk, run="r")
+        path = manifest_path(root, blk.block)
+        man = json.loads(path.read_text())
+        man.update(change)
+        path.write_text(json.dumps(man))
     with sim_thread(neurons(gen), "filedrop", str(root)) as sim:
-        for bid, change in enumerate([{"shape": [1, 10**6, 10**6, 3]}, {"files": 5}, {"image_ids": None}]):
-            blk = _block(bid=bid + 1)
-            write_block(root, blk, run="r")
-            path = manifest_path(root, blk.block)
-            man = json.loads(path.read_text())
-            man.update(change)
-            path.write_text(json.dumps(man))
         cl = FileDropClient(root, timeout=10.0, retries=0, run="r")
         assert cl.present(_block(bid=9)).responses.shape == (6, 1)
         assert sim.n_requests == 1

@@ -36,7 +36,7 @@ PAGE = r"""<!doctype html>
   .kv dt { color:var(--muted); } .kv dd { margin:0; overflow-wrap:anywhere; }
   .badge { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12px; font-weight:600; color:#fff; background:var(--muted); }
   .s-running { background:var(--run); } .s-finished { background:var(--ok); } .s-failed { background:var(--bad); }
-  .s-stalled { background:var(--warn); } .s-pending { background:var(--base); }
+  .s-stalled { background:var(--warn); } .s-pending { background:var(--base); } .s-interrupted { background:var(--warn); }
   #best-image { width:100%; max-width:272px; image-rendering: pixelated; border:1px solid var(--line); border-radius:4px; display:block; }
   .noimg { padding:28px 8px; text-align:center; color:var(--muted); border:1px dashed var(--line); border-radius:4px; }
   .progress { height:6px; background:#e9ecef; border-radius:3px; overflow:hidden; margin:6px 0 2px; }
@@ -349,11 +349,11 @@ function renderMulti(s) {
   $("multi-view").classList.remove("hidden");
   $("run-view").classList.add("hidden");
   const c = s.counts || {};
-  const overall = c.running ? "running" : (c.failed ? "failed" : (c.stalled ? "stalled" : (c.pending ? "pending" : "finished")));
+  const overall = c.running ? "running" : (c.failed ? "failed" : (c.stalled ? "stalled" : (c.interrupted ? "interrupted" : (c.pending ? "pending" : "finished"))));
   setStatus(overall);
   $("multi-title").textContent = (s.kind === "scan" ? "Layer scan " : s.kind === "compare" ? "Comparison " : "Runs ") + (s.name || "");
   $("multi-progress").style.width = s.queries_total ? (100 * s.queries_done / s.queries_total) + "%" : "0";
-  $("multi-summary").textContent = s.runs.length + " runs: " + ["finished", "running", "stalled", "pending", "failed"].filter(k => c[k]).map(k => c[k] + " " + k).join(", ") +
+  $("multi-summary").textContent = s.runs.length + " runs: " + ["finished", "running", "stalled", "interrupted", "pending", "failed"].filter(k => c[k]).map(k => c[k] + " " + k).join(", ") +
       (s.queries_total ? "; " + s.queries_done + " / " + s.queries_total + " queries" : "") +
       (s.qps ? "; " + fmt(s.qps, 3) + " queries/s" : "") + (s.eta_s ? "; ETA " + fmtTime(s.eta_s) : "");
   const t = $("runs-table");

@@ -379,6 +379,8 @@ class RunReader:
         res = self.result.value
         if isinstance(res, dict) and res.get("status") in ("failed", "error"):
             return "failed"
+        if isinstance(res, dict) and res.get("status") == "interrupted":   # Ctrl-C or SIGTERM: resumable
+            return "interrupted"
         if isinstance(res, dict) and not _running(res):
             return "finished"
         if failed:
