@@ -35,7 +35,7 @@ from .devices import module_device
 from .config import check_device
 from .errors import ConfigError
 from .imaging import display_uint8, upscale
-from .interrupt import GracefulInterrupt, Standing
+from .interrupt import GracefulInterrupt, Standing, say_stopped
 from .optimizers import DEFAULT_OPTIMIZER
 from .objective import BaseObjective, Objective
 from .objectives import ObjectiveExpr, as_objective
@@ -322,15 +322,9 @@ def _serve_watch(value: str, run_dir: str | Path) -> str:
 def _say_interrupted(n_queries: int, budget: int, best: float | None, run_dir: str | Path | None,
                      returned: bool = False) -> None:
     """Print where an interrupted :func:`maximize_model` stands and how to go on."""
-    lines = [f"mango.maximize: interrupted after {n_queries} of {budget} queries; best score so far "
-             f"{'none yet' if best is None else f'{best:.6g}'}"
-             + ("; returning this partial result (its .interrupted is True)" if returned else "")]
-    if run_dir is not None:
-        lines.append(f"every finished batch is in the journal of {run_dir}: call mango.maximize again with the "
-                     "same arguments to resume the run")
-    else:
-        lines.append("nothing was kept on disk (no run_dir); pass run_dir=FOLDER to make a run resumable")
-    print("\n".join(lines), file=sys.stderr, flush=True)
+    say_stopped("mango.maximize", n_queries, budget, best, None if run_dir is None else str(run_dir),
+                "resume it: call mango.maximize again with the same arguments",
+                "nothing was kept on disk (no run_dir); pass run_dir=FOLDER to make a run resumable", returned)
 
 
 def _describe(model: Any) -> str:

@@ -21,7 +21,7 @@ from .config import RunConfig, TargetSpec, build_objective, create_component, lo
 from .demo import run_demo
 from . import watch
 from .errors import ConfigError, MangoError
-from .interrupt import Standing
+from .interrupt import Standing, say_stopped
 from .loop import build_optimizer
 from .optimizers import DEFAULT_OPTIMIZER
 from .registry import describe_params
@@ -48,14 +48,9 @@ def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def _interrupted(standing: Standing, budget: int, out: Path | None, argv: list[str]) -> int:
     """Print where an interrupted ``mango run`` stands and how to resume it; the exit code 130."""
-    best = "none yet" if standing.best_value is None else f"{standing.best_value:.6g}"
-    lines = [f"mango run: interrupted after {standing.n_queries} of {budget} queries; best so far {best}."]
-    if out is not None:
-        lines.append(f"run folder: {out} (every finished batch is in its journal)")
-        lines.append("resume with: " + shlex.join(["mango", *argv]))
-    else:
-        lines.append("nothing was kept (no --out); add --out FOLDER to make a run resumable")
-    print("\n".join(lines), file=sys.stderr, flush=True)
+    say_stopped("mango run", standing.n_queries, budget, standing.best_value, None if out is None else str(out),
+                "resume with: " + shlex.join(["mango", *argv]),
+                "nothing was kept (no --out); add --out FOLDER to make a run resumable")
     return 130
 
 
@@ -240,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _SigtermAsInterrupt() as term:
             code = int(args.func(args) or 0)
-        return 143 if code == 130 and term.seen else code   # a command that reported the stop itself
+        return 143 if term.seen else code   # a command that reported the stop itself, or ended on it (watch)
     except MangoError as exc:
         print(f"mango {args.cmd}: error: {exc or type(exc).__name__}", file=sys.stderr)
         return 2

@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -259,12 +258,21 @@ _STOP: Any = None
 
 
 def _init_worker(stop: Any = None) -> None:
+    """A grid worker: one torch thread; its runs stop through the grid's ``stop`` event, between batches
+    (the parent sets it on Ctrl-C or SIGTERM; SIGTERM to the worker itself, e.g. a scheduler stopping the
+    whole process group, sets it too). SIGINT is ignored here: a terminal's Ctrl-C reaches every process
+    of the group, and a worker interrupted mid-write would leave its folder without the interrupted mark."""
     global _STOP
+    import signal
+
     import torch  # third-party, in the worker process only
 
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
     _STOP = stop
+    if stop is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
 
 
 def _run_one(cfg: RunConfig, folder: str) -> dict[str, Any]:
@@ -275,7 +283,7 @@ def _run_one(cfg: RunConfig, folder: str) -> dict[str, Any]:
         raise KeyboardInterrupt
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    res = run_config(cfg, folder)
+    res = run_config(cfg, folder, stop=None if _STOP is None else _STOP.is_set)
     return {"best_value": res.best_value, "reported_name": res.reported_name, "best_reported": res.best_reported,
             "n_queries": res.n_queries, "seconds": res.seconds,
             "optimizer_seconds": res.optimizer_seconds, "wall": time.perf_counter() - t0}
@@ -316,22 +324,14 @@ def _run_local(todo: list[tuple[RunSpec, Path]], workers: int, done: Callable[[R
 
 
 def _stop_workers(pool: Any, stop: Any, grace: float = 10.0) -> None:
-    """Stop a grid that is being interrupted (Ctrl-C, SIGTERM to the parent alone): drop the queued runs
-    (``stop`` tells a worker not to start one already handed to it), send each worker SIGINT so its run
-    stops as a Ctrl-C stops it (journal complete, the run folder marked interrupted), and terminate any
-    worker still alive after ``grace`` seconds. Without this the pool's exit waited for every queued run,
-    and after a SIGTERM the workers outlived the parent."""
-    import signal
-
+    """Stop a grid that is being interrupted (Ctrl-C, SIGTERM): set ``stop``, so each worker's run ends
+    after its batch in progress (journal complete, the run folder marked interrupted) and no worker starts
+    a run already handed to it; drop the queued runs; terminate any worker still alive after ``grace``
+    seconds. Without this the pool's exit waited for every queued run, and after a SIGTERM to the parent
+    the workers outlived it."""
     stop.set()
     procs = list(getattr(pool, "_processes", {}).values())   # the executor has no public handle on them
     pool.shutdown(wait=False, cancel_futures=True)
-    for p in procs:
-        if p.is_alive() and p.pid is not None:
-            try:
-                os.kill(p.pid, signal.SIGINT)
-            except OSError:
-                pass
     end = time.monotonic() + grace
     for p in procs:
         p.join(max(0.0, end - time.monotonic()))
@@ -399,9 +399,10 @@ def _backend(cfg: dict[str, Any], workers: int | None, ray: dict[str, Any] | boo
 
 
 def check_components(runs: Sequence[RunConfig]) -> None:
-    """Build every distinct objective (generator + target, or problem) and optimizer of ``runs`` once, so
-    that a bad layer, unit or optimizer value ends the grid with its one-line error before any run starts
-    (before, it failed only when its run came up, after the earlier runs had spent their time).
+    """Build every distinct objective (generator + target whatever the unit, or problem; on the CPU) and
+    optimizer of ``runs`` once, so that a bad layer or optimizer value ends the grid with its one-line
+    error before any run starts (before, it failed only when its run came up, after the earlier runs had
+    spent their time). A unit out of range fails its own run, as before (scan checks its units first).
 
     Raises:
         MangoError: the first component that cannot be built (a :class:`ConfigError` names the value).
@@ -412,10 +413,14 @@ def check_components(runs: Sequence[RunConfig]) -> None:
     seen: set[str] = set()
     for run in runs:
         d = run.to_dict()
-        key = json.dumps({k: d.get(k) for k in ("generator", "target", "problem", "device")}, sort_keys=True,
-                         default=str)
+        # one build per generator + target whatever the unit (a scan's units share them; a bad unit fails
+        # its own run), on the CPU (the parent takes no GPU memory the workers need)
+        cpu = {k: ({p: v for p, v in d[k].items() if p not in ("unit", "device")} if isinstance(d.get(k), dict)
+                   else d.get(k)) for k in ("generator", "target", "problem")}
+        key = json.dumps(cpu, sort_keys=True, default=str)
         if key not in spaces:
-            spaces[key] = build_objective(run).space
+            spaces[key] = build_objective(RunConfig.from_dict({**d, **{k: v for k, v in cpu.items() if v},
+                                                               "device": "cpu"})).space
         okey = json.dumps([key, d.get("optimizer"), d.get("batch_size"), d.get("budget")], sort_keys=True,
                           default=str)
         if okey not in seen:
@@ -458,7 +463,8 @@ def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None
             skipped.append(spec.id)
         else:
             todo.append((spec, folder))
-    check_components([spec.run for spec, _ in todo])   # before the folder is made or anything runs
+    if ray_cfg is None:   # a Ray grid's components may exist only on the cluster (a GPU, a model path)
+        check_components([spec.run for spec, _ in todo])   # before the folder is made or anything runs
     out.mkdir(parents=True, exist_ok=True)
     manifest = {"name": cfg.get("name", out.name), "budget": cfg["budget"], "budgets": cfg.get("budgets"),
                 "config": cfg, "runs": [r.to_dict() for r in runs]}

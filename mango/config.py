@@ -32,7 +32,7 @@ import inspect
 import json
 import logging
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -399,7 +399,8 @@ def build_objective(cfg: RunConfig | Mapping[str, Any]) -> BaseObjective:
 
 
 def run_config(cfg: RunConfig | Mapping[str, Any], out: str | Path | None, callbacks: Sequence[Callback] = (),
-               objective: BaseObjective | None = None, optimizer: Optimizer | None = None) -> Result:
+               objective: BaseObjective | None = None, optimizer: Optimizer | None = None,
+               stop: Callable[[], bool] | None = None) -> Result:
     """Run a config; with ``out``, journal into it (resuming what is there) and write the results.
 
     ``cfg`` is a :class:`RunConfig` (or a dict, validated here once). Files written to
@@ -408,9 +409,10 @@ def run_config(cfg: RunConfig | Mapping[str, Any], out: str | Path | None, callb
     (values, times, query_index, best_so_far) and ``best.png`` for image objectives
     (written by :func:`mango.loop.maximize` through :meth:`mango.results.Result.save`).
     ``objective`` and ``optimizer`` (an instance built from ``cfg``) are built here when not given.
+    ``stop``: see :func:`mango.loop.maximize` (a grid's worker stops its run between batches).
     """
     cfg = RunConfig.from_dict(cfg)
     objective = objective or build_objective(cfg)
     return maximize(objective, optimizer or cfg.optimizer.name, cfg.budget, cfg.seed, batch_size=cfg.batch_size,
                     params=dict(cfg.optimizer.params), run_dir=out, config=cfg.to_dict(), callbacks=callbacks,
-                    checkpoint_every=cfg.checkpoint_every or 10)
+                    checkpoint_every=cfg.checkpoint_every or 10, stop=stop)

@@ -9,13 +9,14 @@ changes nothing. :class:`Standing` remembers where a run stands, for the message
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 from types import FrameType
 from typing import Any
 
-__all__ = ["GracefulInterrupt", "Standing"]
+__all__ = ["GracefulInterrupt", "Standing", "say_stopped"]
 
 _UNSET = object()
 
@@ -48,8 +49,13 @@ class GracefulInterrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print(f"{self.name}: interrupted; stopping after the batch in progress (Ctrl-C again to stop at once)",
-              file=sys.stderr, flush=True)
+        # os.write, not print: the signal may have come in the middle of a write to sys.stderr (the
+        # progress bar's), and a buffered stream written again from its own handler raises
+        try:
+            os.write(2, f"\n{self.name}: interrupted; stopping after the batch in progress (Ctrl-C again to "
+                        "stop at once)\n".encode())
+        except OSError:
+            pass
 
     def __enter__(self) -> "GracefulInterrupt":
         if threading.current_thread() is threading.main_thread():
@@ -63,3 +69,22 @@ class GracefulInterrupt:
         if self._previous is not _UNSET:
             signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
             self._previous = _UNSET
+
+
+def say_stopped(who: str, n_queries: int, budget: int, best: float | None, kept: str | None, resume: str,
+                not_kept: str, returned: bool = False) -> None:
+    """Print on stderr where an interrupted run stands and how to go on (the CLI's and the API's words).
+
+    Args:
+        who: the speaker, e.g. ``"mango run"``.
+        n_queries, budget, best: queries done, the run's budget, the best score so far (None: none yet).
+        kept: the run folder holding the journal, or None when nothing was kept.
+        resume: how to resume the run from ``kept``; not_kept: how to make a run resumable.
+        returned: the caller returns the partial result (the API).
+    """
+    lines = [f"{who}: interrupted after {n_queries} of {budget} queries; best so far "
+             f"{'none yet' if best is None else f'{best:.6g}'}."
+             + (" The partial result is returned (its .interrupted is True)." if returned else "")]
+    lines += [f"run folder: {kept} (every finished batch is in its journal)", resume] if kept is not None \
+        else [not_kept]
+    print("\n".join(lines), file=sys.stderr, flush=True)

@@ -139,9 +139,11 @@ def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def _before_fingerprints(old: Any, new: Any) -> bool:
-    """Whether ``old`` is an identity recorded before the objective's ``weights`` fingerprint existed
-    (:mod:`mango.fingerprint`) while ``new`` has one: such a folder is compared without it."""
-    return (isinstance(old, dict) and isinstance(old.get("objective"), dict) and "weights" not in old["objective"]
+    """Whether ``old`` is an identity without the objective's ``weights`` fingerprint (recorded before it
+    existed, or None: weights not readable then, e.g. a lazy module before its first forward pass) while
+    ``new`` has the key (:mod:`mango.fingerprint`): such a folder is compared without it."""
+    return (isinstance(old, dict) and isinstance(old.get("objective"), dict)
+            and old["objective"].get("weights") is None     # not recorded, or not readable then (a lazy module)
             and isinstance(new.get("objective"), dict) and "weights" in new["objective"])
 
 
@@ -194,8 +196,9 @@ class Journal:
                         from None
                 cmp = canon
                 if name == IDENTITY_NAME and _before_fingerprints(old, canon):
-                    # recorded before identities carried the weights' fingerprint: compare the rest
+                    # recorded without a usable weights fingerprint: compare the rest
                     cmp = {**canon, "objective": {k: v for k, v in canon["objective"].items() if k != "weights"}}
+                    old = {**old, "objective": {k: v for k, v in old["objective"].items() if k != "weights"}}
                 if old != cmp and fresh:
                     # a run that stopped before its first batch was recorded (e.g. a target that does not
                     # take the generator's images): nothing to lose, the corrected settings take the folder

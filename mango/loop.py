@@ -183,7 +183,8 @@ def build_optimizer(optimizer: Optimizer | str, space: Any, *, seed: int, batch_
 
 def run_loop(optimizer: Optimizer, budget: int, policy: Policy, *, run_dir: str | Path | None = None,
              config: dict[str, Any] | None = None, callbacks: Sequence[Callback] = (),
-             checkpoint_every: int = 10, stop: Callable[[], bool] | None = None) -> Any:
+             checkpoint_every: int = 10, stop: Callable[[], bool] | None = None,
+             on_stop: Callable[[str], None] | None = None) -> Any:
     """The loop kernel: ask -> evaluate -> journal -> tell under ``policy`` until it stops.
 
     Args:
@@ -200,6 +201,9 @@ def run_loop(optimizer: Optimizer, budget: int, policy: Policy, *, run_dir: str 
             batches (a graceful Ctrl-C): the result is marked ``interrupted``, its final files are
             not written (the journal resumes the run), and a stop before any query raises
             ``KeyboardInterrupt``.
+        on_stop: called with ``"interrupted"`` (a ``stop``, Ctrl-C, SIGTERM) or ``"failed"`` (an error)
+            when the run ends without its final files, while ``run_dir``'s lock is still held (e.g.
+            :meth:`mango.live.LiveArtifacts.stop`).
 
     Returns:
         ``policy.result(...)``, also saved into ``run_dir`` (``result.save(run_dir)``) when given,
@@ -240,8 +244,8 @@ def run_loop(optimizer: Optimizer, budget: int, policy: Policy, *, run_dir: str 
                     I, external = row.I, row.external
                     step = policy.replay(st.steps, I, row)
                 else:
-                    if stop is not None and stop():
-                        interrupted = True
+                    if stop is not None and st.used < budget and stop():   # a stop during the last batch
+                        interrupted = True                                    # leaves a whole run
                         break
                     n = policy.plan(budget - st.used)
                     if n is None:
@@ -306,9 +310,15 @@ def run_loop(optimizer: Optimizer, budget: int, policy: Policy, *, run_dir: str 
         result = policy.result(st, optimizer, dict(config or {}))
         if interrupted:
             result.interrupted = True   # a partial result; the journal resumes the run
+            if on_stop is not None:
+                on_stop(INTERRUPTED)
         elif folder is not None:
             _finish_folder(folder, result, stored)
         return result
+    except BaseException as exc:   # Ctrl-C, SIGTERM (as an interrupt), an error: said while the lock is held
+        if on_stop is not None and not isinstance(exc, ConfigError):
+            on_stop(INTERRUPTED if isinstance(exc, (KeyboardInterrupt, SystemExit)) else FAILED)
+        raise
     finally:
         if lock is not None:
             lock.release()
@@ -476,14 +486,7 @@ def maximize(objective: BaseObjective, optimizer: Optimizer | str, budget: int, 
     if run_dir is not None:
         live = LiveArtifacts(run_dir, config)
         callbacks = [*callbacks, live]
-    try:
-        result = run_loop(optimizer, budget, EvaluateOnce(objective), run_dir=run_dir, config=config,
-                          callbacks=callbacks, checkpoint_every=checkpoint_every, stop=stop)
-    except BaseException as exc:   # Ctrl-C, SIGTERM (SystemExit), an error: the folder shows how far it got
-        if live is not None and not isinstance(exc, ConfigError):
-            live.stop(INTERRUPTED if isinstance(exc, (KeyboardInterrupt, SystemExit)) else FAILED)
-        raise
-    if live is not None and result.interrupted:
-        live.stop(INTERRUPTED)
-    # -- end live artifacts
-    return result
+    # -- end live artifacts (a run ending without its final files: live.stop shows how far it got)
+    return run_loop(optimizer, budget, EvaluateOnce(objective), run_dir=run_dir, config=config,
+                    callbacks=callbacks, checkpoint_every=checkpoint_every, stop=stop,
+                    on_stop=None if live is None else live.stop)

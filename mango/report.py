@@ -52,6 +52,7 @@ from .clitools import slug
 from .errors import ConfigError
 from .imaging import display_uint8
 from .journal import read_journal
+from .results import FINISHED
 from .stats import (Trace, UnitStats, best_at, median_iqr, normalized_auc, queries_to_threshold, summarize,
                     threshold, win_rates)
 
@@ -164,8 +165,6 @@ def inline_html(text: str) -> str:
 
 
 # -- loading ---------------------------------------------------------------------------------
-#: a run's ``status`` in its ``result.json`` when it ran its whole course
-FINISHED = "finished"
 
 
 class _DamagedRun(Exception):
@@ -227,6 +226,9 @@ def _read_history(path: Path) -> dict[str, np.ndarray]:
             arrays = {k: np.asarray(z[k]) for k in z.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
         raise _DamagedRun(path, f"not a readable .npz archive ({type(exc).__name__}: {exc}; truncated?)") from None
+    if "values" not in arrays and "block_best_mean" in arrays:   # not damaged: a rig-run's folder
+        raise _DamagedRun(path, "a rig-run folder (per-block means, not a search run's history); its result.json "
+                                "and `mango watch` show it")
     for key in ("values", "query_index"):
         if key not in arrays:
             raise _DamagedRun(path, f"has no {key!r} array (it has: {', '.join(sorted(arrays)) or 'none'})")

@@ -160,8 +160,9 @@ def write_final_files(folder: str | Path, summary: dict[str, Any], history: dict
 
     ``history.npz`` (the arrays of ``history``) and ``best.png`` (``uint8 [H, W, C]`` or ``[k, H, W, C]``;
     skipped when None) are each written to a hidden temporary file and renamed into place; ``result.json``
-    (``summary`` plus ``"status": "finished"``) is renamed into place last. A kill at any point leaves
-    either no finished ``result.json`` (the run resumes) or every file complete.
+    (``summary`` plus ``"status": "finished"``, or ``"interrupted"`` for a summary marked ``interrupted``)
+    is renamed into place last. A kill at any point leaves either no finished ``result.json`` (the run
+    resumes) or every file complete.
     """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -174,12 +175,14 @@ def write_final_files(folder: str | Path, summary: dict[str, Any], history: dict
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, out / "best.png")
-    atomic_write(out / "result.json", json.dumps({**summary, "status": FINISHED}, indent=2, default=str).encode())
+    status = "interrupted" if summary.get("interrupted") is True else FINISHED   # a partial Result saved by hand
+    atomic_write(out / "result.json", json.dumps({**summary, "status": status}, indent=2, default=str).encode())
 
 
 def finished_result(folder: str | Path) -> dict[str, Any] | None:
     """``result.json`` of ``folder`` if it marks a finished run, else None (missing, unreadable, written
-    while running, or saved from an interrupted run's partial result). A ``result.json`` without ``status`` (written before it existed) counts as finished."""
+    while running, or saved from an interrupted run's partial result). A ``result.json`` without
+    ``status`` (written before it existed) counts as finished."""
     path = Path(folder) / "result.json"
     try:
         res = json.loads(path.read_text(encoding="utf-8"))

@@ -150,11 +150,13 @@ def test_scan_cli_with_a_config_naming_the_target_by_string(tmp_path, monkeypatc
     assert "unit" in capsys.readouterr().out
 
 
-def test_sigterm_to_a_compare_stops_its_workers_and_marks_its_runs(tmp_path):
+@pytest.mark.parametrize("how", ["parent-sigterm", "group-sigint", "group-sigterm"])
+def test_sigterm_to_a_compare_stops_its_workers_and_marks_its_runs(tmp_path, how):
     """SIGTERM to the parent alone (a scheduler's stop) left the worker processes running, reparented to
     init, finishing their runs and holding the caller's pipes; a Ctrl-C to the parent alone waited for
     every queued run. Now the grid stops: workers gone, queued runs not started, the runs in progress
-    marked interrupted (their journals resume them), exit code 143."""
+    marked interrupted (their journals resume them), exit code 143. A Ctrl-C or SIGTERM to the whole
+    process group does the same (a second SIGINT from the parent used to hit the workers mid-write)."""
     import signal
     import subprocess
     import sys
@@ -178,9 +180,12 @@ def test_sigterm_to_a_compare_stops_its_workers_and_marks_its_runs(tmp_path):
             break
         time.sleep(0.2)
     assert proc.poll() is None and len(journals) == 2, proc.communicate()
-    os.kill(proc.pid, signal.SIGTERM)                     # the parent alone, not its process group
+    if how == "parent-sigterm":
+        os.kill(proc.pid, signal.SIGTERM)                 # the parent alone, not its process group
+    else:                                                 # a terminal's Ctrl-C, a scheduler's stop of the job
+        os.killpg(proc.pid, signal.SIGINT if how == "group-sigint" else signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
+    assert proc.returncode == (130 if how == "group-sigint" else 143), err
     assert "Traceback" not in err
     end = time.monotonic() + 15       # the resource tracker ends on its own once the parent is gone
     while True:

@@ -65,6 +65,28 @@ def test_a_rerun_after_the_model_changed_is_refused_not_answered_with_old_values
     assert ident["objective"]["weights"].startswith("blake2b:")
 
 
+def test_a_train_mode_generator_or_a_lazy_model_still_resumes(tmp_path):
+    """Buffers a module changes by being run (a train-mode BatchNorm in a user's generator) and a lazy
+    module not yet run must not make a folder refuse its own re-run."""
+    base = mango.registry.create("generator", "vqvae-digits")
+
+    class Normed:                                   # a user's generator with a BatchNorm left in train mode
+        def __init__(self):
+            self.base, self.space, self.norm = base, base.space, nn.BatchNorm2d(1)
+
+        def __call__(self, z):
+            return self.norm(self.base(z))
+
+    gen = Normed()
+    first = mango.maximize(_cnn(), "2:3", generator=gen, optimizer="random", budget=20, seed=0, run_dir=tmp_path / "a")
+    again = mango.maximize(_cnn(), "2:3", generator=gen, optimizer="random", budget=20, seed=0, run_dir=tmp_path / "a")
+    assert np.array_equal(again.trace, first.trace)
+    lazy = nn.Sequential(nn.Flatten(), nn.LazyLinear(5))
+    a = mango.maximize(lazy, "output:1", generator="vqvae-digits", optimizer="random", budget=20, run_dir=tmp_path / "b")
+    b = mango.maximize(lazy, "output:1", generator="vqvae-digits", optimizer="random", budget=20, run_dir=tmp_path / "b")
+    assert np.array_equal(a.trace, b.trace)
+
+
 def test_a_folder_recorded_before_fingerprints_still_resumes(tmp_path):
     model = _cnn()
     first = _run(model, tmp_path / "run")
@@ -96,12 +118,28 @@ def test_ctrl_c_returns_the_partial_result_and_the_same_call_resumes(tmp_path, c
                 transform=_interrupting((60,)))
     err = capsys.readouterr().err
     assert part.interrupted and part.n_queries == 100                     # the batch in progress was finished
-    assert "interrupted after 100 of 200 queries" in err and "same arguments to resume" in err
+    assert "interrupted after 100 of 200 queries" in err and "call mango.maximize again with the same arguments" in err
     assert np.array_equal(part.trace, whole.trace[:100])
     assert "interrupted" in repr(part)
     assert finished_result(tmp_path / "run") is None                      # the folder is not a finished run
     done = _run(model, tmp_path / "run", budget=200, batch_size=50, eval_batch_size=10)
     assert not done.interrupted and np.array_equal(done.trace, whole.trace)
+
+
+def test_a_ctrl_c_in_the_last_batch_leaves_a_whole_run(tmp_path, capsys):
+    """The budget is spent by the batch in progress: the run is whole, finished and written as such."""
+    res = _run(_cnn(), tmp_path / "run", budget=100, batch_size=50, eval_batch_size=10,
+               transform=_interrupting((80,)))
+    assert not res.interrupted and res.n_queries == 100
+    assert finished_result(tmp_path / "run") is not None
+
+
+def test_a_saved_partial_result_says_interrupted(tmp_path):
+    part = _run(_cnn(), budget=200, batch_size=50, eval_batch_size=10, transform=_interrupting((60,)))
+    part.save(tmp_path / "saved")
+    res = json.loads((tmp_path / "saved" / "result.json").read_text())
+    assert res["status"] == "interrupted" and res["interrupted"] is True and res["n_queries"] == 100
+    assert finished_result(tmp_path / "saved") is None
 
 
 def test_a_second_ctrl_c_stops_at_once(capsys):
