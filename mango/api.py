@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 import numpy as np
@@ -270,12 +271,16 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
     if batch_size is not None:
         config["batch_size"] = batch_size
     url = None if watch is False else _serve_watch("" if watch is True else watch, run_dir)
+    was_finished = run_dir is not None and finished_result(run_dir) is not None
+    done = 0 if run_dir is None or was_finished else _journal_queries(Path(run_dir))
+    if done:
+        print(f"mango.maximize: resuming the run in {run_dir}: its journal holds {done} queries (replayed, not "
+              "evaluated again)", file=sys.stderr, flush=True)
     bar = None
-    if progress:
+    if progress and not was_finished:   # a stored result: nothing runs, no bar
         from .clitools import Progress
 
-        bar = Progress(loop.check_budget(budget), desc=str(expr))
-    was_finished = run_dir is not None and finished_result(run_dir) is not None
+        bar = Progress(loop.check_budget(budget), desc=str(expr), initial=done)
     standing = Standing()
     try:
         with GracefulInterrupt("mango.maximize") as stop:
@@ -311,12 +316,26 @@ def _serve_watch(value: str, run_dir: str | Path) -> str:
 
     key = live.parse_watch(value)
     old = _WATCHED.pop(key, None)
+    url = None
     if old is not None:
         live.stop(old)
-    url = live.serve_option(value, run_dir)
+        port = urlsplit(old).port   # the port it had (a free one when the asked one was taken): kept
+        if port and port != key[1]:
+            try:
+                url = live.serve_option(f"[{key[0]}]:{port}" if ":" in key[0] else f"{key[0]}:{port}", run_dir)
+            except ConfigError:     # taken in the meantime: the asked address, as for a first call
+                url = None
+    url = url or live.serve_option(value, run_dir)
     assert url is not None
     _WATCHED[key] = url
     return url
+
+
+def _journal_queries(folder: Path) -> int:
+    """Queries recorded in ``folder``'s journal (0 when it has none)."""
+    from .clitools import journal_queries
+
+    return journal_queries(folder / "journal.jsonl", {})
 
 
 def _say_interrupted(n_queries: int, budget: int, best: float | None, run_dir: str | Path | None,

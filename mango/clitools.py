@@ -165,18 +165,21 @@ class Progress:
     callback events); :meth:`close` ends the bar.
     """
 
-    def __init__(self, budget: int, desc: str = "queries") -> None:
+    def __init__(self, budget: int, desc: str = "queries", initial: int = 0) -> None:
         from tqdm import tqdm  # third-party, only when a bar is shown
 
-        self.bar = tqdm(total=budget, desc=desc, unit="q", dynamic_ncols=True, file=sys.stderr)
-        self.last = 0
+        # initial: queries a resumed run replays from its journal (the bar starts there, and its rate
+        # counts only what is evaluated now)
+        self.bar = tqdm(total=budget, desc=desc, unit="q", dynamic_ncols=True, file=sys.stderr, initial=initial)
+        self.last = initial
 
     def __call__(self, ev: Any) -> None:
         # the best value first, then the count: update() is what redraws, so the line drawn shows
         # this batch's best, not the previous one's (a notebook keeps the last line drawn)
         self.bar.set_postfix_str(best_text(ev), refresh=False)
-        self.bar.update(ev.n_queries - self.last)
-        self.last = ev.n_queries
+        if ev.n_queries > self.last:
+            self.bar.update(ev.n_queries - self.last)
+            self.last = ev.n_queries
 
     def close(self) -> None:
         self.bar.close()

@@ -220,3 +220,40 @@ def test_a_bad_transform_or_eval_batch_is_named(kw, match):
     eval_batch_size of 10**9 in numpy's MemoryError (119 GiB)."""
     with pytest.raises(MangoError if "transform" in kw else ConfigError, match=match):
         _run(_cnn(), budget=20, **kw)
+
+
+def test_a_rerun_cell_keeps_its_fallback_port_when_the_default_is_taken(tmp_path):
+    """With 8765 held by another process, each re-run got a new free port and the open page went dead."""
+    from mango.watch import DEFAULT_PORT, stop
+
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        holder.bind(("127.0.0.1", DEFAULT_PORT))
+    except OSError:
+        holder.close()
+        pytest.skip(f"port {DEFAULT_PORT} is in use here; the test needs to hold it itself")
+    holder.listen()
+    try:
+        first = _run(_cnn(), tmp_path / "a", watch=True)
+        second = _run(_cnn(), tmp_path / "b", watch=True)
+        try:
+            assert first.url == second.url and f":{DEFAULT_PORT}/" not in second.url
+            state = json.loads(urllib.request.urlopen(second.url + "api/state", timeout=10).read().decode())
+            assert state["folder"] == str((tmp_path / "b").resolve())
+        finally:
+            stop(second.url)
+    finally:
+        holder.close()
+
+
+def test_a_resumed_call_says_so_and_a_stored_one_draws_no_bar(tmp_path, capsys):
+    part = _run(_cnn(), tmp_path / "run", budget=200, batch_size=50, eval_batch_size=10,
+                transform=_interrupting((60,)))
+    capsys.readouterr()
+    _run(_cnn(), tmp_path / "run", budget=200, batch_size=50, eval_batch_size=10, progress=True)
+    err = capsys.readouterr().err
+    assert f"resuming the run in {tmp_path / 'run'}: its journal holds {part.n_queries} queries" in err
+    _run(_cnn(), tmp_path / "run", budget=200, batch_size=50, eval_batch_size=10, progress=True)
+    err = capsys.readouterr().err
+    assert "holds a finished run" in err and "200/200" not in err and "q/s" not in err
