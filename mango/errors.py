@@ -12,6 +12,11 @@ class MangoError(Exception):
 class ConfigError(MangoError, ValueError):
     """A bad configuration value: the message names the key, the value and the valid choices."""
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython / Jupyter show for it: the one line, as the command line prints it, not the stack
+        of MANGO's frames that checked the value (``%tb`` still shows the full traceback)."""
+        return [f"ConfigError: {self}"]
+
 
 class EvaluationError(MangoError, RuntimeError):
     """A generator or target returned something unusable (wrong shape, NaN, inf)."""

@@ -257,3 +257,13 @@ def test_a_resumed_call_says_so_and_a_stored_one_draws_no_bar(tmp_path, capsys):
     _run(_cnn(), tmp_path / "run", budget=200, batch_size=50, eval_batch_size=10, progress=True)
     err = capsys.readouterr().err
     assert "holds a finished run" in err and "200/200" not in err and "q/s" not in err
+
+
+def test_a_bad_value_shows_as_one_line_in_a_notebook():
+    """IPython renders an exception through its _render_traceback_: a ConfigError (a bad value the user
+    gave) is its one line there, as on the command line, not MANGO's stack of checking frames (checked
+    in a real ipykernel: one traceback line)."""
+    with pytest.raises(ConfigError) as err:
+        _run(_cnn(), budget=20, eval_batch_size=0)
+    assert err.value._render_traceback_() == [f"ConfigError: {err.value}"]
+    assert "eval_batch_size" in str(err.value)
