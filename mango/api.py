@@ -127,9 +127,21 @@ class Visualization:
         return ax
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``result.json``, ``history.npz`` and ``best.png`` into ``folder`` (what the CLI writes)."""
+        """Write ``result.json``, ``history.npz`` and ``best.png`` into ``folder`` (what the CLI writes).
+
+        Raises:
+            ConfigError: ``folder`` is a file or cannot be written, or it is a run folder (it holds a
+                ``run.json`` or journal): a result written there would be mixed with that run's files.
+        """
+        from .clitools import check_out_dir
+
         out = Path(folder)
-        self.result.save(out)
+        held = [n for n in ("run.json", "journal.jsonl") if (out / n).exists()]
+        if held:
+            raise ConfigError(f"{out} is a run folder ({', '.join(held)}): a result saved there would be mixed with "
+                              "that run's files (its report would show this result as that run's); save into "
+                              "another folder")
+        self.result.save(check_out_dir(out, "save folder"))
         return out
 
     def __repr__(self) -> str:   # the dataclass repr would print every array of the result in full
@@ -233,6 +245,10 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
     expr = as_objective(objective)
     if not isinstance(watch, (bool, str)):
         raise ConfigError(f"watch must be True, False or a '[HOST:]PORT' string, got {watch!r}")
+    if run_dir is not None:
+        from .clitools import check_out_dir
+
+        check_out_dir(run_dir, "run_dir")   # a file, /proc/x: one line naming it, before anything is built
     if watch is not False and run_dir is None:
         raise ConfigError("watch needs run_dir: the live view reads the run's folder (e.g. "
                           "mango.maximize(..., run_dir='runs/my_unit', watch=True))")

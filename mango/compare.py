@@ -60,6 +60,7 @@ from . import report
 from .clitools import GridProgress, check_out_dir, slug
 from .config import RunConfig, build_objective, load_toml, positive_int, run_config
 from .errors import ConfigError, choices_hint
+from .journal import config_conflict
 from .watch import add_watch_option, serve_option
 from .results import finished_result
 
@@ -463,6 +464,12 @@ def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None
             skipped.append(spec.id)
         else:
             todo.append((spec, folder))
+    for spec, folder in todo:   # a grid re-run with other settings: refused before compare.json changes
+        keys = config_conflict(folder, spec.run.to_dict())
+        if keys:
+            raise ConfigError(f"run folder {folder} was started with another config (differs in: {', '.join(keys)}); "
+                              f"{out} holds a grid run with other settings: use a new output folder, or the same "
+                              "settings to resume it")
     if ray_cfg is None:   # a Ray grid's components may exist only on the cluster (a GPU, a model path)
         check_components([spec.run for spec, _ in todo])   # before the folder is made or anything runs
     out.mkdir(parents=True, exist_ok=True)

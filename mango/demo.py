@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import registry
-from .clitools import Progress, slug
+from .clitools import Progress, check_out_dir, slug
 from .config import positive_int, run_config
 from .errors import check_seed
 from .optimizers import DEFAULT_OPTIMIZER
@@ -50,7 +50,7 @@ def run_demo(out: Path, budget: int = 1000, seed: int = 0, quiet: bool = False) 
     """
     budget = positive_int(budget, "budget")
     seed = check_seed(seed)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_out_dir(out)   # a file, or a path that cannot be made: one line naming it
     if _have_models():
         cases = [(label, {"generator": g, "target": t}) for label, g, t in DEMO_UNITS]
     else:

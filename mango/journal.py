@@ -138,6 +138,22 @@ def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix or "(value)"]
 
 
+def config_conflict(folder: str | Path, config: dict[str, Any]) -> list[str]:
+    """The keys in which ``folder``'s recorded ``run.json`` differs from ``config`` when a run there would be
+    refused for it (:meth:`Journal.open`: a folder with a recorded batch); ``[]`` when it would be taken.
+    Reads only (a grid checks every run this way before it writes anything)."""
+    folder = Path(folder)
+    path = folder / "run.json"
+    if not path.exists() or _nothing_recorded(folder):
+        return []
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []           # Journal.open names an unreadable run.json itself
+    canon = json.loads(json.dumps(config, default=str))
+    return [] if old == canon else _diff_keys(old, canon)
+
+
 def _before_fingerprints(old: Any, new: Any) -> bool:
     """Whether ``old`` is an identity without the objective's ``weights`` fingerprint (recorded before it
     existed, or None: weights not readable then, e.g. a lazy module before its first forward pass) while

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from . import registry
-from .clitools import slug
+from .clitools import check_out_dir, slug
 from .errors import ConfigError
 from .imaging import display_uint8
 from .journal import read_journal
@@ -1092,8 +1092,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, html_page: 
     if not traces:
         raise ConfigError(f"no run under {run_dir} has results yet (no result.json); run `mango compare` "
                           "(or `mango scan`, `mango run --out`) first, or wait for a running run's first improvement")
-    out = Path(out) if out is not None else run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_out_dir(Path(out) if out is not None else run_dir / "report")   # one line for a file, /proc/x
     _remove_stale_pictures(out)
     budget = _count(manifest.get("budget")) or max(t.budget or t.n_queries for t in traces)
     budgets, dropped = report_budgets(manifest.get("budgets"), budget)
@@ -1185,6 +1184,8 @@ def _target_label(cfg: dict[str, Any]) -> str:
     t = cfg.get("target")
     if not isinstance(t, dict):
         return "-"
+    if t.get("objective"):   # a model target: what is maximized is its objective (a unit or an expression)
+        return f"objective {t['objective']}"
     parts = [f"layer {t['layer']}" if t.get("layer") is not None else "layer: the target's default (its output)",
              f"unit {t['unit']}" if t.get("unit") is not None else "unit: the target's default"]
     if t.get("position") is not None:
@@ -1196,7 +1197,8 @@ def _target_label(cfg: dict[str, Any]) -> str:
 
 def run_hints(cfg: dict[str, Any], best_value: float, reported_name: str = "value",
               best_reported: float | None = None) -> list[str]:
-    """Plain-language notes on a spiking unit that never fired or is saturated (rate at its maximum of 1).
+    """Plain-language notes on a spiking unit that never fired or is saturated (rate at its maximum of 1);
+    none for an objective expression that is not one unit's rate (``mem(...)``, weighted sums).
 
     A target counts as spiking when its table names a ``readout`` or its name mentions ``snn``/``spiking``;
     its readout is the table's ``readout`` (default ``"graded"``, the spiking targets' default). The rate
@@ -1206,8 +1208,8 @@ def run_hints(cfg: dict[str, Any], best_value: float, reported_name: str = "valu
     t = cfg.get("target") if isinstance(cfg.get("target"), dict) else {}
     name = str(t.get("name", ""))
     spiking = reported_name == "rate" or "readout" in t or "snn" in name or "spiking" in name
-    if not spiking:
-        return []
+    if not spiking or (t.get("objective") and reported_name != "rate"):
+        return []   # an objective expression (a membrane, a difference of rates) is not a rate in [0, 1]
     readout = str(t.get("readout", "graded"))
     graded = readout == "graded" and not t.get("tie_break")
     top = float(t.get("T", 0) or 0) if readout == "count" else 1.0

@@ -355,3 +355,24 @@ def test_empty_values_are_refused_not_taken_as_defaults(tmp_path, capsys):
     _fails(capsys, ["scan", "--generator", "vqvae-digits", "--target", "snn-digits", "--layer", "spiking_out",
                     "--units", "0", "--budget", "20", "--seeds", "", "--out", str(tmp_path / "s")],
            "--seeds must be integers", "got ''")
+
+
+def test_demo_and_report_name_an_output_path_that_is_a_file(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    _fails(capsys, ["demo", "--out", str(afile)], "is a file; it must be a folder")
+    run = tmp_path / "r"
+    assert main(PROB + ["--out", str(run)]) == 0
+    capsys.readouterr()
+    _fails(capsys, ["report", str(run), "--out", str(afile)], "is a file; it must be a folder")
+
+
+def test_the_summary_of_an_objective_expression_names_it_and_gives_no_rate_notes():
+    """'mem(spiking_out:1)' read as a saturated rate, and a difference of rates as a silent unit."""
+    from mango.report import _target_label, run_hints
+
+    cfg = {"target": {"name": "snn-unit", "model": "m:f", "objective": "mem(spiking_out:1)", "T": 16}}
+    assert run_hints(cfg, 1.48) == [] and run_hints(cfg, -0.2) == []
+    assert _target_label(cfg) == "objective mem(spiking_out:1)"
+    single = {"target": {"name": "snn-unit", "model": "m:f", "objective": "spiking_out:1"}}
+    assert run_hints(single, 0.0001, "rate", 0.0)       # one unit's rate: the silent-unit note stays

@@ -223,3 +223,14 @@ def test_a_bad_component_fails_the_grid_before_any_run(tmp_path):
     with pytest.raises(ConfigError, match=r"budgets entry 4000 is above the runs' budget 60"):
         run_compare({**TINY, "budgets": [20, 4000]}, tmp_path / "b", workers=1)
     assert not (tmp_path / "b").exists()
+
+
+def test_a_grid_rerun_with_other_settings_leaves_the_folder_as_it_was(tmp_path):
+    """A scan re-run with another budget failed run by run after compare.json had been rewritten with the new
+    budget, so its finished runs were reported as 'stopped early' from then on."""
+    out = tmp_path / "g"
+    run_compare(TINY, out, workers=1)
+    before = (out / "compare.json").read_bytes()
+    with pytest.raises(ConfigError, match=r"was started with another config \(differs in: budget\).*use a new output"):
+        run_compare({**TINY, "budget": 80}, out, workers=1)
+    assert (out / "compare.json").read_bytes() == before

@@ -267,3 +267,17 @@ def test_a_bad_value_shows_as_one_line_in_a_notebook():
         _run(_cnn(), budget=20, eval_batch_size=0)
     assert err.value._render_traceback_() == [f"ConfigError: {err.value}"]
     assert "eval_batch_size" in str(err.value)
+
+
+def test_a_result_is_not_saved_into_a_run_folder_or_a_file(tmp_path):
+    """res.save into another run's folder mixed the two (its report then showed this result as that run's);
+    a file as the folder gave a bare FileExistsError."""
+    _run(_cnn(), tmp_path / "run")
+    res = _run(_cnn(1))
+    with pytest.raises(ConfigError, match=r"is a run folder \(run\.json, journal\.jsonl\)"):
+        res.save(tmp_path / "run")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match=r"'.*afile' is a file; it must be a folder"):
+        res.save(tmp_path / "afile")
+    with pytest.raises(ConfigError, match=r"run_dir '.*afile' is a file"):
+        _run(_cnn(), tmp_path / "afile")
