@@ -21,7 +21,7 @@ from .config import RunConfig, TargetSpec, build_objective, create_component, lo
 from .demo import run_demo
 from . import watch
 from .errors import ConfigError, MangoError
-from .interrupt import Standing, say_stopped
+from .interrupt import SigtermAsInterrupt, Standing, Terminated, say_stopped
 from .loop import build_optimizer
 from .optimizers import DEFAULT_OPTIMIZER
 from .registry import describe_params
@@ -183,39 +183,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM during a command: raised where Ctrl-C's ``KeyboardInterrupt`` would be, so it takes the same
-    way out (the run's journal and folder, the grid's workers); the exit code is 143."""
-
-
-class _SigtermAsInterrupt:
-    """Context manager: in the main thread, SIGTERM raises :class:`Terminated` (and :attr:`seen` is set)."""
-
-    def __init__(self) -> None:
-        self.seen = False
-        self._installed = False
-        self._previous: Any = None
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        self.seen = True
-        raise Terminated()
-
-    def __enter__(self) -> "_SigtermAsInterrupt":
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handler)
-            self._installed = True
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        import signal
-
-        if self._installed:
-            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code.
 
@@ -233,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        with _SigtermAsInterrupt() as term:
+        with SigtermAsInterrupt() as term:
             code = int(args.func(args) or 0)
         return 143 if term.seen else code   # a command that reported the stop itself, or ended on it (watch)
     except MangoError as exc:

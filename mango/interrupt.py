@@ -5,7 +5,8 @@ A search in a notebook or a script is often stopped by hand once its best image 
 loop reads before its next batch (``loop.maximize(..., stop=...)``): the batch in progress finishes,
 is journaled, and the call returns a partial result marked ``interrupted``. A second Ctrl-C raises
 ``KeyboardInterrupt`` at once, as usual. Outside the main thread (where Python delivers signals) it
-changes nothing. :class:`Standing` remembers where a run stands, for the message printed either way.
+changes nothing. :class:`SigtermAsInterrupt` makes SIGTERM take Ctrl-C's way out (the command line).
+:class:`Standing` remembers where a run stands, for the message printed either way.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-__all__ = ["GracefulInterrupt", "Standing", "say_stopped"]
+__all__ = ["GracefulInterrupt", "SigtermAsInterrupt", "Terminated", "Standing", "say_stopped"]
 
 _UNSET = object()
 
@@ -33,14 +34,42 @@ class Standing:
         self.best_value = float(ev.best_value)
 
 
-class GracefulInterrupt:
+class _SignalHandler:
+    """Context manager installing :meth:`_handler` for ``signum`` in the main thread (where Python delivers
+    signals; elsewhere it changes nothing) and giving the previous handler back at exit (``fallback`` when
+    the previous one was not installed from Python)."""
+
+    signum: int = signal.SIGINT
+    fallback: Any = signal.default_int_handler
+
+    def __init__(self) -> None:
+        self._previous: Any = _UNSET
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self._previous = signal.signal(self.signum, self._handler)
+            except ValueError:      # not the main interpreter's main thread
+                self._previous = _UNSET
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not _UNSET:
+            signal.signal(self.signum, self._previous if self._previous is not None else self.fallback)
+            self._previous = _UNSET
+
+
+class GracefulInterrupt(_SignalHandler):
     """Context manager: the first SIGINT sets :attr:`requested` (and prints so), the second raises
     ``KeyboardInterrupt``. Call the instance (``stop=gi``) to read the request."""
 
     def __init__(self, name: str = "mango") -> None:
+        super().__init__()
         self.name = name
         self.requested = False
-        self._previous: Any = _UNSET
 
     def __call__(self) -> bool:
         return self.requested
@@ -57,18 +86,25 @@ class GracefulInterrupt:
         except OSError:
             pass
 
-    def __enter__(self) -> "GracefulInterrupt":
-        if threading.current_thread() is threading.main_thread():
-            try:
-                self._previous = signal.signal(signal.SIGINT, self._handler)
-            except ValueError:      # not the main interpreter's main thread
-                self._previous = _UNSET
-        return self
 
-    def __exit__(self, *exc: Any) -> None:
-        if self._previous is not _UNSET:
-            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
-            self._previous = _UNSET
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a command: raised where Ctrl-C's ``KeyboardInterrupt`` would be, so it takes the same
+    way out (the run's journal and folder, the grid's workers); the command line exits with 143."""
+
+
+class SigtermAsInterrupt(_SignalHandler):
+    """Context manager: SIGTERM raises :class:`Terminated` (and :attr:`seen` is set)."""
+
+    signum = signal.SIGTERM
+    fallback = signal.SIG_DFL
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        self.seen = True
+        raise Terminated()
 
 
 def say_stopped(who: str, n_queries: int, budget: int, best: float | None, kept: str | None, resume: str,

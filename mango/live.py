@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from .imaging import display_uint8, save_png
+from .results import FAILED, INTERRUPTED, finished_result
 
 __all__ = ["LiveArtifacts", "RUNNING", "INTERRUPTED", "FAILED"]
 
@@ -47,9 +48,6 @@ log = logging.getLogger(__name__)
 
 #: the ``status`` a running run's ``result.json`` carries (a finished one says ``"finished"``)
 RUNNING = "running"
-#: the ``status`` of a run stopped by Ctrl-C or a signal, and of one ended by an error (both resumable)
-INTERRUPTED = "interrupted"
-FAILED = "failed"
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
@@ -129,8 +127,6 @@ class LiveArtifacts:
         ``"failed"`` by an error): write what it reached, unthrottled, with that status, so the folder
         shows the run's last best rather than the last throttled write (the journal resumes the run).
         A folder that already holds a finished result is left as it is."""
-        from .results import finished_result
-
         if self._last is None or self._failed or finished_result(self.folder) is not None:
             return
         try:

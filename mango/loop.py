@@ -426,14 +426,14 @@ class EvaluateOnce:
         code = np.asarray(code, dtype=np.int64)
         values, times, qidx = state.history()
         obj = self.objective
-        best_image = best_uint8 = None
+        best_image = best_uint8 = x = None
         images = getattr(obj, "images", None)
         if callable(images):
             x = images(code[None])
             best_image = x[0].detach().cpu()
             best_uint8 = display_uint8(x, getattr(obj, "generator", None))[0]
         approach = getattr(obj, "approach", None)
-        near = approach(code[None]) if callable(approach) else None
+        near = approach(code[None], images=x) if callable(approach) else None   # the image decoded once
         return Result(best_code=code, best_value=float(value), values=values, times=times, query_index=qidx,
                       n_queries=state.used, seconds=state.elapsed, optimizer_seconds=state.optimizer_seconds,
                       eval_seconds=obj.eval_seconds, best_image=best_image, config=config, batches=state.batches,

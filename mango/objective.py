@@ -266,15 +266,16 @@ class Objective(BaseObjective):
             a = self.select(a)
         return a
 
-    def approach(self, I: Any) -> list[dict[str, Any]] | None:
+    def approach(self, I: Any, images: torch.Tensor | None = None) -> list[dict[str, Any]] | None:
         """How close each code's image brought the unit to firing (the target's ``approach``, e.g.
         :meth:`mango.targets.spiking.SpikingTarget.approach`: spikes and the membrane's late peak against
         threshold, and where), one dict per code; None when the target cannot tell (a model objective, a
-        recording rig). Not a query: it is not counted in any budget or history."""
+        recording rig). Not a query: it is not counted in any budget or history. ``images``: the codes'
+        images ``[k, C, H, W]`` when the caller has decoded them already."""
         fn = getattr(self.target, "approach", None)
         if not callable(fn):
             return None
-        x = self.images(I)
+        x = self.images(I) if images is None else images
         with torch.no_grad():
             return fn(self._transformed(x))
 

@@ -27,10 +27,14 @@ import numpy as np
 from .imaging import save_png
 from .journal import atomic_write
 
-__all__ = ["Result", "versions", "write_final_files", "finished_result", "FINISHED"]
+__all__ = ["Result", "versions", "write_final_files", "finished_result", "FINISHED", "INTERRUPTED", "FAILED"]
 
 #: ``result.json``'s ``status`` of a finished run (the live view may write ``"running"`` before)
 FINISHED = "finished"
+#: ``result.json``'s ``status`` of a run stopped by Ctrl-C or a signal (a partial result), and of one ended
+#: by an error (both resumable from their journal)
+INTERRUPTED = "interrupted"
+FAILED = "failed"
 
 
 @dataclass
@@ -175,7 +179,7 @@ def write_final_files(folder: str | Path, summary: dict[str, Any], history: dict
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, out / "best.png")
-    status = "interrupted" if summary.get("interrupted") is True else FINISHED   # a partial Result saved by hand
+    status = INTERRUPTED if summary.get("interrupted") is True else FINISHED   # a partial Result saved by hand
     atomic_write(out / "result.json", json.dumps({**summary, "status": status}, indent=2, default=str).encode())
 
 
