@@ -8,15 +8,19 @@ grid through ``mango compare`` (resumable), and write the report.
     python experiments/search_quality.py --methods elite protes   # a subset of methods (resumes the rest later)
     python experiments/search_quality.py --quick               # 2 units (1 silent, 1 firing), 1 seed, 100 queries
     python experiments/search_quality.py --report-only         # rebuild the report from the run folders
+    python experiments/search_quality.py --config experiments/search_quality_heldout.toml --methods elite
+                                                               # units kept out of all tuning (own files)
 
 Steps:
 1. **select**: the rule of ``[selection]`` / ``[[layers]]`` (stated in the TOML file) applied to
-   100 seeded random codes; the chosen units, with whether each is silent and its largest spike
-   count on those codes, go to ``experiments/results/search_quality_units.json``.
+   100 seeded random codes (a layer's candidates: every ``stride``-th unit from ``offset``,
+   default 0, leaving out the units listed in ``exclude``, default none); the chosen units, with whether each is silent and its largest spike
+   count on those codes, go to ``experiments/results/<name>_units.json`` (``<name>``: the config's
+   ``[benchmark] name``, ``search_quality`` for the benchmark of record).
 2. **run**: the grid units x methods x seeds as one ``mango compare`` config (run folders under
-   ``--out``, default ``runs/search_quality``); a finished run is never repeated, an interrupted
+   ``--out``, default ``runs/<name>``); a finished run is never repeated, an interrupted
    one resumes from its journal, so the script can be stopped and started again.
-3. **report**: ``experiments/results/search_quality.md``: median best firing rate per unit and
+3. **report**: ``experiments/results/<name>.md``: median best firing rate per unit and
    method, the fraction of silent-unit runs brought to fire, the queries each method needs to
    reach the old default's (protes) 1,000-query value, and the wall time.
 
@@ -102,7 +106,14 @@ def select_units(cfg: dict[str, Any]) -> dict[str, Any]:
         counts = layer_spike_counts(cfg, ly["name"], codes)
         if counts.shape[0] != int(ly["n_units"]):
             raise SystemExit(f"layer {ly['name']}: config says {ly['n_units']} units, the network has {counts.shape[0]}")
-        cand = list(range(0, int(ly["n_units"]), int(ly["stride"])))
+        excluded = {int(u) for u in ly.get("exclude", [])}
+        outside = sorted(u for u in excluded if not 0 <= u < int(ly["n_units"]))
+        offset = int(ly.get("offset", 0))
+        if outside or not 0 <= offset < int(ly["n_units"]):
+            raise SystemExit(f"layer {ly['name']}: offset {offset} and every exclude entry must be units "
+                             f"0..{int(ly['n_units']) - 1}; outside: {outside or offset}")
+        cand = [u for u in range(offset, int(ly["n_units"]), int(ly["stride"]))
+                if u not in excluded]
         silent = [u for u in cand if counts[u] == 0]
         firing = [u for u in cand if counts[u] > 0]
         n_sil = min(int(ly["silent"]), len(silent))
@@ -132,6 +143,25 @@ def get_units(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(chosen, indent=1))
     return chosen
+
+
+def result_files(cfg: dict[str, Any], config: Path) -> dict[str, str]:
+    """Where a config's files go, from its ``[benchmark] name`` (default ``search_quality``): the chosen
+    units ``experiments/results/<name>_units.json``, the report ``experiments/results/<name>.md`` and the
+    run folders ``runs/<name>``, so a second rule (units held out from tuning, say) never overwrites the
+    benchmark of record's files."""
+    name = str(cfg["benchmark"].get("name", "search_quality"))
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise SystemExit(f"{config}: [benchmark] name {name!r} must be a plain file name (it names the result files)")
+    return {"name": name, "units": f"{name}_units.json", "report": f"{name}.md", "config": _shown(config)}
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (as the report quotes it)."""
+    try:
+        return str(path.resolve().relative_to(HERE.parent))
+    except ValueError:
+        return str(path)
 
 
 def unit_label(u: dict[str, Any]) -> str:
@@ -219,7 +249,9 @@ def _fmt(x: float) -> str:
 
 
 def write_report(cfg: dict[str, Any], out: Path, chosen: dict[str, Any], path: Path, wall: dict[str, Any],
-                 budget: int, seeds: list[int], command: str, specs: list[Any]) -> str:
+                 budget: int, seeds: list[int], command: str, specs: list[Any],
+                 files: dict[str, str] | None = None) -> str:
+    files = files or result_files(cfg, DEFAULT_CONFIG)
     units = chosen["units"]
     rows = collect(cfg, out, units, specs)
     methods = list(dict.fromkeys(r["method"] for r in rows))
@@ -231,9 +263,10 @@ def write_report(cfg: dict[str, Any], out: Path, chosen: dict[str, Any], path: P
 
     med = {(u, m): (float(np.median([r["best_rate"] for r in runs(u, m)])) if runs(u, m) else np.nan)
            for u in ulabels for m in methods}
-    lines = [f"# Search quality on the paper SNN ({budget} queries, seeds {seeds})", "",
-             f"Generated by `{command}` from `experiments/search_quality.toml` "
-             f"(units: `experiments/results/search_quality_units.json`, rule hash {chosen['rule_hash']}).", "",
+    title = "" if files["name"] == "search_quality" else f": `{files['name']}`"
+    lines = [f"# Search quality on the paper SNN{title} ({budget} queries, seeds {seeds})", "",
+             f"Generated by `{command}` from `{files['config']}` "
+             f"(units: `experiments/results/{files['units']}`, rule hash {chosen['rule_hash']}).", "",
              "Units were chosen by the rule stated in the TOML file before any search ran "
              "(silent = no spike on 100 seeded random codes). Values are plain firing rates in [0, 1] "
              "(the search score converted with the target's `reported` mapping where it has one).", ""]
@@ -359,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_config(args.config)
     b = cfg["benchmark"]
-    chosen = get_units(cfg, RESULTS / "search_quality_units.json")
+    files = result_files(cfg, args.config)
+    chosen = get_units(cfg, RESULTS / files["units"])
     units = chosen["units"]
     print("units (rule applied):", ", ".join(unit_label(u) + (" (silent)" if u["silent"] else "") for u in units))
     if args.select_only:
@@ -379,10 +413,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"unknown units {bad}; valid choices: {', '.join(known)}")
         units = [u for u in units if unit_label(u) in args.units]
     suffix = "_quick" if args.quick else ""
-    out = args.out or Path("runs") / f"search_quality{suffix}"
-    report = args.report or RESULTS / f"search_quality{suffix}.md"
+    out = args.out or Path("runs") / f"{files['name']}{suffix}"
+    report = args.report or RESULTS / f"{files['name']}{suffix}.md"
     workers = int(args.workers or b.get("workers", 2))
-    ccfg = compare_config(cfg, units, args.methods, budget, seeds, name=b.get("name", "search_quality") + suffix)
+    ccfg = compare_config(cfg, units, args.methods, budget, seeds, name=files["name"] + suffix)
     ccfg["workers"] = workers
     if args.estimate:
         names = [o["name"] for o in ccfg["optimizers"]]
@@ -416,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     from mango.compare import expand
 
     all_specs = expand(compare_config(cfg, units, None, budget, seeds, name=ccfg["name"]))
-    text = write_report(cfg, out, chosen | {"units": units}, report, wall, budget, seeds, cmd.strip(), all_specs)
+    text = write_report(cfg, out, chosen | {"units": units}, report, wall, budget, seeds, cmd.strip(), all_specs,
+                        files=files)
     print(text)
     print(f"report: {report}")
     return 0

@@ -1,0 +1,88 @@
+"""The search-quality benchmark's unit rule (experiments/search_quality.py): the held-out config's
+units stay outside every excluded index, and a second config never writes over the benchmark of
+record's files."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sq():
+    spec = importlib.util.spec_from_file_location("search_quality_script", ROOT / "experiments" / "search_quality.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class _Space:
+    def sample(self, rng, k):
+        return np.zeros((k, 4), dtype=np.int64)
+
+
+def _select(sq, monkeypatch, cfg, silent_units):
+    """Apply the rule with fake spike counts: the units in ``silent_units[layer]`` never fire."""
+    import mango.registry
+
+    monkeypatch.setattr(mango.registry, "create", lambda *a, **k: type("G", (), {"space": _Space()})())
+    n_units = {ly["name"]: int(ly["n_units"]) for ly in cfg["layers"]}
+
+    def counts(cfg_, layer, codes):
+        c = np.full(n_units[layer], 3.0)
+        c[list(silent_units.get(layer, []))] = 0.0
+        return c
+
+    monkeypatch.setattr(sq, "layer_spike_counts", counts)
+    return sq.select_units(cfg)["units"]
+
+
+def test_heldout_units_avoid_every_excluded_index_and_keep_the_quotas(sq, monkeypatch):
+    cfg = sq.load_config(ROOT / "experiments" / "search_quality_heldout.toml")
+    excluded = {ly["name"]: set(ly["exclude"]) for ly in cfg["layers"]}
+    # silent everywhere the rule could look: the quotas decide, in index order
+    units = _select(sq, monkeypatch, cfg, {ly["name"]: range(ly["n_units"]) for ly in cfg["layers"][:2]})
+    by_layer = {}
+    for u in units:
+        assert u["unit"] not in excluded[u["layer"]], u
+        by_layer.setdefault(u["layer"], []).append(u["unit"])
+    free = {name: [i for i in range(ly["n_units"]) if i not in excluded[name]]
+            for ly in cfg["layers"] for name in [ly["name"]]}
+    for ly in cfg["layers"][:2]:
+        assert by_layer[ly["name"]] == free[ly["name"]][:ly["units"]]
+    # the benchmark of record's units (as its run chose them) are all excluded
+    import json
+
+    record = json.loads((ROOT / "experiments" / "results" / "search_quality_units.json").read_text())["units"]
+    assert len(record) == 12
+    for u in record:
+        assert u["unit"] in excluded[u["layer"]], u
+
+def test_exclude_and_offset_outside_the_layer_are_refused(sq, monkeypatch):
+    cfg = sq.load_config(ROOT / "experiments" / "search_quality_heldout.toml")
+    cfg["layers"][0]["exclude"] = [3, 64]
+    with pytest.raises(SystemExit, match=r"layer spiking1: .*units 0\.\.63; outside: \[64\]"):
+        _select(sq, monkeypatch, cfg, {})
+    cfg["layers"][0]["exclude"] = []
+    cfg["layers"][0]["offset"] = 1
+    cfg["layers"][0]["stride"] = 4
+    units = _select(sq, monkeypatch, cfg, {})
+    assert [u["unit"] for u in units if u["layer"] == "spiking1"] == [1, 5, 9, 13, 17]
+
+
+def test_each_config_writes_its_own_files(sq, tmp_path):
+    record = sq.result_files(sq.load_config(ROOT / "experiments" / "search_quality.toml"),
+                             ROOT / "experiments" / "search_quality.toml")
+    assert (record["units"], record["report"]) == ("search_quality_units.json", "search_quality.md")
+    held = sq.result_files(sq.load_config(ROOT / "experiments" / "search_quality_heldout.toml"),
+                           ROOT / "experiments" / "search_quality_heldout.toml")
+    assert (held["units"], held["report"], held["config"]) == (
+        "search_quality_heldout_units.json", "search_quality_heldout.md", "experiments/search_quality_heldout.toml")
+    cfg = sq.load_config(ROOT / "experiments" / "search_quality.toml")
+    cfg["benchmark"]["name"] = "../search_quality"
+    with pytest.raises(SystemExit, match="must be a plain file name"):
+        sq.result_files(cfg, tmp_path / "x.toml")
