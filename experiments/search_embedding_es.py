@@ -14,7 +14,8 @@ and its plain firing rate:
 
 Both start from the best of 50 uniform codes (one codebook entry at every position: the design
 elite starts from), or with ``--elite-start N`` from the best code of ``N`` queries of ``elite``.
-Units: channels outside the search-quality benchmark (index not a multiple of 4). It is a
+Units: ``spiking1`` channels by default (``--layer`` for another layer), outside the search-quality
+benchmark (index not a multiple of the layer's benchmark stride). It is a
 diagnostic, not a registered optimizer: ``experiments/results/search_quality_tuning.md`` compares
 it with ``elite``.
 
@@ -29,7 +30,7 @@ import time
 import numpy as np
 import torch
 
-STRIDE = 4   # the benchmark's spiking1 stride (experiments/search_quality.toml)
+STRIDE = {"spiking1": 4, "spiking2": 5, "final_spiking": 3}   # the benchmark's strides (search_quality.toml)
 
 
 def main(argv=None) -> int:
@@ -38,7 +39,8 @@ def main(argv=None) -> int:
     ap.add_argument("--snap", action="store_true",
                     help="evaluate each child's snapped code (nearest codebook entry per position) instead of "
                          "its continuous latent: the search state stays continuous, every image is a code's")
-    ap.add_argument("--units", type=int, nargs="+", default=[14, 17, 55], help="spiking1 channels")
+    ap.add_argument("--layer", choices=sorted(STRIDE), default="spiking1")
+    ap.add_argument("--units", type=int, nargs="+", default=[14, 17, 55], help="units of --layer")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1])
     ap.add_argument("--budget", type=int, default=1000, help="evaluations per run")
     ap.add_argument("--sigma", type=float, default=0.3, help="initial step, in units of the codebook's std")
@@ -46,16 +48,16 @@ def main(argv=None) -> int:
                     help="start from the best code of this many queries of elite (the default optimizer; they "
                          "count in the budget) instead of the best of 50 uniform codes")
     args = ap.parse_args(argv)
-    bench = [u for u in args.units if u % STRIDE == 0]
+    bench = [u for u in args.units if u % STRIDE[args.layer] == 0]
     if bench:
-        ap.error(f"units {bench} are benchmark candidates (multiples of {STRIDE}); pick others")
+        ap.error(f"units {bench} are benchmark candidates (multiples of {STRIDE[args.layer]}); pick others")
 
     torch.set_num_threads(1)
     from mango.config import build_objective, validate_config
 
     def objective(unit: int):
         cfg = validate_config({"generator": {"name": "vqvae-cifar10"},
-                               "target": {"name": "snn-cifar10", "layer": "spiking1", "unit": unit, "T": 32},
+                               "target": {"name": "snn-cifar10", "layer": args.layer, "unit": unit, "T": 32},
                                "optimizer": {"name": "random"}, "budget": 1, "seed": 0, "eval_batch_size": 50})
         return build_objective(cfg)
 
@@ -120,7 +122,7 @@ def main(argv=None) -> int:
             rate = float(obj.reported(np.array([snapped]))[0])
             marks = (50, 100, 250, 500, 750, args.budget, args.elite_start)
             shown = " ".join(f"{q}:{v:.6f}" for q, v in trace.items() if q in marks)
-            print(f"{args.method} spiking1[{unit}] seed {seed}: continuous best {f_best:.6f} "
+            print(f"{args.method} {args.layer}[{unit}] seed {seed}: continuous best {f_best:.6f} "
                   f"(fired: {f_best >= 1 / 800}), snapped code {snapped:.6f}, its rate {rate:.4f}, "
                   f"{time.perf_counter() - t0:.0f} s; best by query {shown}", flush=True)
     return 0
