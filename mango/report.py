@@ -389,11 +389,12 @@ def _load_trace(folder: Path, spec: dict[str, Any]) -> Trace:
     return Trace(unit=str(spec.get("unit")), optimizer=str(spec.get("optimizer")), seed=seed,
                  queries=h["query_index"], values=values, seconds=_number(res.get("seconds")),
                  optimizer_seconds=_number(res.get("optimizer_seconds")), budget=budget,
+                 reached=reached, partial=status != FINISHED or reached < budget,
                  extra={"folder": folder, "config": cfg, "meta": spec.get("meta") or {},
                         "best_value": res.get("best_value"),
                         "reported_name": rname if use_rep else "value",
                         "best_score": float(np.max(h["values"])),
-                        "status": status, "reached": reached, "partial": status != FINISHED or reached < budget,
+                        "status": status,
                         "n_queries": _count(res.get("n_queries")),
                         "batch_size": _effective_batch_size(res, cfg)})
 
@@ -460,7 +461,7 @@ def _run_counts(traces: list[Trace], manifest: dict[str, Any]) -> str:
     1 skipped as damaged (see Skipped runs)"``."""
     counts: dict[str, int] = {}
     for t in traces:
-        label = _partial_label(t) if t.extra.get("partial") else FINISHED
+        label = _partial_label(t) if t.partial else FINISHED
         counts[label] = counts.get(label, 0) + 1
     parts = [f"{counts.pop(FINISHED)} finished"] if FINISHED in counts else []
     running = counts.pop("running", 0)
@@ -528,8 +529,7 @@ class Coverage:
 
 def _reach(t: Trace) -> float:
     """The query count up to which a trace's best-so-far is known (``inf`` for a trace that does not say)."""
-    r = t.extra.get("reached")
-    return float(r) if r is not None else float("inf")
+    return float("inf") if t.reached is None else float(t.reached)
 
 
 def _partial_label(t: Trace) -> str:
@@ -540,12 +540,8 @@ def _partial_label(t: Trace) -> str:
 
 def summarize_reached(traces: list[Trace], budgets: list[int], budget: int, fractions: tuple[float, float] = (0.5, 0.9),
                       ) -> tuple[list[UnitStats], dict[tuple[str, str], Coverage]]:
-    """:func:`mango.stats.summarize`, with no value carried past the last query a run reached.
-
-    A run that stopped (or has not yet got) short of a query count, ``extra["reached"]`` (see
-    :func:`load_traces`), has no best value at it: a "best @ N" median is over the seeds that got to ``N``
-    (``nan`` when none did), the AUC over the seeds that ran the whole ``budget``, and a partial run that did
-    not reach a 50/90 % level in the queries it ran counts neither as reaching it nor as never reaching it.
+    """:func:`mango.stats.summarize` (which carries no value past the query count a run reached,
+    :attr:`~mango.stats.Trace.reached`) and, per (unit, optimizer), how far its seeds got.
 
     Returns:
         ``(stats, coverage)``: ``coverage[(unit, optimizer)]`` says how many seeds got how far.
@@ -555,33 +551,10 @@ def summarize_reached(traces: list[Trace], budgets: list[int], budget: int, frac
     for s in stats:
         ts = [t for t in traces if t.unit == s.unit and t.optimizer == s.optimizer]
         reach = np.array([_reach(t) for t in ts])
-        partial = [bool(t.extra.get("partial")) for t in ts]
-        cov = Coverage(seeds=len(ts), at={int(b): int(np.sum(reach >= b)) for b in budgets},
-                       partial=[_partial_label(t) for t, p in zip(ts, partial) if p], auc=int(np.sum(reach >= budget)),
-                       reached=reach.tolist())
-        coverage[(s.unit, s.optimizer)] = cov
-        if np.all(reach >= max(max(budgets), budget)):
-            continue                               # every seed got past every column: nothing carried
-        at = np.array([best_at(t.queries, t.values, budgets) for t in ts])  # [seeds, budgets]
-        at[reach[:, None] < np.asarray(budgets)[None, :]] = np.nan
-        s.best_at = {int(b): median_iqr(at[:, i]) for i, b in enumerate(budgets)}
-        s.auc = median_iqr([normalized_auc(t.queries, t.values, budget, s.best_any, s.baseline) if r >= budget
-                            else float("nan") for t, r in zip(ts, reach)])[0]
-        if not s.responded:
-            continue
-        pending = []
-        for i, f in enumerate(fractions[:2]):
-            level = threshold(s.best_any, f, s.baseline)
-            q = [queries_to_threshold(t.queries, t.values, level) for t in ts]
-            q = [float("nan") if math.isinf(v) and p else v for v, p in zip(q, partial)]
-            got = [v for v in q if math.isfinite(v)]
-            pending.append(sum(math.isnan(v) for v in q))
-            med = median_iqr(q)[0]
-            if i == 0:
-                s.q50, s.reached50, s.q50_reached = med, len(got), float(np.median(got)) if got else float("inf")
-            else:
-                s.q90, s.reached90, s.q90_reached = med, len(got), float(np.median(got)) if got else float("inf")
-        cov.pending = (pending[0], pending[1])
+        coverage[(s.unit, s.optimizer)] = Coverage(
+            seeds=len(ts), at={int(b): int(np.sum(reach >= b)) for b in budgets},
+            partial=[_partial_label(t) for t in ts if t.partial], auc=int(np.sum(reach >= budget)),
+            reached=reach.tolist(), pending=s.pending)
     return stats, coverage
 
 
@@ -950,7 +923,7 @@ def _summary_section(doc: _Doc, stats: list[UnitStats], budgets: list[int],
 def _win_section(doc: _Doc, traces: list[Trace]) -> None:
     """Pairwise win rates of the optimizers over the runs that ran their whole budget (partial runs left out:
     a run stopped at 50 queries would lose to one that ran 1500)."""
-    whole = [t for t in traces if not t.extra.get("partial")]
+    whole = [t for t in traces if not t.partial]
     opts, W, _ = win_rates(whole, list(dict.fromkeys(t.optimizer for t in whole)))
     left = len(traces) - len(whole)
     if len(opts) <= 1:
@@ -1037,10 +1010,10 @@ def _runs_section(doc: _Doc, traces: list[Trace], out: Path, run_dir: Path,
 
     rows = []
     for t in traces:
-        n = t.extra.get("reached", t.n_queries)
+        n = t.n_queries if t.reached is None else t.reached
         name = t.extra.get("reported_name", "value")
         status = str(t.extra.get("status", FINISHED))
-        if t.extra.get("partial") and status == FINISHED:
+        if t.partial and status == FINISHED:
             status = _partial_label(t)
         rows.append([link(Path(t.extra["folder"])), t.unit, t.optimizer, str(t.seed), status,
                      _fmt(t.best) + ("" if name == "value" else f" ({name})"),

@@ -49,6 +49,12 @@ class Trace:
     optimizer_seconds: float = float("nan")
     budget: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the query count up to which the run's best-so-far is known (``None``: as far as any column asks,
+    #: i.e. a whole run); past it the run has no value (:func:`summarize` leaves it out there)
+    reached: int | None = None
+    #: the run stopped, or has not yet got, short of its budget: a 50/90 % level it has not reached in
+    #: the queries it ran is *pending* (neither reached nor never reached)
+    partial: bool = False
 
     def __post_init__(self) -> None:
         self.queries = np.asarray(self.queries, dtype=np.int64)
@@ -191,6 +197,8 @@ class UnitStats:
     #: False when no method moved the unit off its baseline (every value of the unit equal, e.g. all 0):
     #: then the 50/90 % levels are meaningless and ``q50``/``q90`` are ``nan``
     responded: bool = True
+    #: per level (50 %, 90 %): partial seeds that did not get there in the queries they ran
+    pending: tuple[int, int] = (0, 0)
 
 
 def unit_reference(traces: Sequence[Trace]) -> tuple[float, float]:
@@ -214,7 +222,11 @@ def summarize(traces: Sequence[Trace], budgets: Sequence[int], budget: int | Non
               fractions: tuple[float, float] = (0.5, 0.9)) -> list[UnitStats]:
     """Per (unit, optimizer) statistics, in the order units and optimizers first appear.
 
-    ``budget`` (the AUC's range) defaults to the largest budget any trace ran.
+    ``budget`` (the AUC's range) defaults to the largest budget any trace ran. No value is carried
+    past the query count a trace reached (:attr:`Trace.reached`): a "best @ N" median is over the seeds
+    that got to ``N`` (``nan`` when none did), the AUC over the seeds that ran the whole ``budget``, and
+    a partial trace (:attr:`Trace.partial`) that has not reached a 50/90 % level counts neither as
+    reaching it nor as never reaching it (``pending``).
     """
     units = list(dict.fromkeys(t.unit for t in traces))
     opts = list(dict.fromkeys(t.optimizer for t in traces))
@@ -228,12 +240,18 @@ def summarize(traces: Sequence[Trace], budgets: Sequence[int], budget: int | Non
             ts = [t for t in ut if t.optimizer == o]
             if not ts:
                 continue
-            at = np.array([best_at(t.queries, t.values, budgets) for t in ts])  # [seeds, budgets]
+            reach = np.array([float("inf") if t.reached is None else float(t.reached) for t in ts])
+            at = np.array([best_at(t.queries, t.values, budgets) for t in ts], dtype=np.float64)  # [seeds, budgets]
+            at[reach[:, None] < np.asarray(budgets, dtype=np.float64)[None, :]] = np.nan
             responded = bool(np.isfinite(best_any) and best_any > baseline)
             q = [[queries_to_threshold(t.queries, t.values, lv) if responded else float("nan") for t in ts]
                  for lv in levels]
+            # a partial run that has not got there yet: pending (nan), not "never"
+            q = [[float("nan") if np.isinf(v) and t.partial else v for v, t in zip(qq, ts)] for qq in q]
+            pending = tuple(sum(np.isnan(v) for v in qq) if responded else 0 for qq in q)
             q_reached = [[v for v in qq if np.isfinite(v)] for qq in q]
-            aucs = [normalized_auc(t.queries, t.values, budget, best_any, baseline) for t in ts]
+            aucs = [normalized_auc(t.queries, t.values, budget, best_any, baseline) if r >= budget else float("nan")
+                    for t, r in zip(ts, reach)]
             secs = np.array([t.seconds for t in ts])
             osecs = np.array([t.optimizer_seconds for t in ts])
             share = float(np.nansum(osecs) / np.nansum(secs)) if np.nansum(secs) > 0 else float("nan")
@@ -247,5 +265,5 @@ def summarize(traces: Sequence[Trace], budgets: Sequence[int], budget: int | Non
                 batch_size=batch_sizes(ts),
                 q50_reached=float(np.median(q_reached[0])) if q_reached[0] else float("inf"),
                 q90_reached=float(np.median(q_reached[1])) if q_reached[1] else float("inf"),
-                responded=responded))
+                responded=responded, pending=(int(pending[0]), int(pending[1]))))
     return out

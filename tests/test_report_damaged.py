@@ -141,8 +141,8 @@ def test_partial_runs_show_what_they_reached(grid, tmp_path):
     assert sorted(ln.split("|")[8].strip() for ln in opo_runs) == [f"20 / {BUDGET}", f"30 / {BUDGET}"]
     assert "None: without the 2 partial runs (see Runs)" in md       # no win rates of a 20-query run
     _, traces = load_traces(folder)
-    part = {t.seed: t.extra for t in traces if t.optimizer == "discrete-one-plus-one"}
-    assert [(part[s]["status"], part[s]["reached"], part[s]["partial"]) for s in (0, 1)] == [
+    part = {t.seed: t for t in traces if t.optimizer == "discrete-one-plus-one"}
+    assert [(part[s].extra["status"], part[s].reached, part[s].partial) for s in (0, 1)] == [
         ("interrupted", 20, True), ("paused", 30, True)]
 
 
@@ -175,8 +175,8 @@ def test_a_really_interrupted_run(tmp_path):
     row = _summary_rows(md)["random"]
     assert row["seeds"] == "1 (1 partial: interrupted)"
     (t,) = load_traces(out)[1]
-    assert t.extra["status"] == "interrupted" and 0 < t.extra["reached"] <= 20    # its last live write
-    assert row["best @ 60 (median [IQR])"] == f"not reached (stopped at {t.extra['reached']})"
+    assert t.extra["status"] == "interrupted" and t.partial and 0 < t.reached <= 20    # its last live write
+    assert row["best @ 60 (median [IQR])"] == f"not reached (stopped at {t.reached})"
     assert row["AUC"] == "-"
     assert "1 run: 1 interrupted (results so far)." in md
-    assert f"| interrupted | {t.best:.4g} (rate) |" in md and f"| {t.extra['reached']} / 60 |" in md
+    assert f"| interrupted | {t.best:.4g} (rate) |" in md and f"| {t.reached} / 60 |" in md

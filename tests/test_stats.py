@@ -95,3 +95,21 @@ def test_summarize_known_answers():
 def test_trace_shape_check():
     with pytest.raises(ValueError, match="equal"):
         Trace("u", "o", 0, np.arange(3), np.zeros(4))
+
+
+def test_summarize_carries_no_value_past_what_a_run_reached():
+    # seed 0 ran its whole budget of 100; seed 1 was interrupted at query 40 (partial)
+    whole = Trace("u", "opt", 0, np.arange(1, 101), np.linspace(0.0, 1.0, 100), budget=100)
+    cut = Trace("u", "opt", 1, np.arange(1, 41), np.full(40, 0.2), budget=100, reached=40, partial=True)
+    (s,) = summarize([whole, cut], budgets=[20, 50, 100], budget=100)
+    assert s.best_at[20][0] == pytest.approx((best_at(whole.queries, whole.values, [20])[0] + 0.2) / 2)
+    assert s.best_at[50][0] == pytest.approx(best_at(whole.queries, whole.values, [50])[0])   # seed 1 left out
+    assert s.best_at[100][0] == pytest.approx(1.0)
+    assert s.auc == pytest.approx(normalized_auc(whole.queries, whole.values, 100, 1.0, 0.0))   # seed 0 alone
+    # the 90 % level: seed 0 reaches it, seed 1 has not yet (pending, not "never")
+    assert (s.reached90, s.pending) == (1, (1, 1))
+    assert s.q90_reached == queries_to_threshold(whole.queries, whole.values, 0.9)
+    # the same run without reached/partial: its last value is carried on, and it never reaches 90 %
+    (s2,) = summarize([whole, Trace("u", "opt", 1, cut.queries, cut.values, budget=100)], [20, 50, 100], 100)
+    assert s2.pending == (0, 0) and s2.reached90 == 1
+    assert s2.best_at[50][0] == pytest.approx((best_at(whole.queries, whole.values, [50])[0] + 0.2) / 2)
