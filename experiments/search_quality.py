@@ -110,8 +110,10 @@ def select_units(cfg: dict[str, Any]) -> dict[str, Any]:
         outside = sorted(u for u in excluded if not 0 <= u < int(ly["n_units"]))
         offset = int(ly.get("offset", 0))
         if outside or not 0 <= offset < int(ly["n_units"]):
-            raise SystemExit(f"layer {ly['name']}: offset {offset} and every exclude entry must be units "
-                             f"0..{int(ly['n_units']) - 1}; outside: {outside or offset}")
+            bad = ([f"offset {offset}"] if not 0 <= offset < int(ly["n_units"]) else []) + (
+                [f"exclude {outside}"] if outside else [])
+            raise SystemExit(f"layer {ly['name']}: offset and every exclude entry must be units "
+                             f"0..{int(ly['n_units']) - 1}; outside: {', '.join(bad)}")
         cand = [u for u in range(offset, int(ly["n_units"]), int(ly["stride"]))
                 if u not in excluded]
         silent = [u for u in cand if counts[u] == 0]
@@ -133,12 +135,17 @@ def select_units(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def get_units(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The chosen units: read from ``path`` when it was written for this rule, else computed and written."""
+    """The chosen units: read from ``path`` when it was written for this rule, else computed and written.
+
+    A file written for another rule is not overwritten (it may be the committed record of a benchmark):
+    give the config its own ``[benchmark] name``, or delete the file to choose the units again."""
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("rule_hash") == rule_hash(cfg):
             return saved
-        log.warning("%s was written for another rule; recomputing", path)
+        raise SystemExit(f"{path} holds the units of another rule (hash {saved.get('rule_hash')}, this config's "
+                         f"is {rule_hash(cfg)}); give the config its own [benchmark] name, or delete the file "
+                         "to choose the units again")
     chosen = select_units(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(chosen, indent=1))
@@ -153,6 +160,8 @@ def result_files(cfg: dict[str, Any], config: Path) -> dict[str, str]:
     name = str(cfg["benchmark"].get("name", "search_quality"))
     if not name or any(c in name for c in "/\\") or name.startswith("."):
         raise SystemExit(f"{config}: [benchmark] name {name!r} must be a plain file name (it names the result files)")
+    if name.endswith("_quick"):
+        raise SystemExit(f"{config}: [benchmark] name {name!r} may not end in _quick (--quick runs add it)")
     return {"name": name, "units": f"{name}_units.json", "report": f"{name}.md", "config": _shown(config)}
 
 

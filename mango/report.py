@@ -286,9 +286,9 @@ def load_traces(run_dir: str | Path) -> tuple[dict[str, Any], list[Trace]]:
 
     A running run's folder holds a ``result.json`` with ``"status": "running"`` and the ``history.npz``
     so far (written at improvements by :mod:`mango.live`): it is loaded with what it has. Each trace's
-    ``extra`` says its ``status`` (see :func:`run_status`), ``reached`` (the query count its results cover)
-    and ``partial`` (it stopped, or has not yet got, short of its budget: running, interrupted, failed, or a
-    history shorter than the budget). Runs without a ``result.json`` yet are left out with a log message
+    ``extra["status"]`` says its status (see :func:`run_status`), :attr:`~mango.stats.Trace.reached` the query
+    count its results cover and :attr:`~mango.stats.Trace.partial` whether it stopped, or has not yet got, short
+    of its budget (running, interrupted, failed, or a history shorter than the budget). Runs without a ``result.json`` yet are left out with a log message
     and counted in ``manifest["missing"]``; a damaged run (an unreadable, truncated or malformed
     ``result.json``, ``history.npz``, or run config) is left out with a one-line warning naming the file
     and what is wrong, and listed in ``manifest["skipped"]`` (:class:`SkippedRun`). ``manifest["n_runs"]``

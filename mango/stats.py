@@ -52,8 +52,8 @@ class Trace:
     #: the query count up to which the run's best-so-far is known (``None``: as far as any column asks,
     #: i.e. a whole run); past it the run has no value (:func:`summarize` leaves it out there)
     reached: int | None = None
-    #: the run stopped, or has not yet got, short of its budget: a 50/90 % level it has not reached in
-    #: the queries it ran is *pending* (neither reached nor never reached)
+    #: the run stopped, or has not yet got, short of its budget, or is not marked finished: a 50/90 % level
+    #: it has not reached in the queries it ran, short of its budget, is *pending* (neither reached nor never)
     partial: bool = False
 
     def __post_init__(self) -> None:
@@ -246,8 +246,10 @@ def summarize(traces: Sequence[Trace], budgets: Sequence[int], budget: int | Non
             responded = bool(np.isfinite(best_any) and best_any > baseline)
             q = [[queries_to_threshold(t.queries, t.values, lv) if responded else float("nan") for t in ts]
                  for lv in levels]
-            # a partial run that has not got there yet: pending (nan), not "never"
-            q = [[float("nan") if np.isinf(v) and t.partial else v for v, t in zip(qq, ts)] for qq in q]
+            # a partial run that has not got there in the queries it ran, short of its budget: pending (nan),
+            # not "never" (one that ran its whole budget and missed the level never reached it)
+            short = [t.partial and (t.reached is None or t.reached < (t.budget or budget)) for t in ts]
+            q = [[float("nan") if np.isinf(v) and sh else v for v, sh in zip(qq, short)] for qq in q]
             pending = tuple(sum(np.isnan(v) for v in qq) if responded else 0 for qq in q)
             q_reached = [[v for v in qq if np.isfinite(v)] for qq in q]
             aucs = [normalized_auc(t.queries, t.values, budget, best_any, baseline) if r >= budget else float("nan")

@@ -65,7 +65,10 @@ def test_heldout_units_avoid_every_excluded_index_and_keep_the_quotas(sq, monkey
 def test_exclude_and_offset_outside_the_layer_are_refused(sq, monkeypatch):
     cfg = sq.load_config(ROOT / "experiments" / "search_quality_heldout.toml")
     cfg["layers"][0]["exclude"] = [3, 64]
-    with pytest.raises(SystemExit, match=r"layer spiking1: .*units 0\.\.63; outside: \[64\]"):
+    with pytest.raises(SystemExit, match=r"layer spiking1: .*units 0\.\.63; outside: exclude \[64\]"):
+        _select(sq, monkeypatch, cfg, {})
+    cfg["layers"][0]["offset"] = 70
+    with pytest.raises(SystemExit, match=r"outside: offset 70, exclude \[64\]"):
         _select(sq, monkeypatch, cfg, {})
     cfg["layers"][0]["exclude"] = []
     cfg["layers"][0]["offset"] = 1
@@ -86,3 +89,21 @@ def test_each_config_writes_its_own_files(sq, tmp_path):
     cfg["benchmark"]["name"] = "../search_quality"
     with pytest.raises(SystemExit, match="must be a plain file name"):
         sq.result_files(cfg, tmp_path / "x.toml")
+    cfg["benchmark"]["name"] = "search_quality_quick"
+    with pytest.raises(SystemExit, match="may not end in _quick"):
+        sq.result_files(cfg, tmp_path / "x.toml")
+
+
+def test_a_units_file_of_another_rule_is_not_overwritten(sq, monkeypatch, tmp_path):
+    import json
+
+    cfg = sq.load_config(ROOT / "experiments" / "search_quality.toml")
+    path = tmp_path / "search_quality_units.json"
+    path.write_text(json.dumps({"rule_hash": "0123456789abcdef", "units": []}))
+    monkeypatch.setattr(sq, "select_units", lambda c: pytest.fail("the units were chosen again"))
+    with pytest.raises(SystemExit, match="holds the units of another rule"):
+        sq.get_units(cfg, path)
+    assert json.loads(path.read_text())["rule_hash"] == "0123456789abcdef"
+    saved = {"rule_hash": sq.rule_hash(cfg), "units": [{"layer": "spiking1", "unit": 0}]}
+    path.write_text(json.dumps(saved))
+    assert sq.get_units(cfg, path) == saved

@@ -199,3 +199,22 @@ def test_cma_default_step_finds_more_early_on_a_grid():
         best = {s0: maximize(problems.quadratic_grid(d=16, n=32, seed=s), "cma", budget=200, seed=s,
                              batch_size=50, params={"sigma0": s0}).best_value for s0 in ("auto", "nevergrad")}
         assert best["auto"] > best["nevergrad"] + 1.0, (s, best)
+
+
+def test_cma_sigma0_keeps_the_family_and_nevergrads_step_exactly():
+    grid = problems.quadratic_grid(d=32, n=16, seed=0)
+    diag = make_optimizer("diagonal-cma", grid.space, batch_size=20, seed=0)
+    assert diag._ng._config.diagonal is True
+    assert make_optimizer("cma", grid.space, batch_size=20, seed=0)._ng._config.diagonal is False
+    # sigma0 = nevergrad's own fraction (0.025 at >= 18 variables) asks exactly what nevergrad's default does
+    for name in ("cma", "diagonal-cma"):
+        a = make_optimizer(name, grid.space, batch_size=20, seed=1, params={"sigma0": 0.025})
+        b = make_optimizer(name, grid.space, batch_size=20, seed=1, params={"sigma0": "nevergrad"})
+        for _ in range(4):
+            Ia, Ib = a.ask(), b.ask()
+            np.testing.assert_array_equal(Ia, Ib)
+            y = grid(Ia)
+            a.tell(Ia, y)
+            b.tell(Ib, y)
+    # the one-hot view has no range: sigma0 is not applied (nor recorded)
+    assert make_optimizer("cma", grid.space, params={"encoding": "choice"}).sigma0 is None

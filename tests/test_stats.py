@@ -113,3 +113,14 @@ def test_summarize_carries_no_value_past_what_a_run_reached():
     (s2,) = summarize([whole, Trace("u", "opt", 1, cut.queries, cut.values, budget=100)], [20, 50, 100], 100)
     assert s2.pending == (0, 0) and s2.reached90 == 1
     assert s2.best_at[50][0] == pytest.approx((best_at(whole.queries, whole.values, [50])[0] + 0.2) / 2)
+
+
+def test_a_partial_run_that_ran_its_whole_budget_never_reached_a_missed_level():
+    # an interrupted (or failed) run that had done all 60 of its queries missed the 90 % level: "never",
+    # not pending; a sibling stopped at 20 is pending
+    full = Trace("u", "opt", 0, np.arange(1, 61), np.full(60, 0.3), budget=60, reached=60, partial=True)
+    cut = Trace("u", "opt", 1, np.arange(1, 21), np.full(20, 0.3), budget=60, reached=20, partial=True)
+    top = Trace("u", "other", 0, np.arange(1, 61), np.linspace(0.0, 1.0, 60), budget=60)
+    stats = {s.optimizer: s for s in summarize([full, cut, top], budgets=[60], budget=60)}
+    assert stats["opt"].pending == (1, 1)
+    assert stats["opt"].reached90 == 0 and np.isinf(stats["opt"].q90)    # median of (inf, pending) = inf

@@ -133,11 +133,12 @@ class _CMAFamily(NevergradOptimizer):
         if sigma0 is not None and (isinstance(sigma0, (bool, str)) or not 0 < float(sigma0) <= 1):
             raise ConfigError(f"sigma0 must be a fraction of the range in (0, 1], 'auto' or "
                               f"'nevergrad', got {sigma0!r}")
-        self.sigma0 = None if sigma0 is None else float(sigma0)
+        # the one-hot view (encoding="choice") has no range to take a fraction of: nevergrad's own step
+        self.sigma0 = None if sigma0 is None or encoding != "integer" else float(sigma0)
         super().__init__(space, batch_size, seed, budget=budget, encoding=encoding)
 
     def _ng_optimizer(self, ng: Any, param: Any, budget: int | None) -> Any:
-        if self.sigma0 is None or self.encoding != "integer":
+        if self.sigma0 is None:
             return super()._ng_optimizer(ng, param, budget)
         # nevergrad's CMA works on values standardised so that the range's sixth is 1, and on a
         # fully bounded space multiplies its ``scale`` by 0.15 (0.3 below 18 variables)
@@ -151,14 +152,14 @@ CMA = type("CMA", (_CMAFamily,), {
     "ng_name": "CMA", "__module__": __name__,
     "description": "nevergrad CMA-ES; bounded integer Array on [0, n-1] (uses an order that is "
                    "arbitrary for codebook indices); first step sigma0 of the range (auto: 0.25 "
-                   "on grids, nevergrad's 0.025 on codebooks)",
+                   "on grids, nevergrad's own on codebooks: 0.025, 0.05 below 18 variables)",
     "__doc__": "nevergrad's CMA: covariance-matrix adaptation evolution strategy, first step "
                "``sigma0`` of the range."})
 DiagonalCMA = type("DiagonalCMA", (_CMAFamily,), {
     "ng_name": "DiagonalCMA", "diagonal": True, "__module__": __name__,
     "description": "nevergrad DiagonalCMA; bounded integer Array on [0, n-1] (uses an order that "
                    "is arbitrary for codebook indices); first step sigma0 of the range (auto: "
-                   "0.25 on grids, nevergrad's 0.025 on codebooks)",
+                   "0.25 on grids, nevergrad's own on codebooks: 0.025, 0.05 below 18 variables)",
     "__doc__": "nevergrad's DiagonalCMA: CMA-ES with a diagonal covariance, first step "
                "``sigma0`` of the range."})
 NGOpt = _make("NGOpt", False, "meta-optimizer that picks an algorithm from budget and space.")
