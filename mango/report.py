@@ -53,8 +53,7 @@ from .errors import ConfigError
 from .imaging import display_uint8
 from .journal import read_journal
 from .results import FINISHED
-from .stats import (Trace, UnitStats, best_at, median_iqr, normalized_auc, queries_to_threshold, summarize,
-                    threshold, win_rates)
+from .stats import Trace, UnitStats, best_at_reached, reach, summarize, win_rates
 
 __all__ = ["load_traces", "write_report", "gif_frames", "add_arguments", "LAYER_GRID_MIN_UNITS", "SkippedRun",
            "summarize_reached", "run_status"]
@@ -519,17 +518,10 @@ class Coverage:
     partial: list[str] = field(default_factory=list)
     #: seeds whose run covers the AUC's whole range
     auc: int = 0
-    #: per level (50 %, 90 %): partial seeds that did not get there in the queries they ran
-    pending: tuple[int, int] = (0, 0)
     #: runs of this (unit, optimizer) left out as damaged (see :class:`SkippedRun`)
     skipped: int = 0
     #: the query count each seed's run reached (``inf``: a trace that does not say)
     reached: list[float] = field(default_factory=list)
-
-
-def _reach(t: Trace) -> float:
-    """The query count up to which a trace's best-so-far is known (``inf`` for a trace that does not say)."""
-    return float("inf") if t.reached is None else float(t.reached)
 
 
 def _partial_label(t: Trace) -> str:
@@ -550,11 +542,11 @@ def summarize_reached(traces: list[Trace], budgets: list[int], budget: int, frac
     coverage: dict[tuple[str, str], Coverage] = {}
     for s in stats:
         ts = [t for t in traces if t.unit == s.unit and t.optimizer == s.optimizer]
-        reach = np.array([_reach(t) for t in ts])
+        got = np.array([reach(t) for t in ts])
         coverage[(s.unit, s.optimizer)] = Coverage(
-            seeds=len(ts), at={int(b): int(np.sum(reach >= b)) for b in budgets},
-            partial=[_partial_label(t) for t in ts if t.partial], auc=int(np.sum(reach >= budget)),
-            reached=reach.tolist(), pending=s.pending)
+            seeds=len(ts), at={int(b): int(np.sum(got >= b)) for b in budgets},
+            partial=[_partial_label(t) for t in ts if t.partial], auc=int(np.sum(got >= budget)),
+            reached=got.tolist())
     return stats, coverage
 
 
@@ -605,12 +597,11 @@ def summary_table(stats: list[UnitStats], budgets: list[int],
             if b == final and m == top[s.unit] and s.responded and full(s, b):
                 cell = f"**{cell}**"
             cells.append(cell)
-        pend = cov.pending if cov is not None else (0, 0)
         auc = _fmt(s.auc, 3)
         if cov is not None and 0 < cov.auc < s.seeds and not math.isnan(s.auc):
             auc += f" ({cov.auc} of {s.seeds} seeds)"
-        cells += [_fmt_q(s.q50, s.reached50, s.seeds, s.q50_reached, s.responded, pend[0]),
-                  _fmt_q(s.q90, s.reached90, s.seeds, s.q90_reached, s.responded, pend[1]), auc,
+        cells += [_fmt_q(s.q50, s.reached50, s.seeds, s.q50_reached, s.responded, s.pending[0]),
+                  _fmt_q(s.q90, s.reached90, s.seeds, s.q90_reached, s.responded, s.pending[1]), auc,
                   ("-" if math.isnan(s.seconds) else f"{s.seconds:.1f}"), ("-" if math.isnan(s.optimizer_share) else f"{100 * s.optimizer_share:.1f}")]
         rows.append(cells)
     return header, rows
@@ -626,13 +617,6 @@ def _plt():
     return plt
 
 
-def _curve(t: Trace, grid: np.ndarray) -> np.ndarray:
-    """A run's best-so-far at the query counts ``grid``; ``nan`` past the last query it reached."""
-    c = best_at(t.queries, t.values, grid)
-    c[grid > _reach(t)] = np.nan
-    return c
-
-
 def plot_convergence(traces: list[Trace], unit: str, path: Path, budget: int) -> Path:
     """Best-so-far vs queries (log x) for one unit: median over seeds and IQR band per optimizer."""
     plt = _plt()
@@ -641,7 +625,7 @@ def plot_convergence(traces: list[Trace], unit: str, path: Path, budget: int) ->
     opts = list(dict.fromkeys(t.optimizer for t in traces if t.unit == unit))
     cmap = plt.get_cmap("tab10")
     for i, o in enumerate(opts):
-        curves = np.array([_curve(t, grid) for t in traces if t.unit == unit and t.optimizer == o])
+        curves = np.array([best_at_reached(t, grid) for t in traces if t.unit == unit and t.optimizer == o])
         with np.errstate(all="ignore"), _quiet_nan():
             med = np.nanmedian(curves, axis=0)
             lo, hi = np.nanpercentile(curves, 25, axis=0), np.nanpercentile(curves, 75, axis=0)
@@ -675,7 +659,7 @@ def plot_convergence_grid(traces: list[Trace], units: list[str], path: Path, bud
     for ax, u in zip(axes.flat, units):
         ax.axis("on")
         for i, o in enumerate(opts):
-            curves = [_curve(t, grid) for t in traces if t.unit == u and t.optimizer == o]
+            curves = [best_at_reached(t, grid) for t in traces if t.unit == u and t.optimizer == o]
             if curves:
                 with _quiet_nan():
                     ax.plot(grid, np.nanmedian(np.array(curves), axis=0), color=cmap(i % 10), lw=1.2, label=o)

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Trace", "best_so_far", "best_at", "curve_on_grid", "queries_to_threshold", "threshold",
+__all__ = ["Trace", "best_so_far", "best_at", "reach", "best_at_reached", "curve_on_grid", "queries_to_threshold", "threshold",
            "normalized_auc", "median_iqr", "win_rates", "summarize", "UnitStats"]
 
 
@@ -85,6 +85,18 @@ def best_at(queries: np.ndarray, values: np.ndarray, budgets: Sequence[int] | np
     out = np.full(len(idx), np.nan)
     ok = idx >= 0
     out[ok] = bsf[idx[ok]]
+    return out
+
+
+def reach(t: Trace) -> float:
+    """The query count up to which ``t``'s best-so-far is known (:attr:`Trace.reached`; ``inf`` when unsaid)."""
+    return float("inf") if t.reached is None else float(t.reached)
+
+
+def best_at_reached(t: Trace, budgets: Sequence[int] | np.ndarray) -> np.ndarray:
+    """:func:`best_at` of ``t`` at ``budgets``, ``nan`` at the query counts past the last one it reached."""
+    out = best_at(t.queries, t.values, budgets)
+    out[np.asarray(budgets, dtype=np.float64) > reach(t)] = np.nan
     return out
 
 
@@ -240,9 +252,7 @@ def summarize(traces: Sequence[Trace], budgets: Sequence[int], budget: int | Non
             ts = [t for t in ut if t.optimizer == o]
             if not ts:
                 continue
-            reach = np.array([float("inf") if t.reached is None else float(t.reached) for t in ts])
-            at = np.array([best_at(t.queries, t.values, budgets) for t in ts], dtype=np.float64)  # [seeds, budgets]
-            at[reach[:, None] < np.asarray(budgets, dtype=np.float64)[None, :]] = np.nan
+            at = np.array([best_at_reached(t, budgets) for t in ts], dtype=np.float64)  # [seeds, budgets]
             responded = bool(np.isfinite(best_any) and best_any > baseline)
             q = [[queries_to_threshold(t.queries, t.values, lv) if responded else float("nan") for t in ts]
                  for lv in levels]
@@ -252,8 +262,8 @@ def summarize(traces: Sequence[Trace], budgets: Sequence[int], budget: int | Non
             q = [[float("nan") if np.isinf(v) and sh else v for v, sh in zip(qq, short)] for qq in q]
             pending = tuple(sum(np.isnan(v) for v in qq) if responded else 0 for qq in q)
             q_reached = [[v for v in qq if np.isfinite(v)] for qq in q]
-            aucs = [normalized_auc(t.queries, t.values, budget, best_any, baseline) if r >= budget else float("nan")
-                    for t, r in zip(ts, reach)]
+            aucs = [normalized_auc(t.queries, t.values, budget, best_any, baseline) if reach(t) >= budget
+                    else float("nan") for t in ts]
             secs = np.array([t.seconds for t in ts])
             osecs = np.array([t.optimizer_seconds for t in ts])
             share = float(np.nansum(osecs) / np.nansum(secs)) if np.nansum(secs) > 0 else float("nan")
