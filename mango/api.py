@@ -38,7 +38,7 @@ from .errors import ConfigError
 from .imaging import display_uint8, upscale
 from .interrupt import GracefulInterrupt, Standing, say_stopped
 from .optimizers import DEFAULT_OPTIMIZER
-from .objective import BaseObjective, Objective
+from .objective import BaseObjective, Objective, check_eval_batch_size
 from .objectives import ObjectiveExpr, as_objective
 from .results import finished_result
 
@@ -276,10 +276,9 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
         generator = registry.create("generator", gname, gparams)
     elif generator_params:
         raise ConfigError("generator_params apply to a generator given by name, not to a generator object")
-    try:
-        obj = Objective(generator, target, device=dev, batch_size=eval_batch_size, transform=transform)
-    except ConfigError as exc:   # the objective's own name for it is batch_size
-        raise ConfigError(str(exc).replace("batch_size (images per forward pass)", "eval_batch_size", 1)) from None
+    if eval_batch_size is not None:
+        check_eval_batch_size(eval_batch_size)   # named as this function's caller knows it
+    obj = Objective(generator, target, device=dev, batch_size=eval_batch_size, transform=transform)
     config = {"generator": {"name": gname or type(generator).__name__, **(generator_params or {})},
               "target": {"name": "model", "model": _describe(model), "objective": str(expr), **tparams},
               "optimizer": {"name": optimizer, **(optimizer_params or {})}, "budget": budget, "seed": seed,

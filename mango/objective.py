@@ -177,10 +177,8 @@ class Objective(BaseObjective):
         space = getattr(generator, "space", None)
         if not isinstance(space, LatentSpace):
             raise ConfigError(f"generator {generator!r} has no LatentSpace 'space' attribute")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                       or not 1 <= batch_size <= MAX_EVAL_BATCH):
-            raise ConfigError(f"batch_size (images per forward pass) must be an integer in 1..{MAX_EVAL_BATCH}, "
-                              f"got {batch_size!r}")
+        if batch_size is not None:
+            check_eval_batch_size(batch_size, "batch_size (images per forward pass)")
         noisy = flag(target, "noisy")
         super().__init__(space, cache=(not noisy) if cache is None else cache)
         self.generator = generator
@@ -329,6 +327,17 @@ class Objective(BaseObjective):
 #: the widest forward pass an objective takes: a short batch is padded to the full width (so that the
 #: values do not depend on the batch), and 10**9 rows asked numpy for 119 GiB before any error
 MAX_EVAL_BATCH = 65536
+
+
+def check_eval_batch_size(value: Any, name: str = "eval_batch_size") -> int:
+    """``value`` as an objective's forward-pass width, an int in ``1..MAX_EVAL_BATCH``.
+
+    Raises:
+        ConfigError: anything else, named as ``name`` (the caller's word for it).
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_EVAL_BATCH:
+        raise ConfigError(f"{name} must be an integer in 1..{MAX_EVAL_BATCH}, got {value!r}")
+    return value
 
 
 def default_eval_batch_size(device: torch.device | str) -> int:
