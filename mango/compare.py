@@ -477,8 +477,9 @@ def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None
                 "config": cfg, "runs": [r.to_dict() for r in runs]}
     (out / "compare.json").write_text(json.dumps(manifest, indent=2, default=str))
     if progress:
+        finished = set(skipped)
         for spec in runs:
-            if spec.id in skipped:
+            if spec.id in finished:
                 progress(spec, "skip", None)
     ran: list[str] = []
     errors: dict[str, str] = {}
