@@ -258,9 +258,8 @@ def _fmt(x: float) -> str:
 
 
 def write_report(cfg: dict[str, Any], out: Path, chosen: dict[str, Any], path: Path, wall: dict[str, Any],
-                 budget: int, seeds: list[int], command: str, specs: list[Any],
-                 files: dict[str, str] | None = None) -> str:
-    files = files or result_files(cfg, DEFAULT_CONFIG)
+                 budget: int, seeds: list[int], command: str, specs: list[Any], files: dict[str, str]) -> str:
+    """The report (Markdown) of ``out``'s runs into ``path``; ``files``: :func:`result_files` of the config."""
     units = chosen["units"]
     rows = collect(cfg, out, units, specs)
     methods = list(dict.fromkeys(r["method"] for r in rows))
