@@ -154,13 +154,20 @@ def config_conflict(folder: str | Path, config: dict[str, Any]) -> list[str]:
     return [] if old == canon else _diff_keys(old, canon)
 
 
-def _before_fingerprints(old: Any, new: Any) -> bool:
-    """Whether ``old`` is an identity without the objective's ``weights`` fingerprint (recorded before it
-    existed, or None: weights not readable then, e.g. a lazy module before its first forward pass) while
-    ``new`` has the key (:mod:`mango.fingerprint`): such a folder is compared without it."""
-    return (isinstance(old, dict) and isinstance(old.get("objective"), dict)
-            and old["objective"].get("weights") is None     # not recorded, or not readable then (a lazy module)
-            and isinstance(new.get("objective"), dict) and "weights" in new["objective"])
+#: fingerprints of the objective added after folders were first recorded (:mod:`mango.fingerprint`): a folder
+#: without one (or with None: weights not readable then, e.g. a lazy module before its first forward pass)
+#: is compared without it. ``transform`` is not among them: a folder recorded without it is refused for a
+#: call with a transform, since it cannot tell whether the same one was used.
+_LATER_MARKS = ("weights", "structure")
+
+
+def _unmarked(old: Any, new: Any) -> list[str]:
+    """The keys of :data:`_LATER_MARKS` that the identity ``old`` lacks (or holds as None) while ``new`` has
+    them: such a folder is compared without them."""
+    if not (isinstance(old, dict) and isinstance(old.get("objective"), dict)
+            and isinstance(new.get("objective"), dict)):
+        return []
+    return [k for k in _LATER_MARKS if old["objective"].get(k) is None and k in new["objective"]]
 
 
 class Journal:
@@ -211,10 +218,11 @@ class Journal:
                     raise MangoError(f"{path} is unreadable ({exc}); cannot tell which run folder {folder} holds") \
                         from None
                 cmp = canon
-                if name == IDENTITY_NAME and _before_fingerprints(old, canon):
-                    # recorded without a usable weights fingerprint: compare the rest
-                    cmp = {**canon, "objective": {k: v for k, v in canon["objective"].items() if k != "weights"}}
-                    old = {**old, "objective": {k: v for k, v in old["objective"].items() if k != "weights"}}
+                skip = _unmarked(old, canon) if name == IDENTITY_NAME else []
+                if skip:
+                    # recorded without a usable fingerprint: compare the rest
+                    cmp = {**canon, "objective": {k: v for k, v in canon["objective"].items() if k not in skip}}
+                    old = {**old, "objective": {k: v for k, v in old["objective"].items() if k not in skip}}
                 if old != cmp and fresh:
                     # a run that stopped before its first batch was recorded (e.g. a target that does not
                     # take the generator's images): nothing to lose, the corrected settings take the folder
@@ -223,8 +231,13 @@ class Journal:
                     atomic_write(path, json.dumps(canon, indent=2, sort_keys=True).encode())
                 elif old != cmp:
                     keys = _diff_keys(old, cmp)
-                    why = ("; the generator's or model's weights differ from those the run searched (retrained, "
-                           "or another checkpoint)" if "objective.weights" in keys else "")
+                    why = "".join(text for key, text in (
+                        ("objective.weights", "; the generator's or model's weights differ from those the run "
+                                              "searched (retrained, or another checkpoint)"),
+                        ("objective.structure", "; the generator's or model's layers differ from those the run "
+                                                "searched (another activation, pooling or layer)"),
+                        ("objective.transform", "; the transform differs from the one the run used (or one of "
+                                                "the two calls has none)")) if key in keys)
                     raise ConfigError(
                         f"run folder {folder} was started with another {what} (differs in: {', '.join(keys)}){why}; "
                         "use a new folder or the same settings to resume")

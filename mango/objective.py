@@ -33,7 +33,7 @@ import torch
 from .channels import make_select
 from .devices import module_device
 from .errors import ConfigError, EvaluationError, MangoError
-from .fingerprint import weights_fingerprint
+from .fingerprint import structure_fingerprint, transform_fingerprint, weights_fingerprint
 from .protocols import flag
 from .spaces import LatentSpace
 
@@ -313,14 +313,21 @@ class Objective(BaseObjective):
         return np.concatenate(out)
 
     def info(self) -> dict[str, Any]:
-        """JSON-able description: space, cache, generator, target, ``weights`` (a fingerprint of the
-        generator's and target's torch weights, :mod:`mango.fingerprint`, taken at the first call, or
-        None without modules), device, micro-batch width, noisy."""
+        """JSON-able description: space, cache, generator, target, ``weights`` and ``structure`` (fingerprints
+        of the generator's and target's torch weights and module structure, :mod:`mango.fingerprint`, taken
+        at the first call, or None without modules), ``transform`` (a fingerprint of the transform's code,
+        only when there is one), device, micro-batch width, noisy."""
         out = super().info()
         if not hasattr(self, "_weights"):   # once per objective: hashing a large model takes ~0.3 s per 100 MB
             self._weights = weights_fingerprint(self.generator, self.target)
+            # None with the weights: a lazy module not yet run shows another repr once it has run
+            self._structure = (structure_fingerprint(self.generator, self.target)
+                               if self._weights is not None else None)
         out.update(generator=_describe(self.generator), target=_describe(self.target), weights=self._weights,
-                   device=str(self.device), batch_size=self.batch_size, noisy=self.noisy)
+                   structure=self._structure, device=str(self.device), batch_size=self.batch_size,
+                   noisy=self.noisy)
+        if self.transform is not None:
+            out["transform"] = transform_fingerprint(self.transform)
         return out
 
 

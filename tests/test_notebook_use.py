@@ -92,18 +92,46 @@ def test_a_folder_recorded_before_fingerprints_still_resumes(tmp_path):
     first = _run(model, tmp_path / "run")
     path = tmp_path / "run" / "identity.json"
     ident = json.loads(path.read_text())
-    del ident["objective"]["weights"]                                     # as an older version wrote it
+    del ident["objective"]["weights"], ident["objective"]["structure"]     # as an older version wrote it
     path.write_text(json.dumps(ident))
     assert np.array_equal(_run(model, tmp_path / "run").trace, first.trace)
 
 
+def test_a_rerun_with_other_layers_or_another_transform_is_refused(tmp_path, capsys):
+    """Same weights, another computation: a stored result (or a partial journal) of the first is not the
+    second's. Before, only the weights and the model's class name were compared, and both calls were
+    answered with the first call's values (or a partial run went on with the other objective)."""
+    model = _cnn()
+    first = _run(model, tmp_path / "run")
+    other = nn.Sequential(*(nn.Tanh() if isinstance(m, nn.ReLU) else m for m in model)).eval()  # same weights
+    with pytest.raises(ConfigError, match=r"differs in: objective\.structure.*layers differ"):
+        _run(other, tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"differs in: objective\.transform.*transform differs"):
+        _run(model, tmp_path / "run", transform=lambda x: 1 - x)
+    assert np.array_equal(_run(model, tmp_path / "run").trace, first.trace)   # its own settings still answer
+    capsys.readouterr()
+
+    def scaled(k):
+        return lambda x: x * k
+    a = _run(model, tmp_path / "t", transform=scaled(2.0))
+    assert np.array_equal(_run(model, tmp_path / "t", transform=scaled(2.0)).trace, a.trace)   # the same code and value
+    with pytest.raises(ConfigError, match=r"objective\.transform"):
+        _run(model, tmp_path / "t", transform=scaled(3.0))                 # the same code, another value
+    with pytest.raises(ConfigError, match=r"objective\.transform"):
+        _run(model, tmp_path / "t")                                        # none at all
+
+
 def _interrupting(at: tuple[int, ...]):
-    """A transform that sends this process SIGINT when the images seen so far reach a count in ``at``."""
-    seen = [0]
+    """A transform that sends this process SIGINT when the images seen so far reach a count in ``at``.
+
+    Its trigger is a list (state, marked by its type only in the run's identity), so a later call with
+    ``_interrupting(())`` has the same transform fingerprint and resumes the folder without interrupting.
+    """
+    seen, marks = [0], list(at)
 
     def transform(x):
         seen[0] += len(x)
-        if seen[0] in at:
+        if seen[0] in marks:
             # only with mango's handler in place: the default one would stop the test session itself
             assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
             os.kill(os.getpid(), signal.SIGINT)
@@ -122,7 +150,7 @@ def test_ctrl_c_returns_the_partial_result_and_the_same_call_resumes(tmp_path, c
     assert np.array_equal(part.trace, whole.trace[:100])
     assert "interrupted" in repr(part)
     assert finished_result(tmp_path / "run") is None                      # the folder is not a finished run
-    done = _run(model, tmp_path / "run", budget=200, batch_size=50, eval_batch_size=10)
+    done = _run(model, tmp_path / "run", budget=200, batch_size=50, eval_batch_size=10, transform=_interrupting(()))
     assert not done.interrupted and np.array_equal(done.trace, whole.trace)
 
 
@@ -251,10 +279,12 @@ def test_a_resumed_call_says_so_and_a_stored_one_draws_no_bar(tmp_path, capsys):
     part = _run(_cnn(), tmp_path / "run", budget=200, batch_size=50, eval_batch_size=10,
                 transform=_interrupting((60,)))
     capsys.readouterr()
-    _run(_cnn(), tmp_path / "run", budget=200, batch_size=50, eval_batch_size=10, progress=True)
+    _run(_cnn(), tmp_path / "run", budget=200, batch_size=50, eval_batch_size=10, progress=True,
+         transform=_interrupting(()))
     err = capsys.readouterr().err
     assert f"resuming the run in {tmp_path / 'run'}: its journal holds {part.n_queries} queries" in err
-    _run(_cnn(), tmp_path / "run", budget=200, batch_size=50, eval_batch_size=10, progress=True)
+    _run(_cnn(), tmp_path / "run", budget=200, batch_size=50, eval_batch_size=10, progress=True,
+         transform=_interrupting(()))
     err = capsys.readouterr().err
     assert "holds a finished run" in err and "200/200" not in err and "q/s" not in err
 
