@@ -243,6 +243,7 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
     retrained model, another checkpoint: :mod:`mango.fingerprint`), is refused.
     """
     expr = as_objective(objective)
+    callbacks = loop.check_run_args(optimizer, optimizer_params, callbacks)
     if not isinstance(watch, (bool, str)):
         raise ConfigError(f"watch must be True, False or a '[HOST:]PORT' string, got {watch!r}")
     if run_dir is not None:

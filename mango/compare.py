@@ -520,6 +520,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     elif args.ray_address:
         ray_cfg = {"address": args.ray_address}
     runs = expand(cfg)
+    _backend(cfg, args.workers, ray_cfg)     # a bad `workers` or [ray] table: refused before a bar is drawn
     serve_option(args.watch, out)
     t0 = time.perf_counter()
     with GridProgress([(r, out / r.folder, r.run.budget) for r in runs]) as progress:  # bar over all queries

@@ -5,7 +5,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["module_device"]
+from .errors import ConfigError
+
+__all__ = ["module_device", "check_device"]
 
 
 def module_device(obj: Any, default: torch.device | str | None = "cpu") -> torch.device | None:
@@ -21,3 +23,35 @@ def module_device(obj: Any, default: torch.device | str | None = "cpu") -> torch
         for b in obj.buffers():
             return b.device
     return None if default is None else torch.device(default)
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a torch device this machine cannot use, before any model is built.
+
+    Raises:
+        ConfigError: a device string torch does not parse (``"nonsense"``), or a CUDA / MPS
+            device this torch build or machine does not have; the message lists the devices
+            that are available here.
+    """
+    if device is None:
+        return
+    avail = ["cpu"]
+    if torch.cuda.is_available():
+        avail += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        avail.append("mps")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"unknown device {device!r}; valid devices here: {', '.join(avail)}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} is not available: this torch has no CUDA device "
+                              f"(torch {torch.__version__}); valid devices here: {', '.join(avail)}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r} is not available; valid devices here: {', '.join(avail)}")
+    elif dev.type == "mps" and "mps" not in avail:
+        raise ConfigError(f"device {device!r} is not available; valid devices here: {', '.join(avail)}")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {device!r} is not supported; valid devices here: {', '.join(avail)}")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -168,6 +169,39 @@ def check_budget(budget: Any, unit: str = "queries") -> int:
     if not isinstance(budget, (int, np.integer)) or isinstance(budget, bool) or budget <= 0:
         raise ConfigError(f"budget must be a positive integer number of {unit}, got {budget!r}")
     return int(budget)
+
+
+def check_run_args(optimizer: Any, params: Any, callbacks: Any) -> list[Callback]:
+    """Check what a caller gives :func:`maximize` besides the objective: ``optimizer`` a registered name or an
+    :class:`Optimizer`, ``params`` a dict (or None), ``callbacks`` an iterable of callables (None: none).
+
+    Returns:
+        the callbacks as a list.
+
+    Raises:
+        ConfigError: naming the bad value and what is accepted.
+    """
+    from collections.abc import Mapping
+
+    from .registry import names
+
+    if not isinstance(optimizer, (str, Optimizer)):
+        raise ConfigError(f"optimizer must be a registered name ({', '.join(names('optimizer'))}) or an "
+                          f"Optimizer instance, got {optimizer!r} ({type(optimizer).__name__})")
+    if params is not None and not isinstance(params, Mapping):
+        raise ConfigError(f"optimizer params must be a dict {{parameter name: value}}, "
+                          f"got {params!r} ({type(params).__name__})")
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, (str, bytes)) or callable(callbacks) or not hasattr(callbacks, "__iter__"):
+        raise ConfigError(f"callbacks must be a list of callables (each called with every batch's event), got "
+                          f"{callbacks!r}")
+    out = list(callbacks)
+    for cb in out:
+        if not callable(cb):
+            raise ConfigError(f"callbacks must be callables (each called with every batch's event); {cb!r} "
+                              f"({type(cb).__name__}) is not")
+    return out
 
 
 def build_optimizer(optimizer: Optimizer | str, space: Any, *, seed: int, batch_size: int | None,
@@ -334,6 +368,11 @@ def _finish_folder(folder: Path, result: Any, stored: dict[str, Any] | None) -> 
     for key in ("seconds", "optimizer_seconds", "eval_seconds"):
         if hasattr(result, key) and isinstance(stored.get(key), (int, float)):
             setattr(result, key, float(stored[key]))
+    restore = getattr(result, "restore_missing", None)
+    written = restore(folder) if callable(restore) else []
+    if written:     # deleted by hand: the replayed journal gives them back (result.json stays as it was)
+        print(f"{folder}: {' and '.join(written)} {'was' if len(written) == 1 else 'were'} missing; written again "
+              "from the journal", file=sys.stderr, flush=True)
 
 
 def run_identity(optimizer: Optimizer, policy: Any) -> dict[str, Any]:
@@ -472,6 +511,7 @@ def maximize(objective: BaseObjective, optimizer: Optimizer | str, budget: int, 
     """
     budget = check_budget(budget)
     seed = check_seed(seed)
+    callbacks = check_run_args(optimizer, params, callbacks)
     optimizer = build_optimizer(optimizer, objective.space, seed=seed, batch_size=batch_size, budget=budget,
                                 params=params)
     if optimizer.needs_objective:

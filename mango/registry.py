@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
+import numpy as np
+
 from .errors import ConfigError, unknown
 
 __all__ = ["KINDS", "Entry", "register", "get", "names", "entries", "create", "describe_params"]
@@ -119,18 +121,54 @@ def describe_params(factory: Callable[..., Any]) -> dict[str, Any]:
     return out
 
 
+_SIMPLE = {"int", "float", "bool", "str", "None"}
+
+
+def _alternatives(ann: str) -> set[str]:
+    """The top-level alternatives of an annotation written as text (``"int | None"``, ``Optional[int]``)."""
+    ann = ann.strip().strip("'\"")
+    if ann.startswith(("Optional[", "typing.Optional[")) and ann.endswith("]"):
+        return {ann[ann.index("[") + 1:-1].strip(), "None"}
+    parts, depth, cur = [], 0, ""
+    for ch in ann:
+        depth += ch in "[("
+        depth -= ch in "])"
+        if ch == "|" and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur.strip())
+    return {p for p in parts if p}
+
+
 def _check_scalar(kind: str, name: str, key: str, value: Any, param: inspect.Parameter | None) -> None:
-    """Refuse a value of the wrong kind for a parameter annotated plain ``int`` or ``float`` (numpy
-    numbers are fine, bools are not), as a config file's values are checked (``mango.config``), so a
-    Python caller gets the same :class:`ConfigError` instead of a ``ValueError`` from ``float("abc")``."""
+    """Refuse a value of the wrong kind for a parameter annotated with plain scalars (``int``, ``float``,
+    ``bool``, ``str``, ``None`` and unions of them: numpy numbers are fine, a bool is not a number), a bool
+    where a number is meant (``unit=True``), and NaN or infinity for any parameter whose default is not itself
+    infinite; as a config file's values are checked (``mango.config``), so a Python caller gets the same
+    :class:`ConfigError` instead of a ``ValueError`` from deep inside, or a run on a nonsensical value."""
+    import math
     from numbers import Integral, Real
 
     if param is None:
         return
     ann = param.annotation
-    ann = ann if isinstance(ann, str) else getattr(ann, "__name__", "")
-    ok = {"int": lambda v: isinstance(v, Integral), "float": lambda v: isinstance(v, Real)}.get(ann.strip())
-    if ok is not None and (isinstance(value, bool) or not ok(value)):
+    ann = ann if isinstance(ann, str) else getattr(ann, "__name__", "") or str(ann)
+    alts = _alternatives(ann) if ann and ann != "_empty" else set()
+    if isinstance(value, Real) and not isinstance(value, (bool, np.bool_)) and not math.isfinite(float(value)):
+        d = param.default
+        if not (isinstance(d, Real) and not isinstance(d, bool) and math.isinf(float(d)) and float(value) == float(d)):
+            raise ConfigError(f"{kind} {name!r} parameter {key} must be a finite number, got {float(value)!r}")
+    is_bool = isinstance(value, (bool, np.bool_))
+    if is_bool and "bool" not in alts and alts & {"int", "float"}:
+        raise ConfigError(f"{kind} {name!r} parameter {key} must be {ann.strip()}, got {value!r} (bool)")
+    if not alts or not alts <= _SIMPLE:
+        return      # a sequence, a module, Any: checked by the factory itself
+    ok = {"int": lambda v: isinstance(v, Integral) and not is_bool,
+          "float": lambda v: isinstance(v, Real) and not is_bool,
+          "bool": lambda v: is_bool, "str": lambda v: isinstance(v, str), "None": lambda v: v is None}
+    if not any(ok[a](value) for a in alts):     # worded as a config file's value is refused (mango.config)
         raise ConfigError(f"{kind} {name!r} parameter {key} must be {ann.strip()}, got {value!r} "
                           f"({type(value).__name__})")
 
@@ -156,6 +194,10 @@ def create(kind: str, name: str, params: dict[str, Any] | None = None, **fixed: 
                 )
     for key, value in params.items():
         _check_scalar(kind, name, key, value, sig.parameters.get(key))
+    if isinstance(params.get("device"), str):
+        from .devices import check_device
+
+        check_device(params["device"])      # CUDA on a machine without it: one line, not torch's AssertionError
     obj = factory(**fixed, **params)
     if kind == "optimizer":
         obj.name = name  # the registry is the one place optimizer names are written

@@ -146,16 +146,34 @@ class Result:
                 "seed": self.config.get("seed"), "objective": self.objective_info, "known_max": self.known_max,
                 "config": self.config}
 
+    def history_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays ``history.npz`` holds: values, times, query_index, best_so_far, best_code, reported."""
+        rep = self.values if self.reported is None else self.reported
+        return {"values": self.values, "times": self.times, "query_index": self.query_index,
+                "best_so_far": self.best_so_far, "best_code": self.best_code, "reported": rep}
+
     def save(self, folder: str | Path) -> None:
         """Write ``history.npz``, (for image objectives) ``best.png`` and, last, ``result.json`` into ``folder``
         (see :func:`write_final_files`)."""
         summary = self.summary()
         summary.update(versions=versions(), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        rep = self.values if self.reported is None else self.reported
-        write_final_files(folder, summary,
-                          {"values": self.values, "times": self.times, "query_index": self.query_index,
-                           "best_so_far": self.best_so_far, "best_code": self.best_code, "reported": rep},
-                          self.best_uint8)
+        write_final_files(folder, summary, self.history_arrays(), self.best_uint8)
+
+    def restore_missing(self, folder: str | Path) -> list[str]:
+        """For a finished run folder whose ``history.npz`` or ``best.png`` was deleted: write them again from
+        this (replayed) result, leaving ``result.json`` as it is. Returns the names written."""
+        out, written = Path(folder), []
+        if not (out / "history.npz").exists():
+            buf = io.BytesIO()
+            np.savez(buf, **self.history_arrays())
+            atomic_write(out / "history.npz", buf.getvalue())
+            written.append("history.npz")
+        if self.best_uint8 is not None and not (out / "best.png").exists():
+            tmp = out / ".best.tmp.png"
+            save_png(self.best_uint8, tmp)
+            os.replace(tmp, out / "best.png")
+            written.append("best.png")
+        return written
 
 
 def write_final_files(folder: str | Path, summary: dict[str, Any], history: dict[str, np.ndarray],

@@ -385,7 +385,10 @@ class SpikingTarget:
         if not names:
             raise ConfigError(f"{type(net).__name__} has no snnTorch spiking layers")
         self.net = net.eval()
-        self.layer = names[-1] if layer in (None, "") else str(layer)
+        if layer is not None and (not isinstance(layer, str) or not layer):
+            raise ConfigError(f"layer must be the name of a spiking layer (or None for the last, {names[-1]!r}), "
+                              f"got {layer!r}; {choices_hint(str(layer), names)}")
+        self.layer = names[-1] if layer is None else layer
         neuron = find_layer(net, self.layer, valid=names, what="spiking layer")
         self.spec = UnitSpec.make(unit, position)
         if int(T) < 1:

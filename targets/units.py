@@ -12,8 +12,10 @@ Errors name the bad layer or unit and list the valid choices, nearest first.
 """
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -119,6 +121,17 @@ def list_layers(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str,
     return out
 
 
+def _index(v: Any) -> int | None:
+    """``v`` as an int when it is an integer (Python, numpy, a 0-d integer tensor), else None (a bool, a float
+    such as 2.5, a string such as ``"3"``)."""
+    if isinstance(v, bool) or (hasattr(v, "dtype") and str(getattr(v, "dtype", "")).endswith("bool")):
+        return None
+    try:
+        return operator.index(v)
+    except TypeError:
+        return None
+
+
 @dataclass(frozen=True)
 class UnitSpec:
     """Which unit of a layer: ``unit`` (channel or neuron) and optional ``position``.
@@ -138,12 +151,16 @@ class UnitSpec:
             if position is not None:
                 raise ConfigError("give the position either in unit=(c, y, x) or in position=, not both")
             unit, position = unit[0], tuple(unit[1:]) or None
-        try:
-            u = int(unit)
-        except (TypeError, ValueError):
-            raise ConfigError(f"unit must be an integer channel/neuron index, got {unit!r}") from None
-        pos = None if position is None else tuple(int(p) for p in position)
-        return UnitSpec(u, pos)
+        u = _index(unit)
+        if u is None:
+            raise ConfigError(f"unit must be an integer channel/neuron index, got {unit!r}")
+        if position is None:
+            return UnitSpec(u, None)
+        pos = None if isinstance(position, (str, bytes)) or not hasattr(position, "__iter__") else \
+            [_index(p) for p in position]
+        if pos is None or any(p is None for p in pos):
+            raise ConfigError(f"position must be a list of integers (e.g. [y, x] of a channel's map), got {position!r}")
+        return UnitSpec(u, tuple(pos))
 
     def describe(self) -> str:
         return f"{self.unit}" if self.position is None else f"{self.unit}@{self.position}"

@@ -223,5 +223,5 @@ def test_restarts_resume_once_the_reported_value_rises():
 
 
 def test_restart_silent_must_be_a_bool():
-    with pytest.raises(ConfigError, match="restart_silent must be true or false, got 'no'"):
+    with pytest.raises(ConfigError, match="restart_silent must be bool, got 'no'"):
         make_optimizer("elite", CodebookSpace(d=4, n=4), params={"restart_silent": "no"})

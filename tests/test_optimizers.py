@@ -187,8 +187,10 @@ def test_cma_first_step_is_sigma0_of_the_range(name):
 @pytest.mark.parametrize("bad", [0, 1.5, -0.1, "wide", True])
 def test_cma_sigma0_out_of_range_is_named(bad):
     space = problems.quadratic_grid(d=4, n=8).space
-    with pytest.raises(ConfigError, match=r"sigma0 must be a fraction of the range in \(0, 1\], 'auto' or "
-                                          r"'nevergrad', got " + re.escape(repr(bad))):
+    # a bool is refused by the registry's type check first (a bool is not a number), naming the value too
+    want = (r"parameter sigma0 must be float \| str \| None, got True \(bool\)" if bad is True else
+            r"sigma0 must be a fraction of the range in \(0, 1\], 'auto' or 'nevergrad', got " + re.escape(repr(bad)))
+    with pytest.raises(ConfigError, match=want):
         make_optimizer("cma", space, params={"sigma0": bad})
 
 

@@ -301,6 +301,9 @@ class EliteSearch(Optimizer):
         self.noise_mode, self.reeval, self.max_reeval = noise, float(reeval), int(max_reeval)
         if int(screen) < 1:
             raise ConfigError(f"screen must be >= 1, got {screen!r}")
+        if not float(model_reg) > 0:
+            raise ConfigError(f"model_reg must be > 0 (the ridge strength of the noisy mode's additive model), "
+                              f"got {model_reg!r}")
         self.model_frac, self.screen, self.model_reg = float(model_frac), int(screen), float(model_reg)
         if not 0.0 <= float(direct_frac) <= 1.0:
             raise ConfigError(f"direct_frac must be in [0, 1], got {direct_frac!r}")

@@ -153,6 +153,10 @@ def default_k_top(k: int) -> int:
     return min(5, max(1, k // 2))
 
 
+#: the most memory the TT cores of PROTES may take with the optimizer's state (GiB); a larger rank is refused
+MAX_CORE_GIB = 4.0
+
+
 class Protes(Optimizer):
     """PROTES: sample from a rank-``r`` non-negative TT distribution, fit it to the best samples.
 
@@ -207,6 +211,11 @@ class Protes(Optimizer):
         self.elite = int(elite)
         self.dd = self.view.d if self.view else space.d
         self.nn = 2 if self.view else space.n
+        gib = 16 * self.dd * self.nn * self.rank ** 2 / 2 ** 30   # float32 cores, Adam's two moments, gradients
+        if gib > MAX_CORE_GIB:
+            raise ConfigError(f"rank={rank} is too large for this space: its TT cores ({self.dd} x {self.rank} x "
+                              f"{self.nn} x {self.rank}) with Adam's state take ~{gib:.3g} GiB (at most "
+                              f"{MAX_CORE_GIB} GiB); ranks of 2-10 are usual")
         jax, jnp, _ = _jax()
         self._opt, self._sample, self._steps, self._loglik = _build_fns(self.dd, self.nn, self.rank, self.lr, self.k)
         key = jax.random.PRNGKey(self.seed)

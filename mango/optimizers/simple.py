@@ -77,6 +77,8 @@ class GeneticAlgorithm(Optimizer):
             raise ConfigError(f"mutation must be in (0, 1], got {mutation!r}")
         if not float(temperature) > 0:
             raise ConfigError(f"temperature must be > 0, got {temperature!r}")
+        if not float(mutation_scale) > 0:
+            raise ConfigError(f"mutation_scale must be > 0 (a grid step as a fraction of n), got {mutation_scale!r}")
         self.n_elite, self.mutation = int(n_elite), float(mutation)
         self.mutation_scale, self.temperature = float(mutation_scale), float(temperature)
         self.rng = np.random.default_rng(self.seed)

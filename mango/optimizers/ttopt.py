@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_int
 from ..spaces import LatentSpace
 from .base import Optimizer
 
@@ -56,6 +56,9 @@ class TTOpt(Optimizer):
             raise ConfigError(f"rank must be >= 1, got {rank!r}")
         if int(nswp) < 1:
             raise ConfigError(f"nswp must be >= 1, got {nswp!r}")
+        check_int(dr_max, "dr_max", minimum=0)      # teneva refuses a negative one deep in its worker thread
+        if not isinstance(qtt, (bool, np.bool_)):
+            raise ConfigError(f"qtt must be true or false, got {qtt!r}")
         self.rank, self.dr_max, self.nswp = int(rank), int(dr_max), int(nswp)
         self.view = space.qtt() if qtt else None
         self.dd = self.view.d if self.view else space.d
