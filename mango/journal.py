@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,7 @@ class Journal:
 
     @classmethod
     def open(cls, folder: str | os.PathLike, config: dict[str, Any] | None = None,
-             identity: dict[str, Any] | None = None) -> "Journal":
+             identity: dict[str, Any] | None = None, free_keys: Sequence[str] = ()) -> "Journal":
         """Open (or create) the journal in ``folder``; read and repair existing rows.
 
         The caller should hold the folder's :class:`RunLock` (:func:`mango.loop.run_loop` does).
@@ -196,6 +197,8 @@ class Journal:
                 ``identity`` differs from the one the folder was started with
                 (the message names the differing keys), unless the folder holds nothing recorded yet
                 (only these two files, an empty journal and its lock): then the new ones replace them.
+                Config keys in ``free_keys`` may also change while the journal holds no batch, whatever else
+                the folder holds (a rig's channel selection: its presentation log keeps every channel).
             MangoError: the journal is damaged other than by a torn last line (the message names the line).
         """
         folder = Path(folder)
@@ -223,7 +226,9 @@ class Journal:
                     # recorded without a usable fingerprint: compare the rest
                     cmp = {**canon, "objective": {k: v for k, v in canon["objective"].items() if k not in skip}}
                     old = {**old, "objective": {k: v for k, v in old["objective"].items() if k not in skip}}
-                if old != cmp and fresh:
+                free = (name == "run.json" and old != cmp and set(_diff_keys(old, cmp)) <= set(free_keys)
+                        and not _has_batches(folder))
+                if old != cmp and (fresh or free):
                     # a run that stopped before its first batch was recorded (e.g. a target that does not
                     # take the generator's images): nothing to lose, the corrected settings take the folder
                     log.info("run folder %s holds no recorded batch; it is started again with the new %s",
@@ -286,6 +291,12 @@ class Journal:
             log.warning("checkpoint %s is unreadable (%s: %s); replaying the run from its journal instead",
                         path, type(exc).__name__, exc)
             return None
+
+
+def _has_batches(folder: Path) -> bool:
+    """Whether ``folder``'s journal holds anything (a batch told to an optimizer)."""
+    path = folder / "journal.jsonl"
+    return path.exists() and path.stat().st_size > 0
 
 
 def _nothing_recorded(folder: Path) -> bool:

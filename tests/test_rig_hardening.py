@@ -315,3 +315,101 @@ def test_fuzz_response_reader(tmp_path_factory, ext, noise, cut):
             read_response(p)
         except ProtocolError:
             pass
+
+
+# -- found by a later review: a reply over the size limit hung the loop; timeouts and retries overflowed --
+def test_a_reply_over_the_size_limit_ends_in_a_rig_error_not_a_hang():
+    """libzmq drops the connection of a peer that sends a message over MAXMSGSIZE and did not connect again:
+    the next send blocked forever (rig-run ignored --timeout and --retries). Sends now time out and the
+    socket is opened again; with a rig that always answers too much, the run ends with a RigError."""
+    import threading
+
+    from mango.rig.zmq_transport import ZmqRigClient
+
+    port = free_port()
+    addr = f"tcp://127.0.0.1:{port}"
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(addr)
+    stop = threading.Event()
+
+    def rig():                       # answers every message with 64 KiB of junk
+        while not stop.is_set():
+            if router.poll(50, zmq.POLLIN):
+                peer = router.recv_multipart()[0]
+                router.send_multipart([peer, b"x" * 65536])
+
+    server = threading.Thread(target=rig, daemon=True)
+    server.start()
+    out: dict = {}
+
+    def run():
+        cl = ZmqRigClient(addr, timeout=0.5, retries=2, backoff=0.01, limits=Limits(max_bytes=16384))
+        try:
+            cl.present(_block())
+        except RigError as exc:
+            out["error"] = str(exc)
+        finally:
+            cl.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(30)
+    stop.set()
+    server.join(5)
+    alive = t.is_alive()
+    router.close(0)
+    if not alive:
+        ctx.term()
+    assert not alive, "present() hung after a reply over the size limit"
+    assert "gave no valid reply to block 7 after 3 attempts" in out["error"]
+    assert "could not send the block" in out["error"] and "MiB" in out["error"]
+
+
+def test_an_infinite_timeout_and_many_retries_do_not_overflow():
+    from mango.rig.protocol import attempt_wait
+
+    assert attempt_wait(1.0, 0.5, 10.0, 1100) == 11.0           # 2 ** 1099 as a float overflowed
+    assert attempt_wait(2.0, 0.5, 10.0, 0) == 2.0 and attempt_wait(2.0, 0.5, 10.0, 2) == 3.0
+
+    def answer(server, peer, blk, k):
+        server.send_reply(peer, _answer(blk, 4.0))
+
+    with scripted_rig(answer) as (addr, _):
+        with make_client("zmq", address=addr, timeout=float("inf"), retries=0) as cl:
+            reply = cl.present(_block())             # zmq's poll took int(inf * 1000): OverflowError
+    assert np.all(reply.responses == 4.0)
+
+
+@pytest.mark.parametrize("rig_token, our_token, want", [
+    (TOKEN, None, "the rig requires one and this side has none"),
+    (None, TOKEN, "the rig's replies are not signed with this side's token"),
+    ("another", TOKEN, "the rig's replies are not signed with this side's token"),
+])
+def test_a_token_mismatch_is_named_as_such(rig_token, our_token, want):
+    """Before, a mismatch ended in the generic 'Start or fix the rig' or 'none of its replies was valid'."""
+    def answer(server, peer, blk, k):
+        server.send_reply(peer, _answer(blk, 3.0))
+
+    with scripted_rig(answer, token=rig_token) as (addr, _):
+        with make_client("zmq", address=addr, token=our_token, timeout=0.5, retries=1, backoff=0.01) as cl:
+            with pytest.raises(RigError) as err:
+                cl.present(_block())
+    msg = str(err.value)
+    assert "The two sides do not share a token: " + want in msg and "MANGO_RIG_TOKEN" in msg
+
+
+def test_replies_without_a_nonce_are_taken_but_said_once(caplog):
+    """Without a token the protocol lets a simple rig leave the nonce out; a reply from another run with the
+    same block number is then indistinguishable, which the user is now told (once per client)."""
+    def answer(server, peer, blk, k):       # raw: the server's send_reply would echo the nonce itself
+        server.send_raw(peer, encode_reply(_answer(blk, 3.0, nonce=None), token=None))
+
+    with scripted_rig(answer) as (addr, _):
+        with make_client("zmq", address=addr, timeout=3.0, retries=0) as cl:
+            with caplog.at_level("WARNING", logger="mango.rig.zmq_transport"):
+                for bid in (1, 2, 3):
+                    assert np.all(cl.present(_block(bid=bid)).responses == 3.0)
+    said = [r.getMessage() for r in caplog.records if "carry no 'nonce'" in r.getMessage()]
+    assert len(said) == 1 and "MANGO_RIG_TOKEN" in said[0]

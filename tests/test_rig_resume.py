@@ -83,3 +83,29 @@ def test_rig_run_id_is_kept_on_resume_and_new_for_another_run_folder(tmp_path):
     assert rig_run_id(tmp_path / "elsewhere" / "my run") != first  # same folder name, another run
     shutil.rmtree(tmp_path / "my run")
     assert rig_run_id(tmp_path / "my run") != first  # started again from scratch
+
+
+def test_a_wrong_channel_can_be_corrected_on_resume_without_showing_the_images_again(tmp_path, capsys):
+    """A --channel the rig does not record failed after the rig had answered block 0 (logged), and the
+    corrected command was refused ("differs in: select"): the block shown to the animal was stranded. Now
+    the error says what to do, and a resume with another channel replays the logged answer."""
+    from mango.cli import main
+
+    gen = generator()
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    rec = tmp_path / "served.jsonl"
+    out = tmp_path / "run"
+    cmd = ["rig-run", "--address", addr, "--optimizer", "random", "--budget", "60", "--batch-size", "10",
+           "--seed", "1", "--timeout", "5", "--retries", "1", "--out", str(out), "-q"]
+    with sim_thread(neurons(gen), "zmq", addr, latency=0.0, record=rec):
+        assert main([*cmd, "--channel", "3"]) == 2
+        err = capsys.readouterr().err
+        assert "channel 3 does not exist; the response has channels 0..0" in err and "rerun with a channel" in err
+        shown = _responses(out / "presentations.jsonl")
+        assert shown == 1
+        assert main([*cmd, "--channel", "0"]) == 0
+    log = PresentationLog(out / "presentations.jsonl")
+    assert sorted(log.responses) == list(range(len(log.responses)))           # every block answered once
+    served = [json.loads(line)["block"] for line in rec.read_text().splitlines() if line.strip()]
+    assert served.count(0) == 1                                               # block 0 was not shown again
+    assert json.loads((out / "run.json").read_text())["select"] == 0

@@ -290,6 +290,9 @@ class RigPolicy:
     """
 
     checkpoints = False  # the block plan depends on every earlier block: resume replays them all
+    #: config keys a resume may change while no block has been told to the optimizer: the presentation log
+    #: keeps every channel of the rig's answers, so a corrected channel selection replays them
+    free_keys = ("select",)
 
     def __init__(self, rig: Any, generator: Any, *, seed: int = 0, repeats: int = 2, retest_every: int = 3,
                  confirm_top: int = 5, confirm_repeats: int | None = None, reference: np.ndarray | None = None,
@@ -468,7 +471,12 @@ class RigPolicy:
                              "image_ids": np.asarray(reply.image_ids).tolist(),
                              "responses": np.asarray(reply.responses).tolist(), "time": time.time()})
         # -- digest: each image's mean over its presentations -----------------------
-        y = select_channels(reply.responses, self.select)
+        try:
+            y = select_channels(reply.responses, self.select)
+        except ConfigError as exc:     # e.g. a channel the rig does not record: its answer is logged already
+            raise ConfigError(f"{exc}. The rig's answer to block {g} is kept in the run folder's presentation "
+                              "log: rerun with a channel it has (--channel / select=) and the same folder, and "
+                              "the run resumes without showing these images again") from None
         j = np.asarray(reply.image_ids, dtype=np.int64) - g * ID_STRIDE
         cnt = np.bincount(j, minlength=n_img)
         means = np.bincount(j, weights=y, minlength=n_img) / np.maximum(cnt, 1)

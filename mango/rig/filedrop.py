@@ -47,7 +47,7 @@ from ..errors import ConfigError
 from ..journal import atomic_write
 from .protocol import (PROTOCOL, VERSION, Block, IncompleteReply, Limits, ProtocolError, Reply, RigError,
                        check_block_header, check_values, images_to_png, peek_header, png_to_images,
-                       validate_reply_for)
+                       validate_reply_for, attempt_wait)
 
 __all__ = ["FileDropClient", "FORMATS", "read_response", "write_response", "write_block", "read_block",
            "manifest_path", "response_paths", "check_run_id"]
@@ -397,7 +397,7 @@ class FileDropClient:
         for attempt in range(self.retries + 1):
             block.attempt = attempt
             write_block(self.root, block, self.run)
-            wait = self.timeout + (min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) if attempt else 0.0)
+            wait = attempt_wait(self.timeout, self.backoff, self.max_backoff, attempt)
             reply, why = self._wait(block, wait)
             if reply is not None:
                 return reply

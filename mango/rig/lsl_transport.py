@@ -78,7 +78,7 @@ from .model import wrong_block_reply
 from .protocol import (NONCE_PATTERN, PROTOCOL, VERSION, AuthError, Block, Limits, ProtocolError, Reply, RigError,
                        accept_reply,
                        check_block_header, check_response_header, check_values, compute_mac, header_int,
-                       images_to_png, json_object, new_nonce, peek_header, png_to_images, verify_mac)
+                       images_to_png, json_object, new_nonce, peek_header, png_to_images, verify_mac, attempt_wait)
 
 __all__ = ["DEFAULT_NAME", "MARKER_TYPE", "IMAGE_TYPE", "RESPONSE_TYPE", "LslRigClient", "serve_lsl",
            "stream_names", "check_stream_name", "encode_marker", "encode_images", "decode_marker", "decode_image",
@@ -519,7 +519,7 @@ class LslRigClient:
             why = self._connect(time.monotonic() + self.connect_timeout)
             if why is None:
                 self._send(block)
-                wait = self.timeout + (min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) if attempt else 0.0)
+                wait = attempt_wait(self.timeout, self.backoff, self.max_backoff, attempt)
                 reply, why = self._listen(block, time.monotonic() + wait, nonces)
                 if reply is not None:
                     self.answered.add(block.block)

@@ -46,7 +46,8 @@ __all__ = ["PROTOCOL", "VERSION", "Limits", "Block", "Reply", "ProtocolError", "
            "RigError", "new_nonce", "check_values", "verify_mac", "check_block_header", "check_response_header", "json_object", "json_depth", "header_int",
            "header_int_list", "compute_mac", "NONCE_PATTERN",
            "encode_block", "decode_block", "encode_reply", "decode_reply", "encode_error", "decode_error",
-           "peek_header", "validate_reply_for", "accept_reply", "header_shape", "images_to_png", "png_to_images"]
+           "peek_header", "validate_reply_for", "accept_reply", "header_shape", "images_to_png", "png_to_images",
+           "attempt_wait"]
 
 PROTOCOL = "mango-rig"
 VERSION = 1
@@ -491,6 +492,15 @@ def validate_reply_for(reply: Reply, block: Block) -> None:
         detail = ", ".join(f"id {i} {c} of {rep}" for i, c in short[:5]) + (", ..." if len(short) > 5 else "")
         raise IncompleteReply(f"reply to block {block.block} has {what}; truncated? (short: {detail})")
 
+
+
+def attempt_wait(timeout: float, backoff: float, max_backoff: float, attempt: int) -> float:
+    """Seconds to wait for a reply on attempt ``attempt`` (0 = the first send): ``timeout`` plus, from the
+    second attempt on, ``backoff * 2**(attempt - 1)`` capped at ``max_backoff`` (the power is capped too:
+    ``2 ** 1100`` is larger than any float, and a run with ``retries=1100`` ended in an OverflowError)."""
+    if not attempt:
+        return float(timeout)
+    return float(timeout) + min(float(max_backoff), float(backoff) * 2.0 ** min(attempt - 1, 60))
 
 
 def accept_reply(decode: Callable[[], Reply], block: Block, nonces: set[str], ignore: Callable[[str], None], *,

@@ -56,7 +56,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..journal import atomic_write
-from .protocol import Block, Limits, ProtocolError, Reply, RigError, check_values, validate_reply_for
+from .protocol import Block, Limits, ProtocolError, Reply, RigError, check_values, validate_reply_for, attempt_wait
 
 __all__ = ["XDreamClient", "UnreadableMat", "serve_xdream", "read_xdream_mat", "write_xdream_mat", "stimulus_name",
            "mat_name", "MAT_VERSIONS", "STIMULUS_NAME"]
@@ -602,7 +602,7 @@ class XDreamClient:
                 log.info("xdream %s: block %d: %d images as XDream block %03d; waiting for %s", self.folder,
                          block.block, len(idx), xb, path)
                 k = len(failures)
-                wait = self.timeout + (min(self.max_backoff, self.backoff * 2 ** (k - 1)) if k else 0.0)
+                wait = attempt_wait(self.timeout, self.backoff, self.max_backoff, k)
                 got, why = self._wait(path, block, names, channels, wait)
                 if got is None:
                     failures.append(f"XDream block {xb:03d}: {why}")

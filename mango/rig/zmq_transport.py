@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import ConfigError
 from .protocol import (PROTOCOL, VERSION, Block, Limits, ProtocolError, Reply, RigError, accept_reply, decode_block,
                        decode_error, decode_reply, encode_block, encode_error, encode_reply, new_nonce, peek_header,
-                       verify_mac)
+                       verify_mac, attempt_wait)
 
 __all__ = ["DEFAULT_ADDRESS", "ZmqRigClient", "ZmqRigServer", "check_address"]
 
@@ -73,6 +73,12 @@ def check_address(address: str, allow_remote: bool = False, bind: bool = False) 
     return address
 
 
+#: the longest single wait on the socket (s); longer timeouts (up to infinity) wait in chunks of it
+MAX_WAIT_CHUNK = 1.0
+#: the longest a send may wait for a connection to the rig (s), whatever the timeout
+MAX_SEND_WAIT = 3600.0
+
+
 class ZmqRigClient:
     """Search side: send a block, wait for its reply, retry with back-off.
 
@@ -106,6 +112,7 @@ class ZmqRigClient:
         self._dropped: list[tuple[str, str]] = []  # (kind, short reason) of each message ignored this attempt
         self._ctx: Any = None
         self._sock: Any = None
+        self._warned_nonce = False               # a reply without a nonce was said once
 
     # -- socket ---------------------------------------------------------------------
     def _open(self) -> None:
@@ -118,6 +125,9 @@ class ZmqRigClient:
         self._sock.setsockopt(zmq.RECONNECT_IVL, 100)
         self._sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         self._sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_bytes)
+        # a DEALER blocks in send while it has no connected peer, e.g. after libzmq dropped the rig's connection
+        # for a message over MAXMSGSIZE (and did not connect again): the send may wait one timeout, not forever
+        self._sock.setsockopt(zmq.SNDTIMEO, int(min(self.timeout, MAX_SEND_WAIT) * 1000))
         self._sock.connect(self.address)
 
     def _reopen(self) -> None:
@@ -178,7 +188,8 @@ class ZmqRigClient:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None, None
-            if not self._sock.poll(int(max(1, left * 1000)), zmq.POLLIN):
+            # in chunks: zmq's poll takes an int of milliseconds (timeout=inf or 1e15 s overflowed it)
+            if not self._sock.poll(int(max(1, min(left, MAX_WAIT_CHUNK) * 1000)), zmq.POLLIN):
                 continue
             frames = self._sock.recv_multipart(copy=True)
             try:
@@ -227,21 +238,42 @@ class ZmqRigClient:
         """
         if self._sock is None:
             self._open()
+        import zmq
+
         failures: list[str] = []
+        unsent = False           # the last attempt's send timed out: the socket is opened again
         kinds: set[str] = set()  # kinds of the messages ignored over all attempts
         nonces: set[str] = set()  # a late reply to an earlier attempt of this block is still its answer
         for attempt in range(self.retries + 1):
             block.attempt = attempt
             block.nonce = new_nonce()
             nonces.add(block.nonce)
-            if attempt >= 2:
+            if attempt >= 2 or unsent:
                 self._reopen()
-            self._sock.send_multipart(encode_block(block, self.token, self.encoding))
-            wait = self.timeout + (min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) if attempt else 0.0)
+            wait = attempt_wait(self.timeout, self.backoff, self.max_backoff, attempt)
+            try:
+                self._sock.send_multipart(encode_block(block, self.token, self.encoding))
+                unsent = False
+            except zmq.Again:
+                unsent = True
+                why = (f"could not send the block within {self.timeout:.3g} s: no connection to the rig (not "
+                       f"running, or it sent a message over the {self.limits.max_bytes / 2 ** 20:.3g} MiB limit, "
+                       "which closes the connection)")
+                failures.append(f"attempt {attempt}: {why}")
+                kinds.add("unsent")
+                log.warning("rig %s: block %d %s; %s", self.address, block.block, why,
+                            "retrying" if attempt < self.retries else "giving up")
+                continue
             self._unverified, self._dropped = [], []
             reply, why = self._listen(block, wait, nonces)
             if reply is not None:
                 self.answered.add(block.block)
+                if reply.nonce is None and not self._warned_nonce:    # allowed (PROTOCOL.md), said once a run
+                    self._warned_nonce = True
+                    log.warning("rig %s: its replies carry no 'nonce': without a token, a reply meant for another "
+                                "run or attempt with the same block number cannot be told apart from this one's; "
+                                "make the rig echo the block's nonce (mango/rig/PROTOCOL.md) or set "
+                                "MANGO_RIG_TOKEN on both sides", self.address)
                 return reply
             why = why or f"no {'valid ' if self._dropped else ''}reply within {wait:.3g} s"
             if self._dropped:
@@ -252,9 +284,18 @@ class ZmqRigClient:
             failures.append(f"attempt {attempt}: {why}")
             log.warning("rig %s: block %d %s; %s", self.address, block.block, why,
                         "retrying" if attempt < self.retries else "giving up")
-        if kinds & {"malformed", "unexpected type"}:
+        rig_wants_token = not self.token and any("token" in f for f in failures)   # its error texts say so
+        if kinds == {"unauthenticated"} or rig_wants_token:
+            hint = ("The two sides do not share a token: " + (
+                "the rig requires one and this side has none" if rig_wants_token else
+                "the rig's replies are not signed with this side's token (the rig has none, or another)") +
+                "; set the same MANGO_RIG_TOKEN for the rig and for this command (or unset it on both) and rerun")
+        elif kinds & {"malformed", "unexpected type"}:
             hint = (f"Something answers at {self.address} but not in {PROTOCOL}/{VERSION}: point --address at the "
                     "rig, or make it answer as mango/rig/PROTOCOL.md says, and rerun")
+        elif "unsent" in kinds and kinds <= {"unsent", "late or unknown", "duplicate"}:
+            hint = ("No connection to the rig could take the block: start the rig, check that its replies stay "
+                    f"under the {self.limits.max_bytes / 2 ** 20:.3g} MiB message limit, and rerun")
         elif kinds <= {"late or unknown", "duplicate"}:
             hint = ("Only replies to other blocks arrived (a slow rig?): start or fix the rig, or raise the timeout, "
                     "and rerun") if kinds else "Start or fix the rig and rerun"
