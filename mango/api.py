@@ -34,7 +34,7 @@ import torch
 from . import loop, registry
 from .devices import module_device
 from .config import check_device
-from .errors import ConfigError
+from .errors import ConfigError, choices_hint
 from .imaging import display_uint8, upscale
 from .interrupt import GracefulInterrupt, Standing, say_stopped
 from .optimizers import DEFAULT_OPTIMIZER
@@ -96,11 +96,27 @@ class Visualization:
         """``float64 [N]``: running maximum of :attr:`trace`."""
         return np.maximum.accumulate(self.trace) if len(self.trace) else self.trace
 
-    def activation(self, images: torch.Tensor) -> np.ndarray:
-        """The objective's values ``float64 [k]`` (as :attr:`best_value`) of images ``[k, C, H, W]``
-        (e.g. edited best images)."""
+    def activation(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
+        """The objective's values ``float64 [k]`` (as :attr:`best_value`) of images ``[k, C, H, W]``, or of one
+        image ``[C, H, W]`` such as :attr:`best_image` (e.g. edited best images), in the generator's output
+        space (float; a numpy array is taken too).
+
+        Raises:
+            ConfigError: images of another shape than the generator's ``[C, H, W]``, or integer (e.g. uint8
+                display) images.
+        """
+        x = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
+        want = tuple(self.result.best_image.shape)
+        if tuple(x.shape) == want:
+            x = x[None]                  # one image, as best_image is
+        if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:
+            raise ConfigError(f"activation takes images [k, {', '.join(map(str, want))}] or one image "
+                              f"[{', '.join(map(str, want))}] (as best_image), got shape {list(x.shape)}")
+        if not x.is_floating_point():
+            raise ConfigError(f"activation takes images in the generator's output space (floats, as best_image), "
+                              f"got {x.dtype} (a display image such as res.image is uint8)")
         with torch.no_grad():
-            a = self.objective.activations(images.to(self.objective.device)).double().cpu().numpy()
+            a = self.objective.activations(x.to(self.objective.device)).double().cpu().numpy()
         return self.objective.reported(a)
 
     @property
@@ -261,6 +277,16 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
     if isinstance(model, torch.nn.Module) and device is None:
         device = module_device(model)
     dev = torch.device(device or "cpu")
+    if spiking:     # extra keywords go to the target: a typo of maximize's own keyword is named as such
+        import inspect
+
+        own = [k for k in inspect.signature(maximize_model).parameters if k not in ("model", "objective", "spiking")]
+        takes = [k for k in registry.describe_params(registry.get("target", "model"))
+                 if k not in ("model", "objective", *own)]
+        for key in spiking:
+            if key not in takes:
+                raise ConfigError(f"unknown keyword {key!r} of mango.maximize; {choices_hint(key, own + takes)} "
+                                  f"({', '.join(takes)}: the target's)")
     tparams = {**(target_params or {}), **spiking}
     if "objective" in tparams or "model" in tparams:
         raise ConfigError("pass the model and objective as maximize's first two arguments, not in target_params")

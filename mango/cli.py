@@ -25,6 +25,7 @@ from .interrupt import SigtermAsInterrupt, Standing, Terminated, say_stopped
 from .loop import build_optimizer
 from .optimizers import DEFAULT_OPTIMIZER
 from .registry import describe_params
+from .results import finished_result
 from .rig import run as rig_run
 from .rig import simulator
 from .watch import add_watch_option, serve_option
@@ -73,7 +74,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 budget=cfg.budget, params=dict(cfg.optimizer.params))
     if out is not None:
         serve_option(args.watch, out)
-    bar = Progress(cfg.budget) if not args.quiet else None
+    stored = out is not None and finished_result(out) is not None    # a finished run there: no bar
+    bar = Progress(cfg.budget) if not (args.quiet or stored) else None
     standing = Standing()
     try:
         res = run_config(cfg, out, callbacks=[standing, bar] if bar else [standing], objective=objective,
@@ -86,6 +88,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if bar:
             bar.close()
+    if stored:      # as mango.maximize says it: the summary is the stored run's, nothing was evaluated
+        print(f"mango run: {out} holds a finished run of these settings: its stored result (nothing was "
+              "evaluated; use another --out to search again)", file=sys.stderr, flush=True)
     print_rows(report.run_summary_rows(res, out))
     return 0
 

@@ -139,6 +139,24 @@ def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix or "(value)"]
 
 
+def _shown(old: Any, new: Any, key: str) -> str:
+    """``key`` with its recorded and asked values when both are short scalars (``"budget 300 -> 500"``)."""
+    def at(d: Any) -> Any:
+        for part in key.split("."):
+            if not isinstance(d, dict) or part not in d:
+                return _MISSING
+            d = d[part]
+        return d
+    a, b = at(old), at(new)
+    plain = (int, float, str, bool, type(None))
+    if isinstance(a, plain) and isinstance(b, plain) and len(repr(a)) + len(repr(b)) <= 80:
+        return f"{key} {a!r} -> {b!r}"
+    return key
+
+
+_MISSING = object()
+
+
 def config_conflict(folder: str | Path, config: dict[str, Any]) -> list[str]:
     """The keys in which ``folder``'s recorded ``run.json`` differs from ``config`` when a run there would be
     refused for it (:meth:`Journal.open`: a folder with a recorded batch); ``[]`` when it would be taken.
@@ -243,8 +261,12 @@ class Journal:
                                                 "searched (another activation, pooling or layer)"),
                         ("objective.transform", "; the transform differs from the one the run used (or one of "
                                                 "the two calls has none)")) if key in keys)
+                    if "budget" in keys:
+                        why += ("; a run's budget cannot be changed in its folder (resume replays its asks, and "
+                                "some optimizers plan by the budget)")
                     raise ConfigError(
-                        f"run folder {folder} was started with another {what} (differs in: {', '.join(keys)}){why}; "
+                        f"run folder {folder} was started with another {what} (differs in: "
+                        f"{', '.join(_shown(old, cmp, k) for k in keys)}){why}; "
                         "use a new folder or the same settings to resume")
             else:
                 atomic_write(path, json.dumps(canon, indent=2, sort_keys=True).encode())

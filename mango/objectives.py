@@ -357,6 +357,10 @@ class _Parser:
             layer, u, pos = self.ref()
             self.take(")")
             return membrane(layer, u, pos)
+        nxt = self.peek()
+        if nxt is not None and nxt[0] == "op" and nxt[1] == "(":     # 'membrane(lif2:3)': a function call
+            raise self.error(f"unknown function {name!r}: the only function is mem(layer:unit), the membrane "
+                             "potential of a spiking unit (a plain 'layer:unit' is its activity)")
         self.i -= 1
         layer, u, pos = self.ref()
         if layer == "softmax":

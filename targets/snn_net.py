@@ -201,7 +201,9 @@ class SpikingNetTarget:
         the spiking ones are :attr:`spiking`. ``input_shape`` defaults to the one given at construction."""
         shape = input_shape or self.input_shape
         if shape is None:
-            raise ConfigError("layers() needs the per-sample input shape, e.g. (1, 16, 16)")
+            raise ConfigError("listing the layers needs the per-sample input shape: give input_shape= (on the "
+                              "command line --target-param input_shape=[1,16,16]), or call "
+                              "layers(input_shape=(1, 16, 16))")
         try:
             reset_states(self.net)
             rows = list_layers(self.net, shape)

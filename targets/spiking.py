@@ -88,7 +88,7 @@ from torch import nn
 from mango.devices import module_device
 from mango.errors import ConfigError, choices_hint
 
-from .units import UnitSpec, find_layer, list_layers
+from .units import UnitSpec, find_layer, list_layers, probe_input_shape
 
 __all__ = ["SpikingSequential", "SpikingTarget", "spiking_layer_names", "reset_states", "poisson_spikes",
            "image_seed", "reference_run", "graded_score", "plain_rate", "rate_from_score", "TIE_MAX",
@@ -429,7 +429,7 @@ class SpikingTarget:
                 log.info("fast SNN path off for %s: %s", type(net).__name__, why)
         self._checked = False
         if input_shape is not None:
-            self._check(torch.zeros((1, *[int(s) for s in input_shape]), device=self.device))
+            probe_input_shape(self._check, self.input_shape, net, self.device)
 
     @property
     def device(self) -> torch.device:
@@ -478,7 +478,9 @@ class SpikingTarget:
         by :func:`spiking_layer_names`; ``input_shape`` defaults to the one given at construction."""
         shape = input_shape or self.input_shape
         if shape is None:
-            raise ConfigError("layers() needs the per-sample input shape, e.g. (1, 16, 16)")
+            raise ConfigError("listing the layers needs the per-sample input shape: give input_shape= (on the "
+                              "command line --target-param input_shape=[1,16,16]), or call "
+                              "layers(input_shape=(1, 16, 16))")
         try:
             return list_layers(self.net, shape)
         finally:

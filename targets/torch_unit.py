@@ -31,7 +31,7 @@ from mango.objectives import ObjectiveExpr, Term, as_objective
 
 from .models import SCRIPT_HINT as _SCRIPT_HINT
 from .models import load_model, spiking_neuron_names
-from .units import OUTPUT, UnitSpec, find_layer, layer_names, list_layers, output_shapes
+from .units import OUTPUT, UnitSpec, find_layer, layer_names, list_layers, output_shapes, probe_input_shape
 
 __all__ = ["UnitTarget", "ObjectiveTarget", "torch_unit", "list_layers", "refuse_spiking"]
 
@@ -75,7 +75,9 @@ class _ModelTarget:
         ``input_shape`` defaults to the one given at construction."""
         shape = input_shape or self.input_shape
         if shape is None:
-            raise ConfigError("layers() needs the per-sample input shape, e.g. (1, 16, 16)")
+            raise ConfigError("listing the layers needs the per-sample input shape: give input_shape= (on the "
+                              "command line --target-param input_shape=[1,16,16]), or call "
+                              "layers(input_shape=(1, 16, 16))")
         return list_layers(self.model, shape)
 
     def _check_reads(self, example: torch.Tensor, reads: Sequence[tuple[str, UnitSpec]]) -> None:
@@ -130,7 +132,7 @@ class UnitTarget(_ModelTarget):
         self._checked = False
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
         if self.input_shape is not None:
-            self._check(torch.zeros((1, *self.input_shape), device=self.device))
+            probe_input_shape(self._check, self.input_shape, model, self.device)
 
     def describe(self) -> str:
         return f"{type(self.model).__name__}[{self.layer}].{self.spec.describe()}" + (
@@ -218,7 +220,7 @@ class ObjectiveTarget(_ModelTarget):
         self._checked = False
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
         if self.input_shape is not None:
-            self._check(torch.zeros((1, *self.input_shape), device=self.device))
+            probe_input_shape(self._check, self.input_shape, model, self.device)
 
     def describe(self) -> str:
         return f"{type(self.model).__name__}: {self.objective}"

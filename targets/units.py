@@ -13,7 +13,7 @@ Errors name the bad layer or unit and list the valid choices, nearest first.
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from mango.devices import module_device
-from mango.errors import ConfigError, choices_hint
+from mango.errors import ConfigError, MangoError, choices_hint
 
 __all__ = ["OUTPUT", "UnitSpec", "find_layer", "layer_names", "list_layers", "output_shapes"]
 
@@ -119,6 +119,25 @@ def list_layers(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str,
     if OUTPUT in shapes:
         out.append((OUTPUT, shapes[OUTPUT][1:]))
     return out
+
+
+def probe_input_shape(check: Callable[[torch.Tensor], None], shape: Sequence[int], model: nn.Module,
+                      device: torch.device | str) -> None:
+    """Run ``check`` on one zero image of the per-sample ``shape`` (``input_shape=``); an error of the model's
+    forward pass on it (a shape the model does not take) becomes one :class:`ConfigError` naming the shape.
+
+    Raises:
+        ConfigError: as above, or what ``check`` raises itself (a bad layer or unit).
+    """
+    try:
+        check(torch.zeros((1, *shape), device=device))
+    except MangoError:
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        first = (str(exc).splitlines() or [""])[0][:300]
+        raise ConfigError(f"input_shape {list(shape)} does not fit {type(model).__name__}: a zero image of that shape "
+                          f"fails in its forward pass ({type(exc).__name__}: {first}); give the per-sample shape the "
+                          "model takes, channels first (e.g. [1, 16, 16])") from None
 
 
 def _index(v: Any) -> int | None:
