@@ -115,6 +115,7 @@ class Visualization:
         if not x.is_floating_point():
             raise ConfigError(f"activation takes images in the generator's output space (floats, as best_image), "
                               f"got {x.dtype} (a display image such as res.image is uint8)")
+        x = x.to(self.result.best_image.dtype)   # an edited float64 numpy image: the model's float32
         with torch.no_grad():
             a = self.objective.activations(x.to(self.objective.device)).double().cpu().numpy()
         return self.objective.reported(a)
@@ -163,7 +164,9 @@ class Visualization:
     def __repr__(self) -> str:   # the dataclass repr would print every array of the result in full
         r = self.result
         img = "" if r.best_image is None else f", best_image {list(r.best_image.shape)}"
-        return (f"Visualization({str(self.expr)!r}: best score {r._headline()}{img}; "
+        T = getattr(getattr(self.objective, "target", None), "T", None)     # a spiking net's time steps
+        steps = f" over T={T} steps" if isinstance(T, int) and not isinstance(T, bool) else ""
+        return (f"Visualization({str(self.expr)!r}{steps}: best score {r._headline()}{img}; "
                 f"best_value, trace, best_so_far, image, show(), save(folder))")
 
     def _repr_html_(self) -> str:

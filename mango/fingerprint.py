@@ -22,8 +22,9 @@ Two more marks, so that a folder is not resumed for a different computation with
 
 A function is identified by its qualified name, its code (bytecode, constants and names, nested code
 included), its defaults and the values it closes over: numbers, strings, tuples, tensors and arrays by
-value, anything else (a list used as a counter, an object) by its type only, so a transform's own state
-does not change its mark. A bound method adds its object's type and weights; an ``nn.Module`` is marked
+value, anything else (a list used as a counter, an object) and any variable the function assigns itself
+(``nonlocal n; n += 1``) by its type only, so a transform's own state does not change its mark. The code
+is Python's bytecode: a resume under another Python version sees another transform. A bound method adds its object's type and weights; an ``nn.Module`` is marked
 by its structure and weights; any other callable by its type and its repr without memory addresses. A
 changed *global* a function reads, or a change inside a module's ``forward`` that its repr does not
 show, is not seen.
@@ -150,6 +151,17 @@ def _feed_code(h: Any, code: types.CodeType, depth: int = 0) -> None:
         _feed_value(h, c, depth)
 
 
+def _stored_free(code: types.CodeType) -> set[str]:
+    """Names a function (or a function nested in it) assigns with ``nonlocal``: its own state (a counter)."""
+    import dis
+
+    out = {i.argval for i in dis.get_instructions(code) if i.opname == "STORE_DEREF"}
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            out |= _stored_free(c)
+    return out
+
+
 def _feed_function(h: Any, fn: types.FunctionType, depth: int = 0) -> None:
     h.update(f"function:{fn.__module__}.{fn.__qualname__};".encode())
     _feed_code(h, fn.__code__, depth)
@@ -158,11 +170,17 @@ def _feed_function(h: Any, fn: types.FunctionType, depth: int = 0) -> None:
     for k, v in sorted((fn.__kwdefaults__ or {}).items()):
         h.update(k.encode())
         _feed_value(h, v, depth)
-    for cell in (fn.__closure__ or ()):
+    state = _stored_free(fn.__code__)
+    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
         try:
-            _feed_value(h, cell.cell_contents, depth)
+            v = cell.cell_contents
         except ValueError:              # an empty cell
             h.update(b"cell:empty;")
+            continue
+        if name in state:               # written by the function itself (nonlocal): its state, by type only
+            h.update(f"state:{type(v).__module__}.{type(v).__qualname__};".encode())
+        else:
+            _feed_value(h, v, depth)
 
 
 def transform_fingerprint(fn: Any) -> str | None:

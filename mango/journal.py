@@ -175,18 +175,24 @@ def config_conflict(folder: str | Path, config: dict[str, Any]) -> list[str]:
 
 #: fingerprints of the objective added after folders were first recorded (:mod:`mango.fingerprint`): a folder
 #: without one (or with None: weights not readable then, e.g. a lazy module before its first forward pass)
-#: is compared without it. ``transform`` is not among them: a folder recorded without it is refused for a
-#: call with a transform, since it cannot tell whether the same one was used.
+#: is compared without it. ``transform`` is recorded since ``structure`` is: a folder recorded with a structure
+#: mark but no transform mark ran without a transform, and is refused for a call with one; a folder older
+#: than both marks is compared without them (it cannot tell which transform it ran with).
 _LATER_MARKS = ("weights", "structure")
 
 
 def _unmarked(old: Any, new: Any) -> list[str]:
     """The keys of :data:`_LATER_MARKS` that the identity ``old`` lacks (or holds as None) while ``new`` has
-    them: such a folder is compared without them."""
+    them, and ``transform`` when ``old`` predates the structure mark too: such a folder is compared without
+    them."""
     if not (isinstance(old, dict) and isinstance(old.get("objective"), dict)
             and isinstance(new.get("objective"), dict)):
         return []
-    return [k for k in _LATER_MARKS if old["objective"].get(k) is None and k in new["objective"]]
+    o, n = old["objective"], new["objective"]
+    out = [k for k in _LATER_MARKS if o.get(k) is None and k in n]
+    if "structure" not in o and "transform" not in o and "transform" in n:
+        out.append("transform")
+    return out
 
 
 class Journal:

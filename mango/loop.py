@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -372,8 +371,8 @@ def _finish_folder(folder: Path, result: Any, stored: dict[str, Any] | None) -> 
     restore = getattr(result, "restore_missing", None)
     written = restore(folder) if callable(restore) else []
     if written:     # deleted by hand: the replayed journal gives them back (result.json stays as it was)
-        print(f"{folder}: {' and '.join(written)} {'was' if len(written) == 1 else 'were'} missing; written again "
-              "from the journal", file=sys.stderr, flush=True)
+        log.warning("%s: %s %s missing; written again from the journal", folder, " and ".join(written),
+                    "was" if len(written) == 1 else "were")
 
 
 def run_identity(optimizer: Optimizer, policy: Any) -> dict[str, Any]:

@@ -327,7 +327,9 @@ class Objective(BaseObjective):
                    structure=self._structure, device=str(self.device), batch_size=self.batch_size,
                    noisy=self.noisy)
         if self.transform is not None:
-            out["transform"] = transform_fingerprint(self.transform)
+            if getattr(self, "_transform_mark", (None, None))[0] is not self.transform:   # once per transform
+                self._transform_mark = (self.transform, transform_fingerprint(self.transform))
+            out["transform"] = self._transform_mark[1]
         return out
 
 

@@ -18,6 +18,7 @@ single source of a component's name: :func:`create` sets it as an optimizer's
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -156,7 +157,8 @@ def _check_scalar(kind: str, name: str, key: str, value: Any, param: inspect.Par
     ann = param.annotation
     ann = ann if isinstance(ann, str) else getattr(ann, "__name__", "") or str(ann)
     alts = _alternatives(ann) if ann and ann != "_empty" else set()
-    if isinstance(value, Real) and not isinstance(value, (bool, np.bool_)) and not math.isfinite(float(value)):
+    if (isinstance(value, Real) and not isinstance(value, (bool, np.bool_, Integral))   # a huge int: float() overflows
+            and not math.isfinite(float(value))):
         d = param.default
         if not (isinstance(d, Real) and not isinstance(d, bool) and math.isinf(float(d)) and float(value) == float(d)):
             raise ConfigError(f"{kind} {name!r} parameter {key} must be a finite number, got {float(value)!r}")
@@ -167,7 +169,10 @@ def _check_scalar(kind: str, name: str, key: str, value: Any, param: inspect.Par
         return      # a sequence, a module, Any: checked by the factory itself
     ok = {"int": lambda v: isinstance(v, Integral) and not is_bool,
           "float": lambda v: isinstance(v, Real) and not is_bool,
-          "bool": lambda v: is_bool, "str": lambda v: isinstance(v, str), "None": lambda v: v is None}
+          "bool": lambda v: is_bool, "None": lambda v: v is None,
+          # a path or a torch.device where a name is annotated: the loaders behind take them
+          "str": lambda v: isinstance(v, (str, os.PathLike)) or (type(v).__module__ == "torch"
+                                                                  and type(v).__name__ == "device")}
     if not any(ok[a](value) for a in alts):     # worded as a config file's value is refused (mango.config)
         raise ConfigError(f"{kind} {name!r} parameter {key} must be {ann.strip()}, got {value!r} "
                           f"({type(value).__name__})")

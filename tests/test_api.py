@@ -236,7 +236,8 @@ def test_one_liner_tutorial_snn_equals_direct_forward(nets):
         assert torch.equal(tgt(x), tgt(x)) and torch.equal(tgt(x[2:3]), tgt(x)[2:3])
     # printing the result gives one readable line (the dataclass repr printed every array in full)
     first = int(np.argmax(vis.result.values >= vis.best_score)) + 1
-    assert repr(vis) == (f"Visualization('lif2:3': best score {vis.best_score:.6g} (rate {vis.best_value:.6g}) at "
+    assert repr(vis) == (f"Visualization('lif2:3' over T={nets.num_steps} steps: best score {vis.best_score:.6g} "
+                         f"(rate {vis.best_value:.6g}) at "
                          f"query {first} of 40, optimizer 'random', seed 0, {vis.result.seconds:.1f} s, "
                          f"best_image [1, 16, 16]; best_value, trace, best_so_far, image, show(), save(folder))")
     assert repr(vis.result).startswith(f"Result(best_value {vis.best_score:.6g} (rate ") and "array" not in repr(vis.result)

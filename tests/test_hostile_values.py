@@ -135,7 +135,28 @@ def test_compare_refuses_zero_workers_before_its_bar(tmp_path, capsys):
     assert not any((tmp_path / "out").rglob("*.json"))                     # nothing of the grid was written
 
 
-def test_a_deleted_history_of_a_finished_run_is_written_again(tmp_path, capsys):
+def test_paths_devices_and_huge_integers_pass_the_type_check():
+    """A review found the scalar check refusing a pathlib.Path for a ``str | None`` weights path and a
+    torch.device for ``device: str`` (the loaders take both), and float(10**400) overflowing in it."""
+    import inspect
+    from pathlib import Path
+
+    import torch
+
+    from mango.registry import _check_scalar
+
+    def f(weights: str | None = None, device: str = "cpu", k: int = 1):
+        return weights, device, k
+
+    sig = inspect.signature(f)
+    _check_scalar("generator", "f", "weights", Path("w.pt"), sig.parameters["weights"])
+    _check_scalar("generator", "f", "device", torch.device("cpu"), sig.parameters["device"])
+    _check_scalar("optimizer", "f", "k", 10 ** 400, sig.parameters["k"])
+    with pytest.raises(ConfigError, match=r"parameter weights must be str \| None, got 3"):
+        _check_scalar("generator", "f", "weights", 3, sig.parameters["weights"])
+
+
+def test_a_deleted_history_of_a_finished_run_is_written_again(tmp_path, capsys, caplog):
     from mango.cli import main
 
     args = ["run", "--problem", "separable", "--problem-param", "d=4", "--problem-param", "n=8", "--budget", "20",
@@ -144,9 +165,9 @@ def test_a_deleted_history_of_a_finished_run_is_written_again(tmp_path, capsys):
     before = dict(np.load(tmp_path / "r" / "history.npz"))
     stored = (tmp_path / "r" / "result.json").read_bytes()
     (tmp_path / "r" / "history.npz").unlink()
-    capsys.readouterr()
-    assert main(args) == 0
-    assert "history.npz was missing; written again from the journal" in capsys.readouterr().err
+    with caplog.at_level("WARNING", logger="mango.loop"):
+        assert main(args) == 0
+    assert any("history.npz was missing; written again from the journal" in r.getMessage() for r in caplog.records)
     after = dict(np.load(tmp_path / "r" / "history.npz"))
     assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
     assert (tmp_path / "r" / "result.json").read_bytes() == stored          # the stored result is left as it was

@@ -121,6 +121,33 @@ def test_a_rerun_with_other_layers_or_another_transform_is_refused(tmp_path, cap
         _run(model, tmp_path / "t")                                        # none at all
 
 
+def test_a_transform_with_its_own_counter_resumes_and_an_older_folder_with_a_transform_too(tmp_path):
+    """A review found two wrong refusals: a transform that counts its calls (``nonlocal n; n += 1``) changed its
+    own mark by running, and a folder recorded before the transform mark existed was refused for a call with
+    its own transform."""
+    def counting():
+        n = 0
+
+        def transform(x):
+            nonlocal n
+            n += len(x)
+            return x
+        return transform
+
+    model = _cnn()
+    t = counting()
+    first = _run(model, tmp_path / "c", transform=t, budget=100, batch_size=50)
+    again = _run(model, tmp_path / "c", transform=t, budget=100, batch_size=50)    # t has run: n is not 0
+    assert np.array_equal(again.trace, first.trace)
+    path = tmp_path / "c" / "identity.json"
+    ident = json.loads(path.read_text())
+    for key in ("structure", "transform"):                                  # as the version before the marks
+        del ident["objective"][key]
+    path.write_text(json.dumps(ident))
+    assert np.array_equal(_run(model, tmp_path / "c", transform=counting(), budget=100, batch_size=50).trace,
+                          first.trace)
+
+
 def _interrupting(at: tuple[int, ...]):
     """A transform that sends this process SIGINT when the images seen so far reach a count in ``at``.
 

@@ -95,7 +95,7 @@ def test_adaptive_window_shifts_to_the_kind_of_point_move_that_pays_and_resumes_
 
 @pytest.mark.parametrize("params, msg", [({"window": -0.1}, r"window must be in \[0, 1\], got -0.1"),
                                          ({"window": 1.5}, r"window must be in \[0, 1\], got 1.5"),
-                                         ({"adapt_window": "false"}, "adapt_window must be true or false, got 'false'")])
+                                         ({"adapt_window": "false"}, "adapt_window must be bool, got 'false'")])
 def test_bad_window_names_the_value(params, msg):
     with pytest.raises(ConfigError, match=msg):
         make_optimizer("elite", SPACE, params=params)

@@ -127,7 +127,7 @@ class ZmqRigClient:
         self._sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_bytes)
         # a DEALER blocks in send while it has no connected peer, e.g. after libzmq dropped the rig's connection
         # for a message over MAXMSGSIZE (and did not connect again): the send may wait one timeout, not forever
-        self._sock.setsockopt(zmq.SNDTIMEO, int(min(self.timeout, MAX_SEND_WAIT) * 1000))
+        self._sock.setsockopt(zmq.SNDTIMEO, max(1, int(min(self.timeout, MAX_SEND_WAIT) * 1000)))   # 0: no wait
         self._sock.connect(self.address)
 
     def _reopen(self) -> None:
@@ -256,7 +256,8 @@ class ZmqRigClient:
                 unsent = False
             except zmq.Again:
                 unsent = True
-                why = (f"could not send the block within {self.timeout:.3g} s: no connection to the rig (not "
+                why = (f"could not send the block within {min(self.timeout, MAX_SEND_WAIT):.3g} s: no connection "
+                       f"to the rig (not "
                        f"running, or it sent a message over the {self.limits.max_bytes / 2 ** 20:.3g} MiB limit, "
                        "which closes the connection)")
                 failures.append(f"attempt {attempt}: {why}")
