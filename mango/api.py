@@ -367,10 +367,11 @@ def _serve_watch(value: str, run_dir: str | Path) -> str:
         port = urlsplit(old).port   # the port it had (a free one when the asked one was taken): kept
         if port and port != key[1]:
             try:
-                url = live.serve_option(f"[{key[0]}]:{port}" if ":" in key[0] else f"{key[0]}:{port}", run_dir)
+                url = live.serve_option(f"[{key[0]}]:{port}" if ":" in key[0] else f"{key[0]}:{port}", run_dir,
+                                        command=False)
             except ConfigError:     # taken in the meantime: the asked address, as for a first call
                 url = None
-    url = url or live.serve_option(value, run_dir)
+    url = url or live.serve_option(value, run_dir, command=False)
     assert url is not None
     _WATCHED[key] = url
     return url

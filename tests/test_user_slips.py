@@ -76,3 +76,16 @@ def test_a_rerun_of_a_finished_command_says_nothing_was_evaluated(tmp_path, caps
 def test_layers_without_an_input_shape_names_the_flag(capsys):
     assert main(["layers", "torch-unit", "--target-param", "model=targets.digits:build_digits_cnn"]) == 2
     assert "--target-param input_shape=[1,16,16]" in capsys.readouterr().err
+
+
+def test_a_commands_live_view_says_it_ends_with_the_command(tmp_path, capsys):
+    """The page of a short `mango run --watch` was gone within seconds, with nothing saying so."""
+    from mango.watch import stop
+
+    args = ["run", "--problem", "separable", "--problem-param", "d=4", "--problem-param", "n=8", "--budget", "20",
+            "--optimizer", "random", "-q", "--out", str(tmp_path / "r"), "--watch", "127.0.0.1:0"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if x.startswith("live view: "))
+    stop(line.split()[2])
+    assert f"(served while this command runs; `mango watch {tmp_path / 'r'}` shows the folder afterwards)" in line

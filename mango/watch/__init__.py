@@ -25,6 +25,7 @@ import os
 import secrets
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 __all__ = ["serve", "stop", "add_arguments", "main", "add_watch_option", "serve_option", "parse_watch",
@@ -105,10 +106,12 @@ def add_watch_option(p: argparse.ArgumentParser) -> None:
                         "keeps showing it after the run")
 
 
-def serve_option(value: str | None, folder: str | os.PathLike, token: str | None = None) -> str | None:
+def serve_option(value: str | None, folder: str | os.PathLike, token: str | None = None,
+                 command: bool = True) -> str | None:
     """Start the live view a ``--watch`` value asks for (None: not asked); prints and returns the URL.
 
-    The token defaults to ``$MANGO_WATCH_TOKEN``. The server is a daemon thread: it ends with the command.
+    The token defaults to ``$MANGO_WATCH_TOKEN``. The server is a daemon thread: it ends with the command
+    (``command=True``: the printed line says so, and how to keep showing the folder afterwards).
     """
     if value is None:
         return None
@@ -116,7 +119,9 @@ def serve_option(value: str | None, folder: str | os.PathLike, token: str | None
     token = token if token is not None else os.environ.get("MANGO_WATCH_TOKEN")
     srv = _start(folder, host, port, token, render=True)
     _register(srv)
-    print(f"live view: {srv.url}", file=sys.stderr, flush=True)
+    after = (f" (served while this command runs; `mango watch {folder}` shows the folder afterwards)"
+             if command else "")
+    print(f"live view: {srv.url}{after}", file=sys.stderr, flush=True)
     return srv.url
 
 
@@ -184,6 +189,9 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port must be in 0..65535, got {port}")
     srv = _start(args.folder, args.host, port, token, render=not args.no_render)
     print(f"watching {args.folder}: {srv.url}", flush=True)
+    if not Path(args.folder).exists():      # a typo, or a run not started yet: the page waits for it
+        print(f"({args.folder} does not exist yet: the page waits for a run to write it; check the path if "
+              "none is starting)", file=sys.stderr, flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         import socket
 
