@@ -89,3 +89,31 @@ def test_a_commands_live_view_says_it_ends_with_the_command(tmp_path, capsys):
     line = next(x for x in err.splitlines() if x.startswith("live view: "))
     stop(line.split()[2])
     assert f"(served while this command runs; `mango watch {tmp_path / 'r'}` shows the folder afterwards)" in line
+
+
+def test_serving_the_live_view_leaves_the_users_log_handlers_open(tmp_path):
+    """uvicorn's default logging set-up (dictConfig) closed every log handler of the process: a notebook's
+    log file, or jax's absl handler, which then closed the stream it held (pytest's own capture, in one
+    order of the tests). The server now leaves logging alone."""
+    import logging
+
+    from mango.watch import serve_option, stop
+
+    class Watched(logging.Handler):
+        closed = False
+
+        def emit(self, record):
+            pass
+
+        def close(self):
+            Watched.closed = True
+            super().close()
+
+    h = Watched()
+    logging.getLogger("a_users_logger").addHandler(h)
+    try:
+        url = serve_option("127.0.0.1:0", tmp_path, command=False)
+        stop(url)
+        assert not Watched.closed
+    finally:
+        logging.getLogger("a_users_logger").removeHandler(h)

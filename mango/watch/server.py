@@ -340,8 +340,10 @@ def start(folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, tok
     stopping = threading.Event()
     app = create_app(folder, token=token, loopback_only=is_loopback(host), interval=interval, stopping=stopping,
                      render=render)
+    # log_config=None: uvicorn's default runs logging.config.dictConfig, which closes every handler already
+    # installed in the process (a notebook user's log file; jax's absl handler closed the stream it held)
     config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                            timeout_graceful_shutdown=2)
+                            timeout_graceful_shutdown=2, log_config=None)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="mango-watch", daemon=True)
     thread.start()
