@@ -159,7 +159,8 @@ _MISSING = object()
 
 def config_conflict(folder: str | Path, config: dict[str, Any]) -> list[str]:
     """The keys in which ``folder``'s recorded ``run.json`` differs from ``config`` when a run there would be
-    refused for it (:meth:`Journal.open`: a folder with a recorded batch); ``[]`` when it would be taken.
+    refused for it (:meth:`Journal.open`: a folder with a recorded batch), each with its recorded and asked
+    values when they are short (``"budget 20 -> 40"``); ``[]`` when it would be taken.
     Reads only (a grid checks every run this way before it writes anything)."""
     folder = Path(folder)
     path = folder / "run.json"
@@ -170,7 +171,7 @@ def config_conflict(folder: str | Path, config: dict[str, Any]) -> list[str]:
     except (OSError, ValueError):
         return []           # Journal.open names an unreadable run.json itself
     canon = json.loads(json.dumps(config, default=str))
-    return [] if old == canon else _diff_keys(old, canon)
+    return [] if old == canon else [_shown(old, canon, k) for k in _diff_keys(old, canon)]
 
 
 #: fingerprints of the objective added after folders were first recorded (:mod:`mango.fingerprint`): a folder

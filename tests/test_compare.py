@@ -231,6 +231,6 @@ def test_a_grid_rerun_with_other_settings_leaves_the_folder_as_it_was(tmp_path):
     out = tmp_path / "g"
     run_compare(TINY, out, workers=1)
     before = (out / "compare.json").read_bytes()
-    with pytest.raises(ConfigError, match=r"was started with another config \(differs in: budget\).*use a new output"):
+    with pytest.raises(ConfigError, match=r"was started with another config \(differs in: budget \d+ -> \d+\).*use a new output"):
         run_compare({**TINY, "budget": 80}, out, workers=1)
     assert (out / "compare.json").read_bytes() == before
