@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import zmq
 
 from mango import registry
 from mango.rig.closedloop import PresentationLog, stimulus_images
@@ -109,3 +110,30 @@ def log_check(run_dir: Path, budget: int) -> PresentationLog:
     assert blocks == list(range(len(blocks)))
     assert sum(len(plog.responses[b]["image_ids"]) for b in blocks) == budget
     return plog
+
+
+@contextmanager
+def fake_router(answer):
+    """A bare ZeroMQ ROUTER in a thread (no mango-rig server): ``answer(frames) -> frames`` to send back."""
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(addr)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            if sock.poll(20, zmq.POLLIN):
+                peer, *frames = sock.recv_multipart()
+                sock.send_multipart([peer] + answer(frames))
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    try:
+        yield addr
+    finally:
+        stop.set()
+        th.join(5)
+        sock.close(0)
+        ctx.term()

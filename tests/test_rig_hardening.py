@@ -18,7 +18,7 @@ from mango.rig import make_client
 from mango.rig.protocol import (Block, Limits, ProtocolError, Reply, RigError, decode_reply, encode_block,
                                 encode_reply, peek_header)
 
-from _rig_helpers import free_port, generator, neurons, scripted_rig, sim_thread
+from _rig_helpers import fake_router, free_port, generator, neurons, scripted_rig, sim_thread
 
 TOKEN = "s3cret"
 
@@ -326,25 +326,9 @@ def test_a_reply_over_the_size_limit_ends_in_a_rig_error_not_a_hang():
 
     from mango.rig.zmq_transport import ZmqRigClient
 
-    port = free_port()
-    addr = f"tcp://127.0.0.1:{port}"
-    ctx = zmq.Context()
-    router = ctx.socket(zmq.ROUTER)
-    router.setsockopt(zmq.LINGER, 0)
-    router.bind(addr)
-    stop = threading.Event()
-
-    def rig():                       # answers every message with 64 KiB of junk
-        while not stop.is_set():
-            if router.poll(50, zmq.POLLIN):
-                peer = router.recv_multipart()[0]
-                router.send_multipart([peer, b"x" * 65536])
-
-    server = threading.Thread(target=rig, daemon=True)
-    server.start()
     out: dict = {}
 
-    def run():
+    def run(addr):
         cl = ZmqRigClient(addr, timeout=0.5, retries=2, backoff=0.01, limits=Limits(max_bytes=16384))
         try:
             cl.present(_block())
@@ -353,16 +337,11 @@ def test_a_reply_over_the_size_limit_ends_in_a_rig_error_not_a_hang():
         finally:
             cl.close()
 
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(30)
-    stop.set()
-    server.join(5)
-    alive = t.is_alive()
-    router.close(0)
-    if not alive:
-        ctx.term()
-    assert not alive, "present() hung after a reply over the size limit"
+    with fake_router(lambda frames: [b"x" * 65536]) as addr:   # answers every message with 64 KiB of junk
+        t = threading.Thread(target=run, args=(addr,), daemon=True)
+        t.start()
+        t.join(30)
+        assert not t.is_alive(), "present() hung after a reply over the size limit"
     assert "gave no valid reply to block 7 after 3 attempts" in out["error"]
     assert "could not send the block" in out["error"] and "MiB" in out["error"]
 

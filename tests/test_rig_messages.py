@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -28,39 +26,12 @@ from mango.rig.closedloop import closed_loop
 from mango.rig.protocol import Block, Reply, RigError
 from mango.rig.zmq_transport import ZmqRigClient, ZmqRigServer, check_address
 
-from _rig_helpers import free_port, generator
+from _rig_helpers import fake_router, free_port, generator
 
 
 def _block(n=2, repeats=1, bid=0):
     imgs = np.zeros((n, 8, 8, 1), dtype=np.uint8)
     return Block(bid, np.arange(n), imgs, repeats, np.repeat(np.arange(n), repeats))
-
-
-@contextmanager
-def _fake_router(answer):
-    """A bare ZeroMQ ROUTER in a thread (no mango-rig server): ``answer(frames) -> frames`` to send back."""
-    addr = f"tcp://127.0.0.1:{free_port()}"
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.ROUTER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.bind(addr)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            if sock.poll(20, zmq.POLLIN):
-                peer, *frames = sock.recv_multipart()
-                sock.send_multipart([peer] + answer(frames))
-
-    th = threading.Thread(target=serve, daemon=True)
-    th.start()
-    try:
-        yield addr
-    finally:
-        stop.set()
-        th.join(5)
-        sock.close(0)
-        ctx.term()
 
 
 def _failure(addr) -> str:
@@ -77,7 +48,7 @@ def _failure(addr) -> str:
     (lambda frames: list(frames), "unexpected type", "an echo of the request"),
 ], ids=["bad-bytes", "json-list", "echo"])
 def test_garbage_replies_are_counted_and_named_in_each_attempt(answer, kind, detail):
-    with _fake_router(answer) as addr:
+    with fake_router(answer) as addr:
         msg = _failure(addr)
     for attempt in (0, 1):
         assert f"attempt {attempt}: 1 reply ignored ({kind}: " in msg, msg
@@ -86,7 +57,7 @@ def test_garbage_replies_are_counted_and_named_in_each_attempt(answer, kind, det
 
 
 def test_a_silent_rig_still_says_no_reply():
-    with _fake_router(lambda frames: []) as addr:   # answers nothing (an empty multipart is not sent)
+    with fake_router(lambda frames: []) as addr:   # answers nothing (an empty multipart is not sent)
         pass
     msg = _failure(addr)                              # nobody listens any more
     assert "attempt 0: no reply within 0.25 s" in msg and "ignored" not in msg and "Start or fix the rig" in msg
@@ -99,7 +70,7 @@ def test_an_invalid_reply_is_the_failure_not_one_more_ignored_reply():
                "image_ids": [0], "shape": [1, 1], "dtype": "float64", "nonce": head["nonce"]}
         return [json.dumps(out).encode(), np.zeros(1).tobytes()]    # 1 presentation of 2
 
-    with _fake_router(answer) as addr:
+    with fake_router(answer) as addr:
         msg = _failure(addr)
     assert "attempt 0: invalid reply: " in msg and "ignored" not in msg, msg
 
