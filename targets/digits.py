@@ -105,9 +105,11 @@ def snn_digits(layer: str = "spiking_out", unit: int | list[int] = 0, position: 
     [32,4,4], spiking2 [64], spiking_out [10].
     """
     net = load_weights(build_digits_snn(), weights or WEIGHTS_DIR / SNN_FILE, "mango.targets.train_snn")
-    return SpikingTarget(net.to(device), layer=layer, unit=unit, position=position, T=T, readout=readout,
-                         tie_break=tie_break, encoding=encoding, seed=seed, fast=fast, backend=backend,
-                         input_shape=INPUT_SHAPE)
+    target = SpikingTarget(net.to(device), layer=layer, unit=unit, position=position, T=T, readout=readout,
+                           tie_break=tie_break, encoding=encoding, seed=seed, fast=fast, backend=backend,
+                           input_shape=INPUT_SHAPE)
+    target.net.num_steps = target.T     # the steps it runs with: mango.maximize(target.net, ...) takes them too
+    return target
 
 
 def cnn_digits(layer: str | None = None, unit: int | list[int] = 0, position: list[int] | None = None,

@@ -102,5 +102,7 @@ def snn_cifar10(weights: str | None = None, layer: str = "final_spiking", unit: 
     Takes normalised CIFAR-10 images ``[k, 3, 32, 32]`` (see module docstring).
     """
     net = load_paper_snn(weights, device)
-    return SpikingTarget(net, layer=layer, unit=unit, position=position, T=T, readout=readout,
-                         tie_break=tie_break, fast=fast, backend=backend, input_shape=(3, 32, 32))
+    target = SpikingTarget(net, layer=layer, unit=unit, position=position, T=T, readout=readout,
+                           tie_break=tie_break, fast=fast, backend=backend, input_shape=(3, 32, 32))
+    target.net.num_steps = target.T     # the steps it runs with: mango.maximize(target.net, ...) takes them too
+    return target

@@ -5,7 +5,9 @@ Two ways of writing an snnTorch net are found in the wild, and both are accepted
 * a **step module** (snnTorch tutorial 6 style, :class:`~mango.targets.spiking.SpikingSequential`,
   an ``nn.Sequential`` of layers and ``init_hidden=True`` neurons): ``net(x)`` runs *one*
   time step and the neurons keep their state between calls. The target resets every
-  neuron, presents the image for ``T`` steps (default 32) and reads each unit's firing
+  neuron, presents the image for ``T`` steps (default: the net's own ``num_steps`` attribute
+  when it has a positive integer one, as the embedded nets do with the ``T`` they were trained
+  with; else 32) and reads each unit's firing
   rate (exact fast path :class:`~mango.targets.snn_fast.FastSNN` where the net allows);
 * a **time-looping net** (snnTorch tutorial 5 style): ``forward`` loops over
   ``num_steps`` itself (``mem = self.lif.init_leaky()``, then ``for step in range(num_steps)``)
@@ -266,7 +268,9 @@ class SpikingNetTarget:
         n = counts.pop()
         if n == 1:
             self.mode = "step"
-            self.T = self.T_requested or DEFAULT_T
+            own = getattr(self.net, "num_steps", None)      # the steps the net declares (it was trained with)
+            own = own if isinstance(own, int) and not isinstance(own, bool) and own > 0 else None
+            self.T = self.T_requested or own or DEFAULT_T
         else:
             self.mode = "loop"
             if self.T_requested not in (None, n):

@@ -117,3 +117,17 @@ def test_serving_the_live_view_leaves_the_users_log_handlers_open(tmp_path):
         assert not Watched.closed
     finally:
         logging.getLogger("a_users_logger").removeHandler(h)
+
+
+def test_an_embedded_spiking_net_runs_at_its_own_steps_unless_told_otherwise():
+    """The digits SNN was trained and is run by `snn-digits` at T=16, but `mango.maximize(target.net, ...)` ran it
+    at the generic default T=32 without a word. The net now carries num_steps, which a step module's T follows."""
+    target = mango.registry.create("target", "snn-digits", {"T": 16})
+    run = dict(generator="vqvae-digits", optimizer="random", budget=10, seed=0)
+    own = mango.maximize(target.net, "spiking_out:1", **run)
+    assert own.objective.target.T == 16 and "over T=16 steps" in repr(own)
+    assert np.array_equal(own.trace, mango.maximize(target.net, "spiking_out:1", T=16, **run).trace)
+    assert mango.maximize(target.net, "spiking_out:1", T=8, **run).objective.target.T == 8
+    plain = mango.registry.create("target", "snn-digits").net
+    del plain.num_steps                                                    # a user's step module without it
+    assert mango.maximize(plain, "spiking_out:1", **run).objective.target.T == 32
