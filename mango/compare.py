@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -386,7 +387,10 @@ def _backend(cfg: dict[str, Any], workers: int | None, ray: dict[str, Any] | boo
     """
     workers = positive_int(workers if workers is not None else cfg.get("workers", 2), "workers")
     total = cfg.get("budget")
-    for b in cfg.get("budgets") or []:
+    budgets = cfg.get("budgets")
+    if budgets is not None and not isinstance(budgets, list):     # a string was walked one character at a time
+        raise ConfigError(f"budgets must be a list of positive integers (e.g. [100, 300, 1000]), got {budgets!r}")
+    for b in budgets or []:
         positive_int(b, "every entry of budgets")
         if isinstance(total, int) and not isinstance(total, bool) and b > total:
             raise ConfigError(f"budgets entry {b} is above the runs' budget {total}: the report would show a value "
@@ -396,6 +400,9 @@ def _backend(cfg: dict[str, Any], workers: int | None, ray: dict[str, Any] | boo
         ray_cfg = {}
     if ray_cfg is not None and not isinstance(ray_cfg, dict):
         raise ConfigError(f"[ray] must be a table (e.g. address = \"auto\"), got {ray_cfg!r}")
+    unknown_keys = [k for k in (ray_cfg or {}) if k not in ("address", "num_cpus")]
+    if unknown_keys:            # before the output folder is made (was found only when the grid started)
+        raise ConfigError(f"unknown [ray] keys {unknown_keys}; valid keys: address, num_cpus")
     return workers, ray_cfg
 
 
@@ -433,6 +440,33 @@ def check_components(runs: Sequence[RunConfig]) -> None:
                 close()
 
 
+def _adopt_relabelled(runs: Sequence[RunSpec], out: Path) -> None:
+    """A unit's label, so its folder, carries a ``generator:`` prefix only while the grid has several generators:
+    adding a generator to a finished grid moved every unit to a new folder, and its finished runs were run
+    again (their old folders orphaned). A run whose folder does not exist, while the folder of its label with
+    (or without) that prefix holds a run of exactly its config, takes that folder over (renamed, with a
+    warning)."""
+    for spec in runs:
+        new = out / spec.folder
+        gen = spec.meta.get("generator")
+        if new.exists() or not gen:
+            continue
+        head, sep, rest = spec.unit.partition(":")
+        alts = [rest] if sep else []
+        alts.append(f"{gen}:{spec.unit}")
+        for alt in alts:
+            old = out / spec.folder.replace(f"runs/{slug(spec.unit)}/", f"runs/{slug(alt)}/", 1)
+            try:
+                recorded = json.loads((old / "run.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if recorded == json.loads(json.dumps(spec.run.to_dict(), default=str)):
+                new.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(old, new)
+                log.warning("%s holds this grid's run %r under its earlier label: moved to %s", old, spec.id, new)
+                break
+
+
 def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None,
                 ray: dict[str, Any] | bool | None = None,
                 progress: Callable[[RunSpec, str, Any], None] | None = None,
@@ -457,6 +491,7 @@ def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None
     runs = expand(cfg) if runs is None else runs
     workers, ray_cfg = _backend(cfg, workers, ray)
     out = Path(out)
+    _adopt_relabelled(runs, out)
     skipped, todo = [], []
     for spec in runs:
         folder = out / spec.folder
@@ -511,6 +546,10 @@ def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None
 def cmd_compare(args: argparse.Namespace) -> int:
     """``mango compare CONFIG``."""
     cfg = load_compare_config(args.config)
+    for key in ("out", "name"):     # `out = 5` ended in a TypeError from Path()
+        if key in cfg and not (isinstance(cfg[key], str) and cfg[key].strip()):
+            raise ConfigError(f"compare config key {key!r} must be a non-empty string"
+                              f"{' (an output folder)' if key == 'out' else ''}, got {cfg[key]!r}")
     out = check_out_dir(Path(args.out or cfg.get("out") or Path("runs") / slug(cfg.get("name", Path(args.config).stem))))
     if args.workers is not None:
         positive_int(args.workers, "--workers")

@@ -1062,9 +1062,14 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, html_page: 
 
     doc = _Doc([])
     doc.h(1, title)
+    own = sorted({t.budget for t in traces if t.budget})
+    per_run = (f"budget {budget} queries per run" if len(own) <= 1 else
+               f"**budgets that differ between runs** ({', '.join(map(str, own))} queries): a run shows *not reached* "
+               f"at a budget above its own, and the win rates and bold winners compare runs of different budgets, so "
+               f"read them at the budgets every run had")
     doc.p(f"{_run_counts(traces, manifest)}. {len(units)} units x "
           f"{len(set(t.optimizer for t in traces))} optimizers x {len(set(t.seed for t in traces))} seeds, "
-          f"budget {budget} queries per run." + (f" Command: `{command}`." if command else ""))
+          f"{per_run}." + (f" Command: `{command}`." if command else ""))
     note = (f"Budgets above the runs' budget of {budget} queries are left out of the table "
             f"({', '.join(map(str, dropped))}): no run went that far." if dropped else "")
     _summary_section(doc, stats, budgets, coverage, note)

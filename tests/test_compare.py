@@ -234,3 +234,24 @@ def test_a_grid_rerun_with_other_settings_leaves_the_folder_as_it_was(tmp_path):
     with pytest.raises(ConfigError, match=r"was started with another config \(differs in: budget \d+ -> \d+\).*use a new output"):
         run_compare({**TINY, "budget": 80}, out, workers=1)
     assert (out / "compare.json").read_bytes() == before
+
+
+def test_adding_a_generator_keeps_the_finished_runs(tmp_path, caplog):
+    """A unit's label gains a 'generator:' prefix once a grid has two generators: adding one to a finished grid
+    ran every finished run again in a new folder (the old ones orphaned). They are now taken over."""
+    one = {"name": "g", "budget": 20, "seeds": [0], "batch_size": 10, "workers": 1,
+           "generators": [{"name": "vqvae-digits"}], "targets": [{"name": "cnn-digits", "layer": "output", "units": [1]}],
+           "optimizers": [{"name": "random"}]}
+    out = tmp_path / "g"
+    first = run_compare(one, out, workers=1)
+    assert len(first["ran"]) == 1
+    before = _values(out)
+    two = {**one, "generators": [{"name": "vqvae-digits"}, {"name": "sngan-digits"}]}
+    with caplog.at_level("WARNING", logger="mango.compare"):
+        second = run_compare(two, out, workers=1)
+    assert len(second["skipped"]) == 1 and len(second["ran"]) == 1          # only the new generator's run
+    assert "under its earlier label: moved to" in caplog.text
+    after = _values(out)
+    (old_id,) = before
+    assert np.array_equal(after[f"vqvae-digits:{old_id.split('|', 1)[0]}|{old_id.split('|', 1)[1]}"], before[old_id])
+    assert not (out / "runs" / "output-1").exists()                      # nothing orphaned

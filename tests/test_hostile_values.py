@@ -171,3 +171,22 @@ def test_a_deleted_history_of_a_finished_run_is_written_again(tmp_path, capsys, 
     after = dict(np.load(tmp_path / "r" / "history.npz"))
     assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
     assert (tmp_path / "r" / "result.json").read_bytes() == stored          # the stored result is left as it was
+
+
+@pytest.mark.parametrize("line,msg", [
+    ('out = 5', "compare config key 'out' must be a non-empty string (an output folder), got 5"),
+    ('budgets = "30"', "budgets must be a list of positive integers (e.g. [100, 300, 1000]), got '30'"),
+    ('ray = {address = "local", bogus = 1}', "unknown [ray] keys ['bogus']; valid keys: address, num_cpus"),
+])
+def test_compare_config_slips_are_one_line_before_anything_is_written(tmp_path, capsys, monkeypatch, line, msg):
+    """`out = 5` was a TypeError from Path(); `budgets = "30"` was walked character by character ('got 3');
+    an unknown [ray] key was found only after compare.json had been written."""
+    from mango.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'name = "t"\nbudget = 40\nseeds = [0]\n{line}\n[[problems]]\nname = "separable"\nd = 4\nn = 8\n'
+                   '[[optimizers]]\nname = "random"\n')
+    assert main(["compare", str(cfg), "--no-report"]) == 2
+    assert msg in capsys.readouterr().err
+    assert not list(tmp_path.rglob("compare.json"))

@@ -270,3 +270,16 @@ def test_report_of_a_demo_like_folder(tmp_path):
     md = write_report(tmp_path, gifs=False)[0].read_text()
     assert "| separable | random | 1 |" in md and "| separable | discrete-one-plus-one | 1 |" in md
     assert "(../unit a/random)" in md
+
+
+def test_a_report_over_runs_of_different_budgets_says_so(tmp_path):
+    """A folder of single runs made with budgets 20 and 100 was reported as 'budget 100 queries per run'."""
+    from mango.cli import main
+
+    for opt, budget in (("elite", 20), ("random", 100)):
+        assert main(["run", "--problem", "separable", "--problem-param", "d=4", "--problem-param", "n=8", "--budget",
+                     str(budget), "--optimizer", opt, "-q", "--out", str(tmp_path / "mix" / f"b{budget}")]) == 0
+    assert main(["report", str(tmp_path / "mix")]) == 0
+    text = (tmp_path / "mix" / "report" / "report.md").read_text()
+    assert "**budgets that differ between runs** (20, 100 queries)" in text
+    assert "budget 100 queries per run" not in text
