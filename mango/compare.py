@@ -60,7 +60,7 @@ from typing import Any
 from . import report
 from .clitools import GridProgress, check_out_dir, slug
 from .config import RunConfig, build_objective, load_toml, positive_int, run_config
-from .errors import ConfigError, choices_hint
+from .errors import ConfigError, MangoError, choices_hint
 from .journal import config_conflict
 from .watch import add_watch_option, serve_option
 from .results import finished_result
@@ -418,17 +418,25 @@ def check_components(runs: Sequence[RunConfig]) -> None:
     from .loop import build_optimizer
 
     spaces: dict[str, Any] = {}
+    sizes: dict[str, tuple[int, str] | None] = {}
     seen: set[str] = set()
     for run in runs:
         d = run.to_dict()
-        # one build per generator + target whatever the unit (a scan's units share them; a bad unit fails
-        # its own run), on the CPU (the parent takes no GPU memory the workers need)
+        # one build per generator + target whatever the unit (a scan's units share them), on the CPU (the
+        # parent takes no GPU memory the workers need); each run's unit is then checked against the layer's size
         cpu = {k: ({p: v for p, v in d[k].items() if p not in ("unit", "device")} if isinstance(d.get(k), dict)
                    else d.get(k)) for k in ("generator", "target", "problem")}
         key = json.dumps(cpu, sort_keys=True, default=str)
         if key not in spaces:
-            spaces[key] = build_objective(RunConfig.from_dict({**d, **{k: v for k, v in cpu.items() if v},
-                                                               "device": "cpu"})).space
+            obj = build_objective(RunConfig.from_dict({**d, **{k: v for k, v in cpu.items() if v}, "device": "cpu"}))
+            spaces[key], sizes[key] = obj.space, _layer_units(getattr(obj, "target", None))
+        unit = (d.get("target") or {}).get("unit") if isinstance(d.get("target"), dict) else None
+        first = unit[0] if isinstance(unit, list) and unit else unit
+        size = sizes[key]
+        if size is not None and isinstance(first, int) and not isinstance(first, bool) and not 0 <= first < size[0]:
+            raise ConfigError(f"unit {first} is out of range for layer {size[1]!r} of target "
+                              f"{d['target'].get('name')!r}: valid units 0..{size[0] - 1} (every run of the grid is "
+                              "checked before any starts)")
         okey = json.dumps([key, d.get("optimizer"), d.get("batch_size"), d.get("budget")], sort_keys=True,
                           default=str)
         if okey not in seen:
@@ -438,6 +446,22 @@ def check_components(runs: Sequence[RunConfig]) -> None:
             close = getattr(opt, "close", None)
             if callable(close):
                 close()
+
+
+def _layer_units(target: Any) -> tuple[int, str] | None:
+    """How many units (channels or neurons) the layer a built target reads has, with the layer's name, when
+    the target can list its layers."""
+    layers, name = getattr(target, "layers", None), getattr(target, "layer", None)
+    if not callable(layers) or name is None:
+        return None
+    try:
+        rows = list(layers())
+    except MangoError:          # no input shape known: the unit is checked by its own run, as before
+        return None
+    for n, shape in rows:
+        if str(n) == str(name) and len(tuple(shape)):
+            return int(tuple(shape)[0]), str(name)
+    return None
 
 
 def _adopt_relabelled(runs: Sequence[RunSpec], out: Path) -> None:

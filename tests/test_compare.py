@@ -255,3 +255,14 @@ def test_adding_a_generator_keeps_the_finished_runs(tmp_path, caplog):
     (old_id,) = before
     assert np.array_equal(after[f"vqvae-digits:{old_id.split('|', 1)[0]}|{old_id.split('|', 1)[1]}"], before[old_id])
     assert not (out / "runs" / "output-1").exists()                      # nothing orphaned
+
+
+def test_a_bad_unit_among_good_ones_is_refused_before_any_run(tmp_path):
+    """units = [1, 99, 2] ran units 1 and 2 and failed 99 at its own turn (scan checked its units first)."""
+    cfg = {"name": "u", "budget": 20, "seeds": [0], "workers": 1, "generators": [{"name": "vqvae-digits"}],
+           "targets": [{"name": "snn-digits", "layer": "spiking_out", "units": [1, 99, 2]}],
+           "optimizers": [{"name": "random"}]}
+    with pytest.raises(ConfigError, match=r"unit 99 is out of range for layer 'spiking_out' of target 'snn-digits': "
+                                          r"valid units 0..9"):
+        run_compare(cfg, tmp_path / "u", workers=1)
+    assert not (tmp_path / "u").exists()
