@@ -194,9 +194,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
     out = check_out_dir(Path(args.out or scan.pop("out", None) or Path("runs") / slug(
         f"scan-{(scan.get('target') or {}).get('name', 'target')}-{scan.get('layer')}")))
     scan.pop("out", None)
-    ray: Any = {"address": args.ray_address} if args.ray_address else None
+    ray: Any = False if args.local else ({"address": args.ray_address} if args.ray_address else None)
     serve_option(args.watch, out)
-    status = run_scan(scan, out, workers=args.workers, ray=ray, progress="print")
+    status = run_scan(scan, out, workers=args.workers, ray=ray, progress="print", report=not args.no_report)
     print(f"{'unit':>6} {'seed':>4} {'best':>10} {'at query':>9} {'seconds':>8}")
     for r in status["table"]:
         print(f"{r['unit']!s:>6} {r['seed']:>4} {r['best']:>10.5g} {r['found_at_query']:>9} {r['seconds']:>8.1f}")
@@ -223,4 +223,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (default runs/scan-<target>-<layer>)")
     p.add_argument("--workers", type=int, help="local worker processes (default 2)")
     p.add_argument("--ray-address", help="run on this Ray cluster")
+    p.add_argument("--local", action="store_true", help="ignore the config's [ray] table, run locally (as compare)")
+    p.add_argument("--no-report", action="store_true", help="do not write the report afterwards (as compare)")
     p.set_defaults(func=cmd_scan)

@@ -150,6 +150,19 @@ def test_scan_cli_with_a_config_naming_the_target_by_string(tmp_path, monkeypatc
     assert "unit" in capsys.readouterr().out
 
 
+def test_scan_takes_no_report_and_local_as_compare_does(tmp_path, monkeypatch, capsys):
+    """`mango scan` refused --no-report and --local ('unrecognized arguments'), which compare takes."""
+    from mango.cli import main
+
+    (tmp_path / "scan.toml").write_text(
+        'generator = "vqvae-digits"\ntarget = "snn-digits"\nlayer = "spiking_out"\nunits = "0-1"\n'
+        'optimizer = "random"\nbudget = 10\nbatch_size = 10\n[ray]\naddress = "ray://nowhere:1"\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["scan", "--config", "scan.toml", "--workers", "1", "--local", "--no-report", "--out", "s"]) == 0
+    assert len(list((tmp_path / "s" / "runs").iterdir())) == 2             # ran locally, not on the [ray] address
+    assert not (tmp_path / "s" / "report").exists() and "report:" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("how", ["parent-sigterm", "group-sigint", "group-sigterm"])
 def test_sigterm_to_a_compare_stops_its_workers_and_marks_its_runs(tmp_path, how):
     """SIGTERM to the parent alone (a scheduler's stop) left the worker processes running, reparented to
