@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from . import registry
+from .registry import split_top
 from .channels import check_selection
 from .devices import check_device
 from .errors import ConfigError, MangoError, check_seed, choices_hint
@@ -91,21 +92,6 @@ def positive_int(value: Any, key: str) -> int:
     return int(value)
 
 
-def _split_top(text: str, sep: str) -> list[str]:
-    """Split ``text`` at ``sep`` outside brackets (``"dict[str, int | float] | None"`` -> 2 parts)."""
-    parts, depth, cur = [], 0, ""
-    for ch in text:
-        depth += ch in "[("
-        depth -= ch in "])"
-        if ch == sep and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur)
-    return [p.strip() for p in parts if p.strip()]
-
-
 _SCALARS: dict[str, Any] = {
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
@@ -127,7 +113,7 @@ def value_matches(value: Any, annotation: str) -> bool:
     annotation = annotation.strip().strip("'\"")
     if not annotation:
         return True
-    alts = _split_top(annotation, "|")
+    alts = split_top(annotation, "|")
     if len(alts) > 1:
         return any(value_matches(value, a) for a in alts)
     a = alts[0]
@@ -138,11 +124,11 @@ def value_matches(value: Any, annotation: str) -> bool:
     if head in ("Optional", "typing.Optional"):
         return value is None or value_matches(value, inner)
     if head in ("Union", "typing.Union"):
-        return any(value_matches(value, x) for x in _split_top(inner, ","))
+        return any(value_matches(value, x) for x in split_top(inner, ","))
     if head in _LISTS:
         if not isinstance(value, list):
             return False
-        items = [x for x in _split_top(inner, ",") if x != "..."]
+        items = [x for x in split_top(inner, ",") if x != "..."]
         return len(items) != 1 or all(value_matches(v, items[0]) for v in value)
     if head in ("dict", "Dict", "Mapping", "typing.Mapping", "collections.abc.Mapping"):
         return isinstance(value, dict)

@@ -125,22 +125,28 @@ def describe_params(factory: Callable[..., Any]) -> dict[str, Any]:
 _SIMPLE = {"int", "float", "bool", "str", "None"}
 
 
+def split_top(text: str, sep: str) -> list[str]:
+    """Split ``text`` at ``sep`` outside brackets (``"dict[str, int | float] | None"`` -> 2 parts); used to read
+    annotations written as text, here and in :mod:`mango.config`."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[("
+        depth -= ch in "])"
+        if ch == sep and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p.strip() for p in parts if p.strip()]
+
+
 def _alternatives(ann: str) -> set[str]:
     """The top-level alternatives of an annotation written as text (``"int | None"``, ``Optional[int]``)."""
     ann = ann.strip().strip("'\"")
     if ann.startswith(("Optional[", "typing.Optional[")) and ann.endswith("]"):
         return {ann[ann.index("[") + 1:-1].strip(), "None"}
-    parts, depth, cur = [], 0, ""
-    for ch in ann:
-        depth += ch in "[("
-        depth -= ch in "])"
-        if ch == "|" and depth == 0:
-            parts.append(cur.strip())
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur.strip())
-    return {p for p in parts if p}
+    return set(split_top(ann, "|"))
 
 
 def _check_scalar(kind: str, name: str, key: str, value: Any, param: inspect.Parameter | None) -> None:
