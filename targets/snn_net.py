@@ -52,7 +52,7 @@ from .models import load_model
 from .snn_fast import FastSNN, fast_supported
 from .spiking import (ENCODINGS, graded_score, poisson_spikes, rate_from_score, reference_run, reset_states,
                       spiking_layer_names, threshold_and_spike_value)
-from .units import OUTPUT, UnitSpec, find_layer, list_layers
+from .units import NEEDS_INPUT_SHAPE, OUTPUT, UnitSpec, find_layer, list_layers
 
 __all__ = ["SpikingNetTarget", "snn_unit", "DEFAULT_T"]
 
@@ -203,9 +203,7 @@ class SpikingNetTarget:
         the spiking ones are :attr:`spiking`. ``input_shape`` defaults to the one given at construction."""
         shape = input_shape or self.input_shape
         if shape is None:
-            raise ConfigError("listing the layers needs the per-sample input shape: give input_shape= (on the "
-                              "command line --target-param input_shape=[1,16,16]), or call "
-                              "layers(input_shape=(1, 16, 16))")
+            raise ConfigError(NEEDS_INPUT_SHAPE)
         try:
             reset_states(self.net)
             rows = list_layers(self.net, shape)

@@ -88,7 +88,7 @@ from torch import nn
 from mango.devices import module_device
 from mango.errors import ConfigError, choices_hint
 
-from .units import UnitSpec, find_layer, list_layers, probe_input_shape
+from .units import NEEDS_INPUT_SHAPE, UnitSpec, find_layer, list_layers, probe_input_shape
 
 __all__ = ["SpikingSequential", "SpikingTarget", "spiking_layer_names", "reset_states", "poisson_spikes",
            "image_seed", "reference_run", "graded_score", "plain_rate", "rate_from_score", "TIE_MAX",
@@ -478,9 +478,7 @@ class SpikingTarget:
         by :func:`spiking_layer_names`; ``input_shape`` defaults to the one given at construction."""
         shape = input_shape or self.input_shape
         if shape is None:
-            raise ConfigError("listing the layers needs the per-sample input shape: give input_shape= (on the "
-                              "command line --target-param input_shape=[1,16,16]), or call "
-                              "layers(input_shape=(1, 16, 16))")
+            raise ConfigError(NEEDS_INPUT_SHAPE)
         try:
             return list_layers(self.net, shape)
         finally:

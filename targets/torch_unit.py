@@ -31,7 +31,8 @@ from mango.objectives import ObjectiveExpr, Term, as_objective
 
 from .models import SCRIPT_HINT as _SCRIPT_HINT
 from .models import load_model, spiking_neuron_names
-from .units import OUTPUT, UnitSpec, find_layer, layer_names, list_layers, output_shapes, probe_input_shape
+from .units import (NEEDS_INPUT_SHAPE, OUTPUT, UnitSpec, find_layer, layer_names, list_layers, output_shapes,
+                    probe_input_shape)
 
 __all__ = ["UnitTarget", "ObjectiveTarget", "torch_unit", "list_layers", "refuse_spiking"]
 
@@ -75,9 +76,7 @@ class _ModelTarget:
         ``input_shape`` defaults to the one given at construction."""
         shape = input_shape or self.input_shape
         if shape is None:
-            raise ConfigError("listing the layers needs the per-sample input shape: give input_shape= (on the "
-                              "command line --target-param input_shape=[1,16,16]), or call "
-                              "layers(input_shape=(1, 16, 16))")
+            raise ConfigError(NEEDS_INPUT_SHAPE)
         return list_layers(self.model, shape)
 
     def _check_reads(self, example: torch.Tensor, reads: Sequence[tuple[str, UnitSpec]]) -> None:

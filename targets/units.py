@@ -121,6 +121,11 @@ def list_layers(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str,
     return out
 
 
+#: what ``layers()`` of a target without a known input shape says (the three model targets)
+NEEDS_INPUT_SHAPE = ("listing the layers needs the per-sample input shape: give input_shape= (on the command line "
+                     "--target-param input_shape=[1,16,16]), or call layers(input_shape=(1, 16, 16))")
+
+
 def probe_input_shape(check: Callable[[torch.Tensor], None], shape: Sequence[int], model: nn.Module,
                       device: torch.device | str) -> None:
     """Run ``check`` on one zero image of the per-sample ``shape`` (``input_shape=``); an error of the model's
