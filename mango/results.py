@@ -164,16 +164,28 @@ class Result:
         this (replayed) result, leaving ``result.json`` as it is. Returns the names written."""
         out, written = Path(folder), []
         if not (out / "history.npz").exists():
-            buf = io.BytesIO()
-            np.savez(buf, **self.history_arrays())
-            atomic_write(out / "history.npz", buf.getvalue())
+            _write_history(out, self.history_arrays())
             written.append("history.npz")
         if self.best_uint8 is not None and not (out / "best.png").exists():
-            tmp = out / ".best.tmp.png"
-            save_png(self.best_uint8, tmp)
-            os.replace(tmp, out / "best.png")
+            _write_png(out, self.best_uint8)
             written.append("best.png")
         return written
+
+
+def _write_history(out: Path, history: dict[str, np.ndarray]) -> None:
+    """``history.npz`` in ``out``, written to a temporary file and renamed into place."""
+    buf = io.BytesIO()
+    np.savez(buf, **history)
+    atomic_write(out / "history.npz", buf.getvalue())
+
+
+def _write_png(out: Path, best_uint8: np.ndarray) -> None:
+    """``best.png`` in ``out``, written to a hidden temporary file, synced and renamed into place."""
+    tmp = out / ".best.tmp.png"
+    save_png(best_uint8, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, out / "best.png")
 
 
 def write_final_files(folder: str | Path, summary: dict[str, Any], history: dict[str, np.ndarray],
@@ -188,15 +200,9 @@ def write_final_files(folder: str | Path, summary: dict[str, Any], history: dict
     """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    np.savez(buf, **history)
-    atomic_write(out / "history.npz", buf.getvalue())
+    _write_history(out, history)
     if best_uint8 is not None:
-        tmp = out / ".best.tmp.png"
-        save_png(best_uint8, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out / "best.png")
+        _write_png(out, best_uint8)
     status = INTERRUPTED if summary.get("interrupted") is True else FINISHED   # a partial Result saved by hand
     atomic_write(out / "result.json", json.dumps({**summary, "status": status}, indent=2, default=str).encode())
 
