@@ -44,12 +44,6 @@ def make_client(protocol: str = "zmq", *, address: str = "tcp://127.0.0.1:5555",
     ``address``/``token``/``encoding``/``allow_remote`` are for ZeroMQ; ``folder`` for the two folder
     transports; ``stream_name`` (the stream prefix) for LSL; ``run`` (the run id) for the file drop and
     LSL, which echo it so a leftover of another run is never taken for this run's answer."""
-    import math
-    from numbers import Real
-
-    if isinstance(backoff, bool) or not isinstance(backoff, Real) or not (0 <= float(backoff) and math.isfinite(backoff)):
-        raise ConfigError(f"rig backoff (extra seconds of waiting before a re-request, doubled at each one) must be "
-                          f"a finite number >= 0, got {backoff!r}")
     if protocol == "zmq":
         return ZmqRigClient(address, token=token, timeout=timeout, retries=retries, backoff=backoff,
                             encoding=encoding, allow_remote=allow_remote)

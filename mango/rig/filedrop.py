@@ -47,7 +47,7 @@ from ..errors import ConfigError
 from ..journal import atomic_write
 from .protocol import (PROTOCOL, VERSION, Block, IncompleteReply, Limits, ProtocolError, Reply, RigError,
                        check_block_header, check_values, images_to_png, peek_header, png_to_images,
-                       validate_reply_for, attempt_wait)
+                       validate_reply_for, attempt_wait, check_waits)
 
 __all__ = ["FileDropClient", "FORMATS", "read_response", "write_response", "write_block", "read_block",
            "manifest_path", "response_paths", "check_run_id"]
@@ -285,10 +285,7 @@ class FileDropClient:
 
     def __init__(self, root: str | os.PathLike, *, timeout: float = 30.0, retries: int = 3, backoff: float = 0.5,
                  max_backoff: float = 10.0, poll: float = 0.05, run: str = "") -> None:
-        if not float(timeout) > 0:
-            raise ConfigError(f"rig timeout must be > 0 seconds, got {timeout!r}")
-        if int(retries) < 0:
-            raise ConfigError(f"rig retries must be >= 0, got {retries!r}")
+        check_waits(timeout, retries, backoff)
         self.root = Path(root)
         self.timeout, self.retries, self.backoff = float(timeout), int(retries), float(backoff)
         self.max_backoff, self.poll, self.run = float(max_backoff), float(poll), check_run_id(run)

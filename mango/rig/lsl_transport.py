@@ -78,7 +78,8 @@ from .model import wrong_block_reply
 from .protocol import (NONCE_PATTERN, PROTOCOL, VERSION, AuthError, Block, Limits, ProtocolError, Reply, RigError,
                        accept_reply,
                        check_block_header, check_response_header, check_values, compute_mac, header_int,
-                       images_to_png, json_object, new_nonce, peek_header, png_to_images, verify_mac, attempt_wait)
+                       images_to_png, json_object, new_nonce, peek_header, png_to_images, verify_mac, attempt_wait,
+                       check_waits)
 
 __all__ = ["DEFAULT_NAME", "MARKER_TYPE", "IMAGE_TYPE", "RESPONSE_TYPE", "LslRigClient", "serve_lsl",
            "stream_names", "check_stream_name", "encode_marker", "encode_images", "decode_marker", "decode_image",
@@ -353,10 +354,7 @@ class LslRigClient:
     def __init__(self, name: str = DEFAULT_NAME, *, run: str | None = None, token: str | None = None,
                  timeout: float = 10.0, retries: int = 5, backoff: float = 0.5, max_backoff: float = 10.0,
                  connect_timeout: float | None = None, limits: Limits = Limits()) -> None:
-        if not float(timeout) > 0:
-            raise ConfigError(f"rig timeout must be > 0 seconds, got {timeout!r}")
-        if int(retries) < 0:
-            raise ConfigError(f"rig retries must be >= 0, got {retries!r}")
+        check_waits(timeout, retries, backoff)
         self.names = stream_names(name)
         self.name = name
         self.run = _check_run(run) if run else f"mango-{new_nonce()[:12]}"

@@ -47,7 +47,7 @@ __all__ = ["PROTOCOL", "VERSION", "Limits", "Block", "Reply", "ProtocolError", "
            "header_int_list", "compute_mac", "NONCE_PATTERN",
            "encode_block", "decode_block", "encode_reply", "decode_reply", "encode_error", "decode_error",
            "peek_header", "validate_reply_for", "accept_reply", "header_shape", "images_to_png", "png_to_images",
-           "attempt_wait"]
+           "attempt_wait", "check_waits"]
 
 PROTOCOL = "mango-rig"
 VERSION = 1
@@ -492,6 +492,24 @@ def validate_reply_for(reply: Reply, block: Block) -> None:
         detail = ", ".join(f"id {i} {c} of {rep}" for i, c in short[:5]) + (", ..." if len(short) > 5 else "")
         raise IncompleteReply(f"reply to block {block.block} has {what}; truncated? (short: {detail})")
 
+
+
+def check_waits(timeout: float, retries: int, backoff: float) -> None:
+    """The waiting parameters every rig client takes, checked once for all four transports.
+
+    Raises:
+        ConfigError: ``timeout`` not > 0 seconds, ``retries`` below 0, or ``backoff`` not a finite number >= 0.
+    """
+    import math
+    from numbers import Real
+
+    if not float(timeout) > 0:
+        raise ConfigError(f"rig timeout must be > 0 seconds, got {timeout!r}")
+    if int(retries) < 0:
+        raise ConfigError(f"rig retries must be >= 0, got {retries!r}")
+    if isinstance(backoff, bool) or not isinstance(backoff, Real) or not (0 <= backoff and math.isfinite(backoff)):
+        raise ConfigError(f"rig backoff (extra seconds of waiting before a re-request, doubled at each one) must be "
+                          f"a finite number >= 0, got {backoff!r}")
 
 
 def attempt_wait(timeout: float, backoff: float, max_backoff: float, attempt: int) -> float:

@@ -56,7 +56,8 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..journal import atomic_write
-from .protocol import Block, Limits, ProtocolError, Reply, RigError, check_values, validate_reply_for, attempt_wait
+from .protocol import (Block, Limits, ProtocolError, Reply, RigError, attempt_wait, check_values, check_waits,
+                       validate_reply_for)
 
 __all__ = ["XDreamClient", "UnreadableMat", "serve_xdream", "read_xdream_mat", "write_xdream_mat", "stimulus_name",
            "mat_name", "MAT_VERSIONS", "STIMULUS_NAME"]
@@ -453,10 +454,7 @@ class XDreamClient:
     def __init__(self, folder: str | os.PathLike, *, response_folder: str | os.PathLike | None = None,
                  timeout: float = 30.0, retries: int = 3, backoff: float = 0.5, max_backoff: float = 10.0,
                  poll: float = 0.05, shows: int = 1, limits: Limits = Limits()) -> None:
-        if not float(timeout) > 0:
-            raise ConfigError(f"rig timeout must be > 0 seconds, got {timeout!r}")
-        if int(retries) < 0:
-            raise ConfigError(f"rig retries must be >= 0, got {retries!r}")
+        check_waits(timeout, retries, backoff)
         if int(shows) < 1:
             raise ConfigError(f"shows (presentations of each BMP per XDream block) must be >= 1, got {shows!r}")
         self.folder = Path(folder)

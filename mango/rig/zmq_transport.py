@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import ConfigError
 from .protocol import (PROTOCOL, VERSION, Block, Limits, ProtocolError, Reply, RigError, accept_reply, decode_block,
                        decode_error, decode_reply, encode_block, encode_error, encode_reply, new_nonce, peek_header,
-                       verify_mac, attempt_wait)
+                       verify_mac, attempt_wait, check_waits)
 
 __all__ = ["DEFAULT_ADDRESS", "ZmqRigClient", "ZmqRigServer", "check_address"]
 
@@ -96,10 +96,7 @@ class ZmqRigClient:
     def __init__(self, address: str = DEFAULT_ADDRESS, *, token: str | None = None, timeout: float = 10.0,
                  retries: int = 5, backoff: float = 0.5, max_backoff: float = 10.0, encoding: str = "raw",
                  limits: Limits = Limits(), allow_remote: bool = False) -> None:
-        if not float(timeout) > 0:
-            raise ConfigError(f"rig timeout must be > 0 seconds, got {timeout!r}")
-        if int(retries) < 0:
-            raise ConfigError(f"rig retries must be >= 0, got {retries!r}")
+        check_waits(timeout, retries, backoff)
         self.address = check_address(address, allow_remote)
         self.token = token or None
         self.timeout, self.retries = float(timeout), int(retries)
