@@ -24,10 +24,10 @@ A function is identified by its qualified name, its code (bytecode, constants an
 included), its defaults and the values it closes over: numbers, strings, tuples, tensors and arrays by
 value, anything else (a list used as a counter, an object) and any variable the function assigns itself
 (``nonlocal n; n += 1``) by its type only, so a transform's own state does not change its mark. The code
-is Python's bytecode: a resume under another Python version sees another transform. A bound method adds its object's type and weights; an ``nn.Module`` is marked
-by its structure and weights; any other callable by its type and its repr without memory addresses. A
-changed *global* a function reads, or a change inside a module's ``forward`` that its repr does not
-show, is not seen.
+is Python's bytecode: a resume under another Python version sees another transform. A bound method adds
+its object's type and weights; an ``nn.Module`` is marked by its structure and weights; any other callable
+by its type and its repr without memory addresses. A changed *global* a function reads, or a change inside
+a module's ``forward`` that its repr does not show, is not seen.
 """
 from __future__ import annotations
 
@@ -37,7 +37,6 @@ import types
 from typing import Any
 
 import numpy as np
-
 import torch
 from torch import nn
 

@@ -323,13 +323,12 @@ class Objective(BaseObjective):
             # None with the weights: a lazy module not yet run shows another repr once it has run
             self._structure = (structure_fingerprint(self.generator, self.target)
                                if self._weights is not None else None)
+            self._transform_mark = None if self.transform is None else transform_fingerprint(self.transform)
         out.update(generator=_describe(self.generator), target=_describe(self.target), weights=self._weights,
                    structure=self._structure, device=str(self.device), batch_size=self.batch_size,
                    noisy=self.noisy)
         if self.transform is not None:
-            if getattr(self, "_transform_mark", (None, None))[0] is not self.transform:   # once per transform
-                self._transform_mark = (self.transform, transform_fingerprint(self.transform))
-            out["transform"] = self._transform_mark[1]
+            out["transform"] = self._transform_mark
         return out
 
 
