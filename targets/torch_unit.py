@@ -20,6 +20,7 @@ so later layers cost nothing. Gradients flow when the caller enables them
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -27,12 +28,18 @@ from torch import nn
 
 from mango.devices import module_device
 from mango.errors import ConfigError, choices_hint
-from mango.objectives import ObjectiveExpr, Term, as_objective
+from mango.objectives import OUTPUT_NAMES, ObjectiveExpr, Term, as_objective
 
 from .models import SCRIPT_HINT as _SCRIPT_HINT
 from .models import load_model, spiking_neuron_names
-from .units import (NEEDS_INPUT_SHAPE, OUTPUT, UnitSpec, find_layer, layer_names, list_layers, output_shapes,
-                    probe_input_shape)
+from .units import (NEEDS_INPUT_SHAPE, OUTPUT, WRAP_HINT, UnitSpec, check_repeatable, describe_output, eval_mode,
+                    find_layer, layer_names, list_layers, output_shapes, probe_input_shape)
+
+log = logging.getLogger(__name__)
+
+#: modules that put their features on the last axis: with more than one axis per sample (tokens of a
+#: transformer, channels-last maps) a unit (the axis after the batch) is then not one of their features
+_FEATURES_LAST = (nn.Linear, nn.LayerNorm, nn.MultiheadAttention, nn.Embedding)
 
 __all__ = ["UnitTarget", "ObjectiveTarget", "torch_unit", "list_layers", "refuse_spiking"]
 
@@ -52,6 +59,16 @@ def refuse_spiking(model: nn.Module, what: str = "torch_unit") -> None:
             "--target snn-unit --target-param model=package.module:function")
 
 
+def _warn_output_clash(model: nn.Module) -> None:
+    """Log a warning when a submodule's name is one of the names meaning "the model's output"."""
+    names = dict(model.named_modules())
+    for n in OUTPUT_NAMES:
+        if n in names:
+            log.warning("%s has a submodule named %r, but %s in an objective mean the model's own output; "
+                        "this reads the model's output, not that submodule", type(model).__name__, n,
+                        " and ".join(repr(v) for v in OUTPUT_NAMES))
+
+
 class _Reached(Exception):
     """Raised inside the hook to stop the forward pass after the target layer."""
 
@@ -65,6 +82,18 @@ class _ModelTarget:
     model: nn.Module
     input_shape: tuple[int, ...] | None
     _checked: bool
+    _repeat_checked = False
+
+    #: what makes one image's value depend on its batch or on the call (see :func:`check_repeatable`)
+    _CAUSES = ("The model mixes the images of a batch (e.g. BatchNorm with track_running_stats=False, or "
+               "statistics over the batch axis) or draws random numbers in forward (e.g. F.dropout(x, training=True))")
+
+    def _repeat_check(self, images: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """On the first call, :func:`check_repeatable` (once); returns ``values``."""
+        if not self._repeat_checked:
+            self._repeat_checked = True
+            check_repeatable(self, images, values, self.model, self._CAUSES)
+        return values
 
     @property
     def device(self) -> torch.device:
@@ -79,16 +108,44 @@ class _ModelTarget:
             raise ConfigError(NEEDS_INPUT_SHAPE)
         return list_layers(self.model, shape)
 
+    def _input(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` in the floating dtype of the model's parameters (a float64 or half model takes the
+        generator's float32 images as its own dtype)."""
+        dtype = next((t.dtype for t in (*self.model.parameters(), *self.model.buffers()) if t.is_floating_point()),
+                     None)
+        return images.to(dtype) if dtype is not None and images.is_floating_point() and images.dtype != dtype \
+            else images
+
     def _check_reads(self, example: torch.Tensor, reads: Sequence[tuple[str, UnitSpec]]) -> None:
-        """One forward of ``example[:1]``; each ``(layer, spec)`` must name a layer with a tensor
-        output whose per-sample shape holds the unit (else :class:`ConfigError` with the choices)."""
-        shapes = output_shapes(self.model, example[:1])
+        """One forward of ``example[:1]``; each ``(layer, spec)`` must name a layer that runs once per forward
+        pass with a tensor output whose per-sample shape holds the unit, and the model's output, when read,
+        must be one tensor (else :class:`ConfigError` with the choices or the way out)."""
+        calls: dict[str, int] = {}
+        returned: list[object] = []
+        shapes = output_shapes(self.model, self._input(example[:1]), calls=calls, returned=returned)
+        modules = dict(self.model.named_modules())
         for layer, spec in reads:
+            if layer == OUTPUT and returned and (why := describe_output(returned[0])) is not None:
+                raise ConfigError(f"the model returns {why}; 'output' and 'softmax' terms read one tensor: "
+                                  f"{WRAP_HINT}")
             if layer not in shapes:
                 valid = [n for n in layer_names(self.model) if n in shapes] + [OUTPUT]
-                raise ConfigError(f"layer {layer!r} produced no tensor output in a forward pass; "
-                                  f"{choices_hint(layer, valid)}")
+                what = "returned no tensor" if calls.get(layer) else "was not called"
+                raise ConfigError(f"layer {layer!r} {what} in a forward pass; {choices_hint(layer, valid)}")
+            if calls.get(layer, 1) > 1:
+                parent = layer.rpartition(".")[0]
+                raise ConfigError(
+                    f"layer {layer!r} runs {calls[layer]} times in one forward pass (one module used at "
+                    f"{calls[layer]} places), so a unit of it is ambiguous; give each use its own module "
+                    "(e.g. separate nn.ReLU instances), or read another layer"
+                    + (f", such as the module that contains it, {parent!r}" if parent else ""))
             spec.check(shapes[layer][1:], layer)
+            m = modules.get(layer)
+            if isinstance(m, _FEATURES_LAST) and len(shapes[layer]) > 2:
+                log.warning("layer %r (%s) has per-sample output %s with its features on the last axis; a unit "
+                            "indexes the first axis after the batch (size %d here, e.g. tokens), averaged over "
+                            "the rest, as for the channels of a conv map", layer, type(m).__name__,
+                            tuple(shapes[layer][1:]), shapes[layer][1])
         self._checked = True
 
 
@@ -96,7 +153,8 @@ class UnitTarget(_ModelTarget):
     """One unit of ``model``: a channel's spatial mean, a channel at a position, or a class.
 
     Args:
-        model: any module mapping ``[k, C, H, W]`` to something; put into eval mode.
+        model: any module mapping ``[k, C, H, W]`` to something; it runs in eval mode, and each
+            submodule gets its own train/eval mode back after every call (:func:`~.units.eval_mode`).
         layer: dotted submodule name (see :func:`list_layers`), or ``"output"``/``None``
             for the model's output (class logits).
         unit: channel / neuron / class index, or ``(channel, y, x)``.
@@ -120,9 +178,11 @@ class UnitTarget(_ModelTarget):
         refuse_spiking(model, "UnitTarget")
         if output not in _OUTPUTS:
             raise ConfigError(f"unknown output {output!r}; {choices_hint(output, _OUTPUTS)}")
-        self.model = model.eval()
+        self.model = model
         self.layer = OUTPUT if layer in (None, "", OUTPUT) else str(layer)
         self.module = None if self.layer == OUTPUT else find_layer(model, self.layer, extra=(OUTPUT,))
+        if self.module is None:
+            _warn_output_clash(model)
         if isinstance(self.module, torch.jit.ScriptModule):
             raise ConfigError(f"layer {self.layer!r} is a TorchScript module; {_SCRIPT_HINT}")
         self.spec = UnitSpec.make(unit, position)
@@ -151,25 +211,29 @@ class UnitTarget(_ModelTarget):
             raise ConfigError(f"images must have a batch axis, got shape {tuple(images.shape)}")
         if not self._checked:
             self._check(images)
+        images = self._input(images)
         if self.module is None:
-            return self._value(_first(self.model(images))).float()
+            with eval_mode(self.model):
+                return self._repeat_check(images, self._value(_first(self.model(images))).float())
         box: list[torch.Tensor] = []
 
         def hook(_m, _inp, out):
-            box.append(self._value(_first(out)))
+            if not box:     # the value is taken now: an in-place operation later in forward must not change it
+                box.append(self._value(_first(out)).clone())
             if self.stop_early:
                 raise _Reached
 
         handle = self.module.register_forward_hook(hook)
         try:
-            self.model(images)
+            with eval_mode(self.model):
+                self.model(images)
         except _Reached:
             pass
         finally:
             handle.remove()
         if not box:
             raise ConfigError(f"layer {self.layer!r} was not called in the forward pass")
-        return box[0].float()
+        return self._repeat_check(images, box[0].float())
 
 
 def _first(out: object) -> torch.Tensor:
@@ -184,7 +248,8 @@ class ObjectiveTarget(_ModelTarget):
     """A weighted sum of units of ``model`` (an :class:`~mango.objectives.ObjectiveExpr`), one forward pass.
 
     Args:
-        model: any non-spiking module mapping ``[k, C, H, W]`` to something; put into eval mode.
+        model: any non-spiking module mapping ``[k, C, H, W]`` to something; run in eval mode (each
+            submodule's own mode is given back after every call).
         objective: ``"layer:unit"`` string or objective value (see :mod:`mango.objectives`):
             channel means, channels at positions, ``output:c`` (class logit), ``softmax:c``
             (class probability); ``mem(...)`` terms need a spiking net and are refused.
@@ -200,7 +265,7 @@ class ObjectiveTarget(_ModelTarget):
         if isinstance(model, torch.jit.ScriptModule):
             raise ConfigError(f"{type(model).__name__} is a TorchScript module; {_SCRIPT_HINT}")
         refuse_spiking(model, "a torch unit objective")
-        self.model = model.eval()
+        self.model = model
         self.objective = as_objective(objective)
         self.stop_early = bool(stop_early)
         self.modules: dict[str, nn.Module] = {}
@@ -216,6 +281,8 @@ class ObjectiveTarget(_ModelTarget):
                     raise ConfigError(f"layer {t.layer!r} is a TorchScript module; {_SCRIPT_HINT}")
                 self.modules[t.layer] = m
             self.specs[t] = UnitSpec.make(t.unit, t.position)
+        if OUTPUT in self.objective.layers:
+            _warn_output_clash(model)
         self._checked = False
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
         if self.input_shape is not None:
@@ -233,38 +300,44 @@ class ObjectiveTarget(_ModelTarget):
             raise ConfigError(f"images must have a batch axis, got shape {tuple(images.shape)}")
         if not self._checked:
             self._check(images)
-        outs: dict[str, torch.Tensor] = {}
+        images = self._input(images)
+        vals: dict[Term, torch.Tensor] = {}
+        done: set[str] = set()
         need_output = OUTPUT in self.objective.layers
         stop = self.stop_early and not need_output
 
+        def value(t: Term, a: torch.Tensor) -> torch.Tensor:
+            if t.kind == "softmax":
+                a = torch.softmax(a, dim=1)
+            return self.specs[t].select(a).float()
+
         def make(name: str):
             def hook(_m, _inp, out):
-                outs.setdefault(name, _first(out))
-                if stop and len(outs) == len(self.modules):
+                if name not in done:    # values are taken now: a later in-place operation must not change them
+                    done.add(name)
+                    a = _first(out)
+                    vals.update({t: value(t, a).clone() for t in self.specs if t.layer == name})
+                if stop and len(done) == len(self.modules):
                     raise _Reached
             return hook
 
         handles = [m.register_forward_hook(make(n)) for n, m in self.modules.items()]
         try:
-            out = self.model(images)
+            with eval_mode(self.model):
+                out = self.model(images)
             if need_output:
-                outs[OUTPUT] = _first(out)
+                a = _first(out)
+                vals.update({t: value(t, a) for t in self.specs if t.layer == OUTPUT})
         except _Reached:
             pass
         finally:
             for h in handles:
                 h.remove()
-        missing = [n for n in self.modules if n not in outs]
+        missing = [n for n in self.modules if n not in done]
         if missing:
             raise ConfigError(f"layer(s) {missing} were not called in the forward pass")
 
-        def value(t: Term) -> torch.Tensor:
-            a = outs[t.layer]
-            if t.kind == "softmax":
-                a = torch.softmax(a, dim=1)
-            return self.specs[t].select(a).float()
-
-        return self.objective.combine(value)
+        return self._repeat_check(images, self.objective.combine(vals.__getitem__))
 
 
 def torch_unit(model: nn.Module | str, layer: str | None = None, unit: int | Sequence[int] = 0,

@@ -12,8 +12,11 @@ Errors name the bad layer or unit and list the valid choices, nearest first.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +26,10 @@ from torch import nn
 from mango.devices import module_device
 from mango.errors import ConfigError, MangoError, choices_hint
 
-__all__ = ["OUTPUT", "UnitSpec", "find_layer", "layer_names", "list_layers", "output_shapes"]
+__all__ = ["OUTPUT", "UnitSpec", "WRAP_HINT", "check_repeatable", "describe_output", "eval_mode", "find_layer", "layer_names", "list_layers",
+           "output_shapes"]
+
+log = logging.getLogger(__name__)
 
 #: the layer name that means "the model's own output" (class logits for a classifier)
 OUTPUT = "output"
@@ -61,21 +67,27 @@ def _first_tensor(out: object) -> torch.Tensor | None:
     return None
 
 
-def output_shapes(model: nn.Module, example: torch.Tensor,
-                  order: list[str] | None = None) -> dict[str, tuple[int, ...]]:
+def output_shapes(model: nn.Module, example: torch.Tensor, order: list[str] | None = None,
+                  calls: dict[str, int] | None = None,
+                  returned: list[object] | None = None) -> dict[str, tuple[int, ...]]:
     """Per-layer output shapes (batch axis included) for one no-grad forward of ``example``.
 
-    Hooks are removed afterwards. For modules returning tuples (snnTorch neurons
+    The model runs in eval mode (:func:`eval_mode`: a BatchNorm's running statistics are not
+    touched) and hooks are removed afterwards. For modules returning tuples (snnTorch neurons
     return ``(spk, mem)``), the first tensor's shape is reported; the model's own
-    output is under ``"output"``; TorchScript submodules (which refuse hooks) are
-    left out. ``order``, when given, is filled with the layer
-    names in the order their forwards finish.
+    output is under ``"output"`` when it is a tensor or a sequence starting with one;
+    TorchScript submodules (which refuse hooks) are left out. ``order``, when given,
+    is filled with the layer names in the order their forwards finish; ``calls`` with
+    how many times each layer ran (a module used at two places in ``forward`` runs twice;
+    its shape is that of its first call); ``returned`` gets the model's output appended.
     """
     shapes: dict[str, tuple[int, ...]] = {}
     handles = []
 
     def make(name: str):
         def hook(_m, _inp, out):
+            if calls is not None:
+                calls[name] = calls.get(name, 0) + 1
             t = _first_tensor(out)
             if t is not None and name not in shapes:
                 shapes[name] = tuple(t.shape)
@@ -87,8 +99,10 @@ def output_shapes(model: nn.Module, example: torch.Tensor,
         if name and not isinstance(m, torch.jit.ScriptModule):     # TorchScript refuses hooks: left out
             handles.append(m.register_forward_hook(make(name)))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model):
             out = model(example)
+        if returned is not None:
+            returned.append(out)
         t = _first_tensor(out)
         if t is not None:
             shapes[OUTPUT] = tuple(t.shape)
@@ -96,6 +110,64 @@ def output_shapes(model: nn.Module, example: torch.Tensor,
         for h in handles:
             h.remove()
     return shapes
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run the block with every submodule of ``model`` in eval mode (Dropout off, BatchNorm on its running
+    statistics), then give each submodule back the train/eval mode it had: a search, or a later
+    ``activation()``, leaves a model that is being trained as it found it."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def check_repeatable(call: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, values: torch.Tensor,
+                     model: nn.Module, causes: str) -> bool:
+    """Score ``images[:1]`` again on its own with ``call`` and log a warning when the value differs from
+    ``values[0]``, its value within the batch ``images`` (a search takes a code's value as fixed: a model
+    that mixes the images of a batch, draws random numbers in forward or keeps state between calls gives
+    each code a value that depends on when and beside what it was scored). ``causes`` lists what may do it.
+
+    Returns:
+        Whether the two values agree (relative 1e-4, absolute 1e-6: float sums over a batch differ in
+        the last bits).
+    """
+    with torch.no_grad():
+        again = call(images[:1].detach())
+    a, b = float(values.detach().reshape(-1)[0]), float(again.reshape(-1)[0])
+    if math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6) or (math.isnan(a) and math.isnan(b)):
+        return True
+    log.warning("%s gives the same image different values: %.6g within a batch of %d, %.6g on its own right "
+                "after. %s. A search takes each image's value as fixed, so its best value is then partly luck "
+                "or the batch's doing; make forward give one image one value", type(model).__name__, a,
+                images.shape[0], b, causes)
+    return False
+
+
+def describe_output(out: object) -> str | None:
+    """Why a model's output ``out`` cannot be read as one tensor (a dict, a tuple of several tensors,
+    something else), or None when it is a tensor (or a one-element sequence holding one)."""
+    if isinstance(out, torch.Tensor):
+        return None
+    if isinstance(out, (tuple, list)):
+        tensors = [tuple(v.shape[1:]) if isinstance(v, torch.Tensor) else type(v).__name__ for v in out]
+        if len(out) == 1 and isinstance(out[0], torch.Tensor):
+            return None
+        return f"a {type(out).__name__} of {len(out)} items (per-sample shapes or types: {tensors})"
+    if isinstance(out, dict):
+        return f"a {type(out).__name__} with keys {list(out)[:8]}"
+    return f"a {type(out).__name__}"
+
+
+#: how to make a model whose output is not one tensor readable (in :func:`describe_output`'s errors)
+WRAP_HINT = ("wrap it in a module whose forward returns the one tensor to read, e.g. "
+             "class Pick(torch.nn.Module): def __init__(self, m): super().__init__(); self.m = m; "
+             "def forward(self, x): return self.m(x)[1]  (or [\"logits\"] for a dict)")
 
 
 def list_layers(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str, tuple[int, ...]]]:
