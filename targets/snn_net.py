@@ -51,8 +51,8 @@ from mango.objectives import ObjectiveExpr, Term, as_objective, unit as unit_obj
 from .models import load_model
 from .snn_fast import FastSNN, fast_supported
 from .spiking import (ENCODINGS, graded_score, poisson_spikes, rate_from_score, reference_run, reset_states,
-                      spiking_layer_names, threshold_and_spike_value)
-from .units import NEEDS_INPUT_SHAPE, OUTPUT, UnitSpec, find_layer, list_layers
+                      spiking_layer_names, threshold_and_spike_value, unpack_neuron)
+from .units import NEEDS_INPUT_SHAPE, OUTPUT, UnitSpec, check_repeatable, eval_mode, find_layer, list_layers
 
 __all__ = ["SpikingNetTarget", "snn_unit", "DEFAULT_T"]
 
@@ -66,12 +66,9 @@ NET_READOUTS = ("graded", "rate")
 
 
 def _spk_mem(out: object, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A layer's (output, membrane): snnTorch neurons return ``spk`` or ``(spk, mem[, ...])``."""
-    if isinstance(out, (tuple, list)):
-        spk = out[0]
-        mem = out[1] if len(out) > 1 and isinstance(out[1], torch.Tensor) else getattr(module, "mem", None)
-    else:
-        spk, mem = out, getattr(module, "mem", None)
+    """A layer's (output, membrane) (see :func:`~mango.targets.spiking.unpack_neuron`): snnTorch neurons
+    return ``spk`` or ``(spk, [synaptic currents, ...] mem)``."""
+    spk, mem = unpack_neuron(out, module)
     if not isinstance(spk, torch.Tensor):
         raise ConfigError(f"layer output of type {type(spk).__name__} is not a tensor")
     return spk, (mem if isinstance(mem, torch.Tensor) else None)
@@ -81,7 +78,8 @@ class SpikingNetTarget:
     """An objective over units of an snnTorch network, reset per stimulus, over ``T`` steps.
 
     Args:
-        net: step module or time-looping net (see the module docstring); put into eval mode.
+        net: step module or time-looping net (see the module docstring); it runs in eval mode, and each
+            submodule gets its own train/eval mode back after every call.
         objective: ``"layer:unit"`` string or objective value (:mod:`mango.objectives`).
         T: time steps for a step module (default 32); for a time-looping net None or the
             net's own number of steps.
@@ -118,7 +116,8 @@ class SpikingNetTarget:
             raise ConfigError(f"unknown readout {readout!r}; {choices_hint(readout, NET_READOUTS)}")
         if T is not None and (isinstance(T, bool) or int(T) < 1):
             raise ConfigError(f"T (time steps) must be a positive integer or None, got {T!r}")
-        self.net = net.eval()
+        self.net = net
+        self._repeat_checked = False
         self.objective = as_objective(objective)
         self.T_requested = None if T is None else int(T)
         self.encoding = encoding
@@ -235,17 +234,20 @@ class SpikingNetTarget:
         handles = [modules[n].register_forward_hook(make(n)) for n in watch]
         try:
             reset_states(self.net)
-            with torch.no_grad():
-                out = self.net(x)
+            with torch.no_grad(), eval_mode(self.net):
+                out = self.net(self._cast(x))
         except ConfigError:
             raise
         except Exception as e:
             raise ConfigError(
                 f"{type(self.net).__name__}(images) failed on one image of shape {tuple(x.shape)}: "
-                f"{type(e).__name__}: {e}. MANGO calls forward with a static image batch [B, C, H, W]; a net "
-                "whose forward takes a spike sequence [T, B, ...] (x[step]) must be written as one time step "
-                "(forward(x) -> spikes of one step, neurons with init_hidden=True), or loop over its own "
-                "num_steps presenting the same x at each step") from e
+                f"{type(e).__name__}: {e}. Either the images do not fit the net: pick a generator whose "
+                "images it takes, or in Python pass transform= to mango.maximize to resize them (e.g. "
+                "transform=lambda x: torch.nn.functional.interpolate(x, size=(28, 28))). Or forward expects "
+                "something else: MANGO calls it with a static image batch [B, C, H, W]; a net whose forward "
+                "takes a spike sequence [T, B, ...] (x[step]) must be written as one time step (forward(x) -> "
+                "spikes of one step, neurons with init_hidden=True), or loop over its own num_steps presenting "
+                "the same x at each step") from e
         finally:
             for h in handles:
                 h.remove()
@@ -267,7 +269,13 @@ class SpikingNetTarget:
         if n == 1:
             self.mode = "step"
             own = getattr(self.net, "num_steps", None)      # the steps the net declares (it was trained with)
-            own = own if isinstance(own, int) and not isinstance(own, bool) and own > 0 else None
+            if isinstance(own, float) and own.is_integer():
+                own = int(own)
+            if own is not None and not (isinstance(own, int) and not isinstance(own, bool) and own > 0):
+                if self.T_requested is None:
+                    log.warning("%s.num_steps = %r is not a positive whole number, so it is not used as T; "
+                                "running T=%d steps (give T= to choose)", type(self.net).__name__, own, DEFAULT_T)
+                own = None
             self.T = self.T_requested or own or DEFAULT_T
         else:
             self.mode = "loop"
@@ -301,9 +309,10 @@ class SpikingNetTarget:
                 self._P = int(spec.elements(first[layer][0]).shape[1])
         fast_why = "off (fast=False)"
         if self._fast_ok and self.mode == "step" and all(layer in self.spiking for layer in self.layers_read):
-            fast_why = fast_supported(self.net)
-            if fast_why is None:
-                self._fast = FastSNN(self.net, backend=self.backend)
+            with eval_mode(self.net):       # it runs in eval mode: dropout is then off
+                fast_why = fast_supported(self.net)
+                if fast_why is None:
+                    self._fast = FastSNN(self.net, backend=self.backend)
         elif self._fast_ok:
             fast_why = "time-looping net or a non-spiking layer read"
         log.info("%s: %s mode, T=%d, fast path %s", type(self.net).__name__, self.mode, self.T,
@@ -322,6 +331,12 @@ class SpikingNetTarget:
                 f"{tuple(ref.shape)}); name the layer whose unit you want, e.g. '{last}:0'")
 
     # -- evaluation --------------------------------------------------------
+    def _cast(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` in the floating dtype of the net's parameters (a float64 net takes float32 images)."""
+        dtype = next((t.dtype for t in (*self.net.parameters(), *self.net.buffers()) if t.is_floating_point()), None)
+        return images.to(dtype) if dtype is not None and images.is_floating_point() and images.dtype != dtype \
+            else images
+
     def _input(self, images: torch.Tensor) -> torch.Tensor:
         if self.encoding == "poisson":
             return poisson_spikes(images, self.T, self.seed)
@@ -367,12 +382,27 @@ class SpikingNetTarget:
             return out
         return reference_run(self.net, x, self.T, self.layers_read, sequence=seq)
 
+    #: what makes one image's value depend on its batch or the call (see :func:`~.units.check_repeatable`)
+    _CAUSES = ("The net draws random numbers in forward (e.g. spikegen.rate: use encoding='poisson' with a seed "
+               "instead, which MANGO controls), keeps state between calls that MANGO does not reset (a membrane "
+               "kept on the module, e.g. self.mem, passed back in at the next call), or mixes the images of a "
+               "batch")
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """``images [k, C, H, W]`` -> the objective's value per image ``[k]`` (rates in [0, 1] for one unit)."""
         if images.ndim < 2:
             raise ConfigError(f"images must have a batch axis, got shape {tuple(images.shape)}")
         if self.mode is None:
             self._probe(images)
+        images = self._cast(images)
+        with eval_mode(self.net):
+            values = self._values(images)
+        if not self._repeat_checked and not self.noisy:
+            self._repeat_checked = True
+            check_repeatable(self, images, values, self.net, self._CAUSES)
+        return values
+
+    def _values(self, images: torch.Tensor) -> torch.Tensor:
         if self._graded is not None and not (torch.is_grad_enabled() and images.requires_grad):
             return self._graded_value(images)
         sums = self._loop_run(images) if self.mode == "loop" else self._step_run(images)
@@ -388,7 +418,6 @@ class SpikingNetTarget:
 
         return self.objective.combine(value)
 
-
     def _graded_value(self, images: torch.Tensor) -> torch.Tensor:
         """The graded score of the one unit ``[k]`` float64 (gradient steps use the plain rate)."""
         from .snn_fast import ScanStats
@@ -403,7 +432,7 @@ class SpikingNetTarget:
                 spk, mem = _spk_mem(out, m)
                 if not acc:
                     acc.append(ScanStats.zeros(tuple(mem.shape), int(self.T), mem.dtype, mem.device))
-                acc[0].update(step[0], mem.detach(), mem.detach() > m.threshold)
+                acc[0].update(step[0], mem.detach(), spk.detach() != 0)
                 step[0] += 1
 
             h = modules[layer].register_forward_hook(hook)

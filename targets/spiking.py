@@ -92,7 +92,7 @@ from .units import NEEDS_INPUT_SHAPE, UnitSpec, find_layer, list_layers, probe_i
 
 __all__ = ["SpikingSequential", "SpikingTarget", "spiking_layer_names", "reset_states", "poisson_spikes",
            "image_seed", "reference_run", "graded_score", "plain_rate", "rate_from_score", "TIE_MAX",
-           "fast_sigmoid_spike"]
+           "fast_sigmoid_spike", "unpack_neuron"]
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +182,13 @@ def poisson_spikes(images: torch.Tensor, T: int, seed: int | None) -> torch.Tens
     return (u < p).to(images.dtype)
 
 
-def _unpack(out: object, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if isinstance(out, tuple):
+def unpack_neuron(out: object, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A neuron's ``(spk, mem)`` from what it returns: ``spk``, ``(spk, mem)``, or with synaptic currents
+    in between, ``(spk, syn, mem)`` (Synaptic, RSynaptic, SLSTM) and ``(spk, syn_exc, syn_inh, mem)``
+    (Alpha): the membrane is the last item. Without one, the neuron's ``mem`` attribute (``init_hidden``)."""
+    if isinstance(out, (tuple, list)):
         spk = out[0]
-        mem = out[1] if len(out) > 1 and isinstance(out[1], torch.Tensor) else getattr(module, "mem", None)
+        mem = out[-1] if len(out) > 1 and isinstance(out[-1], torch.Tensor) else getattr(module, "mem", None)
     else:
         spk, mem = out, getattr(module, "mem", None)
     return spk, mem
@@ -201,7 +204,8 @@ def reference_run(net: nn.Module, x: torch.Tensor, T: int, layers: Sequence[str]
             accumulated in place; ``"spikes"``: per layer the spikes ``[T, B, *S]``;
             ``"stats"``: per layer ``(spike count [B, *S], ScanStats [B, *S])`` (spike numbers,
             membrane sum, peak membrane, first-spike step; see
-            :class:`mango.targets.snn_fast.ScanStats`), with a spike where ``mem > threshold``.
+            :class:`mango.targets.snn_fast.ScanStats`), with a spike where the neuron's spike output is
+            not 0 (what it emits: after inhibition, and whatever membrane it returns).
         sequence: ``x`` is ``[T, B, ...]`` and ``x[t]`` is fed at step ``t``.
 
     States are reset first; hooks are removed afterwards.
@@ -215,7 +219,7 @@ def reference_run(net: nn.Module, x: torch.Tensor, T: int, layers: Sequence[str]
 
     def make(name: str):
         def hook(m, _inp, out):
-            spk, mem = _unpack(out, m)
+            spk, mem = unpack_neuron(out, m)
             a = acc[name]
             if record == "spikes":
                 a.append(spk.detach().clone())
@@ -225,7 +229,7 @@ def reference_run(net: nn.Module, x: torch.Tensor, T: int, layers: Sequence[str]
                 if not a:
                     a.extend([torch.zeros_like(spk), ScanStats.zeros(tuple(mem.shape), int(T), mem.dtype, mem.device)])
                 a[0] = a[0] + spk
-                a[1].update(steps[name], mem, mem > m.threshold)
+                a[1].update(steps[name], mem, spk.detach() != 0)
                 steps[name] += 1
             elif not a:
                 a.extend([spk.clone(), None if mem is None else mem.clone()])
