@@ -17,7 +17,9 @@ String syntax (whitespace is free)::
     atom  := ref | 'mem(' ref ')' | '(' expr ')'
     ref   := LAYER ':' INT ['@(' INT (',' INT)* ')']
 
-``LAYER`` is a dotted submodule name (``features.3``, ``0``) or one of the
+``LAYER`` is a dotted submodule name (``features.3``, ``0``; a name with other characters,
+such as a ModuleDict key ``conv-a``, in backquotes: ```features.conv-a`:2``, as ``str()`` writes
+it back) or one of the
 model-output names: ``output`` / ``logits`` (the model's output, e.g. class
 logits; for a spiking net the last spiking layer, its class read-out) and
 ``softmax`` (softmax over the output's axis 1: a class probability in [0, 1]).
@@ -87,7 +89,7 @@ class Term:
     def __str__(self) -> str:
         if self.kind == "softmax":
             return f"softmax:{self.unit}"
-        s = f"{self.layer}:{self.unit}"
+        s = f"{self.layer if _PLAIN_NAME.fullmatch(self.layer) else '`' + self.layer + '`'}:{self.unit}"
         if self.position is not None:
             s += "@(" + ",".join(str(p) for p in self.position) + ")"
         return f"mem({s})" if self.kind == "mem" else s
@@ -260,10 +262,14 @@ def _pos(position: Any) -> tuple[int, ...] | None:
 # parsing
 # ---------------------------------------------------------------------------
 
+#: a layer name written as it is in an objective string; any other is written in backquotes
+_PLAIN_NAME = re.compile(r"[A-Za-z_0-9][\w.]*")
+
 _TOKEN = re.compile(r"""
     \s*(?:
       (?P<num>(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?)(?![\w.:])   # a number not followed by ':' (a layer)
     | (?P<name>[A-Za-z_0-9][\w.]*)
+    | `(?P<qname>[^`]+)`                            # a layer name with other characters: `features.conv-a`
     | (?P<op>[-+*/:@(),\[\]])
     )""", re.VERBOSE)
 
@@ -350,6 +356,9 @@ class _Parser:
             self.take(")")
             return e
         t = self.peek()
+        if t is not None and t[0] == "qname":
+            layer, u, pos = self.ref()
+            return unit(layer, u, pos)
         if t is None or t[0] != "name":
             raise self.error(f"expected a layer name, found {t[1] if t else 'the end'!r}")
         name = self.take(kind="name")
@@ -370,9 +379,12 @@ class _Parser:
         return unit(layer, u, pos)
 
     def ref(self) -> tuple[str, int, tuple[int, ...] | None]:
-        layer = self.take(kind="name")
+        t = self.peek()
+        layer = self.take(kind="qname" if t is not None and t[0] == "qname" else "name")
         if not self.accept(":"):
-            raise self.error(f"expected ':' and a unit index after layer {layer!r} (e.g. '{layer}:0')")
+            raise self.error(f"expected ':' and a unit index after layer {layer!r} (e.g. '{layer}:0'; a layer "
+                             "name with other characters, such as '-' or a space, goes in backquotes: "
+                             "'`features.conv-a`:0')")
         u = self.take()
         if not u.isdigit():
             raise self.error(f"unit must be a non-negative integer, found {u!r}")

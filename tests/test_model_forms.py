@@ -129,3 +129,25 @@ def test_a_submodule_called_logits_is_named_when_output_is_read(caplog):
     with caplog.at_level(logging.WARNING, logger="targets.torch_unit"):
         ObjectiveTarget(Named(), "logits:3", input_shape=(1, 8, 8))
     assert "submodule named 'logits'" in caplog.text and "reads the model's output" in caplog.text
+
+
+def test_a_layer_name_with_a_dash_or_a_space_is_written_in_backquotes():
+    from mango import objectives as ob
+
+    class Keys(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.ModuleDict({"conv-a": nn.Conv2d(1, 4, 3), "block 1": nn.Conv2d(4, 6, 3)})
+
+        def forward(self, x):
+            return self.features["block 1"](self.features["conv-a"](x)).mean((2, 3))
+
+    e = ob.parse("`features.conv-a`:2 - 0.5*`features.block 1`:3@(1,2)")
+    assert [t.layer for _, t in e] == ["features.conv-a", "features.block 1"]
+    assert ob.parse(str(e)) == e and str(ob.unit("features.conv-a", 2)) == "`features.conv-a`:2"
+    net, x = Keys(), torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        want = net.features["conv-a"](x)[:, 2].mean((1, 2)) - 0.5 * net.features["block 1"](net.features["conv-a"](x))[:, 3, 1, 2]
+        assert torch.allclose(ObjectiveTarget(net, e)(x), want, atol=1e-6)
+    with pytest.raises(ConfigError, match="goes in backquotes"):
+        ob.parse("features.conv-a:2")
