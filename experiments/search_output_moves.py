@@ -19,6 +19,9 @@ the Spearman correlation between the graded readout's tie term and that drive am
 the parent's spike count, i.e. how well the readout ranks images that differ only below one spike.
 
     MANGO_PAPER_WEIGHTS=../shared/weights/cifar10 python experiments/search_output_moves.py --unit 1   # ~2 min on 2 cores
+
+``--budget 5000`` asks whether the plateau is only a matter of budget (the best so far is printed
+along the way).
 """
 from __future__ import annotations
 
@@ -61,6 +64,9 @@ def main() -> None:
     ap.add_argument("--unit", type=int, default=1, help="output neuron (final_spiking) of the paper SNN")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n", type=int, default=300, help="children per move kind")
+    ap.add_argument("--budget", type=int, default=1000,
+                    help="elite's queries before the moves are scored (its best so far is printed at 250, 500, "
+                         "1,000 and every 1,000 after)")
     args = ap.parse_args()
     objective = build_objective(validate_config({
         "generator": {"name": "vqvae-cifar10"},
@@ -69,7 +75,10 @@ def main() -> None:
     T = int(objective.target.T)
     gen = objective.generator
     t0 = time.perf_counter()
-    res = maximize(objective, "elite", budget=1000, seed=args.seed, batch_size=50)
+    res = maximize(objective, "elite", budget=args.budget, seed=args.seed, batch_size=50)
+    best = np.asarray(res.best_so_far, dtype=np.float64) * T
+    marks = [q for q in (250, 500, *range(1000, args.budget + 1, 1000)) if q <= len(best)]
+    print("elite's best so far (spikes + tie) at query " + ", ".join(f"{q}: {best[q - 1]:.2f}" for q in marks))
     parent = np.asarray(res.best_code, dtype=np.int64)
     h, w = gen.latent_shape
     n_codes = int(objective.space.n)
