@@ -34,7 +34,12 @@ __all__ = ["main", "build_parser", "parse_kv"]
 
 
 def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The run config of ``mango run``: the TOML file (if any) with the flags laid over it."""
+    """The run config of ``mango run``: the TOML file (if any) with the flags laid over it. Without a
+    config file and without a generator, target or problem, ``--out DIR`` of a recorded run takes the
+    config from ``DIR/run.json``: ``mango run --out DIR`` resumes (or shows) the run there."""
+    recorded = Path(args.out or "", "run.json")
+    if not args.config and args.out and not (args.generator or args.target or args.problem) and recorded.is_file():
+        args.config = str(recorded)
     cfg: dict[str, Any] = load_toml(args.config) if args.config else {}
     for key in ("budget", "seed", "batch_size", "device"):
         val = getattr(args, key)
@@ -150,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     r = sub.add_parser("run", help="run one maximization (flags or a TOML config)")
-    r.add_argument("--config", help="TOML config file (flags override it)")
+    r.add_argument("--config", help="TOML config file, or a recorded run's run.json / result.json "
+                                    "(flags override it)")
     r.add_argument("--problem", help="registered index-space problem (instead of generator + target)")
     r.add_argument("--generator", help="registered generator (see `mango generators`)")
     r.add_argument("--target", help="registered target (see `mango targets`)")
@@ -161,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", help="torch device, e.g. cpu or cuda")
     for name in ("gen", "target", "problem", "opt"):
         r.add_argument(f"--{name}-param", action="append", metavar="KEY=VALUE", help=f"{name} parameter")
-    r.add_argument("--out", help="run folder (journal, result.json, history.npz); re-running resumes it")
+    r.add_argument("--out", help="run folder (journal, result.json, history.npz); re-running resumes it, and "
+                                 "`mango run --out DIR` alone takes the config recorded there")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_watch_option(r)
     r.set_defaults(func=cmd_run)

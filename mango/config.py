@@ -61,7 +61,10 @@ log = logging.getLogger(__name__)
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file; a syntax error names the file."""
+    """Read a TOML config file; a syntax error names the file. A ``.json`` file is read as a run folder's
+    ``run.json`` (the config itself) or ``result.json`` (its ``config``), so a recorded run can be run again."""
+    if str(path).endswith(".json"):
+        return _load_recorded(Path(path))
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
@@ -76,6 +79,24 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+
+
+def _load_recorded(path: Path) -> dict[str, Any]:
+    """The config of a run folder's ``run.json`` or of a ``result.json`` (under ``config``)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("config"), dict) and "budget" not in data:
+        data = data["config"]           # a result.json: the run's config is under "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} holds a JSON {type(data).__name__}, not a run's config "
+                          "(a run folder's run.json or result.json)")
+    return data
 
 
 def integer(value: Any, key: str) -> int:

@@ -156,7 +156,8 @@ class Result:
         """Write ``history.npz``, (for image objectives) ``best.png`` and, last, ``result.json`` into ``folder``
         (see :func:`write_final_files`)."""
         summary = self.summary()
-        summary.update(versions=versions(), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        summary.update(optimizer_settings=optimizer_settings(self.config), versions=versions(),
+                       finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         write_final_files(folder, summary, self.history_arrays(), self.best_uint8)
 
     def restore_missing(self, folder: str | Path) -> list[str]:
@@ -222,14 +223,70 @@ def finished_result(folder: str | Path) -> dict[str, Any] | None:
     return res
 
 
-def versions() -> dict[str, str]:
-    """Versions of Python, MANGO and the numerical libraries (for result.json)."""
+def versions() -> dict[str, Any]:
+    """What produced a result (for result.json): Python, the platform and CPU, MANGO and the libraries
+    whose arithmetic or random streams decide the values, MANGO's source commit when it runs from a git
+    checkout (with ``"dirty": true`` when tracked files differ from it), and torch's thread count (sums
+    over a batch, and so the last bits of a value, may differ between thread counts)."""
     from importlib import metadata
 
-    out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for pkg in ("mango-am", "torch", "numpy", "jax", "teneva", "nevergrad", "snntorch"):
+    out: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform(), "cpu": _cpu_model()}
+    for pkg in ("mango-am", "torch", "numpy", "scipy", "jax", "jaxlib", "optax", "teneva", "nevergrad", "cma",
+                "snntorch", "scikit-learn"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = "not installed"
+    out.update(_source_commit())
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        out["torch_threads"] = int(torch.get_num_threads())
     return out
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what :mod:`platform` says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _source_commit() -> dict[str, Any]:
+    """``{"mango_commit": sha, "mango_dirty": bool}`` when MANGO's source is a git checkout, else ``{}``."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return {}
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip() != ""
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"mango_commit": sha, "mango_dirty": dirty}
+
+
+def optimizer_settings(config: Any) -> dict[str, Any] | None:
+    """Every setting of the run's registered optimizer: its defaults with the given ``config["optimizer"]``
+    values laid over them (result.json's ``config`` keeps only what was given). None when the config names
+    no registered optimizer (an Optimizer object passed to ``maximize``)."""
+    from . import registry
+
+    opt = config.get("optimizer") if isinstance(config, dict) else None
+    name = opt.get("name") if isinstance(opt, dict) else None
+    if not isinstance(name, str):
+        return None
+    try:
+        params = registry.describe_params(registry.get("optimizer", name))
+    except Exception:           # an unregistered name: nothing to describe
+        return None
+    out = {k: v for k, v in params.items() if k not in ("space", "seed", "budget", "batch_size")}
+    out.update({k: v for k, v in opt.items() if k != "name"})
+    return {k: v if isinstance(v, (bool, int, float, str, type(None), list, dict)) else
+            (list(v) if isinstance(v, tuple) else repr(v)) for k, v in out.items()}

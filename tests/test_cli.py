@@ -136,3 +136,35 @@ def test_progress_and_run_lines_show_the_rate_beside_the_score(tmp_path, capsys)
                  "--budget", "20", "--out", str(tmp_path / "p")]) == 0
     err = capsys.readouterr().err
     assert "best=" in err and "score" not in err
+
+
+def test_a_recorded_run_runs_again_from_its_files(tmp_path, capsys):
+    """``--config DIR/result.json`` (or run.json) re-runs a recorded run; ``--out DIR`` alone resumes it; and
+    result.json carries every optimizer setting and what produced it."""
+    out = tmp_path / "r"
+    argv = ["run", "--problem", "separable", "--problem-param", "d=6", "--problem-param", "n=8",
+            "--optimizer", "elite", "--opt-param", "elite=4", "--budget", "60", "--seed", "5", "--out", str(out), "-q"]
+    assert main(argv) == 0
+    res = json.loads((out / "result.json").read_text())
+    settings = res["optimizer_settings"]
+    assert settings["elite"] == 4 and settings["uniform_codes"] == 64 and settings["starts"] == "natural"
+    assert {"cma", "optax", "scikit-learn", "cpu", "torch_threads"} <= set(res["versions"])
+    for recorded in ("result.json", "run.json"):
+        again = tmp_path / f"again_{recorded}"
+        assert main(["run", "--config", str(out / recorded), "--out", str(again), "-q"]) == 0
+        rerun = json.loads((again / "result.json").read_text())
+        assert rerun["best_code"] == res["best_code"] and rerun["best_value"] == res["best_value"]
+        assert rerun["config"] == res["config"]
+    # a killed run: its journal holds 2 of 3 batches and no result; --out alone resumes it to the same end
+    part = tmp_path / "part"
+    assert main([*argv[:-3], "--out", str(part), "-q"]) == 0
+    lines = (part / "journal.jsonl").read_text().splitlines()
+    (part / "journal.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    (part / "result.json").unlink()
+    assert main(["run", "--out", str(part), "-q"]) == 0
+    assert json.loads((part / "result.json").read_text())["best_code"] == res["best_code"]
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    capsys.readouterr()
+    assert main(["run", "--config", str(bad), "-q"]) != 0
+    assert "bad.json is not valid JSON" in capsys.readouterr().err
