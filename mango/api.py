@@ -87,9 +87,17 @@ class Visualization:
 
     @property
     def trace(self) -> np.ndarray:
-        """``float64 [N]``: the objective's value (as :attr:`best_value`) of every query, in the order asked."""
+        """``float64 [N]``: the objective's value (as :attr:`best_value`) of every scored code, in the order asked:
+        every query for a gradient-free optimizer; for the gradient baseline, whose Adam steps spend queries on
+        relaxed images without a code, only the hard codes it scores (plot against :attr:`query_index`)."""
         r = self.result
         return r.values if r.reported is None else r.reported
+
+    @property
+    def query_index(self) -> np.ndarray:
+        """``int64 [N]``: the number of queries spent when each :attr:`trace` entry was scored (``1..budget``;
+        ``1, 2, ..., N`` for a gradient-free optimizer), the x axis that puts every optimizer on one scale."""
+        return np.asarray(self.result.query_index, dtype=np.int64)
 
     @property
     def best_so_far(self) -> np.ndarray:
@@ -221,7 +229,8 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
 
     Args:
         model: any ``nn.Module`` (CNN, MLP, snnTorch net), a pickled-module file, or a factory
-            ``"package.module:function"``. Put into eval mode; moved to ``device`` when given.
+            ``"package.module:function"``. It runs in eval mode, and each submodule gets its own train/eval
+            mode back after every call; moved to ``device`` when given.
         objective: ``"layer:unit"`` (channel mean), ``"layer:unit@(y,x)"``, ``"output:c"`` /
             ``"logits:c"`` (class logit; a spiking net's class neuron rate), ``"softmax:c"``, or
             a weighted sum (string or :mod:`mango.objectives` value).

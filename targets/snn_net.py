@@ -38,6 +38,7 @@ what the net returns). Terms combine as in :mod:`mango.objectives`.
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Sequence
 
 import numpy as np
@@ -52,7 +53,8 @@ from .models import load_model
 from .snn_fast import FastSNN, fast_supported
 from .spiking import (ENCODINGS, graded_score, poisson_spikes, rate_from_score, reference_run, reset_states,
                       spiking_layer_names, threshold_and_spike_value, unpack_neuron)
-from .units import NEEDS_INPUT_SHAPE, OUTPUT, UnitSpec, check_repeatable, eval_mode, find_layer, list_layers
+from .units import (NEEDS_INPUT_SHAPE, OUTPUT, UnitSpec, as_model_dtype, check_repeatable, eval_mode, find_layer,
+                    list_layers)
 
 __all__ = ["SpikingNetTarget", "snn_unit", "DEFAULT_T"]
 
@@ -72,6 +74,22 @@ def _spk_mem(out: object, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor
     if not isinstance(spk, torch.Tensor):
         raise ConfigError(f"layer output of type {type(spk).__name__} is not a tensor")
     return spk, (mem if isinstance(mem, torch.Tensor) else None)
+
+
+def _whole(v: object) -> object:
+    """``v`` as a Python int when it is a whole number (an int, numpy or 0-d tensor integer, or a float such as
+    25.0), else ``v`` unchanged."""
+    if isinstance(v, bool):
+        return v
+    try:
+        return operator.index(v)            # int, numpy integers, 0-d integer tensors
+    except TypeError:
+        pass
+    try:
+        f = float(v)                        # floats, numpy floats, 0-d float tensors
+    except (TypeError, ValueError):
+        return v
+    return int(f) if f.is_integer() else v
 
 
 class SpikingNetTarget:
@@ -269,8 +287,7 @@ class SpikingNetTarget:
         if n == 1:
             self.mode = "step"
             own = getattr(self.net, "num_steps", None)      # the steps the net declares (it was trained with)
-            if isinstance(own, float) and own.is_integer():
-                own = int(own)
+            own = _whole(own)
             if own is not None and not (isinstance(own, int) and not isinstance(own, bool) and own > 0):
                 if self.T_requested is None:
                     log.warning("%s.num_steps = %r is not a positive whole number, so it is not used as T; "
@@ -333,9 +350,7 @@ class SpikingNetTarget:
     # -- evaluation --------------------------------------------------------
     def _cast(self, images: torch.Tensor) -> torch.Tensor:
         """``images`` in the floating dtype of the net's parameters (a float64 net takes float32 images)."""
-        dtype = next((t.dtype for t in (*self.net.parameters(), *self.net.buffers()) if t.is_floating_point()), None)
-        return images.to(dtype) if dtype is not None and images.is_floating_point() and images.dtype != dtype \
-            else images
+        return as_model_dtype(self.net, images)
 
     def _input(self, images: torch.Tensor) -> torch.Tensor:
         if self.encoding == "poisson":
@@ -397,7 +412,8 @@ class SpikingNetTarget:
         images = self._cast(images)
         with eval_mode(self.net):
             values = self._values(images)
-        if not self._repeat_checked and not self.noisy:
+        gradient_call = torch.is_grad_enabled() and images.requires_grad     # the plain rate, not the graded score
+        if not self._repeat_checked and not self.noisy and not gradient_call:
             self._repeat_checked = True
             check_repeatable(self, images, values, self.net, self._CAUSES)
         return values

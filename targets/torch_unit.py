@@ -32,8 +32,8 @@ from mango.objectives import OUTPUT_NAMES, ObjectiveExpr, Term, as_objective
 
 from .models import SCRIPT_HINT as _SCRIPT_HINT
 from .models import load_model, spiking_neuron_names
-from .units import (NEEDS_INPUT_SHAPE, OUTPUT, WRAP_HINT, UnitSpec, check_repeatable, describe_output, eval_mode,
-                    find_layer, layer_names, list_layers, output_shapes, probe_input_shape)
+from .units import (NEEDS_INPUT_SHAPE, OUTPUT, WRAP_HINT, UnitSpec, as_model_dtype, check_repeatable, describe_output,
+                    eval_mode, find_layer, layer_names, list_layers, output_shapes, probe_input_shape)
 
 log = logging.getLogger(__name__)
 
@@ -101,20 +101,19 @@ class _ModelTarget:
         return module_device(self.model)
 
     def layers(self, input_shape: Sequence[int] | None = None) -> list[tuple[str, tuple[int, ...]]]:
-        """The model's layers and per-sample output shapes (see :func:`list_layers`);
-        ``input_shape`` defaults to the one given at construction."""
+        """The model's layers and per-sample output shapes (see :func:`list_layers`), without modules that
+        run more than once per forward pass (a unit of them is refused); ``input_shape`` defaults to the one
+        given at construction."""
         shape = input_shape or self.input_shape
         if shape is None:
             raise ConfigError(NEEDS_INPUT_SHAPE)
-        return list_layers(self.model, shape)
+        calls: dict[str, int] = {}
+        rows = list_layers(self.model, shape, calls=calls)
+        return [r for r in rows if calls.get(r[0], 1) == 1]     # a module run twice cannot be read: not listed
 
     def _input(self, images: torch.Tensor) -> torch.Tensor:
-        """``images`` in the floating dtype of the model's parameters (a float64 or half model takes the
-        generator's float32 images as its own dtype)."""
-        dtype = next((t.dtype for t in (*self.model.parameters(), *self.model.buffers()) if t.is_floating_point()),
-                     None)
-        return images.to(dtype) if dtype is not None and images.is_floating_point() and images.dtype != dtype \
-            else images
+        """``images`` in the floating dtype of the model (a float64 or half model takes float32 images)."""
+        return as_model_dtype(self.model, images)
 
     def _check_reads(self, example: torch.Tensor, reads: Sequence[tuple[str, UnitSpec]]) -> None:
         """One forward of ``example[:1]``; each ``(layer, spec)`` must name a layer that runs once per forward

@@ -12,11 +12,10 @@ Errors name the bad layer or unit and list the valid choices, nearest first.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import operator
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +24,9 @@ from torch import nn
 
 from mango.devices import module_device
 from mango.errors import ConfigError, MangoError, choices_hint
+from mango.modes import eval_mode
 
-__all__ = ["OUTPUT", "UnitSpec", "WRAP_HINT", "check_repeatable", "describe_output", "eval_mode", "find_layer", "layer_names", "list_layers",
+__all__ = ["OUTPUT", "UnitSpec", "WRAP_HINT", "as_model_dtype", "check_repeatable", "model_dtype", "describe_output", "eval_mode", "find_layer", "layer_names", "list_layers",
            "output_shapes"]
 
 log = logging.getLogger(__name__)
@@ -112,18 +112,15 @@ def output_shapes(model: nn.Module, example: torch.Tensor, order: list[str] | No
     return shapes
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run the block with every submodule of ``model`` in eval mode (Dropout off, BatchNorm on its running
-    statistics), then give each submodule back the train/eval mode it had: a search, or a later
-    ``activation()``, leaves a model that is being trained as it found it."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The floating dtype of ``model``'s first floating parameter or buffer (None: it has none)."""
+    return next((t.dtype for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None)
+
+
+def as_model_dtype(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Floating ``images`` in ``model``'s floating dtype (a float64 or half model takes float32 images)."""
+    dtype = model_dtype(model)
+    return images.to(dtype) if dtype is not None and images.is_floating_point() and images.dtype != dtype else images
 
 
 def check_repeatable(call: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, values: torch.Tensor,
@@ -134,13 +131,16 @@ def check_repeatable(call: Callable[[torch.Tensor], torch.Tensor], images: torch
     each code a value that depends on when and beside what it was scored). ``causes`` lists what may do it.
 
     Returns:
-        Whether the two values agree (relative 1e-4, absolute 1e-6: float sums over a batch differ in
-        the last bits).
+        Whether the two values agree: relative to 1e-4 or 16 of the model dtype's epsilon, whichever is
+        larger (1e-4 for float32, 0.016 for half, 0.125 for bfloat16: sums over a batch differ in the
+        last bits), absolute to 1e-6.
     """
     with torch.no_grad():
         again = call(images[:1].detach())
     a, b = float(values.detach().reshape(-1)[0]), float(again.reshape(-1)[0])
-    if math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6) or (math.isnan(a) and math.isnan(b)):
+    dtype = model_dtype(model) or torch.float32
+    rel = max(1e-4, 16 * torch.finfo(dtype).eps) if dtype.is_floating_point else 1e-4
+    if math.isclose(a, b, rel_tol=rel, abs_tol=1e-6) or (math.isnan(a) and math.isnan(b)):
         return True
     log.warning("%s gives the same image different values: %.6g within a batch of %d, %.6g on its own right "
                 "after. %s. A search takes each image's value as fixed, so its best value is then partly luck "
@@ -170,7 +170,8 @@ WRAP_HINT = ("wrap it in a module whose forward returns the one tensor to read, 
              "def forward(self, x): return self.m(x)[1]  (or [\"logits\"] for a dict)")
 
 
-def list_layers(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str, tuple[int, ...]]]:
+def list_layers(model: nn.Module, input_shape: Sequence[int],
+                calls: dict[str, int] | None = None) -> list[tuple[str, tuple[int, ...]]]:
     """``[(layer name, per-sample output shape), ...]`` in execution order, ending with ``"output"``.
 
     Args:
@@ -178,15 +179,16 @@ def list_layers(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str,
         input_shape: one sample's shape ``(C, H, W)`` (a leading batch axis of 1 is
             also accepted). The model runs once on zeros on its own device.
 
-    Layers that are not called in a forward pass (unused submodules) are left out.
+    Layers that are not called in a forward pass (unused submodules) are left out; ``calls``, when given,
+    gets how many times each layer ran (see :func:`output_shapes`).
     """
     shape = tuple(int(s) for s in input_shape)
     if len(shape) >= 1 and shape[0] == 1 and len(shape) == 4:
         shape = shape[1:]
     dev = module_device(model)
-    example = torch.zeros((1, *shape), device=dev)
+    example = torch.zeros((1, *shape), device=dev, dtype=model_dtype(model) or torch.float32)
     order: list[str] = []
-    shapes = output_shapes(model, example, order)
+    shapes = output_shapes(model, example, order, calls=calls)
     out = [(n, shapes[n][1:]) for n in order]
     if OUTPUT in shapes:
         out.append((OUTPUT, shapes[OUTPUT][1:]))

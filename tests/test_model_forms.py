@@ -151,3 +151,46 @@ def test_a_layer_name_with_a_dash_or_a_space_is_written_in_backquotes():
         assert torch.allclose(ObjectiveTarget(net, e)(x), want, atol=1e-6)
     with pytest.raises(ConfigError, match="goes in backquotes"):
         ob.parse("features.conv-a:2")
+    # a submodule named like a word of the grammar is written back in backquotes too
+    for word in ("softmax", "mem"):
+        e = ob.parse(f"`{word}`:3")
+        assert e.terms[0][1].kind == "value" and ob.parse(str(e)) == e
+
+
+def test_a_train_override_is_undone_the_way_it_was_done():
+    """A module whose train() does more than set the flag (adapter weights merged in eval, unmerged in
+    train): MANGO's eval mode for a call must end with the user's train(True), not a bare flag."""
+    class Merging(nn.Linear):
+        merged = False
+
+        def train(self, mode: bool = True):
+            super().train(mode)
+            self.merged = not mode
+            return self
+
+    net = nn.Sequential(nn.Flatten(), Merging(64, 3))
+    net.train()
+    UnitTarget(net, unit=1)(torch.rand(2, 1, 8, 8))
+    assert net.training and net[1].training and net[1].merged is False
+
+
+def test_a_batch_mixing_model_is_warned_about_once(caplog):
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, track_running_stats=False), nn.Flatten(),
+                        nn.Linear(4 * 6 * 6, 3))
+    target = ObjectiveTarget(net, "output:1")
+    with caplog.at_level(logging.WARNING, logger="targets.units"):
+        target(torch.rand(8, 1, 8, 8))
+        target(torch.rand(8, 1, 8, 8))
+    assert caplog.text.count("gives the same image different values") == 1 and "BatchNorm" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="targets.units"):
+        ObjectiveTarget(_inplace_net(), "output:1")(torch.rand(8, 1, 8, 8))     # per-image model: quiet
+    assert "different values" not in caplog.text
+
+
+def test_layers_leave_out_a_module_run_twice_and_take_a_float64_model():
+    names = [n for n, _ in ObjectiveTarget(_Shared(), "c2:0", input_shape=(1, 8, 8)).layers()]
+    assert "act" not in names and {"c1", "c2"} <= set(names)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).double()
+    assert dict(UnitTarget(net, unit=2, input_shape=(1, 8, 8)).layers())["2"] == (3,)

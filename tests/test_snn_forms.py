@@ -133,3 +133,27 @@ def test_train_mode_float64_and_a_float_num_steps():
     net.eval()
     want = _true_rate(net, x.double(), 3, 1, 20).double()
     assert torch.allclose(got, want) and want.max() > 0          # the eval-mode rate: dropout was off
+
+
+def test_a_gradient_call_is_not_taken_for_a_random_net(caplog):
+    """The first call of the gradient baseline asks for the plain rate with gradients on; the repeat check
+    must not compare it with the graded score of the same image and warn about randomness."""
+    net = _seq(NEURONS["synaptic"])
+    x = torch.rand(1, 1, 8, 8, requires_grad=True)
+    target = SpikingNetTarget(net, "output:1", T=20)
+    with caplog.at_level(logging.WARNING, logger="targets.units"), torch.enable_grad():
+        target(x)
+    with caplog.at_level(logging.WARNING, logger="targets.units"):
+        target(torch.rand(6, 1, 8, 8))           # the check runs at the first call without gradients
+    assert "different values" not in caplog.text and target._repeat_checked
+
+
+def test_num_steps_of_numpy_and_tensor_integers_is_t():
+    import numpy as np
+
+    for steps in (np.int64(12), torch.tensor(12)):
+        net = _seq(NEURONS["synaptic"])
+        net.num_steps = steps
+        target = SpikingNetTarget(net, "output:1")
+        target(torch.rand(2, 1, 8, 8))
+        assert target.T == 12
