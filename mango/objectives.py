@@ -89,7 +89,8 @@ class Term:
     def __str__(self) -> str:
         if self.kind == "softmax":
             return f"softmax:{self.unit}"
-        s = f"{self.layer if _PLAIN_NAME.fullmatch(self.layer) else '`' + self.layer + '`'}:{self.unit}"
+        plain = _PLAIN_NAME.fullmatch(self.layer) and self.layer not in _RESERVED
+        s = f"{self.layer if plain else '`' + self.layer + '`'}:{self.unit}"
         if self.position is not None:
             s += "@(" + ",".join(str(p) for p in self.position) + ")"
         return f"mem({s})" if self.kind == "mem" else s
@@ -249,6 +250,9 @@ def membrane(layer: str, c: int, position: tuple[int, ...] | list[int] | None = 
 
 
 def _layer(name: str) -> str:
+    if "`" in str(name):
+        raise ConfigError(f"layer name {name!r} contains a backquote, which an objective string cannot write "
+                          "(backquotes enclose a layer name); rename the submodule")
     return "output" if name in OUTPUT_NAMES else str(name)
 
 
@@ -264,6 +268,8 @@ def _pos(position: Any) -> tuple[int, ...] | None:
 
 #: a layer name written as it is in an objective string; any other is written in backquotes
 _PLAIN_NAME = re.compile(r"[A-Za-z_0-9][\w.]*")
+#: words the grammar gives a meaning of its own: a layer so named is written in backquotes
+_RESERVED = ("softmax", "mem")
 
 _TOKEN = re.compile(r"""
     \s*(?:
