@@ -30,7 +30,9 @@ from torch import nn
 from mango.data import CIFAR10_MEAN, CIFAR10_STD
 from mango.devices import module_device
 from mango.errors import ConfigError
+from mango.fingerprint import transform_fingerprint
 from mango.imaging import to_uint8
+from mango.modes import eval_mode
 from mango.spaces import LatentSpace
 
 __all__ = [
@@ -186,7 +188,7 @@ class GeneratorBase(nn.Module):
     def sample(self, k: int, seed: int = 0) -> torch.Tensor:
         """Images of ``k`` uniformly random codes (no grad), ``[k, C, H, W]``."""
         I = self.space.sample(np.random.default_rng(seed), k)
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(self):
             return self(self.space.decode(I, self.device))
 
     def describe(self) -> str:
@@ -213,19 +215,46 @@ class WrappedGenerator(GeneratorBase):
         self.value_range = (lo, hi)
         self.mean = tuple(float(v) for v in mean) if mean is not None else None
         self.std = tuple(float(v) for v in std) if std is not None else None
+        if self.std is not None and not all(v > 0 and v < float("inf") for v in self.std):
+            raise ConfigError(f"wrap: std must be finite and > 0 for every channel, got {std!r}")
+        if self.mean is not None and not all(abs(v) < float("inf") for v in self.mean):
+            raise ConfigError(f"wrap: mean must be finite, got {mean!r}")
         self.name = name or type(module).__name__
         self.differentiable = bool(differentiable)
-        self.eval()
+        self._channels_checked = self.mean is None and self.std is None
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """``z`` from ``space.decode`` (moved to the module's device) -> images ``[k, C, H, W]``."""
-        return self.module(z.to(self.device))
+        """``z`` from ``space.decode`` (moved to the module's device and, when floating, its floating dtype)
+        -> images ``[k, C, H, W]``. The module runs in eval mode and gets its own train/eval mode back
+        (:func:`mango.modes.eval_mode`): wrapping a generator in the middle of training leaves it as it was."""
+        z = z.to(self.device)
+        dtype = next((t.dtype for t in (*self.module.parameters(), *self.module.buffers())
+                      if t.is_floating_point()), None)
+        if dtype is not None and z.is_floating_point() and z.dtype != dtype:
+            z = z.to(dtype)
+        with eval_mode(self.module):
+            x = self.module(z)
+        if not self._channels_checked and isinstance(x, torch.Tensor) and x.ndim == 4:
+            for what, v in (("mean", self.mean), ("std", self.std)):
+                if v is not None and len(v) != x.shape[1]:
+                    raise ConfigError(f"wrap: {what} has {len(v)} channel value(s) but {self.name}'s images have "
+                                      f"{x.shape[1]} channel(s) (shape {list(x.shape)}); give one value per channel")
+            self._channels_checked = True
+        return x
 
 
 class _Fn(nn.Module):
+    """A plain function as a module. Its repr names the function and a fingerprint of what it computes
+    (:func:`mango.fingerprint.transform_fingerprint`: its code and the values it closes over, tensors by
+    value), so a run's structure mark sees a wrapped function change although it has no parameters."""
+
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
         self.fn = fn
+
+    def extra_repr(self) -> str:
+        name = getattr(self.fn, "__qualname__", type(self.fn).__qualname__)
+        return f"fn={name}, computes={transform_fingerprint(self.fn)}"
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.fn(z)

@@ -34,6 +34,7 @@ from .channels import make_select
 from .devices import module_device
 from .errors import ConfigError, EvaluationError, MangoError
 from .fingerprint import structure_fingerprint, transform_fingerprint, weights_fingerprint
+from .modes import eval_mode
 from .protocols import flag
 from .spaces import LatentSpace
 
@@ -176,7 +177,10 @@ class Objective(BaseObjective):
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         space = getattr(generator, "space", None)
         if not isinstance(space, LatentSpace):
-            raise ConfigError(f"generator {generator!r} has no LatentSpace 'space' attribute")
+            raise ConfigError(f"generator {_describe(generator)} has no LatentSpace 'space' attribute: make a torch "
+                              "module a generator with mango.generators.wrap(module, space), e.g. "
+                              "wrap(my_gan, GridSpace(d=128, n=16)) for a 128-d latent on 16 levels "
+                              "(mango.spaces: GridSpace, CodebookSpace)")
         if batch_size is not None:
             check_eval_batch_size(batch_size, "batch_size (images per forward pass)")
         noisy = flag(target, "noisy")
@@ -191,6 +195,7 @@ class Objective(BaseObjective):
         self.batch_size = default_eval_batch_size(self.device) if batch_size is None else int(batch_size)
         self._noisy = noisy
         self._fits = False      # set once the target has taken a batch of the generator's images
+        self._decodes = False   # set once the generator has decoded a batch
 
     @property
     def noisy(self) -> bool:
@@ -229,8 +234,48 @@ class Objective(BaseObjective):
         outs = []
         with torch.no_grad():
             for s in range(0, I.shape[0], self.batch_size):
-                outs.append(self.generator(self.space.decode(I[s:s + self.batch_size], self.device)))
+                outs.append(self.decode(I[s:s + self.batch_size]))
         return torch.cat(outs)
+
+    def decode(self, I: np.ndarray) -> torch.Tensor:
+        """The generator's images ``[k, C, H, W]`` of validated codes ``I [k, d]``, with the generator in eval mode
+        (each of its submodules gets its own mode back after the call, :func:`mango.modes.eval_mode`).
+
+        Raises:
+            ConfigError: the first batch fails in the generator with an error that is not one of MANGO's own
+                (a space that does not fit the module, a module of another dtype), or the generator returns
+                something other than an image tensor; named with the generator and its space.
+            EvaluationError: the images hold NaN or infinity (named with the code; a resume would ask the
+                same code again).
+        """
+        try:
+            with eval_mode(self.generator):
+                x = self.generator(self.space.decode(I, self.device))
+        except MangoError:
+            raise
+        except (RuntimeError, ValueError, IndexError, TypeError) as exc:   # what torch raises on a misfit
+            if self._decodes:
+                raise
+            raise ConfigError(
+                f"generator {_describe(self.generator)} failed on codes of its {self.space.kind} space (d={self.space.d} "
+                f"values in 0..{self.space.n - 1}, decoded to latents of shape {list(self.space.shape)}): "
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}; the module "
+                "must map space.decode(I) to images [k, C, H, W]: check that the space's size (and, for a codebook, "
+                "its number of entries) fits the module") from exc
+        if not isinstance(x, torch.Tensor) or x.ndim < 2 or x.shape[0] != I.shape[0]:
+            got = f"a tensor of shape {list(x.shape)}" if isinstance(x, torch.Tensor) else f"a {type(x).__name__}"
+            raise ConfigError(f"generator {_describe(self.generator)} returned {got} for {I.shape[0]} codes; it must "
+                              "return the images as one torch tensor [k, C, H, W]")
+        self._decodes = True
+        if not x.is_floating_point() or not bool(torch.isfinite(x).all()):
+            bad = 0 if not x.is_floating_point() else int((~torch.isfinite(x)).flatten(1).any(1).nonzero()[0, 0])
+            what = f"{x.dtype} images" if not x.is_floating_point() else "NaN or infinite pixels"
+            code = I[bad].tolist()
+            raise EvaluationError(
+                f"generator {_describe(self.generator)} returned {what} for code {code[:16]}"
+                f"{'...' if len(code) > 16 else ''}; nothing of this batch was recorded, and a resume asks the "
+                "same code again: fix the generator, or start another run folder or seed")
+        return x
 
     def activations(self, images: torch.Tensor) -> torch.Tensor:
         """Target activations (selected) of an image batch, ``[k]`` float.
@@ -302,7 +347,7 @@ class Objective(BaseObjective):
                 n = chunk.shape[0]
                 if n < width and not self._noisy:    # same shape every call: values do not depend on the batch
                     chunk = np.concatenate([chunk, np.repeat(chunk[-1:], width - n, axis=0)])
-                x = self.generator(self.space.decode(chunk, self.device))
+                x = self.decode(chunk)
                 a = self.activations(x)
                 if a.shape != (chunk.shape[0],):
                     raise EvaluationError(

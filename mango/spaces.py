@@ -202,7 +202,8 @@ class QTTView:
     def __init__(self, space: LatentSpace) -> None:
         q = int(round(math.log2(space.n)))
         if 2**q != space.n:
-            raise ConfigError(f"QTT view needs n to be a power of two, got n={space.n}")
+            raise ConfigError(f"QTT view needs n to be a power of two, got n={space.n} (protes and ttopt: pass "
+                              "qtt=false to search the n values per variable directly)")
         self.space = space
         self.q = q
         self.d = space.d * q

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..modes import eval_mode
 from ..protocols import flag
 from ..spaces import CodebookSpace, GridSpace, LatentSpace
 from .base import Optimizer
@@ -147,7 +148,10 @@ class GradientAM(Optimizer):
         if not flag(objective.target, "differentiable"):
             parts.append(f"target {_name(objective.target)} is not differentiable")
         if isinstance(self.space, CodebookSpace) and not callable(getattr(objective.generator, "decode_soft", None)):
-            parts.append(f"generator {_name(objective.generator)} has no decode_soft(p) for a relaxed codebook")
+            parts.append(f"generator {_name(objective.generator)} has no decode_soft(p) for a relaxed codebook "
+                         "(decode_soft(p): codebook probabilities p [k, *latent shape, n] -> images, e.g. the "
+                         "probability-weighted mix of the codebook vectors decoded; a generator class that adds it "
+                         "reaches the gradient baseline)")
         if parts:
             raise ConfigError("gradient AM needs a differentiable pipeline: " + "; ".join(parts)
                               + " (use a gradient-free optimizer instead)")
@@ -211,7 +215,8 @@ class GradientAM(Optimizer):
             raise ConfigError("gradient AM is not bound to an objective: call bind(objective) first "
                               "(the loop does this for optimizers with needs_objective)")
         with torch.enable_grad():
-            x = self._jitter(self._images())
+            with eval_mode(self.objective.generator):       # the user's generator gets its own mode back
+                x = self._jitter(self._images())
             a = self._activations(x)
             if a.ndim != 1 or a.shape[0] != self.k:
                 raise ConfigError(f"gradient AM needs one activation per chain ([{self.k}]), got {tuple(a.shape)}")
