@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import report
+from . import registry, report
 from .clitools import GridProgress, check_out_dir, slug
 from .config import RunConfig, build_objective, load_toml, positive_int, run_config
 from .errors import ConfigError, MangoError, choices_hint
@@ -491,6 +491,20 @@ def _adopt_relabelled(runs: Sequence[RunSpec], out: Path) -> None:
                 break
 
 
+def _check_reachable(configs: list[RunConfig], where: str) -> None:
+    """Refuse components registered in this process only (``mango.registry.register`` in a script or notebook):
+    the processes that run the grid start from scratch and would fail every run with "unknown ..."."""
+    for cfg in configs:
+        for kind, spec in (("generator", cfg.generator), ("target", cfg.target), ("problem", cfg.problem),
+                           ("optimizer", cfg.optimizer)):
+            if spec is not None and registry.in_process_only(kind, spec.name):
+                raise ConfigError(
+                    f"{kind} {spec.name!r} was registered in this process (mango.registry.register), and the "
+                    f"grid's runs go to {where}, which start without it: run the grid with workers = 1 (in this "
+                    f"process), or install the {kind} through an entry point (the [project.entry-points."
+                    f"\"mango.{kind}s\"] table of a package's pyproject.toml, as MANGO's own)")
+
+
 def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None,
                 ray: dict[str, Any] | bool | None = None,
                 progress: Callable[[RunSpec, str, Any], None] | None = None,
@@ -531,6 +545,9 @@ def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None
                               "settings to resume it")
     if ray_cfg is None:   # a Ray grid's components may exist only on the cluster (a GPU, a model path)
         check_components([spec.run for spec, _ in todo])   # before the folder is made or anything runs
+    if ray_cfg is not None or workers > 1:
+        _check_reachable([spec.run for spec, _ in todo], "a Ray cluster" if ray_cfg is not None else
+                         f"worker processes (workers = {workers})")
     out.mkdir(parents=True, exist_ok=True)
     manifest = {"name": cfg.get("name", out.name), "budget": cfg["budget"], "budgets": cfg.get("budgets"),
                 "config": cfg, "runs": [r.to_dict() for r in runs]}

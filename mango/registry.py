@@ -28,7 +28,7 @@ import numpy as np
 
 from .errors import ConfigError, unknown
 
-__all__ = ["KINDS", "Entry", "register", "get", "names", "entries", "create", "describe_params"]
+__all__ = ["KINDS", "Entry", "register", "get", "names", "entries", "create", "describe_params", "in_process_only"]
 
 KINDS = ("generator", "target", "optimizer", "problem")
 
@@ -84,6 +84,15 @@ def register(kind: str, name: str, factory: Callable[..., Any], description: str
         raise ConfigError(f"{kind} {name!r} is already registered; pass overwrite=True to replace it")
     _REG[kind][name] = Entry(name, kind, factory, description or _first_line(factory))
     return factory
+
+
+def in_process_only(kind: str, name: str) -> bool:
+    """Whether ``name`` was registered in this process with :func:`register` (not through an entry point),
+    so that another process (a grid's worker, a Ray task) started from scratch does not know it."""
+    _check_kind(kind)
+    _load_entry_points(kind)
+    e = _REG[kind].get(name)
+    return e is not None and e.entry_point is None
 
 
 def names(kind: str) -> list[str]:

@@ -279,3 +279,22 @@ def test_a_bad_unit_among_good_ones_is_refused_before_any_run(tmp_path):
                                           r"valid units 0..9"):
         run_compare(cfg, tmp_path / "u", workers=1)
     assert not (tmp_path / "u").exists()
+
+
+def test_a_component_registered_in_this_process_is_refused_for_worker_processes(tmp_path):
+    """Worker processes start without what a script registered with mango.registry.register: every run
+    used to fail with "unknown generator"; now the grid is refused before anything is written."""
+    from mango import registry
+    from mango.compare import run_compare
+
+    registry.register("generator", "test-inproc-gen", lambda device="cpu": registry.create("generator", "vqvae-digits"),
+                      overwrite=True)
+    cfg = {"budget": 10, "seeds": [0], "generators": [{"name": "test-inproc-gen"}],
+           "targets": [{"name": "cnn-digits", "layer": "output", "units": [1]}], "optimizers": [{"name": "random"}]}
+    try:
+        with pytest.raises(ConfigError, match=r"generator 'test-inproc-gen' was registered in this process.*workers = 1"):
+            run_compare(cfg, tmp_path / "grid", workers=2)
+        assert not (tmp_path / "grid").exists()
+        assert run_compare(cfg, tmp_path / "grid", workers=1)["errors"] == {}
+    finally:
+        registry._REG["generator"].pop("test-inproc-gen", None)       # other tests list the registry
