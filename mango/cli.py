@@ -17,7 +17,7 @@ from typing import Any
 
 from . import compare, registry, report, scan
 from .clitools import Progress, check_out_dir, merge_table, parse_kv, print_rows
-from .config import RunConfig, TargetSpec, build_objective, create_component, load_toml, run_config
+from .config import RunConfig, TargetSpec, build_objective, create_component, load_run_config, run_config
 from .demo import run_demo
 from . import watch
 from .errors import ConfigError, MangoError
@@ -40,7 +40,7 @@ def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     recorded = Path(args.out or "", "run.json")
     if not args.config and args.out and not (args.generator or args.target or args.problem) and recorded.is_file():
         args.config = str(recorded)
-    cfg: dict[str, Any] = load_toml(args.config) if args.config else {}
+    cfg: dict[str, Any] = load_run_config(args.config) if args.config else {}
     for key in ("budget", "seed", "batch_size", "device"):
         val = getattr(args, key)
         if val is not None:

@@ -49,7 +49,7 @@ from .objective import BaseObjective, Objective
 from .optimizers.base import Optimizer
 
 __all__ = ["TOP_KEYS", "ComponentSpec", "GeneratorSpec", "TargetSpec", "ProblemSpec", "OptimizerSpec", "RunConfig",
-           "validate_config", "build_objective", "run_config", "load_toml",
+           "validate_config", "build_objective", "run_config", "load_toml", "load_run_config",
            "positive_int", "integer", "check_device", "value_matches", "create_component"]
 
 TOP_KEYS = ("seed", "budget", "batch_size", "device", "eval_batch_size", "select", "generator", "target",
@@ -60,11 +60,14 @@ OPTIMIZER_FIXED = ("space", "seed", "budget", "batch_size")
 log = logging.getLogger(__name__)
 
 
+def load_run_config(path: str | Path) -> dict[str, Any]:
+    """``mango run --config``'s file: a TOML config, or (``.json``) a recorded run's ``run.json`` (the config
+    itself) or ``result.json`` (its ``config``), so that a recorded run can be run again."""
+    return _load_recorded(Path(path)) if str(path).endswith(".json") else load_toml(path)
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file; a syntax error names the file. A ``.json`` file is read as a run folder's
-    ``run.json`` (the config itself) or ``result.json`` (its ``config``), so a recorded run can be run again."""
-    if str(path).endswith(".json"):
-        return _load_recorded(Path(path))
+    """Read a TOML config file; a syntax error names the file."""
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)

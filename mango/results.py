@@ -262,14 +262,23 @@ def _source_commit() -> dict[str, Any]:
     root = Path(__file__).resolve().parent.parent
     if not (root / ".git").exists():
         return {}
-    try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5, check=True).stdout.strip() != ""
-    except (OSError, subprocess.SubprocessError):
+    # the checkout's own repository (an inherited GIT_DIR, e.g. inside a git hook, would name another), and no
+    # optional index lock (a user's git command running at the same time must not be disturbed)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env["GIT_OPTIONAL_LOCKS"] = "0"
+
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=5,
+                                  check=True, env=env).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    sha = git("rev-parse", "HEAD")
+    if not sha:
         return {}
-    return {"mango_commit": sha, "mango_dirty": dirty}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"mango_commit": sha, **({} if status is None else {"mango_dirty": status != ""})}
 
 
 def optimizer_settings(config: Any) -> dict[str, Any] | None:
