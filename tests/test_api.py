@@ -396,3 +396,12 @@ def test_a_script_that_watched_its_run_exits_cleanly(tmp_path):
         done = subprocess.run([sys.executable, str(script), str(tmp_path / f"run{i}")], capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_query_index_puts_the_gradient_trace_on_the_query_scale():
+    model = mango.registry.create("target", "cnn-digits").model
+    g = mango.maximize(model, "output:3", generator="vqvae-digits", optimizer="gradient", budget=60, seed=0)
+    r = mango.maximize(model, "output:3", generator="vqvae-digits", optimizer="random", budget=30, seed=0)
+    assert len(g.trace) < 60 and g.query_index.shape == g.trace.shape and g.query_index[-1] == 60
+    assert np.all(np.diff(g.query_index) > 0)
+    assert np.array_equal(r.query_index, np.arange(1, 31))
