@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from . import loop, registry
-from .devices import module_device
+from .devices import full_float32, module_device
 from .config import check_device
 from .errors import ConfigError, choices_hint
 from .imaging import display_uint8, upscale
@@ -124,7 +124,7 @@ class Visualization:
             raise ConfigError(f"activation takes images in the generator's output space (floats, as best_image), "
                               f"got {x.dtype} (a display image such as res.image is uint8)")
         x = x.to(self.result.best_image.dtype)   # an edited float64 numpy image: the model's float32
-        with torch.no_grad():
+        with torch.no_grad(), full_float32(self.objective.device):      # as the search scored them
             a = self.objective.activations(x.to(self.objective.device)).double().cpu().numpy()
         return self.objective.reported(a)
 

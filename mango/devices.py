@@ -1,13 +1,15 @@
 """Which torch device a model lives on (one rule for generators, targets and the objective)."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from .errors import ConfigError
 
-__all__ = ["module_device", "check_device"]
+__all__ = ["module_device", "check_device", "full_float32"]
 
 
 def module_device(obj: Any, default: torch.device | str | None = "cpu") -> torch.device | None:
@@ -55,3 +57,22 @@ def check_device(device: str | None) -> None:
         raise ConfigError(f"device {device!r} is not available; valid devices here: {', '.join(avail)}")
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"device {device!r} is not supported; valid devices here: {', '.join(avail)}")
+
+
+@contextlib.contextmanager
+def full_float32(device: torch.device | str | None) -> Iterator[None]:
+    """Run the block with full float32 precision for CUDA convolutions and matrix products (no TF32), then
+    give torch's settings back. PyTorch lets cuDNN convolutions use TF32 (10 mantissa bits) by default on
+    Ampere and later GPUs; on the paper pipeline that moved a spiking unit's count by one spike for 12 % of
+    random codes against the CPU (``experiments/gpu_check.py``), so a code's value depended on the device.
+    On a CPU (or without CUDA) nothing is changed."""
+    if device is None or torch.device(device).type != "cuda":
+        yield
+        return
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = (cudnn.allow_tf32, matmul.allow_tf32)
+    cudnn.allow_tf32 = matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = before

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .channels import make_select
-from .devices import module_device
+from .devices import full_float32, module_device
 from .errors import ConfigError, EvaluationError, MangoError
 from .fingerprint import structure_fingerprint, transform_fingerprint, weights_fingerprint
 from .modes import eval_mode
@@ -232,7 +232,7 @@ class Objective(BaseObjective):
         """Decode indices to images ``[k, C, H, W]`` (micro-batched, no grad)."""
         I = self.space.validate(I)
         outs = []
-        with torch.no_grad():
+        with torch.no_grad(), full_float32(self.device):
             for s in range(0, I.shape[0], self.batch_size):
                 outs.append(self.decode(I[s:s + self.batch_size]))
         return torch.cat(outs)
@@ -341,7 +341,7 @@ class Objective(BaseObjective):
     def _evaluate(self, I: np.ndarray) -> np.ndarray:
         out = []
         width = self.batch_size
-        with torch.no_grad():
+        with torch.no_grad(), full_float32(self.device):     # a code's value must not depend on the device's TF32
             for s in range(0, I.shape[0], width):
                 chunk = I[s:s + width]
                 n = chunk.shape[0]

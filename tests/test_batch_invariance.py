@@ -105,3 +105,22 @@ def test_default_width_by_device():
     assert default_eval_batch_size("cuda") == 64
     obj = Objective(_Gen(), _CountingTarget(False))
     assert obj.batch_size == 10 and obj.info()["batch_size"] == 10
+
+
+def test_scoring_on_cuda_turns_tf32_off_and_gives_the_setting_back():
+    """cuDNN's default TF32 convolutions moved spike counts between GPU and CPU (experiments/gpu_check.py);
+    scoring runs inside full_float32, which turns TF32 off for a CUDA device only and restores torch's
+    setting. (The flags are plain settings: this runs without a GPU.)"""
+    from mango.devices import full_float32
+
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = (cudnn.allow_tf32, matmul.allow_tf32)
+    try:
+        cudnn.allow_tf32 = matmul.allow_tf32 = True
+        with full_float32("cuda:0"):
+            assert (cudnn.allow_tf32, matmul.allow_tf32) == (False, False)
+        assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, True)
+        with full_float32("cpu"):
+            assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, True)
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = before
