@@ -9,6 +9,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config):
+    """Tests of Ctrl-C (a run's SIGINT handler, a grid stopped by SIGINT to its process group) need SIGINT
+    delivered. A shell starts a background job (``bash .ci/run &`` in a script) with SIGINT ignored, and
+    the processes the tests start inherit that: give the session Python's own handler back."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def paper_weights_dir() -> Path:
     """The paper checkpoints' folder, by the package's one rule (:func:`mango.data.paper_weights_dir`)."""
     from mango.data import paper_weights_dir as lookup
