@@ -222,6 +222,7 @@ class WrappedGenerator(GeneratorBase):
         self.name = name or type(module).__name__
         self.differentiable = bool(differentiable)
         self._channels_checked = self.mean is None and self.std is None
+        self.training = False       # the wrapper itself (not the user's module): a module in eval stays untouched
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """``z`` from ``space.decode`` (moved to the module's device and, when floating, its floating dtype)

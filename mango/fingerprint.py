@@ -8,10 +8,10 @@ in ``objective.info()`` (so in ``identity.json`` and ``result.json``)::
     weights_fingerprint(generator, target)   # 'blake2b:1f0c...' (16 bytes, hex), or None without modules
 
 What is hashed: the parameters (names, dtypes, shapes and values) of every ``torch.nn.Module`` among
-the objects and their direct attributes, and the persistent buffers of their submodules in eval mode
-(a train-mode BatchNorm changes its buffers by being run). Hidden state kept in non-persistent buffers
-(snnTorch's ``mem`` of an ``init_hidden`` neuron) is left out, so running a model does not change its
-fingerprint; values are hashed on the CPU, so moving a model between devices does not either. Cost:
+the objects and their direct attributes, and the persistent buffers of their submodules (a BatchNorm's
+running statistics; MANGO runs modules in eval mode, so a search does not move them). Hidden state kept
+in non-persistent buffers (snnTorch's ``mem`` of an ``init_hidden`` neuron) is left out, so running a
+model does not change its fingerprint; values are hashed on the CPU, so moving a model between devices does not either. Cost:
 one pass over the weights (~0.3 s per 100 MB on the CPU here).
 
 Two more marks, so that a folder is not resumed for a different computation with the same weights:
@@ -58,10 +58,10 @@ def weights_fingerprint(*objs: Any) -> str | None:
     """``"blake2b:<32 hex digits>"`` of the weights of the modules making up ``objs`` (in order), or None
     when none of them holds a module (a plain function target, a remote rig).
 
-    Hashed per submodule: its parameters (names, dtypes, shapes, values), and its persistent buffers
-    only when it is in eval mode: a module left in train mode (a BatchNorm updating its running
-    statistics at every forward pass) would otherwise change the fingerprint by being run, and refuse
-    its own resume. None, too, when a parameter cannot be read yet (a lazy module not yet run).
+    Hashed per submodule: its parameters (names, dtypes, shapes, values) and its persistent buffers (a
+    BatchNorm's running statistics decide its eval-mode output), whatever its train/eval mode: MANGO runs
+    models and generators in eval mode (:func:`mango.modes.eval_mode`), so running them does not move
+    those statistics. None, too, when a parameter cannot be read yet (a lazy module not yet run).
     """
     h = hashlib.blake2b(digest_size=16)
     found = False
@@ -70,10 +70,9 @@ def weights_fingerprint(*objs: Any) -> str | None:
             found = True
             for mname, m in module.named_modules():
                 tensors = list(m.named_parameters(prefix=mname, recurse=False))
-                if not m.training:
-                    skip = getattr(m, "_non_persistent_buffers_set", set())
-                    tensors += [(f"{mname}.{n}" if mname else n, b) for n, b in m.named_buffers(recurse=False)
-                                if n not in skip]
+                skip = getattr(m, "_non_persistent_buffers_set", set())
+                tensors += [(f"{mname}.{n}" if mname else n, b) for n, b in m.named_buffers(recurse=False)
+                            if n not in skip]
                 for name, t in tensors:
                     if not _feed(h, name, t):
                         return None

@@ -109,3 +109,38 @@ def test_normalisation_values_that_do_not_fit_are_refused_before_the_search():
     gen = wrap(module, GridSpace(d=8, n=16), mean=(0.4, 0.5, 0.6), std=(0.2, 0.2, 0.2))
     with pytest.raises(ConfigError, match=r"mean has 3 channel value\(s\) but .* have 1 channel"):
         mango.maximize(_cnn(), "output:3", generator=gen, optimizer="random", budget=200)
+
+
+def test_integer_images_are_taken_and_an_eval_module_is_not_toggled():
+    calls = []
+
+    class Counting(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(8, 256)
+
+        def train(self, mode: bool = True):
+            calls.append(mode)
+            return super().train(mode)
+
+        def forward(self, z):
+            return (torch.sigmoid(self.fc(z)) * 255).to(torch.uint8).reshape(-1, 1, 16, 16)
+
+    module = Counting().eval()
+    calls.clear()
+    gen = wrap(module, GridSpace(d=8, n=16), value_range=(0, 255))
+    res = mango.maximize(_cnn(), "output:3", generator=gen, optimizer="random", budget=20, seed=0,
+                         transform=lambda x: x.float() / 255)
+    assert np.isfinite(res.best_value) and calls == []       # in eval already: no train() call per batch
+
+
+def test_running_statistics_are_in_the_weights_mark_whatever_the_mode():
+    """The search scores with BatchNorm's running statistics (eval mode) also for a module left in train mode,
+    so two generators that differ only there must not share a run folder."""
+    from mango.fingerprint import weights_fingerprint
+
+    a, b = _BNGen().train(), _BNGen().train()
+    assert weights_fingerprint(wrap(a, GridSpace(d=8, n=16))) == weights_fingerprint(wrap(b, GridSpace(d=8, n=16)))
+    with torch.no_grad():
+        b.bn.running_mean.add_(5.0)
+    assert weights_fingerprint(wrap(a, GridSpace(d=8, n=16))) != weights_fingerprint(wrap(b, GridSpace(d=8, n=16)))
