@@ -109,18 +109,23 @@ def test_default_width_by_device():
 
 def test_scoring_on_cuda_turns_tf32_off_and_gives_the_setting_back():
     """cuDNN's default TF32 convolutions moved spike counts between GPU and CPU (experiments/gpu_check.py);
-    scoring runs inside full_float32, which turns TF32 off for a CUDA device only and restores torch's
-    setting. (The flags are plain settings: this runs without a GPU.)"""
+    scoring runs inside full_float32, which turns TF32 off for a CUDA device only and gives torch's settings
+    back exactly, through torch's fp32_precision settings (the old allow_tf32 flags raise once those are
+    set). The settings are plain values: this runs without a GPU."""
     from mango.devices import full_float32
 
-    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    before = (cudnn.allow_tf32, matmul.allow_tf32)
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = (conv.fp32_precision, matmul.fp32_precision)
     try:
-        cudnn.allow_tf32 = matmul.allow_tf32 = True
-        with full_float32("cuda:0"):
-            assert (cudnn.allow_tf32, matmul.allow_tf32) == (False, False)
-        assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, True)
-        with full_float32("cpu"):
-            assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, True)
+        for user in (("tf32", "none"), ("ieee", "tf32")):
+            conv.fp32_precision, matmul.fp32_precision = user
+            with full_float32("cuda:0"):
+                assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+            assert (conv.fp32_precision, matmul.fp32_precision) == user
+            with full_float32("cpu"):
+                assert (conv.fp32_precision, matmul.fp32_precision) == user
+        with pytest.raises(ValueError), full_float32("cuda"):
+            raise ValueError("an error inside gives the settings back too")
+        assert (conv.fp32_precision, matmul.fp32_precision) == user
     finally:
-        cudnn.allow_tf32, matmul.allow_tf32 = before
+        conv.fp32_precision, matmul.fp32_precision = before
