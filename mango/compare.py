@@ -491,18 +491,32 @@ def _adopt_relabelled(runs: Sequence[RunSpec], out: Path) -> None:
                 break
 
 
-def _check_reachable(configs: list[RunConfig], where: str) -> None:
-    """Refuse components registered in this process only (``mango.registry.register`` in a script or notebook):
-    the processes that run the grid start from scratch and would fail every run with "unknown ..."."""
+def _check_reachable(configs: list[RunConfig], ray: bool, workers: int) -> None:
+    """Components registered in this process only (``mango.registry.register`` in a script or notebook) and the
+    processes that run the grid: a Ray task, or a local worker of a session without a script file (a notebook,
+    the REPL, ``python -c``), starts without them and would fail every run with "unknown ...": refused. A local
+    worker of a script re-imports that script, so a registration at its top level reaches it: a warning then
+    says where the registration must be."""
+    import __main__
+
+    script = getattr(__main__, "__file__", None)
     for cfg in configs:
         for kind, spec in (("generator", cfg.generator), ("target", cfg.target), ("problem", cfg.problem),
                            ("optimizer", cfg.optimizer)):
-            if spec is not None and registry.in_process_only(kind, spec.name):
-                raise ConfigError(
-                    f"{kind} {spec.name!r} was registered in this process (mango.registry.register), and the "
-                    f"grid's runs go to {where}, which start without it: run the grid with workers = 1 (in this "
-                    f"process), or install the {kind} through an entry point (the [project.entry-points."
-                    f"\"mango.{kind}s\"] table of a package's pyproject.toml, as MANGO's own)")
+            if spec is None or not registry.in_process_only(kind, spec.name):
+                continue
+            entry = (f"install the {kind} through an entry point (the [project.entry-points.\"mango.{kind}s\"] "
+                     "table of a package's pyproject.toml, as MANGO's own)")
+            if ray or not script:
+                where = "a Ray cluster" if ray else f"worker processes (workers = {workers})"
+                raise ConfigError(f"{kind} {spec.name!r} was registered in this process (mango.registry.register), "
+                                  f"and the grid's runs go to {where}, which start without it: "
+                                  + ("" if ray else "run the grid with workers = 1 (in this process), or ") + entry)
+            log.warning("%s %r was registered in this process; the grid's %d worker processes re-import %s and "
+                        "see it only if it is registered at the script's top level (not under "
+                        "if __name__ == '__main__'), else every run fails with 'unknown %s': use workers = 1, or %s",
+                        kind, spec.name, workers, script, kind, entry)
+            return
 
 
 def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None,
@@ -546,8 +560,7 @@ def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None
     if ray_cfg is None:   # a Ray grid's components may exist only on the cluster (a GPU, a model path)
         check_components([spec.run for spec, _ in todo])   # before the folder is made or anything runs
     if ray_cfg is not None or workers > 1:
-        _check_reachable([spec.run for spec, _ in todo], "a Ray cluster" if ray_cfg is not None else
-                         f"worker processes (workers = {workers})")
+        _check_reachable([spec.run for spec, _ in todo], ray_cfg is not None, workers)
     out.mkdir(parents=True, exist_ok=True)
     manifest = {"name": cfg.get("name", out.name), "budget": cfg["budget"], "budgets": cfg.get("budgets"),
                 "config": cfg, "runs": [r.to_dict() for r in runs]}

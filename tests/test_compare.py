@@ -281,20 +281,33 @@ def test_a_bad_unit_among_good_ones_is_refused_before_any_run(tmp_path):
     assert not (tmp_path / "u").exists()
 
 
-def test_a_component_registered_in_this_process_is_refused_for_worker_processes(tmp_path):
-    """Worker processes start without what a script registered with mango.registry.register: every run
-    used to fail with "unknown generator"; now the grid is refused before anything is written."""
+def test_a_component_registered_in_this_process_is_refused_for_worker_processes(tmp_path, monkeypatch, caplog):
+    """Worker processes of a notebook (no script file) start without what it registered with
+    mango.registry.register: every run used to fail with "unknown generator"; now the grid is refused before
+    anything is written. A script's workers re-import it, so there a warning says where to register."""
+    import logging
+    import sys
+
     from mango import registry
-    from mango.compare import run_compare
+    from mango.compare import _check_reachable, expand, run_compare
 
     registry.register("generator", "test-inproc-gen", lambda device="cpu": registry.create("generator", "vqvae-digits"),
                       overwrite=True)
     cfg = {"budget": 10, "seeds": [0], "generators": [{"name": "test-inproc-gen"}],
            "targets": [{"name": "cnn-digits", "layer": "output", "units": [1]}], "optimizers": [{"name": "random"}]}
     try:
-        with pytest.raises(ConfigError, match=r"generator 'test-inproc-gen' was registered in this process.*workers = 1"):
-            run_compare(cfg, tmp_path / "grid", workers=2)
+        with monkeypatch.context() as m:
+            m.delattr(sys.modules["__main__"], "__file__", raising=False)      # as in a notebook
+            with pytest.raises(ConfigError, match=r"generator 'test-inproc-gen' was registered in this process"
+                                                  r".*workers = 1"):
+                run_compare(cfg, tmp_path / "grid", workers=2)
         assert not (tmp_path / "grid").exists()
+        with pytest.raises(ConfigError, match="Ray cluster"):
+            _check_reachable([r.run for r in expand(cfg)], True, 2)
+        with monkeypatch.context() as m, caplog.at_level(logging.WARNING, logger="mango.compare"):
+            m.setattr(sys.modules["__main__"], "__file__", "/somewhere/grid.py", raising=False)
+            _check_reachable([r.run for r in expand(cfg)], False, 2)
+        assert "re-import /somewhere/grid.py" in caplog.text and "top level" in caplog.text
         assert run_compare(cfg, tmp_path / "grid", workers=1)["errors"] == {}
     finally:
         registry._REG["generator"].pop("test-inproc-gen", None)       # other tests list the registry
