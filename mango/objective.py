@@ -238,13 +238,14 @@ class Objective(BaseObjective):
         return torch.cat(outs)
 
     def decode(self, I: np.ndarray) -> torch.Tensor:
-        """The generator's images ``[k, C, H, W]`` of validated codes ``I [k, d]``, with the generator in eval mode
-        (each of its submodules gets its own mode back after the call, :func:`mango.modes.eval_mode`).
+        """The generator's images ``[k, C, H, W]`` of validated codes ``I [k, d]``; a generator that is an
+        ``nn.Module`` runs in eval mode, each of its submodules getting its own mode back after the call
+        (:func:`mango.modes.eval_mode`; modules a plain function or object merely holds are not reached).
 
         Raises:
             ConfigError: the first batch fails in the generator with an error that is not one of MANGO's own
-                (a space that does not fit the module, a module of another dtype), or the generator returns
-                something other than an image tensor; named with the generator and its space.
+                (a space that does not fit the module, a module of another dtype; not out of memory), or the
+                generator returns something other than an image tensor; named with the generator and its space.
             EvaluationError: the images hold NaN or infinity (named with the code; a resume would ask the
                 same code again).
         """
@@ -254,7 +255,7 @@ class Objective(BaseObjective):
         except MangoError:
             raise
         except (RuntimeError, ValueError, IndexError, TypeError) as exc:   # what torch raises on a misfit
-            if self._decodes:
+            if self._decodes or "out of memory" in str(exc).lower():     # not a misfit: as it is
                 raise
             raise ConfigError(
                 f"generator {_describe(self.generator)} failed on codes of its {self.space.kind} space (d={self.space.d} "
@@ -267,12 +268,11 @@ class Objective(BaseObjective):
             raise ConfigError(f"generator {_describe(self.generator)} returned {got} for {I.shape[0]} codes; it must "
                               "return the images as one torch tensor [k, C, H, W]")
         self._decodes = True
-        if not x.is_floating_point() or not bool(torch.isfinite(x).all()):
-            bad = 0 if not x.is_floating_point() else int((~torch.isfinite(x)).flatten(1).any(1).nonzero()[0, 0])
-            what = f"{x.dtype} images" if not x.is_floating_point() else "NaN or infinite pixels"
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):   # integer images (uint8) have no NaN
+            bad = int((~torch.isfinite(x)).flatten(1).any(1).nonzero()[0, 0])
             code = I[bad].tolist()
             raise EvaluationError(
-                f"generator {_describe(self.generator)} returned {what} for code {code[:16]}"
+                f"generator {_describe(self.generator)} returned NaN or infinite pixels for code {code[:16]}"
                 f"{'...' if len(code) > 16 else ''}; nothing of this batch was recorded, and a resume asks the "
                 "same code again: fix the generator, or start another run folder or seed")
         return x
@@ -319,7 +319,7 @@ class Objective(BaseObjective):
         if not callable(fn):
             return None
         x = self.images(I) if images is None else images
-        with torch.no_grad():
+        with torch.no_grad(), full_float32(self.device):     # as the codes were scored
             return fn(self._transformed(x))
 
     def _transformed(self, images: torch.Tensor) -> torch.Tensor:
