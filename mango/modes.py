@@ -18,15 +18,25 @@ __all__ = ["eval_mode"]
 
 @contextlib.contextmanager
 def eval_mode(module: Any) -> Iterator[None]:
-    """Run the block with ``module`` (a ``torch.nn.Module``; anything else is left alone) in eval mode, then
-    give every submodule the train/eval mode it had, through its own ``train(mode)`` where the mode changed
-    (so a module whose ``train`` override does more than set the flag, e.g. merging adapter weights, is
-    undone the way it was done). Submodules are visited parents first, so a parent's ``train`` call, which
+    """Run the block with ``module`` (a ``torch.nn.Module``; for any other object, the modules among its direct
+    attributes) in eval mode, then give every submodule the train/eval mode it had, through its own
+    ``train(mode)`` where the mode changed (so a module whose ``train`` override does more than set the flag,
+    e.g. merging adapter weights, is undone the way it was done). Submodules are visited parents first, so a parent's ``train`` call, which
     sets its children too, is corrected where a child had another mode."""
     train = getattr(module, "train", None)
     modules = getattr(module, "modules", None)
     if not (callable(train) and callable(modules)):
-        yield
+        # a plain object (a user's generator class holding a GAN): the modules among its direct attributes,
+        # the ones its weights mark covers (mango.fingerprint.modules_of)
+        try:
+            held = [v for _, v in sorted(vars(module).items()) if callable(getattr(v, "train", None))
+                    and callable(getattr(v, "modules", None)) and hasattr(v, "training")]
+        except TypeError:       # no __dict__
+            held = []
+        with contextlib.ExitStack() as stack:
+            for m in held:
+                stack.enter_context(eval_mode(m))
+            yield
         return
     modes = [(m, bool(m.training)) for m in module.modules()]
     if not any(mode for _, mode in modes):          # already all in eval: nothing to change or give back
