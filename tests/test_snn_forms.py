@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 import snntorch as snn
 import torch
@@ -157,3 +158,22 @@ def test_num_steps_of_numpy_and_tensor_integers_is_t():
         target = SpikingNetTarget(net, "output:1")
         target(torch.rand(2, 1, 8, 8))
         assert target.T == 12
+
+
+def test_a_run_of_a_users_snn_resumes_without_input_shape(tmp_path):
+    """Replaying the journal asks the target for firing rates before any image reached it in the new process;
+    a user's net given without input_shape did not know its unit's positions yet, and every re-run of its
+    folder failed (finished or not)."""
+    import mango
+
+    def run(budget=60):
+        return mango.maximize(_seq(NEURONS["synaptic"]), "output:1", generator="vqvae-digits", optimizer="elite",
+                              budget=budget, seed=0, run_dir=tmp_path / "run", transform=lambda x: x[..., ::2, ::2])
+
+    first = run()
+    assert run().best_value == first.best_value                       # the finished folder: its stored result
+    lines = (tmp_path / "run" / "journal.jsonl").read_text().splitlines()
+    (tmp_path / "run" / "journal.jsonl").write_text("\n".join(lines[:1]) + "\n")   # as if killed after a batch
+    (tmp_path / "run" / "result.json").unlink()
+    again = run()
+    assert np.array_equal(again.trace, first.trace) and first.best_value > 0
