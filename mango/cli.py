@@ -38,7 +38,10 @@ def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     config file and without a generator, target or problem, ``--out DIR`` of a recorded run takes the
     config from ``DIR/run.json``: ``mango run --out DIR`` resumes (or shows) the run there."""
     recorded = Path(args.out or "", "run.json")
-    if not args.config and args.out and not (args.generator or args.target or args.problem) and recorded.is_file():
+    if not args.config and args.out and not (args.generator or args.target or args.problem):
+        if not recorded.is_file():
+            raise ConfigError(f"{recorded} not found: `mango run --out DIR` alone resumes the run recorded in DIR; "
+                              "to start one, give --generator and --target (or --problem), or --config")
         args.config = str(recorded)
     cfg: dict[str, Any] = load_run_config(args.config) if args.config else {}
     for key in ("budget", "seed", "batch_size", "device"):
@@ -66,7 +69,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     Ctrl-C prints the queries done, the best value so far, the run folder and the
     command that resumes the run, and returns 130.
     """
-    cfg = RunConfig.from_dict(_config_from_args(args))
+    raw = _config_from_args(args)
+    try:
+        cfg = RunConfig.from_dict(raw)
+    except ConfigError as exc:
+        if args.config:     # name the file the bad value came from (or that lacks one)
+            raise ConfigError(f"{args.config}: {exc}") from None
+        raise
     if args.out is not None and not str(args.out).strip():   # --out "" ran without a folder, silently
         raise ConfigError("--out '' is empty: give a folder, or leave --out out to keep nothing on disk")
     out = check_out_dir(args.out) if args.out else None

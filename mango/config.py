@@ -217,7 +217,7 @@ class ComponentSpec:
             ann = _annotation_text(sig.parameters[key])
             if not value_matches(value, ann):
                 raise ConfigError(f"{self.kind} {self.name!r} parameter {key} must be {ann}, got {value!r} "
-                                  f"({type(value).__name__})")
+                                  f"({type(value).__name__}){registry.name_hint(key, value, ann)}")
 
     def create(self, **fixed: Any) -> Any:
         """Build the component (``fixed`` are engine-set keyword arguments)."""

@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 
 from .errors import ConfigError, unknown
 
-__all__ = ["KINDS", "Entry", "register", "get", "names", "entries", "create", "describe_params", "in_process_only"]
+__all__ = ["KINDS", "Entry", "register", "get", "names", "entries", "create", "describe_params", "in_process_only",
+           "name_hint"]
 
 KINDS = ("generator", "target", "optimizer", "problem")
 
@@ -165,7 +168,6 @@ def _check_scalar(kind: str, name: str, key: str, value: Any, param: inspect.Par
     infinite; as a config file's values are checked (``mango.config``), so a Python caller gets the same
     :class:`ConfigError` instead of a ``ValueError`` from deep inside, or a run on a nonsensical value."""
     import math
-    from numbers import Integral, Real
 
     if param is None:
         return
@@ -190,7 +192,17 @@ def _check_scalar(kind: str, name: str, key: str, value: Any, param: inspect.Par
                                                                   and type(v).__name__ == "device")}
     if not any(ok[a](value) for a in alts):     # worded as a config file's value is refused (mango.config)
         raise ConfigError(f"{kind} {name!r} parameter {key} must be {ann.strip()}, got {value!r} "
-                          f"({type(value).__name__})")
+                          f"({type(value).__name__}){name_hint(key, value, ann)}")
+
+
+def name_hint(key: str, value: Any, annotation: str) -> str:
+    """For a number given where a name is wanted (``layer=5`` for an ``nn.Sequential`` layer called "5"): how
+    to write it as a string; else ``""``. Appended to the type refusals of the registry and of config files."""
+    if isinstance(value, bool) or not isinstance(value, Real) or "str" not in re.split(r"[^\w]+", annotation):
+        return ""
+    v = value if not isinstance(value, float) or not value.is_integer() else int(value)
+    return (f"; a number meant as a name (an nn.Sequential layer such as {v}) is written as a string: on the "
+            f"command line --target-param {key}='\"{v}\"', in TOML {key} = \"{v}\"")
 
 
 def create(kind: str, name: str, params: dict[str, Any] | None = None, **fixed: Any) -> Any:

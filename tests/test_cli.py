@@ -168,3 +168,21 @@ def test_a_recorded_run_runs_again_from_its_files(tmp_path, capsys):
     capsys.readouterr()
     assert main(["run", "--config", str(bad), "-q"]) != 0
     assert "bad.json is not valid JSON" in capsys.readouterr().err
+
+
+def test_out_alone_and_a_damaged_run_json_name_the_file(tmp_path, capsys):
+    assert main(["run", "--out", str(tmp_path / "none"), "-q"]) != 0
+    assert "none/run.json not found" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "run.json").write_text(json.dumps({"budget": "200", "seed": 0, "optimizer": {"name": "random"},
+                                              "problem": {"name": "separable", "d": 4, "n": 8}}))
+    assert main(["run", "--out", str(bad), "-q"]) != 0
+    err = capsys.readouterr().err
+    assert f"{bad / 'run.json'}: " in err and "budget" in err and "'200'" in err
+
+
+def test_a_number_given_as_a_layer_name_says_how_to_quote_it(capsys):
+    assert main(["run", "--generator", "vqvae-digits", "--target", "cnn-digits", "--target-param", "layer=5",
+                 "--budget", "5", "-q"]) != 0
+    assert """--target-param layer='"5"'""" in capsys.readouterr().err
