@@ -325,7 +325,7 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
     if batch_size is not None:
         config["batch_size"] = batch_size
     url = None if watch is False else _serve_watch("" if watch is True else watch, run_dir)
-    was_finished = run_dir is not None and finished_result(run_dir) is not None
+    was_finished = run_dir is not None and finished_result(run_dir, config) is not None
     done = 0 if run_dir is None or was_finished else _journal_queries(Path(run_dir))
     if done:
         print(f"mango.maximize: resuming the run in {run_dir}: its journal holds {done} queries (replayed, not "

@@ -88,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 budget=cfg.budget, params=dict(cfg.optimizer.params))
     if out is not None:
         serve_option(args.watch, out)
-    stored = out is not None and finished_result(out) is not None    # a finished run there: no bar
+    stored = out is not None and finished_result(out, cfg.to_dict()) is not None    # a finished run there: no bar
     bar = Progress(cfg.budget) if not (args.quiet or stored) else None
     standing = Standing()
     try:

@@ -257,7 +257,7 @@ def run_loop(optimizer: Optimizer, budget: int, policy: Policy, *, run_dir: str 
         if folder is not None:
             journal = Journal.open(folder, config, run_identity(optimizer, policy),
                                    free_keys=getattr(policy, "free_keys", ()))
-            stored = finished_result(folder)  # a finished run: replayed, returned as stored, not rewritten
+            stored = finished_result(folder, config)  # a finished run: replayed, returned as stored, not rewritten
         st = LoopState(budget=budget)
         empty = np.zeros((0, optimizer.space.d), dtype=np.int64)
         interrupted = False

@@ -208,10 +208,11 @@ def write_final_files(folder: str | Path, summary: dict[str, Any], history: dict
     atomic_write(out / "result.json", json.dumps({**summary, "status": status}, indent=2, default=str).encode())
 
 
-def finished_result(folder: str | Path) -> dict[str, Any] | None:
+def finished_result(folder: str | Path, config: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """``result.json`` of ``folder`` if it marks a finished run, else None (missing, unreadable, written
     while running, or saved from an interrupted run's partial result). A ``result.json`` without
-    ``status`` (written before it existed) counts as finished."""
+    ``status`` (written before it existed) counts as finished. With ``config``, only a result of that
+    config counts (a ``run.json`` edited by hand to a larger budget: the run goes on and is saved anew)."""
     path = Path(folder) / "result.json"
     try:
         res = json.loads(path.read_text(encoding="utf-8"))
@@ -219,6 +220,8 @@ def finished_result(folder: str | Path) -> dict[str, Any] | None:
         return None
     if (not isinstance(res, dict) or res.get("status", FINISHED) != FINISHED or res.get("running") is True
             or res.get("interrupted") is True):
+        return None
+    if config is not None and res.get("config") != json.loads(json.dumps(config, default=str)):
         return None
     return res
 

@@ -186,3 +186,21 @@ def test_a_number_given_as_a_layer_name_says_how_to_quote_it(capsys):
     assert main(["run", "--generator", "vqvae-digits", "--target", "cnn-digits", "--target-param", "layer=5",
                  "--budget", "5", "-q"]) != 0
     assert """--target-param layer='"5"'""" in capsys.readouterr().err
+
+
+def test_a_run_json_edited_to_a_larger_budget_is_saved_anew(tmp_path, capsys):
+    """The run goes on to the new budget; before, the old finished result.json made the loop skip the final
+    save, so stdout, result.json and the report gave three different answers."""
+    out = tmp_path / "r"
+    assert main(["run", "--problem", "separable", "--problem-param", "d=6", "--problem-param", "n=8",
+                 "--optimizer", "random", "--budget", "40", "--batch-size", "10", "--seed", "1", "--out", str(out),
+                 "-q"]) == 0
+    cfg = json.loads((out / "run.json").read_text())
+    cfg["budget"] = 60
+    (out / "run.json").write_text(json.dumps(cfg))
+    capsys.readouterr()
+    assert main(["run", "--out", str(out), "-q"]) == 0
+    assert "holds a finished run" not in capsys.readouterr().err
+    res = json.loads((out / "result.json").read_text())
+    assert res["status"] == "finished" and res["n_queries"] == 60 and res["config"]["budget"] == 60
+    assert np.load(out / "history.npz")["values"].shape == (60,)
