@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import operator
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,8 +52,8 @@ from mango.objectives import ObjectiveExpr, Term, as_objective, unit as unit_obj
 
 from .models import load_model
 from .snn_fast import FastSNN, fast_supported
-from .spiking import (ENCODINGS, graded_score, poisson_spikes, rate_from_score, reference_run, reset_states,
-                      spiking_layer_names, threshold_and_spike_value, unpack_neuron)
+from .spiking import (ENCODINGS, approach_rows, graded_score, poisson_spikes, rate_from_score, reference_run,
+                      reset_states, spiking_layer_names, threshold_and_spike_value, unpack_neuron)
 from .units import (NEEDS_INPUT_SHAPE, OUTPUT, UnitSpec, as_model_dtype, check_repeatable, eval_mode, find_layer,
                     list_layers)
 
@@ -434,8 +435,31 @@ class SpikingNetTarget:
 
         return self.objective.combine(value)
 
+    def approach(self, images: torch.Tensor) -> list[dict[str, Any]] | None:
+        """How close each image brought the unit to firing (as :meth:`~mango.targets.spiking.SpikingTarget.approach`:
+        spikes, the late membrane peak against threshold, and where), for a one-unit objective of a spiking layer
+        read with the graded readout; None otherwise (the statistics are the graded readout's)."""
+        if images.ndim < 2:
+            raise ConfigError(f"images must have a batch axis, got shape {tuple(images.shape)}")
+        if self.mode is None:
+            self._probe(images)
+        if self._graded is None:
+            return None
+        spec = self._graded[1]
+        with torch.no_grad(), eval_mode(self.net):
+            st = self._graded_stats(self._cast(images))
+        rest = tuple(int(v) for v in st.late_peak.shape[2:]) if spec.position is None else ()
+        return approach_rows(spec.elements(st.n_spikes), spec.elements(st.late_peak), rest, self._graded[2])
+
     def _graded_value(self, images: torch.Tensor) -> torch.Tensor:
         """The graded score of the one unit ``[k]`` float64 (gradient steps use the plain rate)."""
+        layer, spec, thr, g = self._graded
+        st = self._graded_stats(images)
+        return graded_score(spec.elements(st.n_spikes), spec.elements(st.late_peak), spec.elements(st.first),
+                            int(self.T), thr, g, mem_sum=spec.elements(st.mem_sum))
+
+    def _graded_stats(self, images: torch.Tensor) -> Any:
+        """The graded unit's layer statistics (:class:`~mango.targets.snn_fast.ScanStats`, ``[k, *S]``)."""
         from .snn_fast import ScanStats
 
         layer, spec, thr, g = self._graded
@@ -468,8 +492,7 @@ class SpikingNetTarget:
                     _, st = self._fast.run_stats(x, self.T, layer, sequence=seq)
                 else:
                     _, st = reference_run(self.net, x, self.T, [layer], record="stats", sequence=seq)[layer]
-        return graded_score(spec.elements(st.n_spikes), spec.elements(st.late_peak), spec.elements(st.first),
-                            int(self.T), thr, g, mem_sum=spec.elements(st.mem_sum))
+        return st
 
 
 def snn_unit(model: nn.Module | str, objective: str | None = None, layer: str | None = None,

@@ -92,7 +92,7 @@ from .units import NEEDS_INPUT_SHAPE, UnitSpec, find_layer, list_layers, probe_i
 
 __all__ = ["SpikingSequential", "SpikingTarget", "spiking_layer_names", "reset_states", "poisson_spikes",
            "image_seed", "reference_run", "graded_score", "plain_rate", "rate_from_score", "TIE_MAX",
-           "fast_sigmoid_spike", "unpack_neuron"]
+           "fast_sigmoid_spike", "unpack_neuron", "approach_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +267,23 @@ def plain_rate(n_spikes: torch.Tensor, T: int, g: float = 1.0) -> torch.Tensor:
     P = n_spikes.shape[1]
     N = n_spikes.to(torch.float64).sum(1)
     return N * float(g) / float(P * int(T))
+
+
+def approach_rows(n_spikes: torch.Tensor, late_peak: torch.Tensor, rest: tuple[int, ...],
+                  thr: float) -> list[dict[str, Any]]:
+    """The ``approach`` dicts (see :meth:`SpikingTarget.approach`) of one unit's statistics: spikes ``[k, P]``
+    and late membrane peaks ``[k, P]`` over the unit's ``P`` positions, ``rest`` the map's shape (``()``
+    for a single neuron or a channel at a given position), ``thr`` the layer's threshold."""
+    lp = late_peak.detach().to(torch.float64)
+    out = []
+    for b in range(lp.shape[0]):
+        j = int(torch.argmax(lp[b]))
+        pos = [int(v) for v in np.unravel_index(j, rest)] if rest and lp.shape[1] > 1 else None
+        peak = float(lp[b, j])
+        out.append({"spikes": int(n_spikes[b].sum()), "late_peak": peak, "threshold": float(thr),
+                    "peak_over_threshold": peak / float(thr) if float(thr) != 0.0 else None,
+                    "position": pos, "map": list(rest) if pos is not None else None})
+    return out
 
 
 def threshold_and_spike_value(neuron: nn.Module) -> tuple[float, float]:
@@ -544,18 +561,8 @@ class SpikingTarget:
         """
         with torch.no_grad():
             _, st = self.stats(images)
-        lp = self._unit(st.late_peak.detach()).to(torch.float64)        # [k, P]
-        n = self._unit(st.n_spikes.detach())
         rest = tuple(int(v) for v in st.late_peak.shape[2:]) if self.spec.position is None else ()
-        out = []
-        for b in range(lp.shape[0]):
-            j = int(torch.argmax(lp[b]))
-            pos = [int(v) for v in np.unravel_index(j, rest)] if rest and lp.shape[1] > 1 else None
-            peak = float(lp[b, j])
-            out.append({"spikes": int(n[b].sum()), "late_peak": peak, "threshold": float(self.thr),
-                        "peak_over_threshold": peak / float(self.thr) if float(self.thr) != 0.0 else None,
-                        "position": pos, "map": list(rest) if pos is not None else None})
-        return out
+        return approach_rows(self._unit(st.n_spikes.detach()), self._unit(st.late_peak.detach()), rest, self.thr)
 
     def spikes(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Spike counts ``[k, *S]`` and membrane sums ``[k, *S]`` of the whole layer over ``T``."""

@@ -177,3 +177,20 @@ def test_a_run_of_a_users_snn_resumes_without_input_shape(tmp_path):
     (tmp_path / "run" / "result.json").unlink()
     again = run()
     assert np.array_equal(again.trace, first.trace) and first.best_value > 0
+
+
+def test_a_users_snn_says_how_close_a_silent_unit_came():
+    """The closest-approach line (spikes, late membrane peak against threshold, where) was only given for the
+    registered spiking targets; a user's own net now has it too, from the same statistics as the readout."""
+    from targets.snn_net import SpikingNetTarget as Target
+
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), snn.Leaky(beta=0.9, init_hidden=True), nn.Flatten(),
+                        nn.Linear(3 * 6 * 6, 4), snn.Leaky(beta=0.9, init_hidden=True, output=True))
+    x = torch.rand(5, 1, 8, 8)
+    rows = Target(net, "1:2", T=20).approach(x)
+    assert len(rows) == 5 and rows[0]["map"] == [6, 6] and rows[0]["threshold"] == 1.0
+    target = Target(net, "1:2", T=20)
+    rates = target.reported(target(x).detach().double().numpy())
+    assert [r["spikes"] for r in rows] == [round(v * 20 * 36) for v in rates]
+    assert Target(net, "output:1 + 0.5*output:2", T=20).approach(x) is None       # not one unit: cannot tell
