@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from mango.data import CIFAR10_MEAN, CIFAR10_STD
-from mango.devices import module_device
+from mango.devices import module_device, to_module_dtype
 from mango.errors import ConfigError
 from mango.fingerprint import transform_fingerprint
 from mango.imaging import to_uint8
@@ -228,11 +228,7 @@ class WrappedGenerator(GeneratorBase):
         """``z`` from ``space.decode`` (moved to the module's device and, when floating, its floating dtype)
         -> images ``[k, C, H, W]``. The module runs in eval mode and gets its own train/eval mode back
         (:func:`mango.modes.eval_mode`): wrapping a generator in the middle of training leaves it as it was."""
-        z = z.to(self.device)
-        dtype = next((t.dtype for t in (*self.module.parameters(), *self.module.buffers())
-                      if t.is_floating_point()), None)
-        if dtype is not None and z.is_floating_point() and z.dtype != dtype:
-            z = z.to(dtype)
+        z = to_module_dtype(self.module, z.to(self.device))
         with eval_mode(self.module):
             x = self.module(z)
         if not self._channels_checked and isinstance(x, torch.Tensor) and x.ndim == 4:

@@ -9,7 +9,7 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["module_device", "check_device", "full_float32"]
+__all__ = ["module_device", "module_dtype", "to_module_dtype", "check_device", "full_float32"]
 
 
 def module_device(obj: Any, default: torch.device | str | None = "cpu") -> torch.device | None:
@@ -25,6 +25,20 @@ def module_device(obj: Any, default: torch.device | str | None = "cpu") -> torch
         for b in obj.buffers():
             return b.device
     return None if default is None else torch.device(default)
+
+
+def module_dtype(obj: Any) -> torch.dtype | None:
+    """The dtype of ``obj``'s first floating parameter or buffer (an ``nn.Module``), else None."""
+    if isinstance(obj, torch.nn.Module):
+        return next((t.dtype for t in (*obj.parameters(), *obj.buffers()) if t.is_floating_point()), None)
+    return None
+
+
+def to_module_dtype(obj: Any, x: torch.Tensor) -> torch.Tensor:
+    """Floating ``x`` in ``obj``'s floating dtype (:func:`module_dtype`; a float64 or half model takes the
+    float32 images or latents MANGO makes), else ``x`` unchanged."""
+    dtype = module_dtype(obj)
+    return x.to(dtype) if dtype is not None and x.is_floating_point() and x.dtype != dtype else x
 
 
 def check_device(device: str | None) -> None:

@@ -13,28 +13,26 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from .fingerprint import modules_of
+
 __all__ = ["eval_mode"]
 
 
 @contextlib.contextmanager
 def eval_mode(module: Any) -> Iterator[None]:
     """Run the block with ``module`` (a ``torch.nn.Module``; for any other object, the modules among its direct
-    attributes) in eval mode, then give every submodule the train/eval mode it had, through its own
-    ``train(mode)`` where the mode changed (so a module whose ``train`` override does more than set the flag,
-    e.g. merging adapter weights, is undone the way it was done). Submodules are visited parents first, so a parent's ``train`` call, which
-    sets its children too, is corrected where a child had another mode."""
+    attributes, :func:`mango.fingerprint.modules_of`) in eval mode, then give every submodule the train/eval
+    mode it had, through its own ``train(mode)`` where the mode changed (so a module whose ``train`` override
+    does more than set the flag, e.g. merging adapter weights, is undone the way it was done). Submodules are
+    visited parents first, so a parent's ``train`` call, which sets its children too, is corrected where a
+    child had another mode."""
     train = getattr(module, "train", None)
     modules = getattr(module, "modules", None)
     if not (callable(train) and callable(modules)):
         # a plain object (a user's generator class holding a GAN): the modules among its direct attributes,
-        # the ones its weights mark covers (mango.fingerprint.modules_of)
-        try:
-            held = [v for _, v in sorted(vars(module).items()) if callable(getattr(v, "train", None))
-                    and callable(getattr(v, "modules", None)) and hasattr(v, "training")]
-        except TypeError:       # no __dict__
-            held = []
+        # the ones its weights mark covers
         with contextlib.ExitStack() as stack:
-            for m in held:
+            for m in modules_of(module):
                 stack.enter_context(eval_mode(m))
             yield
         return

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mango.devices import module_device
+from mango.devices import module_device, to_module_dtype
 from mango.errors import ConfigError, choices_hint
 from mango.objectives import ObjectiveExpr, Term, as_objective, unit as unit_objective
 
@@ -54,8 +54,7 @@ from .models import load_model
 from .snn_fast import FastSNN, fast_supported
 from .spiking import (ENCODINGS, approach_rows, graded_score, poisson_spikes, rate_from_score, reference_run,
                       reset_states, spiking_layer_names, threshold_and_spike_value, unpack_neuron)
-from .units import (NEEDS_INPUT_SHAPE, OUTPUT, UnitSpec, as_model_dtype, check_repeatable, eval_mode, find_layer,
-                    list_layers)
+from .units import NEEDS_INPUT_SHAPE, OUTPUT, UnitSpec, check_repeatable, eval_mode, find_layer, list_layers
 
 __all__ = ["SpikingNetTarget", "snn_unit", "DEFAULT_T"]
 
@@ -287,8 +286,7 @@ class SpikingNetTarget:
         n = counts.pop()
         if n == 1:
             self.mode = "step"
-            own = getattr(self.net, "num_steps", None)      # the steps the net declares (it was trained with)
-            own = _whole(own)
+            own = _whole(getattr(self.net, "num_steps", None))      # the steps the net declares (trained with)
             if own is not None and not (isinstance(own, int) and not isinstance(own, bool) and own > 0):
                 if self.T_requested is None:
                     log.warning("%s.num_steps = %r is not a positive whole number, so it is not used as T; "
@@ -351,7 +349,7 @@ class SpikingNetTarget:
     # -- evaluation --------------------------------------------------------
     def _cast(self, images: torch.Tensor) -> torch.Tensor:
         """``images`` in the floating dtype of the net's parameters (a float64 net takes float32 images)."""
-        return as_model_dtype(self.net, images)
+        return to_module_dtype(self.net, images)
 
     def _input(self, images: torch.Tensor) -> torch.Tensor:
         if self.encoding == "poisson":

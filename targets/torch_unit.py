@@ -26,13 +26,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mango.devices import module_device
+from mango.devices import module_device, to_module_dtype
 from mango.errors import ConfigError, choices_hint
 from mango.objectives import OUTPUT_NAMES, ObjectiveExpr, Term, as_objective
 
 from .models import SCRIPT_HINT as _SCRIPT_HINT
 from .models import load_model, spiking_neuron_names
-from .units import (NEEDS_INPUT_SHAPE, OUTPUT, WRAP_HINT, UnitSpec, as_model_dtype, check_repeatable, describe_output,
+from .units import (NEEDS_INPUT_SHAPE, OUTPUT, WRAP_HINT, UnitSpec, check_repeatable, describe_output,
                     eval_mode, find_layer, layer_names, list_layers, output_shapes, probe_input_shape)
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class _ModelTarget:
 
     def _input(self, images: torch.Tensor) -> torch.Tensor:
         """``images`` in the floating dtype of the model (a float64 or half model takes float32 images)."""
-        return as_model_dtype(self.model, images)
+        return to_module_dtype(self.model, images)
 
     def _check_reads(self, example: torch.Tensor, reads: Sequence[tuple[str, UnitSpec]]) -> None:
         """One forward of ``example[:1]``; each ``(layer, spec)`` must name a layer that runs once per forward

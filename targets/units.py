@@ -22,12 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from mango.devices import module_device
+from mango.devices import module_device, module_dtype
 from mango.errors import ConfigError, MangoError, choices_hint
 from mango.modes import eval_mode
 
-__all__ = ["OUTPUT", "UnitSpec", "WRAP_HINT", "as_model_dtype", "check_repeatable", "model_dtype", "describe_output", "eval_mode", "find_layer", "layer_names", "list_layers",
-           "output_shapes"]
+__all__ = ["OUTPUT", "UnitSpec", "WRAP_HINT", "check_repeatable", "describe_output", "eval_mode", "find_layer",
+           "layer_names", "list_layers", "output_shapes"]
 
 log = logging.getLogger(__name__)
 
@@ -112,17 +112,6 @@ def output_shapes(model: nn.Module, example: torch.Tensor, order: list[str] | No
     return shapes
 
 
-def model_dtype(model: nn.Module) -> torch.dtype | None:
-    """The floating dtype of ``model``'s first floating parameter or buffer (None: it has none)."""
-    return next((t.dtype for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None)
-
-
-def as_model_dtype(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Floating ``images`` in ``model``'s floating dtype (a float64 or half model takes float32 images)."""
-    dtype = model_dtype(model)
-    return images.to(dtype) if dtype is not None and images.is_floating_point() and images.dtype != dtype else images
-
-
 def check_repeatable(call: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, values: torch.Tensor,
                      model: nn.Module, causes: str) -> bool:
     """Score ``images[:1]`` again on its own with ``call`` and log a warning when the value differs from
@@ -138,7 +127,7 @@ def check_repeatable(call: Callable[[torch.Tensor], torch.Tensor], images: torch
     with torch.no_grad():
         again = call(images[:1].detach())
     a, b = float(values.detach().reshape(-1)[0]), float(again.reshape(-1)[0])
-    dtype = model_dtype(model) or torch.float32
+    dtype = module_dtype(model) or torch.float32
     rel = max(1e-4, 16 * torch.finfo(dtype).eps) if dtype.is_floating_point else 1e-4
     if math.isclose(a, b, rel_tol=rel, abs_tol=1e-6) or (math.isnan(a) and math.isnan(b)):
         return True
@@ -186,7 +175,7 @@ def list_layers(model: nn.Module, input_shape: Sequence[int],
     if len(shape) >= 1 and shape[0] == 1 and len(shape) == 4:
         shape = shape[1:]
     dev = module_device(model)
-    example = torch.zeros((1, *shape), device=dev, dtype=model_dtype(model) or torch.float32)
+    example = torch.zeros((1, *shape), device=dev, dtype=module_dtype(model) or torch.float32)
     order: list[str] = []
     shapes = output_shapes(model, example, order, calls=calls)
     out = [(n, shapes[n][1:]) for n in order]
