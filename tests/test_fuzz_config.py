@@ -122,3 +122,26 @@ def test_flags_over_a_config_raise_only_config_error(items, opt, cfg):
     except ConfigError:
         return
     _validated(cfg)
+
+
+@given(raw=st.binary(max_size=200) | values.map(lambda v: __import__("json").dumps(v).encode()),
+       name=st.sampled_from(["run.json", "result.json"]))
+@example(raw=b"\xff\xfe{", name="run.json")
+@example(raw=b'{"config": [1, 2]}', name="result.json")
+def test_a_recorded_config_file_fails_only_with_config_error(tmp_path_factory, raw, name):
+    """``mango run --config DIR/run.json`` (or ``result.json``, or ``--out DIR`` alone) reads a file the user
+    hands over: any bytes give a dict or a ConfigError naming the file, never another exception."""
+    from mango.config import load_run_config
+
+    path = tmp_path_factory.mktemp("rec") / name
+    path.write_bytes(raw)
+    try:
+        cfg = load_run_config(path)
+    except ConfigError as exc:
+        assert str(path) in str(exc)
+        return
+    assert isinstance(cfg, dict)
+    try:
+        RunConfig.from_dict(cfg)
+    except ConfigError:
+        pass
