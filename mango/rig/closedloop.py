@@ -61,7 +61,7 @@ from ..channels import select_channels
 from ..imaging import display_uint8
 from ..results import write_final_files
 from ..shrinkage import shrunk_means
-from .protocol import Block, Reply
+from .protocol import Block, Reply, RigError
 
 __all__ = ["closed_loop", "RigPolicy", "RigRunResult", "select_channels", "stimulus_images", "PresentationLog",
            "BlockEvent", "ID_STRIDE"]
@@ -296,7 +296,7 @@ class RigPolicy:
 
     def __init__(self, rig: Any, generator: Any, *, seed: int = 0, repeats: int = 2, retest_every: int = 3,
                  confirm_top: int = 5, confirm_repeats: int | None = None, reference: np.ndarray | None = None,
-                 select: int | Sequence[int] | str | None = 0, holdout_repeats: int = 10) -> None:
+                 select: int | Sequence[int] | str | None = None, holdout_repeats: int = 10) -> None:
         if int(repeats) < 1:
             raise ConfigError(f"repeats must be >= 1, got {repeats!r}")
         if int(retest_every) < 0:
@@ -327,6 +327,7 @@ class RigPolicy:
         self.holdout: np.ndarray | None = None  # the hold-out responses (selected channel(s))
         self._retest = self._confirm = self._holdout = False
         self._last: tuple[int, int, np.ndarray, np.ndarray] | None = None  # (n_cand, best_n, means, ref means)
+        self._channels: int | None = None  # channels of the rig's first answer; later answers must match it
 
     def config(self) -> dict[str, Any]:
         """The policy's settings (kept in ``run.json``: a resume with other settings is refused)."""
@@ -412,6 +413,24 @@ class RigPolicy:
     def replay(self, step: int, I: np.ndarray, row: JournalRow) -> Step:
         return self._block(step, I, logged_only=True)
 
+    def _check_channels(self, g: int, reply: Reply) -> None:
+        """Refuse, unrecorded, a live answer whose channel count differs from the run's earlier answers.
+
+        A logged answer is replayed on every resume and the channel selection is fixed once a block has
+        been told, so a logged answer that lost a channel could never be read again: the run folder would
+        be stuck. Not logging it keeps the folder resumable once the rig reports its channels again.
+
+        Raises:
+            RigError: naming the block, both channel counts and what to do.
+        """
+        ch = _n_channels(reply)
+        if self._channels is not None and ch != self._channels:
+            raise RigError(f"the rig answered block {g} with {ch} channel(s), but its earlier answers in this run had "
+                           f"{self._channels} (an electrode lost or added?); that answer is not recorded. Make the "
+                           f"rig report the same {self._channels} channel(s) and rerun the same command (the run "
+                           "resumes at this block, showing its images again), or start a new run folder to go on "
+                           f"with {ch}")
+
     def _block(self, g: int, I: np.ndarray, logged_only: bool) -> Step:
         stats, confirm, holdout, plog = self.stats, self._confirm, self._holdout, self.plog
         if holdout:  # the chosen code alone, holdout_repeats times: the reported estimate, never the choice
@@ -466,10 +485,13 @@ class RigPolicy:
                              f"{None if plog is None else plog.path} (corrupt run folder)")
         else:
             reply = self.rig.present(block)
+            self._check_channels(g, reply)   # before it is logged: a logged answer is replayed on every resume
             if plog is not None:
                 plog.append({"ev": "response", "block": g, "attempt": int(block.attempt),
                              "image_ids": np.asarray(reply.image_ids).tolist(),
                              "responses": np.asarray(reply.responses).tolist(), "time": time.time()})
+        if self._channels is None:
+            self._channels = _n_channels(reply)
         # -- digest: each image's mean over its presentations -----------------------
         try:
             y = select_channels(reply.responses, self.select)
@@ -529,11 +551,17 @@ class RigPolicy:
             self.plog.close()
 
 
+def _n_channels(reply: Reply) -> int:
+    """Channels of a reply's responses (``[P]`` counts as one)."""
+    r = np.asarray(reply.responses)
+    return 1 if r.ndim < 2 else int(r.shape[1])
+
+
 def closed_loop(rig: Any, generator: Any, optimizer: Optimizer | str, budget: int, seed: int = 0, *,
                 batch_size: int | None = None, params: dict[str, Any] | None = None, repeats: int = 2,
                 retest_every: int = 3, confirm_top: int = 5, confirm_repeats: int | None = None,
                 holdout_repeats: int = 10, reference: np.ndarray | None = None,
-                select: int | Sequence[int] | str | None = 0, run_dir: str | os.PathLike | None = None,
+                select: int | Sequence[int] | str | None = None, run_dir: str | os.PathLike | None = None,
                 config: dict[str, Any] | None = None,
                 callbacks: Sequence[Callable[[BlockEvent], None]] = ()) -> RigRunResult:
     """Maximize a recorded neuron's mean response with a live rig, in blocks.
@@ -557,7 +585,9 @@ def closed_loop(rig: Any, generator: Any, optimizer: Optimizer | str, budget: in
             reserved from the start; the block also takes the few presentations no search block could
             use, so the budget is spent exactly. The reported ``holdout_mean +- holdout_sem`` come from these alone (unbiased).
         reference: optional ``uint8 [r, H, W, C]`` images shown in every block (drift tracking).
-        select: channel selection applied to the rig's ``[P, channels]`` responses (see :func:`select_channels`).
+        select: channel selection applied to the rig's ``[P, channels]`` responses (see :func:`select_channels`);
+            ``None`` (the default): the one channel of a one-channel rig, and an error naming the channels for a
+            rig that records several (its first answer is kept: rerun with ``select=`` and it is replayed).
         run_dir: folder for ``presentations.jsonl``, the journal and results; an existing one is resumed.
         config: stored in ``run.json``; resuming with another config is refused.
     """

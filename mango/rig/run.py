@@ -74,7 +74,9 @@ def rig_run_id(out: str | os.PathLike) -> str:
     return run
 
 
-def _parse_select(text: str) -> Any:
+def _parse_select(text: str | None) -> Any:
+    if text is None:
+        return None
     if text == "mean":
         return "mean"
     try:
@@ -113,7 +115,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="presentations of the chosen image in the final hold-out block; the reported "
                         "response comes from these alone (unbiased); 0: no hold-out block")
     p.add_argument("--reference", action="append", metavar="PNG", help="reference image shown every block")
-    p.add_argument("--channel", default="0", help="channel: an int, a list '0,2' (mean), or 'mean'")
+    p.add_argument("--channel", default=None,
+                   help="channel: an int, a list '0,2' (mean), or 'mean'; required for a rig that records several "
+                        "(default: the one channel of a one-channel rig)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder (journal); rerun the same command to resume")
     add_watch_option(p)

@@ -21,6 +21,7 @@ tests use it to count how often each block was really presented.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -40,7 +41,7 @@ from .protocol import Block, ProtocolError, Reply
 from .xdream import serve_xdream
 from .zmq_transport import ZmqRigServer, check_address, nan_reply
 
-__all__ = ["Faults", "RigSimulator", "serve_zmq", "serve_filedrop", "add_arguments", "FAULT_KINDS"]
+__all__ = ["Faults", "RigSimulator", "block_digest", "serve_zmq", "serve_filedrop", "add_arguments", "FAULT_KINDS"]
 
 log = logging.getLogger(__name__)
 FAULT_KINDS = ("drop", "delay", "nan", "malformed", "duplicate", "wrongblock", "crash")
@@ -118,11 +119,28 @@ class RigSimulator:
         self.record = Path(record) if record else None
         self.rng = np.random.default_rng(seed + 1)
         self.n_requests = 0
+        # (block id, digest of what it shows, the reply sent) of the last block answered: the same block sent
+        # again (the client's resend after its timeout while the rig was still presenting, or after a lost
+        # reply) is answered from it instead of being shown to the animal again. Only the last one: a client
+        # sends one block at a time, and a new run that starts over at block 0 must not get another run's answer
+        self._last: tuple[int, str, Reply] | None = None
+        self.n_from_record = 0
 
     def handle(self, block: Block) -> tuple[Reply, str | None]:
-        """Present ``block`` (sleeping ``latency`` per presentation); return the reply and the fault to apply."""
+        """Present ``block`` (sleeping ``latency`` per presentation); return the reply and the fault to apply.
+
+        A block whose id and content (images, order, repeats) match the last one answered is not shown
+        again: its recorded reply is returned (with the request's fault; not written to ``record``), as a
+        real rig should answer a resend (``PROTOCOL.md``, *Resends*).
+        """
         self.n_requests += 1
         fault = self.faults.pick(self.n_requests)
+        digest = block_digest(block)
+        if fault != "crash" and self._last is not None and self._last[:2] == (int(block.block), digest):
+            self.n_from_record += 1
+            log.info("rig-sim: block %d (attempt %d) was presented before: answered from the record, not shown "
+                     "again", block.block, block.attempt)
+            return self._last[2], fault
         order = block.order if block.order is not None else \
             self.rng.permutation(np.repeat(np.arange(len(block.image_ids)), block.repeats))
         if fault not in ("crash",):
@@ -138,7 +156,21 @@ class RigSimulator:
                 fh.flush()
         if fault:
             log.warning("rig-sim: request %d (block %d): injecting fault %r", self.n_requests, block.block, fault)
-        return Reply(block.block, np.asarray(block.image_ids)[order], resp), fault
+        reply = Reply(block.block, np.asarray(block.image_ids)[order], resp)
+        if fault in (None, "delay", "duplicate"):     # the faults whose reply does reach the client
+            self._last = (int(block.block), digest, reply)
+        return reply, fault
+
+
+def block_digest(block: Block) -> str:
+    """SHA-256 over what a block shows: its image ids, images, repeats and order (not its attempt or nonce)."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(block.image_ids, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(block.images).tobytes())
+    h.update(str((int(block.repeats), np.shape(block.images))).encode())
+    if block.order is not None:
+        h.update(np.ascontiguousarray(block.order, dtype=np.int64).tobytes())
+    return h.hexdigest()
 
 
 def serve_zmq(sim: RigSimulator, address: str, *, token: str | None = None, stop: threading.Event | None = None,

@@ -110,6 +110,7 @@ class ZmqRigClient:
         self._ctx: Any = None
         self._sock: Any = None
         self._warned_nonce = False               # a reply without a nonce was said once
+        self._said_slow = False                  # a rig slower than the timeout was said once
 
     # -- socket ---------------------------------------------------------------------
     def _open(self) -> None:
@@ -226,6 +227,20 @@ class ZmqRigClient:
             if reply is not None or why is not None:
                 return reply, why
 
+    def _slow(self, block: Block, attempt: int, took: float) -> None:
+        """Say (a warning once a run, then at info level) that ``block`` was answered only after ``attempt``
+        resends, ``took`` s after it was first sent: a rig that shows a block again for each resend spends
+        presentations on it, so the timeout should exceed the block's presentation time."""
+        msg = (f"rig {self.address}: block {block.block} ({block.n_presentations} presentations) was answered "
+               f"{took:.3g} s after it was first sent, after {attempt} resend(s) at a timeout of {self.timeout:.3g} s; "
+               f"a rig that shows a block again for each resend wastes presentations: raise the timeout (--timeout) "
+               f"above the time the rig takes to present a block")
+        if self._said_slow:
+            log.info(msg)
+        else:
+            self._said_slow = True
+            log.warning(msg)
+
     def present(self, block: Block) -> Reply:
         """Send ``block`` and return the rig's validated reply.
 
@@ -241,6 +256,7 @@ class ZmqRigClient:
         unsent = False           # the last attempt's send timed out: the socket is opened again
         kinds: set[str] = set()  # kinds of the messages ignored over all attempts
         nonces: set[str] = set()  # a late reply to an earlier attempt of this block is still its answer
+        t_first = time.monotonic()
         for attempt in range(self.retries + 1):
             block.attempt = attempt
             block.nonce = new_nonce()
@@ -266,6 +282,11 @@ class ZmqRigClient:
             reply, why = self._listen(block, wait, nonces)
             if reply is not None:
                 self.answered.add(block.block)
+                # the answer to an earlier attempt, arriving after that attempt's wait: a rig slower than the
+                # timeout (without nonces, any answer after resends that only ran out of time)
+                if (reply.nonce is not None and reply.nonce != block.nonce) or \
+                        (reply.nonce is None and attempt > 0 and not kinds):
+                    self._slow(block, attempt, time.monotonic() - t_first)
                 if reply.nonce is None and not self._warned_nonce:    # allowed (PROTOCOL.md), said once a run
                     self._warned_nonce = True
                     log.warning("rig %s: its replies carry no 'nonce': without a token, a reply meant for another "
