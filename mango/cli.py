@@ -228,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mango {args.cmd}: error: {exc or type(exc).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        print(f"mango {args.cmd}: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}",
+        hint = (f"; rerun the same command to resume from {args.out} (what the rig answered is kept)"
+                if args.cmd == "rig-run" and getattr(args, "out", None) else "")
+        print(f"mango {args.cmd}: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}{hint}",
               file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:  # stdout closed early (``mango layers ... | head``): not an error of ours

@@ -94,3 +94,28 @@ def test_a_multi_channel_rig_needs_a_selection_and_its_first_answer_is_replayed(
     one = closed_loop(TwoChannelRig(lose_at=0), generator(), "random", 60, seed=3, batch_size=10, repeats=2,
                       confirm_top=1, holdout_repeats=4, run_dir=None)
     assert one.presentations == 60
+
+
+def test_an_interrupted_rig_run_says_how_to_resume(tmp_path, capsys):
+    """`mango rig-run` stopped by Ctrl-C (or SIGTERM) said only "interrupted"; it now names the way back."""
+    import _thread
+    import threading
+
+    from mango.cli import main
+
+    gen = generator()
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    out = tmp_path / "run"
+    cmd = ["rig-run", "--address", addr, "--optimizer", "random", "--budget", "200", "--batch-size", "10",
+           "--seed", "1", "--timeout", "5", "--out", str(out), "-q"]
+    with sim_thread(neurons(gen), "zmq", addr, latency=0.01):
+        timer = threading.Timer(0.8, _thread.interrupt_main)
+        timer.start()
+        try:
+            assert main(cmd) == 130
+        finally:
+            timer.cancel()
+        err = capsys.readouterr().err
+        assert f"interrupted; rerun the same command to resume from {out}" in err, err
+        assert main(cmd) == 0                       # and it does
+    assert json.loads((out / "result.json").read_text())["presentations"] == 200
