@@ -166,6 +166,32 @@ def test_images_drawn_from_the_journal(tmp_path, served):
     # once the run writes best.png, that file is shown
     _png(run / "best.png")
     assert _state(url)["image"].startswith("files/best.png")
+    # unless the run's throttled files are older than the journal's best (written at query 2, best at 3)
+    (run / "result.json").write_text(json.dumps({"status": "running", "n_queries": 2, "best_value": 0.2}))
+    s = _state(url)
+    assert s["image"].startswith("render/best.png") and "best.png is from query 2" in s["image_source"]
+    assert np.array_equal(iio.imread(_get(url, s["image"])[1]), best)
+
+
+def test_throttled_files_older_than_the_journals_best_are_marked(tmp_path, served):
+    """A user's trial: while a search ran, the page's rate line and best.png came from the throttled live
+    files and belonged to an older best than the score and query shown (from the journal). Now the page says
+    which query they are from (and, where it can draw, shows the journal's best image instead)."""
+    run = tmp_path / "run"
+    _write_run(run, [[0.1] * 10, [0.4] + [0.0] * 9, [0.35] * 10], budget=100)   # best 0.4 at query 11
+    _png(run / "best.png")
+    rep = {"name": "rate", "best": 0.2, "at_best_score": 0.2}
+    (run / "result.json").write_text(json.dumps({"status": "running", "n_queries": 10, "best_value": 0.1,
+                                                 "reported": rep}))
+    url = served(run, render=False)
+    s = _state(url)
+    assert s["best_query"] == 11 and s["reported"] == {**rep, "as_of": 10}
+    assert s["image"].startswith("files/best.png") and s["image_source"].startswith("best.png as of query 10")
+    assert "at the best score as of query" in _get(url, "")[1].decode()
+    (run / "result.json").write_text(json.dumps({"status": "running", "n_queries": 30, "best_value": 0.4,
+                                                 "reported": rep}))
+    s = _state(url)
+    assert s["reported"] == rep and s["image_source"] == "best.png"
 
 
 def test_finished_run_keeps_being_served(tmp_path, served):

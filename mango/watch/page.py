@@ -263,7 +263,10 @@ function renderRun(s) {
   if (s.known_max !== null && s.known_max !== undefined) $("best-where").textContent += " (known maximum " + fmt(s.known_max) + ")";
   const rep = s.reported;
   $("reported").textContent = rep && rep.name && rep.name !== "value" ?
-      (rep.name + ": " + fmt(rep.at_best_score) + " at the best score (best " + rep.name + " " + fmt(rep.best) + ")") : "";
+      (rep.as_of != null ?
+        (rep.name + ": " + fmt(rep.at_best_score) + " at the best score as of query " + rep.as_of +
+         " (best " + rep.name + " " + fmt(rep.best) + " then; the run writes these at most every few seconds)") :
+        (rep.name + ": " + fmt(rep.at_best_score) + " at the best score (best " + rep.name + " " + fmt(rep.best) + ")")) : "";
   const near = s.approach;
   $("approach").textContent = near && near.spikes === 0 && typeof near.late_peak === "number" ?
       ("never fired; closest approach: membrane peaked at " + fmt(near.late_peak, 3) +

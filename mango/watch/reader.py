@@ -465,8 +465,12 @@ class RunReader:
             best = _num(res.get("best_value"))
         out["best"], out["best_query"] = best, best_q
         out["known_max"] = _num(res.get("known_max"))
+        # a running run's result.json and best.png are written throttled: they may hold an older best than the
+        # journal's (the query they were written at, when the journal's best came after it; else None)
+        files_q = int(res["n_queries"]) if _running(res) and _num(res.get("n_queries")) is not None else None
+        behind = files_q if files_q is not None and best_q is not None and best_q > files_q else None
         # the quantity the user asked for (e.g. the firing rate of a spiking unit)
-        out["reported"] = self._reported(res, values)
+        out["reported"] = self._reported(res, values, behind)
         # a finished spiking run: how close its best image came to firing (result.json's "approach")
         near = res.get("approach") if isinstance(res, dict) and not _running(res) else None
         out["approach"] = near if isinstance(near, dict) else None
@@ -507,10 +511,16 @@ class RunReader:
         out.update(self._speed(rows, times, n_queries, budget, res, status))
         out["image"] = self.image_url()
         out["image_source"] = "best.png" if out["image"] else None
-        if out["image"] is None:
-            out["image"] = self._render_url("best")
-            if out["image"]:
-                out["image_source"] = "drawn from the best code in the journal (best.png not written yet)"
+        if out["image"] is None or behind is not None:
+            drawn = self._render_url("best")
+            if drawn:
+                out["image"] = drawn
+                out["image_source"] = ("drawn from the best code in the journal (best.png not written yet)"
+                                       if behind is None else
+                                       f"drawn from the best code in the journal (best.png is from query {behind})")
+            elif out["image"] is not None:
+                out["image_source"] = (f"best.png as of query {behind}: the best score above was reached at "
+                                       f"query {best_q}, after it")
         out["last_write"] = self.last_write()
         if rows and detail:
             last = rows[-1]
@@ -524,7 +534,10 @@ class RunReader:
         self._cache_key, self._cache = key, out
         return out
 
-    def _reported(self, res: dict[str, Any], values: np.ndarray) -> dict[str, Any] | None:
+    def _reported(self, res: dict[str, Any], values: np.ndarray, behind: int | None = None) -> dict[str, Any] | None:
+        """``{name, best, at_best_score}`` of the quantity the user asked for: from the journal when every row
+        carries it, else from ``result.json``; ``as_of`` (a query) when that file's values are older than the
+        journal's best (``behind``)."""
         rep = res.get("reported")
         if isinstance(rep, dict) and rep.get("name") and not _running(res):
             return {"name": str(rep["name"]), "best": _num(rep.get("best")),
@@ -541,8 +554,11 @@ class RunReader:
             return {"name": name or "reported", "best": _num(rv.max()),
                     "at_best_score": _num(rv[int(np.argmax(values))])}
         if isinstance(rep, dict) and rep.get("name"):
-            return {"name": str(rep["name"]), "best": _num(rep.get("best")),
-                    "at_best_score": _num(rep.get("at_best_score"))}
+            out = {"name": str(rep["name"]), "best": _num(rep.get("best")),
+                   "at_best_score": _num(rep.get("at_best_score"))}
+            if behind is not None and _running(res):
+                out["as_of"] = int(behind)
+            return out
         return None
 
     @staticmethod
