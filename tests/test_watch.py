@@ -548,3 +548,18 @@ def test_rig_view_of_a_real_closed_loop(tmp_path):
     assert np.allclose(s["curve"]["y"][:-1], res.block_best_mean[:-1])
     assert s["curve"]["x"] == [float(x) for x in res.block_presentations]
     assert rig["latency_max_s"] >= 0.4  # the dropped block waited for a timeout
+
+
+def test_the_page_names_the_unit_of_a_users_model(tmp_path, served):
+    """Runs of a user's model (mango.maximize, `mango run` with snn-unit/model-unit) keep the unit in the
+    target's "objective"; the page showed only "vqvae-digits -> model", so two runs could not be told apart."""
+    run = tmp_path / "run"
+    _write_run(run, [[0.1, 0.2]], budget=10)
+    cfg = json.loads((run / "run.json").read_text())
+    cfg["target"] = {"model": "SpikingSequential", "name": "model", "objective": "spiking_out:1"}
+    (run / "run.json").write_text(json.dumps(cfg))
+    url = served(run, render=False)
+    assert _state(url)["objective"] == "vqvae-digits -> SpikingSequential [objective=spiking_out:1]"
+    cfg["target"] = {"model": "mynets:make_step_net", "name": "snn-unit", "objective": "5:3"}
+    (run / "run.json").write_text(json.dumps(cfg))
+    assert _state(url)["objective"] == "vqvae-digits -> snn-unit [objective=5:3]"

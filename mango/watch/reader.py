@@ -270,7 +270,10 @@ def _describe(cfg: Any) -> dict[str, Any]:
         out["objective"] = name(cfg["problem"])
     else:
         tgt = cfg.get("target") if isinstance(cfg.get("target"), dict) else {"name": name(cfg.get("target"))}
-        where = ",".join(f"{k}={tgt[k]}" for k in ("layer", "unit") if tgt.get(k) is not None)
+        # the unit searched: layer/unit of a registered target, or the objective string of a user's model
+        where = ",".join(f"{k}={tgt[k]}" for k in ("layer", "unit", "objective") if tgt.get(k) is not None)
+        if tgt.get("model") is not None and tgt.get("name") in ("model", None):
+            tgt = {**tgt, "name": str(tgt["model"])}
         gen = name(cfg.get("generator"))
         out["objective"] = " -> ".join(x for x in (gen, (tgt.get("name") or "") + (f" [{where}]" if where else ""))
                                       if x)
