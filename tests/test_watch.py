@@ -563,3 +563,13 @@ def test_the_page_names_the_unit_of_a_users_model(tmp_path, served):
     cfg["target"] = {"model": "mynets:make_step_net", "name": "snn-unit", "objective": "5:3"}
     (run / "run.json").write_text(json.dumps(cfg))
     assert _state(url)["objective"] == "vqvae-digits -> snn-unit [objective=5:3]"
+
+
+def test_watch_refuses_a_file(tmp_path, capsys):
+    """`mango watch afile.txt` served a page that waited for a run forever."""
+    from mango.cli import main as cli_main
+
+    f = tmp_path / "afile.txt"
+    f.write_text("x")
+    assert cli_main(["watch", str(f), "--port", "0"]) == 2
+    assert f"{f} is a file; mango watch takes a run folder" in capsys.readouterr().err

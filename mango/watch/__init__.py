@@ -187,6 +187,9 @@ def main(args: argparse.Namespace) -> int:
     port = int(args.port)
     if port < 0 or port > 65535:
         raise ConfigError(f"--port must be in 0..65535, got {port}")
+    if Path(args.folder).exists() and not Path(args.folder).is_dir():
+        raise ConfigError(f"{args.folder} is a file; mango watch takes a run folder (mango run --out), a compare "
+                          "or scan folder, or a rig run folder")
     srv = _start(args.folder, args.host, port, token, render=not args.no_render)
     print(f"watching {args.folder}: {srv.url}", flush=True)
     if not Path(args.folder).exists():      # a typo, or a run not started yet: the page waits for it
