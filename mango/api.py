@@ -40,7 +40,6 @@ from .interrupt import GracefulInterrupt, Standing, say_stopped
 from .optimizers import DEFAULT_OPTIMIZER
 from .objective import BaseObjective, Objective, check_eval_batch_size
 from .objectives import ObjectiveExpr, as_objective
-from .results import finished_result
 
 __all__ = ["maximize", "maximize_model", "Visualization"]
 
@@ -324,35 +323,52 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
               "eval_batch_size": obj.batch_size}
     if batch_size is not None:
         config["batch_size"] = batch_size
-    url = None if watch is False else _serve_watch("" if watch is True else watch, run_dir)
-    was_finished = run_dir is not None and finished_result(run_dir, config) is not None
-    done = 0 if run_dir is None or was_finished else _journal_queries(Path(run_dir))
-    if done:
-        print(f"mango.maximize: resuming the run in {run_dir}: its journal holds {done} queries (replayed, not "
-              "evaluated again)", file=sys.stderr, flush=True)
-    bar = None
-    if progress and not was_finished:   # a stored result: nothing runs, no bar
-        from .clitools import Progress
+    budget = loop.check_budget(budget)
+    if watch is not False:   # a bad address is named now, before the run folder is touched
+        from . import watch as live
 
-        bar = Progress(loop.check_budget(budget), desc=str(expr), initial=done)
+        live.parse_watch("" if watch is True else watch)
+    opened: dict[str, Any] = {"url": None, "bar": None, "finished": False}
+
+    def on_open(done: int, finished: bool) -> None:
+        """The run folder is accepted (lock held, settings match): only now the live view, the resume line and
+        the bar, so a refused call (another process's folder, other settings) starts and says nothing."""
+        opened["finished"] = finished
+        if watch is not False:
+            opened["url"] = _serve_watch("" if watch is True else watch, run_dir)
+        if done and not finished:
+            print(f"mango.maximize: resuming the run in {run_dir}: its journal holds {done} queries (replayed, not "
+                  "evaluated again)", file=sys.stderr, flush=True)
+        if progress and not finished:   # a stored result: nothing runs, no bar
+            from .clitools import Progress
+
+            opened["bar"] = Progress(budget, desc=str(expr), initial=done)
+
+    class _Bar:
+        """Forwards the loop's events to the bar once :func:`on_open` has made it."""
+
+        def __call__(self, ev: Any) -> None:
+            if opened["bar"] is not None:
+                opened["bar"](ev)
+
     standing = Standing()
     try:
         with GracefulInterrupt("mango.maximize") as stop:
             result = loop.maximize(obj, optimizer, budget, seed, batch_size=batch_size, params=optimizer_params,
-                                   run_dir=run_dir, config=config, stop=stop,
-                                   callbacks=[*callbacks, standing, *([bar] if bar else [])])
+                                   run_dir=run_dir, config=config, stop=stop, on_open=on_open,
+                                   callbacks=[*callbacks, standing, _Bar()])
     except KeyboardInterrupt:
         _say_interrupted(standing.n_queries, budget, standing.best_value, run_dir)
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        if opened["bar"] is not None:
+            opened["bar"].close()
     if result.interrupted:
         _say_interrupted(result.n_queries, budget, result.best_value, run_dir, returned=True)
-    elif was_finished:
+    elif opened["finished"]:
         print(f"mango.maximize: {run_dir} holds a finished run of these settings: returning its stored result "
               f"(nothing was evaluated; use another run_dir to search again)", file=sys.stderr, flush=True)
-    return Visualization(result, obj, expr, url)  # with run_dir, the loop has written the folder
+    return Visualization(result, obj, expr, opened["url"])  # with run_dir, the loop has written the folder
 
 
 #: ``(host, port)`` asked by an earlier ``maximize(watch=...)`` call of this process -> the URL it serves
@@ -384,13 +400,6 @@ def _serve_watch(value: str, run_dir: str | Path) -> str:
     assert url is not None
     _WATCHED[key] = url
     return url
-
-
-def _journal_queries(folder: Path) -> int:
-    """Queries recorded in ``folder``'s journal (0 when it has none)."""
-    from .clitools import journal_queries
-
-    return journal_queries(folder / "journal.jsonl", {})
 
 
 def _say_interrupted(n_queries: int, budget: int, best: float | None, run_dir: str | Path | None,

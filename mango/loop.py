@@ -217,7 +217,8 @@ def build_optimizer(optimizer: Optimizer | str, space: Any, *, seed: int, batch_
 def run_loop(optimizer: Optimizer, budget: int, policy: Policy, *, run_dir: str | Path | None = None,
              config: dict[str, Any] | None = None, callbacks: Sequence[Callback] = (),
              checkpoint_every: int = 10, stop: Callable[[], bool] | None = None,
-             on_stop: Callable[[str], None] | None = None) -> Any:
+             on_stop: Callable[[str], None] | None = None,
+             on_open: Callable[[int, bool], None] | None = None) -> Any:
     """The loop kernel: ask -> evaluate -> journal -> tell under ``policy`` until it stops.
 
     Args:
@@ -237,6 +238,10 @@ def run_loop(optimizer: Optimizer, budget: int, policy: Policy, *, run_dir: str 
         on_stop: called with ``"interrupted"`` (a ``stop``, Ctrl-C, SIGTERM) or ``"failed"`` (an error)
             when the run ends without its final files, while ``run_dir``'s lock is still held (e.g.
             :meth:`mango.live.LiveArtifacts.stop`).
+        on_open: called once the run may go ahead (``run_dir``'s lock held, its config and identity
+            accepted), before anything is replayed or evaluated, with the queries its journal holds and
+            whether it holds a finished run: the place to say "resuming" or start a live view, so that
+            a call that is refused says nothing else.
 
     Returns:
         ``policy.result(...)``, also saved into ``run_dir`` (``result.save(run_dir)``) when given,
@@ -258,6 +263,8 @@ def run_loop(optimizer: Optimizer, budget: int, policy: Policy, *, run_dir: str 
             journal = Journal.open(folder, config, run_identity(optimizer, policy),
                                    free_keys=getattr(policy, "free_keys", ()))
             stored = finished_result(folder, config)  # a finished run: replayed, returned as stored, not rewritten
+        if on_open is not None:
+            on_open(sum(len(r.y) + r.external for r in journal.rows) if journal is not None else 0, stored is not None)
         st = LoopState(budget=budget)
         empty = np.zeros((0, optimizer.space.d), dtype=np.int64)
         interrupted = False
@@ -489,7 +496,8 @@ def maximize(objective: BaseObjective, optimizer: Optimizer | str, budget: int, 
              batch_size: int | None = None, params: dict[str, Any] | None = None,
              run_dir: str | Path | None = None, config: dict[str, Any] | None = None,
              callbacks: Sequence[Callback] = (), checkpoint_every: int = 10,
-             stop: Callable[[], bool] | None = None) -> Result:
+             stop: Callable[[], bool] | None = None,
+             on_open: Callable[[int, bool], None] | None = None) -> Result:
     """Maximize ``objective`` over its space with ``optimizer`` for ``budget`` queries.
 
     Args:
@@ -508,6 +516,7 @@ def maximize(objective: BaseObjective, optimizer: Optimizer | str, budget: int, 
             with a ``state_dict``; others resume by replaying the whole journal).
         stop: asked before every new batch; True ends the run there with a partial result marked
             ``interrupted`` (see :func:`run_loop`).
+        on_open: see :func:`run_loop` (called once the run folder is accepted, before anything runs).
     """
     budget = check_budget(budget)
     seed = check_seed(seed)
@@ -529,4 +538,4 @@ def maximize(objective: BaseObjective, optimizer: Optimizer | str, budget: int, 
     # -- end live artifacts (a run ending without its final files: live.stop shows how far it got)
     return run_loop(optimizer, budget, EvaluateOnce(objective), run_dir=run_dir, config=config,
                     callbacks=callbacks, checkpoint_every=checkpoint_every, stop=stop,
-                    on_stop=None if live is None else live.stop)
+                    on_stop=None if live is None else live.stop, on_open=on_open)

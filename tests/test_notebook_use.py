@@ -338,3 +338,23 @@ def test_a_result_is_not_saved_into_a_run_folder_or_a_file(tmp_path):
         res.save(tmp_path / "afile")
     with pytest.raises(ConfigError, match=r"run_dir '.*afile' is a file"):
         _run(_cnn(), tmp_path / "afile")
+
+
+def test_a_refused_call_says_nothing_of_resuming_and_serves_no_view(tmp_path, capsys):
+    """A call refused for its run folder (other settings; another process's folder) printed "resuming the run
+    ... (replayed)", drew a progress bar and started a live view of the folder before the refusal."""
+    _run(_cnn(), tmp_path / "run", budget=40)
+    capsys.readouterr()
+    port = _free_port()
+    with pytest.raises(ConfigError, match="another config|other settings|differs"):
+        mango.maximize(_cnn(), "2:3", generator="vqvae-digits", optimizer="random", budget=40, seed=1,
+                       run_dir=tmp_path / "run", watch=str(port), progress=True)
+    err = capsys.readouterr().err
+    assert "resuming" not in err and "/40" not in err, err
+    with pytest.raises(OSError):                    # nothing listens on the asked port
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=2)
+    # an accepted call on the finished folder still says what it returns, and draws no bar
+    res = mango.maximize(_cnn(), "2:3", generator="vqvae-digits", optimizer="random", budget=40, seed=0,
+                         run_dir=tmp_path / "run", progress=True)
+    err = capsys.readouterr().err
+    assert res.n_queries == 40 and "holds a finished run of these settings" in err and "/40" not in err
