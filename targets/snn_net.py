@@ -341,6 +341,12 @@ class SpikingNetTarget:
         ref = spikes_last[0] if self.mode == "step" else torch.stack(spikes_last)
         if not (isinstance(o, torch.Tensor) and o.shape == ref.shape and torch.equal(o.detach(), ref)):
             shape = tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__
+            if isinstance(o, torch.Tensor) and o.shape == ref.shape and o.is_floating_point() and \
+                    not bool(torch.isfinite(o.detach()).all()):
+                raise ConfigError(
+                    f"{type(self.net).__name__} returns non-finite values (NaN or inf) in its first output "
+                    f"{shape}, where 'output:<class>' expects the spikes of {last!r}; check the net's forward "
+                    f"(or name a layer, e.g. '{last}:0')")
             raise ConfigError(
                 f"'output:<class>' reads the firing rate of the last spiking layer {last!r}, but "
                 f"{type(self.net).__name__} returns something else (first output {shape}, expected its spikes "

@@ -194,3 +194,20 @@ def test_a_users_snn_says_how_close_a_silent_unit_came():
     rates = target.reported(target(x).detach().double().numpy())
     assert [r["spikes"] for r in rows] == [round(v * 20 * 36) for v in rates]
     assert Target(net, "output:1 + 0.5*output:2", T=20).approach(x) is None       # not one unit: cannot tell
+
+
+def test_a_net_returning_nan_for_output_is_named_for_its_nan():
+    """A forward that returned its spikes times NaN was refused with 'first output (10, 4), expected its spikes
+    (10, 4)': the same shapes, and no word of the NaN."""
+    class NanOut(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = _seq(lambda out: snn.Leaky(beta=0.9, init_hidden=True, output=out))
+
+        def forward(self, x):
+            spk, mem = self.net(x)
+            return spk * float("nan"), mem
+
+    target = SpikingNetTarget(NanOut(), "output:1", T=5)
+    with pytest.raises(Exception, match=r"returns non-finite values \(NaN or inf\) in its first output"):
+        target(torch.rand(3, 1, 8, 8))
