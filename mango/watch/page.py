@@ -258,8 +258,10 @@ function renderRun(s) {
   setStatus(s.status);
   const rig = s.kind === "rig";
   $("best-value").textContent = fmt(s.best, 6);
-  $("best-where").textContent = s.best_query ? ("reached at query " + s.best_query) :
-      (s.best_n ? ("mean over " + s.best_n + " presentations") : "");
+  const named = s.reported && s.reported.name && s.reported.name !== "value";
+  $("best-where").textContent = (named ? "search score (the " + s.reported.name + " is below); " : "") +
+      (s.best_query ? ("reached at query " + s.best_query) :
+       (s.best_n ? ("mean over " + s.best_n + " presentations") : ""));
   if (s.known_max !== null && s.known_max !== undefined) $("best-where").textContent += " (known maximum " + fmt(s.known_max) + ")";
   const rep = s.reported;
   $("reported").textContent = rep && rep.name && rep.name !== "value" ?
