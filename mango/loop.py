@@ -263,12 +263,13 @@ def run_loop(optimizer: Optimizer, budget: int, policy: Policy, *, run_dir: str 
             journal = Journal.open(folder, config, run_identity(optimizer, policy),
                                    free_keys=getattr(policy, "free_keys", ()))
             stored = finished_result(folder, config)  # a finished run: replayed, returned as stored, not rewritten
-        if on_open is not None:
-            on_open(sum(len(r.y) + r.external for r in journal.rows) if journal is not None else 0, stored is not None)
         st = LoopState(budget=budget)
         empty = np.zeros((0, optimizer.space.d), dtype=np.int64)
         interrupted = False
         try:
+            if on_open is not None:     # inside: whatever it raises, the optimizer, journal and policy are closed
+                on_open(sum(len(r.y) + r.external for r in journal.rows) if journal is not None else 0,
+                        stored is not None)
             policy.open(folder, optimizer)
             rows = journal.rows if journal is not None else []
             n_rows, first = len(rows), 0

@@ -42,7 +42,24 @@ def test_a_rig_slower_than_the_timeout_shows_each_block_once_and_is_told_to_rais
     assert sim.n_from_record >= 1                   # resends came, and were answered from the record
     slow = [r for r in caplog.records if "raise the timeout" in r.getMessage()]
     assert slow and slow[0].levelno == logging.WARNING and sum(r.levelno == logging.WARNING for r in slow) == 1
+    assert "block 0 " in slow[0].getMessage()       # said at the first slow block, whichever answer got through
     assert "--timeout" in slow[0].getMessage() and "0.25 s" in slow[0].getMessage()
+    assert len(slow) >= res.blocks - 2              # every 0.6 s block (the confirm and hold-out ones are short)
+
+
+def test_a_first_send_is_always_presented_even_when_it_repeats_the_last_block(tmp_path):
+    """Only resends (attempt > 0) are answered from the record: a new run that starts at block 0 with the
+    same images as the last block the rig answered (the same seed, a new folder) gets new presentations."""
+    gen = generator()
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    rec = tmp_path / "served.jsonl"
+    with sim_thread(neurons(gen), "zmq", addr, record=rec) as sim:
+        for run in ("a", "b"):
+            with make_client("zmq", address=addr, timeout=5) as cl:
+                closed_loop(cl, gen, "random", 20, seed=0, batch_size=10, repeats=2, confirm_top=0,
+                            holdout_repeats=0, run_dir=tmp_path / run)
+    served = [json.loads(line)["block"] for line in rec.read_text().splitlines() if line.strip()]
+    assert served == [0, 0] and sim.n_from_record == 0
 
 
 class TwoChannelRig:
@@ -79,6 +96,19 @@ def test_a_channel_lost_mid_run_is_refused_unrecorded_and_the_run_resumes_once_t
     np.testing.assert_array_equal(res.best_code, ref.best_code)
     assert res.holdout_mean == ref.holdout_mean and res.presentations == ref.presentations == 120
     assert rig.shown[0] == rig.shown[1] == rig.shown[2] == 1 and rig.shown[3] == 2
+
+
+def test_a_folder_started_with_channel_0_resumes_without_naming_it(tmp_path):
+    """Before select=None became the default, every folder recorded select 0: the same call (no select)
+    must resume it, not be refused for "select 0 -> None"."""
+    rig = TwoChannelRig(lose_at=2)
+    with pytest.raises(RigError):
+        _run(rig, tmp_path / "run", select=0)
+    rig.lose_at = None
+    res = closed_loop(rig, generator(), "random", 120, seed=3, batch_size=10, repeats=2, retest_every=0,
+                      confirm_top=1, holdout_repeats=4, run_dir=tmp_path / "run")
+    ref = _run(TwoChannelRig(), tmp_path / "ref", select=0)
+    np.testing.assert_array_equal(res.best_code, ref.best_code)
 
 
 def test_a_multi_channel_rig_needs_a_selection_and_its_first_answer_is_replayed(tmp_path):

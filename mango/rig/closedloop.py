@@ -551,6 +551,16 @@ class RigPolicy:
             self.plog.close()
 
 
+def _recorded_select(folder: Path) -> Any:
+    """The channel selection recorded in ``folder/run.json`` (``None`` when there is none or it is unreadable:
+    the loop then says what is wrong with the folder)."""
+    try:
+        cfg = json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return cfg.get("select") if isinstance(cfg, dict) else None
+
+
 def _n_channels(reply: Reply) -> int:
     """Channels of a reply's responses (``[P]`` counts as one)."""
     r = np.asarray(reply.responses)
@@ -586,12 +596,15 @@ def closed_loop(rig: Any, generator: Any, optimizer: Optimizer | str, budget: in
             use, so the budget is spent exactly. The reported ``holdout_mean +- holdout_sem`` come from these alone (unbiased).
         reference: optional ``uint8 [r, H, W, C]`` images shown in every block (drift tracking).
         select: channel selection applied to the rig's ``[P, channels]`` responses (see :func:`select_channels`);
-            ``None`` (the default): the one channel of a one-channel rig, and an error naming the channels for a
-            rig that records several (its first answer is kept: rerun with ``select=`` and it is replayed).
+            ``None`` (the default): the selection recorded in ``run_dir`` when it resumes one; else the one
+            channel of a one-channel rig, and an error naming the channels for a rig that records several (its
+            first answer is kept: rerun with ``select=`` and it is replayed).
         run_dir: folder for ``presentations.jsonl``, the journal and results; an existing one is resumed.
         config: stored in ``run.json``; resuming with another config is refused.
     """
     budget = check_budget(budget, "presentations")
+    if select is None and run_dir is not None:   # a folder started with a selection (or before select=None
+        select = _recorded_select(Path(run_dir))  # was the default, when 0 was) resumes with it
     policy = RigPolicy(rig, generator, seed=seed, repeats=repeats, retest_every=retest_every,
                        confirm_top=confirm_top, confirm_repeats=confirm_repeats, reference=reference, select=select,
                        holdout_repeats=holdout_repeats)

@@ -119,24 +119,26 @@ class RigSimulator:
         self.record = Path(record) if record else None
         self.rng = np.random.default_rng(seed + 1)
         self.n_requests = 0
-        # (block id, digest of what it shows, the reply sent) of the last block answered: the same block sent
-        # again (the client's resend after its timeout while the rig was still presenting, or after a lost
-        # reply) is answered from it instead of being shown to the animal again. Only the last one: a client
-        # sends one block at a time, and a new run that starts over at block 0 must not get another run's answer
+        # (block id, digest of what it shows, the reply sent) of the last block answered: a resend of it
+        # (attempt > 0: the client's timeout ran out while the rig was still presenting) is answered from it
+        # instead of being shown to the animal again. Only the last block, and only resends: a client sends
+        # one block at a time, and a first send (a new run starting at block 0, or a block whose answer the
+        # client refused and asks again after a rerun) must get new presentations
         self._last: tuple[int, str, Reply] | None = None
         self.n_from_record = 0
 
     def handle(self, block: Block) -> tuple[Reply, str | None]:
         """Present ``block`` (sleeping ``latency`` per presentation); return the reply and the fault to apply.
 
-        A block whose id and content (images, order, repeats) match the last one answered is not shown
-        again: its recorded reply is returned (with the request's fault; not written to ``record``), as a
-        real rig should answer a resend (``PROTOCOL.md``, *Resends*).
+        A resend (``attempt > 0``) whose id and content (images, order, repeats) match the last block answered
+        is not shown again: its recorded reply is returned (with the request's fault; not written to
+        ``record``), as a real rig should answer a resend (``PROTOCOL.md``, *Resends*).
         """
         self.n_requests += 1
         fault = self.faults.pick(self.n_requests)
         digest = block_digest(block)
-        if fault != "crash" and self._last is not None and self._last[:2] == (int(block.block), digest):
+        if fault != "crash" and int(block.attempt or 0) > 0 and self._last is not None and \
+                self._last[:2] == (int(block.block), digest):
             self.n_from_record += 1
             log.info("rig-sim: block %d (attempt %d) was presented before: answered from the record, not shown "
                      "again", block.block, block.attempt)

@@ -227,14 +227,17 @@ class ZmqRigClient:
             if reply is not None or why is not None:
                 return reply, why
 
-    def _slow(self, block: Block, attempt: int, took: float) -> None:
+    def _slow(self, block: Block, attempt: int, took: float, late: bool) -> None:
         """Say (a warning once a run, then at info level) that ``block`` was answered only after ``attempt``
-        resends, ``took`` s after it was first sent: a rig that shows a block again for each resend spends
-        presentations on it, so the timeout should exceed the block's presentation time."""
+        resends, ``took`` s after it was first sent (``late``: the answer was to an earlier attempt, so the rig
+        is slower than the timeout): a rig that shows a block again for each resend spends presentations on
+        it, so the timeout should exceed the block's presentation time."""
+        why = ("the rig answered an earlier send late" if late else
+               "the rig took longer than the timeout to present it, or its answers were lost")
         msg = (f"rig {self.address}: block {block.block} ({block.n_presentations} presentations) was answered "
-               f"{took:.3g} s after it was first sent, after {attempt} resend(s) at a timeout of {self.timeout:.3g} s; "
-               f"a rig that shows a block again for each resend wastes presentations: raise the timeout (--timeout) "
-               f"above the time the rig takes to present a block")
+               f"{took:.3g} s after it was first sent, after {attempt} resend(s) at a timeout of {self.timeout:.3g} s "
+               f"({why}); a rig that shows a block again for each resend wastes presentations: raise the timeout "
+               f"(--timeout) above the time the rig takes to present a block")
         if self._said_slow:
             log.info(msg)
         else:
@@ -282,11 +285,12 @@ class ZmqRigClient:
             reply, why = self._listen(block, wait, nonces)
             if reply is not None:
                 self.answered.add(block.block)
-                # the answer to an earlier attempt, arriving after that attempt's wait: a rig slower than the
-                # timeout (without nonces, any answer after resends that only ran out of time)
-                if (reply.nonce is not None and reply.nonce != block.nonce) or \
-                        (reply.nonce is None and attempt > 0 and not kinds):
-                    self._slow(block, attempt, time.monotonic() - t_first)
+                # an answer after resends that only ran out of time: a rig slower than the timeout (certainly so
+                # when it answers an earlier attempt; from the second resend on the socket was reopened, and
+                # such an answer is lost, so the rig's answer to a resend is counted too) or lost answers
+                if attempt > 0 and not kinds:
+                    self._slow(block, attempt, time.monotonic() - t_first,
+                               late=reply.nonce is not None and reply.nonce != block.nonce)
                 if reply.nonce is None and not self._warned_nonce:    # allowed (PROTOCOL.md), said once a run
                     self._warned_nonce = True
                     log.warning("rig %s: its replies carry no 'nonce': without a token, a reply meant for another "
