@@ -25,7 +25,6 @@ from .interrupt import SigtermAsInterrupt, Standing, Terminated, say_stopped
 from .loop import build_optimizer
 from .optimizers import DEFAULT_OPTIMIZER
 from .registry import describe_params
-from .results import finished_result
 from .rig import run as rig_run
 from .rig import simulator
 from .watch import add_watch_option, serve_option
@@ -86,23 +85,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     # ends in its one-line error before a progress bar (or a live view) starts
     optimizer = build_optimizer(cfg.optimizer.name, objective.space, seed=cfg.seed, batch_size=cfg.batch_size,
                                 budget=cfg.budget, params=dict(cfg.optimizer.params))
-    if out is not None:
-        serve_option(args.watch, out)
-    stored = out is not None and finished_result(out, cfg.to_dict()) is not None    # a finished run there: no bar
-    bar = Progress(cfg.budget) if not (args.quiet or stored) else None
+    opened: dict[str, Any] = {"bar": None, "stored": False}
+
+    def on_open(done: int, stored: bool) -> None:
+        """The folder is accepted (lock held, settings match): only now the live view and the bar (starting at
+        the queries the journal holds), so a refused run starts and draws nothing."""
+        opened["stored"] = stored
+        if out is not None:
+            serve_option(args.watch, out)
+        if not (args.quiet or stored):      # a finished run there: no bar
+            opened["bar"] = Progress(cfg.budget, initial=done)
+
+    def to_bar(ev: Any) -> None:
+        if opened["bar"] is not None:
+            opened["bar"](ev)
+
     standing = Standing()
     try:
-        res = run_config(cfg, out, callbacks=[standing, bar] if bar else [standing], objective=objective,
-                         optimizer=optimizer)
+        res = run_config(cfg, out, callbacks=[standing, to_bar], objective=objective, optimizer=optimizer,
+                         on_open=on_open)
     except KeyboardInterrupt:
-        if bar:
-            bar.close()
-            bar = None
+        if opened["bar"]:
+            opened["bar"].close()
+            opened["bar"] = None
         return _interrupted(standing, cfg.budget, out, getattr(args, "argv", sys.argv[1:]))
     finally:
-        if bar:
-            bar.close()
-    if stored:      # as mango.maximize says it: the summary is the stored run's, nothing was evaluated
+        if opened["bar"]:
+            opened["bar"].close()
+    if opened["stored"]:      # as mango.maximize says it: the summary is the stored run's, nothing was evaluated
         print(f"mango run: {out} holds a finished run of these settings: its stored result (nothing was "
               "evaluated; use another --out to search again)", file=sys.stderr, flush=True)
     print_rows(report.run_summary_rows(res, out))

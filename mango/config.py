@@ -377,7 +377,8 @@ def build_objective(cfg: RunConfig | Mapping[str, Any]) -> BaseObjective:
 
 def run_config(cfg: RunConfig | Mapping[str, Any], out: str | Path | None, callbacks: Sequence[Callback] = (),
                objective: BaseObjective | None = None, optimizer: Optimizer | None = None,
-               stop: Callable[[], bool] | None = None) -> Result:
+               stop: Callable[[], bool] | None = None,
+               on_open: Callable[[int, bool], None] | None = None) -> Result:
     """Run a config; with ``out``, journal into it (resuming what is there) and write the results.
 
     ``cfg`` is a :class:`RunConfig` (or a dict, validated here once). Files written to
@@ -386,10 +387,11 @@ def run_config(cfg: RunConfig | Mapping[str, Any], out: str | Path | None, callb
     (values, times, query_index, best_so_far) and ``best.png`` for image objectives
     (written by :func:`mango.loop.maximize` through :meth:`mango.results.Result.save`).
     ``objective`` and ``optimizer`` (an instance built from ``cfg``) are built here when not given.
-    ``stop``: see :func:`mango.loop.maximize` (a grid's worker stops its run between batches).
+    ``stop``: see :func:`mango.loop.maximize` (a grid's worker stops its run between batches); ``on_open``:
+    see :func:`mango.loop.run_loop` (called once ``out`` is accepted, before anything runs).
     """
     cfg = RunConfig.from_dict(cfg)
     objective = objective or build_objective(cfg)
     return maximize(objective, optimizer or cfg.optimizer.name, cfg.budget, cfg.seed, batch_size=cfg.batch_size,
                     params=dict(cfg.optimizer.params), run_dir=out, config=cfg.to_dict(), callbacks=callbacks,
-                    checkpoint_every=cfg.checkpoint_every or 10, stop=stop)
+                    checkpoint_every=cfg.checkpoint_every or 10, stop=stop, on_open=on_open)

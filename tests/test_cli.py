@@ -204,3 +204,24 @@ def test_a_run_json_edited_to_a_larger_budget_is_saved_anew(tmp_path, capsys):
     res = json.loads((out / "result.json").read_text())
     assert res["status"] == "finished" and res["n_queries"] == 60 and res["config"]["budget"] == 60
     assert np.load(out / "history.npz")["values"].shape == (60,)
+
+
+def test_a_refused_run_draws_no_bar_and_serves_no_view(tmp_path, capsys):
+    """`mango run` on a folder of another run drew its progress bar and served a live view before the refusal;
+    an accepted resume's bar now starts at the queries the journal holds."""
+    import socket
+    import urllib.request
+
+    out = tmp_path / "r"
+    cmd = ["run", "--problem", "separable", "--problem-param", "d=8", "--problem-param", "n=16",
+           "--optimizer", "random", "--budget", "200", "--batch-size", "50", "--out", str(out)]
+    assert main([*cmd, "--seed", "3", "-q"]) == 0
+    capsys.readouterr()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main([*cmd, "--seed", "4", "--watch", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert "another config" in err and "0/200" not in err and "watching" not in err, err
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=2)
