@@ -67,6 +67,12 @@ def test_reported_value_comes_only_from_holdout_presentations(tmp_path):
     assert res.holdout_n == plog.sent[last]["repeats"] == len(held)
     assert res.holdout_mean == pytest.approx(held.mean()) and res.holdout_mean > OFFSET
     assert res.holdout_sem == pytest.approx(held.std(ddof=1) / np.sqrt(len(held)))
+    # its 95 % interval is a t-interval (n - 1 degrees of freedom), wider than mean +- 1.96 SE at small n
+    from scipy.stats import t
+
+    half = t.ppf(0.975, len(held) - 1) * res.holdout_sem
+    assert res.holdout_ci95 == pytest.approx((held.mean() - half, held.mean() + half))
+    assert half > 1.96 * res.holdout_sem
     np.testing.assert_allclose(res.holdout_values, held)
     # the selection mean / the choice use every earlier presentation and none of the hold-out
     per_code: dict[tuple, list[float]] = {}
@@ -83,6 +89,7 @@ def test_reported_value_comes_only_from_holdout_presentations(tmp_path):
     assert res.presentations == 120 == sum(len(plog.responses[b]["image_ids"]) for b in blocks)
     summary = json.loads((tmp_path / "result.json").read_text())
     assert summary["holdout"]["mean"] == pytest.approx(res.holdout_mean) and summary["holdout"]["n"] == len(held)
+    assert summary["holdout"]["ci95"] == pytest.approx(list(res.holdout_ci95))
     assert summary["selection_mean"] == pytest.approx(res.best_mean)
     assert summary["config"]["holdout_repeats"] == HOLDOUT
 

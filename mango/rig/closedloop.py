@@ -167,6 +167,18 @@ class RigRunResult:
     holdout_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
+    def holdout_ci95(self) -> tuple[float, float]:
+        """95 % t-interval of the hold-out mean (``n - 1`` degrees of freedom): with the usual 10 presentations
+        the sample SD is itself noisy, and ``mean +- 1.96 sem`` would be too narrow (t = 2.26 at n = 10);
+        ``(nan, nan)`` below two presentations."""
+        if self.holdout_n < 2 or not np.isfinite(self.holdout_sem):
+            return float("nan"), float("nan")
+        from scipy.stats import t
+
+        half = float(t.ppf(0.975, self.holdout_n - 1)) * self.holdout_sem
+        return self.holdout_mean - half, self.holdout_mean + half
+
+    @property
     def selection_mean(self) -> float:
         """``best_mean``: the mean over the presentations used to choose ``best_code`` (biased upwards)."""
         return self.best_mean
@@ -182,6 +194,7 @@ class RigRunResult:
         return {"best_code": self.best_code.tolist(), "best_mean": self.best_mean, "best_n": self.best_n,
                 "best_sem": self.best_sem, "selection_mean": self.best_mean,
                 "holdout": {"mean": _num(self.holdout_mean), "sem": _num(self.holdout_sem), "n": self.holdout_n,
+                            "ci95": [_num(v) for v in self.holdout_ci95],
                             "values": np.asarray(self.holdout_values, dtype=np.float64).tolist(),
                             "note": "unbiased estimate of best_code's mean response from presentations "
                                     "not used to choose it (best_mean/selection_mean are biased upwards)"},

@@ -162,8 +162,10 @@ def _cmd(args: argparse.Namespace) -> int:
                           select=select, run_dir=args.out, config=cfg, callbacks=[progress])
     finally:
         client.close()
-    est = (f"{res.holdout_mean:.4g} +- {res.holdout_sem:.2g} (n={res.holdout_n}, hold-out presentations only)"
-           if res.holdout_n else "none (no hold-out block ran)")
+    lo, hi = res.holdout_ci95
+    ci = f"; 95% t-interval {lo:.4g}..{hi:.4g}" if np.isfinite(lo) else ""
+    est = (f"{res.holdout_mean:.4g} +- {res.holdout_sem:.2g} (SE{ci}; n={res.holdout_n}, hold-out presentations "
+           "only)" if res.holdout_n else "none (no hold-out block ran)")
     rows = [("response (unbiased)", est), ("selection mean", f"{res.best_mean:.4g} (n={res.best_n}, biased upwards)"),
             ("best code", " ".join(map(str, res.best_code.tolist()))),
             ("presentations", f"{res.presentations} in {res.blocks} blocks ({res.replayed_blocks} from the log)"),
