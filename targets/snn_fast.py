@@ -38,7 +38,10 @@ GPU convolution algorithms. So before the first batched call of each group of
 stateless layers with a new shape, :class:`FastSNN` probes it once: random
 spike maps of that shape through the batched call and through per-step calls of
 ``B`` samples (the step loop's shapes); if the two differ in any bit, that group
-is run per step from then on (``time_batch=1`` forces this everywhere). The tests
+is run per step from then on (``time_batch=1`` forces this everywhere). Each step's input is then
+passed in memory of its own, as the step loop passes it: on an AMD EPYC machine (AVX-512) a
+``Linear`` gave other bits on a time step sliced out of ``[T, B, ...]`` than on the same values
+in a tensor of their own, so the probe's per-step calls take such copies too. The tests
 check bit-identical spikes and membrane sums on the paper network and on random
 networks at several batch sizes.
 """
@@ -132,6 +135,16 @@ def _is_neuron(m: nn.Module) -> bool:
 # ---------------------------------------------------------------------------
 # the Leaky recurrence
 # ---------------------------------------------------------------------------
+
+def _fresh(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in memory of its own when it is a view into a larger tensor (a time step of ``[T, B, ...]``).
+
+    A library's kernel can depend on where the data starts, not only on shapes: on an AMD EPYC machine
+    (AVX-512) a ``Linear`` on a slice of a larger tensor summed in another order than on the same values
+    in a tensor of their own, as the step loop passes them (fresh allocations are 64-byte aligned).
+    """
+    return x.clone() if x.storage_offset() else x
+
 
 def leaky_update(mem: torch.Tensor, c: torch.Tensor, beta: torch.Tensor, thr: torch.Tensor,
                  mode: int) -> torch.Tensor:
@@ -526,7 +539,8 @@ class FastSNN:
         """Does one call on ``[Tc * B, ...]`` give the same bits as ``Tc`` calls on ``[B, ...]``?
 
         Probed once per (layer group, shape, dtype, device) with random binary maps of
-        the shape of ``s`` (kernel choice depends on shapes, not values), then cached.
+        the shape of ``s`` (kernel choice depends on shapes and on where the data starts, not on
+        values; the per-step calls get each step in memory of its own, as the step loop does), then cached.
         """
         Tc, B = s.shape[:2]
         key = (id(mods), tuple(s.shape), s.dtype, s.device)
@@ -536,7 +550,7 @@ class FastSNN:
             probe = (torch.rand(s.shape, generator=g) < 0.5).to(dtype=s.dtype, device=s.device)
             with torch.no_grad():
                 full = self._apply(mods, probe.reshape(Tc * B, *s.shape[2:]))
-                per = torch.cat([self._apply(mods, probe[t]) for t in range(Tc)])
+                per = torch.cat([self._apply(mods, _fresh(probe[t])) for t in range(Tc)])
             ok = full.shape == per.shape and torch.equal(full, per)
             self._batch_ok[key] = ok
             if not ok:
@@ -560,7 +574,7 @@ class FastSNN:
         outs = []
         for t0 in range(0, Tc, tb):
             chunk = s[t0:t0 + tb]
-            y = self._apply(mods, chunk.reshape(chunk.shape[0] * B, *chunk.shape[2:]))
+            y = self._apply(mods, _fresh(chunk.reshape(chunk.shape[0] * B, *chunk.shape[2:])))
             outs.append(y.reshape(chunk.shape[0], B, *y.shape[1:]))
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
