@@ -43,8 +43,10 @@ class RigTarget:
 
     Args:
         client: an object with ``present(Block) -> Reply`` (see :func:`mango.rig.make_client`).
-        select: channel selection: an int, a list of ints (their mean), ``"mean"``
-            (all channels), or ``None`` (return all channels ``[k, channels]``).
+        select: channel selection: ``"auto"`` (the default: the one channel of a one-channel rig; a rig
+            that records several is refused at its first answer, with its channel count, as
+            ``mango rig-run`` does), an int, a list of ints (their mean), ``"mean"`` (all channels),
+            or ``None`` (return all channels ``[k, channels]``).
         repeats: presentations per image per call (>= 1), in random order.
         seed: seeds the presentation order.
         first_block: block id of the first call (later calls count up); ``None``: the client's
@@ -54,7 +56,7 @@ class RigTarget:
     differentiable = False
     noisy = True
 
-    def __init__(self, client: Any, *, select: int | Sequence[int] | str | None = 0, repeats: int = 1,
+    def __init__(self, client: Any, *, select: int | Sequence[int] | str | None = "auto", repeats: int = 1,
                  seed: int = 0, first_block: int | None = None) -> None:
         if int(repeats) < 1:
             raise ConfigError(f"repeats must be >= 1, got {repeats!r}")
@@ -95,7 +97,14 @@ class RigTarget:
             r = reply.responses
             out = np.stack([np.bincount(j, weights=r[:, c], minlength=k) for c in range(r.shape[1])], axis=1)
             return torch.as_tensor(out / cnt[:, None])
-        y = select_channels(reply.responses, self.select)
+        if isinstance(self.select, str) and self.select == "auto":
+            r = np.asarray(reply.responses)
+            if r.ndim == 2 and r.shape[1] != 1:
+                raise ConfigError(f"the rig answers with {r.shape[1]} channels; choose one with select= (an int "
+                                  f"0..{r.shape[1] - 1}, a list of them for their mean, or 'mean')")
+            y = r.reshape(len(r), -1)[:, 0]
+        else:
+            y = select_channels(reply.responses, self.select)
         return torch.as_tensor(np.bincount(j, weights=y, minlength=k) / cnt)
 
     def close(self) -> None:
@@ -107,7 +116,7 @@ class RigTarget:
 
 
 def rig_target(protocol: str = "zmq", address: str = "tcp://127.0.0.1:5555", folder: str | None = None,
-               select: int | list[int] | str | None = 0, repeats: int = 1, timeout: float = 10.0,
+               select: int | list[int] | str | None = "auto", repeats: int = 1, timeout: float = 10.0,
                retries: int = 5, backoff: float = 0.5, token: str | None = None, encoding: str = "raw",
                seed: int = 0, allow_remote: bool = False, run: str | None = None) -> RigTarget:
     """A live recording rig over ZeroMQ (``protocol="zmq"``, ``address``) or a file-drop ``folder``.

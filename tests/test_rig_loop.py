@@ -16,6 +16,7 @@ from mango.shrinkage import shrunk_means
 import pytest
 
 from mango import registry
+from mango.errors import ConfigError
 from mango.objective import Objective
 from mango.rig import make_client
 from mango.rig.closedloop import PresentationLog, closed_loop, select_channels
@@ -194,6 +195,13 @@ def test_rig_target_is_a_noisy_registry_target(tmp_path):
             tgt.select = None
             allch = tgt(gen(gen.space.decode(I)))
             assert tuple(allch.shape) == (4, 3)
+        finally:
+            tgt.close()
+        # without a selection a multi-channel rig is refused, not read on channel 0 silently
+        tgt = registry.create("target", "rig", {"address": addr, "repeats": 1, "timeout": 5})
+        try:
+            with pytest.raises(ConfigError, match=r"answers with 3 channels; choose one with select="):
+                tgt(gen(gen.space.decode(I)))
         finally:
             tgt.close()
 
