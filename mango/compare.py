@@ -416,8 +416,10 @@ def check_components(runs: Sequence[RunConfig]) -> None:
         MangoError: the first component that cannot be built (a :class:`ConfigError` names the value).
     """
     from .loop import build_optimizer
+    from .optimizers.gradient import GradientAM
 
     spaces: dict[str, Any] = {}
+    objectives: dict[str, Any] = {}
     sizes: dict[str, tuple[int, str] | None] = {}
     seen: set[str] = set()
     for run in runs:
@@ -430,6 +432,7 @@ def check_components(runs: Sequence[RunConfig]) -> None:
         if key not in spaces:
             obj = build_objective(RunConfig.from_dict({**d, **{k: v for k, v in cpu.items() if v}, "device": "cpu"}))
             spaces[key], sizes[key] = obj.space, _layer_units(getattr(obj, "target", None))
+            objectives[key] = obj
         unit = (d.get("target") or {}).get("unit") if isinstance(d.get("target"), dict) else None
         first = unit[0] if isinstance(unit, list) and unit else unit
         size = sizes[key]
@@ -443,9 +446,18 @@ def check_components(runs: Sequence[RunConfig]) -> None:
             seen.add(okey)
             opt = build_optimizer(run.optimizer.name, spaces[key], seed=run.seed, batch_size=run.batch_size,
                                   budget=run.budget, params=dict(run.optimizer.params))
-            close = getattr(opt, "close", None)
-            if callable(close):
-                close()
+            try:
+                if isinstance(opt, GradientAM):   # its pipeline must be differentiable: known before any run
+                    try:
+                        opt.bind(objectives[key])
+                    except ConfigError as exc:
+                        where = ", ".join(f"{k} {json.dumps(v, default=str)}" for k, v in cpu.items() if v)
+                        raise ConfigError(f"optimizer {run.optimizer.name!r} cannot run on {where}: {exc} (every "
+                                          "run of the grid is checked before any starts)") from None
+            finally:
+                close = getattr(opt, "close", None)
+                if callable(close):
+                    close()
 
 
 def _layer_units(target: Any) -> tuple[int, str] | None:

@@ -281,6 +281,18 @@ def test_a_bad_unit_among_good_ones_is_refused_before_any_run(tmp_path):
     assert not (tmp_path / "u").exists()
 
 
+def test_gradient_on_a_pipeline_it_cannot_differentiate_is_refused_before_any_run(tmp_path):
+    """A grid of random and gradient on a Poisson-encoded SNN ran both random runs, then failed each gradient
+    run with "target SpikingTarget is not differentiable" and wrote no report."""
+    cfg = {"name": "g", "budget": 20, "seeds": [0], "workers": 1, "generators": [{"name": "vqvae-digits"}],
+           "targets": [{"name": "snn-digits", "layer": "spiking_out", "units": [1], "encoding": "poisson"}],
+           "optimizers": [{"name": "random"}, {"name": "gradient"}]}
+    with pytest.raises(ConfigError, match=r"optimizer 'gradient' cannot run on generator .*vqvae-digits.*, target "
+                                          r".*\"encoding\": \"poisson\".*is not differentiable.*checked before any starts"):
+        run_compare(cfg, tmp_path / "g", workers=1)
+    assert not (tmp_path / "g").exists()
+
+
 def test_a_component_registered_in_this_process_is_refused_for_worker_processes(tmp_path, monkeypatch, caplog):
     """Worker processes of a notebook (no script file) start without what it registered with
     mango.registry.register: every run used to fail with "unknown generator"; now the grid is refused before
