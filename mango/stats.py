@@ -266,7 +266,9 @@ def summarize(traces: Sequence[Trace], budgets: Sequence[int], budget: int | Non
                     else float("nan") for t in ts]
             secs = np.array([t.seconds for t in ts])
             osecs = np.array([t.optimizer_seconds for t in ts])
-            share = float(np.nansum(osecs) / np.nansum(secs)) if np.nansum(secs) > 0 else float("nan")
+            both = np.isfinite(osecs) & np.isfinite(secs)   # runs that recorded both (an interrupted one may not)
+            share = float(osecs[both].sum() / secs[both].sum()) if both.any() and secs[both].sum() > 0 \
+                else float("nan")
             out.append(UnitStats(
                 unit=u, optimizer=o, seeds=len(ts),
                 best_at={int(b): median_iqr(at[:, i]) for i, b in enumerate(budgets)},

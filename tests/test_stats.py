@@ -124,3 +124,12 @@ def test_a_partial_run_that_ran_its_whole_budget_never_reached_a_missed_level():
     stats = {s.optimizer: s for s in summarize([full, cut, top], budgets=[60], budget=60)}
     assert stats["opt"].pending == (1, 1)
     assert stats["opt"].reached90 == 0 and np.isinf(stats["opt"].q90)    # median of (inf, pending) = inf
+
+
+def test_optimizer_share_leaves_out_runs_that_recorded_no_optimizer_time():
+    """An interrupted run's result.json has no optimizer_seconds; its seconds still entered the denominator,
+    so the report showed 49 % for an optimizer whose share was 91 %."""
+    traces = [T("u", "g", 0, [1, 2, 3, 4], seconds=1.0, opt_seconds=0.9),
+              T("u", "g", 1, [1, 2, 3, 4], seconds=1.5, opt_seconds=float("nan"))]
+    (g,) = summarize(traces, budgets=[4])
+    assert g.optimizer_share == pytest.approx(0.9)
