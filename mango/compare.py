@@ -476,6 +476,29 @@ def _layer_units(target: Any) -> tuple[int, str] | None:
     return None
 
 
+def _check_not_orphaning(runs: Sequence[RunSpec], out: Path) -> None:
+    """Refuse a grid that would replace ``out/compare.json`` while leaving out runs of the grid recorded there
+    (a second grid given the same ``--out``, or two configs of one name): the report reads the manifest, so
+    those runs would silently drop out of it. A grid that includes every recorded run that still exists
+    (the same grid, or one extended with more seeds, units or optimizers) goes on.
+
+    Raises:
+        ConfigError: naming the recorded grid, how many of its runs would be left out, and the ways out.
+    """
+    try:
+        old = json.loads((out / "compare.json").read_text())
+        folders = [r["folder"] for r in old["runs"] if isinstance(r, dict) and isinstance(r.get("folder"), str)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return          # no manifest (or an unreadable one, which this run rewrites)
+    mine = {spec.folder for spec in runs}
+    left = [f for f in folders if f not in mine and (out / f).exists()]
+    if left:
+        raise ConfigError(f"{out} holds the grid {old.get('name')!r} ({len(folders)} runs), and this grid leaves "
+                          f"out {len(left)} of them (e.g. {left[0]}): its report would no longer list them. Use a "
+                          f"new output folder, or a grid that includes those runs (the recorded grid's config is "
+                          f"in {out / 'compare.json'}, key \"config\")")
+
+
 def _adopt_relabelled(runs: Sequence[RunSpec], out: Path) -> None:
     """A unit's label, so its folder, carries a ``generator:`` prefix only while the grid has several generators:
     adding a generator to a finished grid moved every unit to a new folder, and its finished runs were run
@@ -569,6 +592,7 @@ def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None
             raise ConfigError(f"run folder {folder} was started with another config (differs in: {', '.join(keys)}); "
                               f"{out} holds a grid run with other settings: use a new output folder, or the same "
                               "settings to resume it")
+    _check_not_orphaning(runs, out)
     if ray_cfg is None:   # a Ray grid's components may exist only on the cluster (a GPU, a model path)
         check_components([spec.run for spec, _ in todo])   # before the folder is made or anything runs
     if ray_cfg is not None or workers > 1:

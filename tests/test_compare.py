@@ -281,6 +281,23 @@ def test_a_bad_unit_among_good_ones_is_refused_before_any_run(tmp_path):
     assert not (tmp_path / "u").exists()
 
 
+def test_another_grid_in_the_same_folder_is_refused_and_an_extended_one_goes_on(tmp_path):
+    """A second grid given the same --out replaced compare.json: the first grid's finished runs dropped out of
+    the report ("no run under OUT has results yet"). Now it is refused; a grid extended with more seeds goes on."""
+    one = {"name": "a", "budget": 20, "seeds": [0], "workers": 1, "generators": [{"name": "vqvae-digits"}],
+           "targets": [{"name": "snn-digits", "layer": "spiking_out", "units": [1]}],
+           "optimizers": [{"name": "random"}]}
+    out = tmp_path / "out"
+    run_compare(one, out, workers=1)
+    manifest = (out / "compare.json").read_text()
+    other = {**one, "name": "b", "optimizers": [{"name": "elite"}]}
+    with pytest.raises(ConfigError, match=r"holds the grid 'a' \(1 runs\), and this grid leaves out 1 of them"):
+        run_compare(other, out, workers=1)
+    assert (out / "compare.json").read_text() == manifest
+    more = run_compare({**one, "seeds": [0, 1]}, out, workers=1)
+    assert len(more["skipped"]) == 1 and len(more["ran"]) == 1
+
+
 def test_gradient_on_a_pipeline_it_cannot_differentiate_is_refused_before_any_run(tmp_path):
     """A grid of random and gradient on a Poisson-encoded SNN ran both random runs, then failed each gradient
     run with "target SpikingTarget is not differentiable" and wrote no report."""
