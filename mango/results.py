@@ -223,7 +223,23 @@ def finished_result(folder: str | Path, config: dict[str, Any] | None = None) ->
         return None
     if config is not None and res.get("config") != json.loads(json.dumps(config, default=str)):
         return None
+    if not _history_readable(Path(folder) / "history.npz"):
+        return None     # a damaged history (truncated, overwritten): the run replays its journal and writes it anew
     return res
+
+
+def _history_readable(path: Path) -> bool:
+    """False when ``path`` exists but is not a readable ``.npz`` (a missing one counts as readable: folders
+    written before it existed, and results saved without one)."""
+    if not path.exists():
+        return True
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for name in z.files:
+                z[name]
+    except Exception:       # BadZipFile, EOFError, ValueError, OSError: whatever a damaged file raises
+        return False
+    return True
 
 
 def versions() -> dict[str, Any]:

@@ -298,6 +298,23 @@ def test_another_grid_in_the_same_folder_is_refused_and_an_extended_one_goes_on(
     assert len(more["skipped"]) == 1 and len(more["ran"]) == 1
 
 
+def test_a_finished_run_with_a_damaged_history_is_rebuilt_by_the_rerun(tmp_path):
+    """A truncated history.npz in a finished run: the rerun said "finished before, skipped" and the report left
+    the run out for good. Now the rerun replays its journal (nothing evaluated again) and writes it anew."""
+    cfg = {"name": "h", "budget": 20, "seeds": [0], "workers": 1, "generators": [{"name": "vqvae-digits"}],
+           "targets": [{"name": "snn-digits", "layer": "spiking_out", "units": [1]}],
+           "optimizers": [{"name": "random"}]}
+    out = tmp_path / "out"
+    run_compare(cfg, out, workers=1)
+    (hist,) = out.glob("runs/*/*/*/history.npz")
+    good = np.load(hist)["values"].copy()
+    hist.write_bytes(hist.read_bytes()[:40])
+    again = run_compare(cfg, out, workers=1)
+    assert again["ran"] and not again["skipped"]
+    np.testing.assert_array_equal(np.load(hist)["values"], good)
+    assert run_compare(cfg, out, workers=1)["skipped"]           # and is finished again
+
+
 def test_gradient_on_a_pipeline_it_cannot_differentiate_is_refused_before_any_run(tmp_path):
     """A grid of random and gradient on a Poisson-encoded SNN ran both random runs, then failed each gradient
     run with "target SpikingTarget is not differentiable" and wrote no report."""
