@@ -617,6 +617,24 @@ def _plt():
     return plt
 
 
+def _strict(obj: Any) -> Any:
+    """``obj`` with every non-finite float (a level never reached: inf; no value: nan) as ``None``, so that
+    ``summary.json`` is strict JSON (``Infinity`` and ``NaN`` are not)."""
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
+def _value_label(traces: list[Trace]) -> str:
+    """What the curves show: ``"best firing rate so far"`` when the runs report a rate, else the activation."""
+    names = {t.extra.get("reported_name", "value") for t in traces}
+    return "best firing rate so far" if names == {"rate"} else "best activation so far"
+
+
 def plot_convergence(traces: list[Trace], unit: str, path: Path, budget: int) -> Path:
     """Best-so-far vs queries (log x) for one unit: median over seeds and IQR band per optimizer."""
     plt = _plt()
@@ -634,7 +652,7 @@ def plot_convergence(traces: list[Trace], unit: str, path: Path, budget: int) ->
         ax.fill_between(grid, lo, hi, color=color, alpha=0.18, lw=0)
     ax.set_xscale("log")
     ax.set_xlabel("queries (images evaluated)")
-    ax.set_ylabel("best activation so far")
+    ax.set_ylabel(_value_label([t for t in traces if t.unit == unit]))
     ax.set_title(f"{unit}: median and IQR over seeds", fontsize=11)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="best")
@@ -669,7 +687,7 @@ def plot_convergence_grid(traces: list[Trace], units: list[str], path: Path, bud
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=6)
     fig.supxlabel("queries (log scale)", fontsize=9)
-    fig.supylabel("best activation so far (median over seeds)", fontsize=9)
+    fig.supylabel(f"{_value_label(traces)} (median over seeds)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -1067,8 +1085,9 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, html_page: 
                f"**budgets that differ between runs** ({', '.join(map(str, own))} queries): a run shows *not reached* "
                f"at a budget above its own, and the win rates and bold winners compare runs of different budgets, so "
                f"read them at the budgets every run had")
-    doc.p(f"{_run_counts(traces, manifest)}. {len(units)} units x "
-          f"{len(set(t.optimizer for t in traces))} optimizers x {len(set(t.seed for t in traces))} seeds, "
+    n_o, n_s = len(set(t.optimizer for t in traces)), len(set(t.seed for t in traces))
+    doc.p(f"{_run_counts(traces, manifest)}. {len(units)} unit{'s' * (len(units) != 1)} x "
+          f"{n_o} optimizer{'s' * (n_o != 1)} x {n_s} seed{'s' * (n_s != 1)}, "
           f"{per_run}." + (f" Command: `{command}`." if command else ""))
     note = (f"Budgets above the runs' budget of {budget} queries are left out of the table "
             f"({', '.join(map(str, dropped))}): no run went that far." if dropped else "")
@@ -1086,13 +1105,13 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, html_page: 
         page = out / "report.html"
         page.write_text(doc.html(title))
         paths.append(page)
-    (out / "summary.json").write_text(json.dumps(
+    (out / "summary.json").write_text(json.dumps(_strict(
         [{"unit": s.unit, "optimizer": s.optimizer, "seeds": s.seeds,
           "best_at": {str(b): list(v) for b, v in s.best_at.items()}, "q50": s.q50, "q90": s.q90,
           "auc": s.auc, "seconds": s.seconds, "optimizer_share": s.optimizer_share, "best": s.best,
           "batch_size": s.batch_size, "partial": coverage[(s.unit, s.optimizer)].partial,
           "seeds_at": coverage[(s.unit, s.optimizer)].at}
-         for s in stats], indent=1, default=float))
+         for s in stats]), indent=1, default=float, allow_nan=False))
     return paths
 
 

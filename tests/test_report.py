@@ -1,6 +1,7 @@
 """`mango report`: the files, table rows, images and GIFs a report must contain."""
 from __future__ import annotations
 
+import json
 import re
 
 import imageio.v3 as iio
@@ -55,6 +56,12 @@ def test_report_files_and_content(cmp_dir):
     assert html.count("<img ") == len(imgs) and "data:image/gif;base64," in html
     assert not re.search(r'src="(?!data:)', html)
     assert html.count("<tr>") >= len(UNITS) * len(OPTS) + 1
+    # summary.json is strict JSON (a level never reached was written as Infinity)
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+    summary = json.loads((rep / "summary.json").read_text(), parse_constant=refuse)
+    assert len(summary) == len(UNITS) * len(OPTS)
+    assert "units x 2 optimizers x 2 seeds" in md
 
 
 def test_report_shows_the_firing_rate_not_the_search_score(cmp_dir):
