@@ -177,6 +177,8 @@ def run_scan(scan: dict[str, Any], out: str | Path, workers: int | None = None,
 def cmd_scan(args: argparse.Namespace) -> int:
     """``mango scan``."""
     scan: dict[str, Any] = load_toml(args.config) if args.config else {}
+    if args.opt_param and not args.optimizer and "optimizer" not in scan:   # parameters of the default optimizer
+        scan["optimizer"] = {"name": DEFAULT_OPTIMIZER}
     for key, flag, params in (("generator", "gen", args.gen_param), ("target", "target", args.target_param),
                               ("optimizer", "opt", args.opt_param)):
         merge_table(scan, key, getattr(args, key) or None, params, flag)

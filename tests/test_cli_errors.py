@@ -376,3 +376,12 @@ def test_the_summary_of_an_objective_expression_names_it_and_gives_no_rate_notes
     assert _target_label(cfg) == "objective mem(spiking_out:1)"
     single = {"target": {"name": "snn-unit", "model": "m:f", "objective": "spiking_out:1"}}
     assert run_hints(single, 0.0001, "rate", 0.0)       # one unit's rate: the silent-unit note stays
+
+
+def test_scan_opt_param_names_the_default_optimizers_parameters(tmp_path, capsys):
+    """`mango scan --opt-param elit=3` without --optimizer said "--opt-param given without a optimizer",
+    though the default optimizer (elite) is what runs; now the unknown parameter itself is named."""
+    rc = main(["scan", "--generator", "vqvae-digits", "--target", "snn-digits", "--layer", "spiking_out",
+               "--units", "0", "--budget", "10", "--opt-param", "elit=3", "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown parameter 'elit' for optimizer 'elite'" in err and "without a" not in err, err
