@@ -499,8 +499,14 @@ def _fmt_q(v: float, reached: int, n: int, reached_median: float = float("inf"),
     if reached == 0:
         return "never reached" if n == 1 else f"never reached (0 of {n} seeds)"
     if math.isinf(v) or math.isnan(v):
-        return f"only {reached} of {n} seeds reached it (median of those: {int(round(reached_median))})"
-    return f"{int(round(v))}" + (f" ({reached} of {n} seeds)" if reached < n else "")
+        return f"only {reached} of {n} seeds reached it (median of those: {_query(reached_median)})"
+    return _query(v) + (f" ({reached} of {n} seeds)" if reached < n else "")
+
+
+def _query(v: float) -> str:
+    """A median query count: whole numbers as such, a median between two counts with its .5 (round() took
+    1.5 to 2 and 2.5 to 2)."""
+    return f"{int(v)}" if float(v).is_integer() else f"{v:.1f}"
 
 
 #: a "best @ N" cell where no seed's run got to N queries

@@ -223,6 +223,19 @@ def test_half_the_seeds_reached_reads_plainly():
     assert "never" not in cell and cell == "only 1 of 2 seeds reached it (median of those: 10)"
 
 
+def test_a_median_between_two_query_counts_keeps_its_half():
+    """Medians of 1 and 2 queries, and of 2 and 3, both showed as 2 (round() rounds halves to even)."""
+    from mango.report import summary_table
+    from mango.stats import summarize
+
+    up = lambda q: np.r_[np.zeros(q - 1), np.ones(20 - q + 1)]          # reaches 1 at query q
+    traces = [_trace("u", "a", 0, up(1)), _trace("u", "a", 1, up(2)), _trace("u", "b", 0, up(2)),
+              _trace("u", "b", 1, up(3))]
+    header, rows = summary_table(summarize(traces, [20], 20), [20])
+    cells = {r[header.index("optimizer")]: r[header.index("queries to 50 %")] for r in rows}
+    assert cells == {"a": "1.5", "b": "2.5"}, cells
+
+
 def _result(config, values, reported_name="value", best_reported=None, external=0):
     from mango.results import Result
 
