@@ -291,7 +291,10 @@ class GridProgress:
                 name, rep = info.get("reported_name", "value"), info.get("best_reported")
                 best = (f"best {info['best_value']:.5g}" if name == "value" or rep is None
                         else f"{name} {rep:.5g} (score {info['best_value']:.5g})")
-                msg = f"{best} in {info['wall']:.1f} s"
+                run_s = info.get("seconds")
+                setup = isinstance(run_s, (int, float)) and info["wall"] - run_s >= 0.5
+                msg = f"{best} in {info['wall']:.1f} s" + (f" ({run_s:.1f} s searching, as the report counts it; the "
+                                                            "rest is loading models and writing files)" if setup else "")
             elif status == "skip":
                 msg = "finished before, skipped"
             else:

@@ -108,8 +108,11 @@ def test_grid_progress_follows_the_journals(tmp_path, capsys):
         assert bar.poll() == 55 and bar.bar.n == 55
         bar(specs[1], "done", {"best_value": 1.5, "wall": 2.0})  # a finished run counts its whole budget
         assert bar.bar.n == 125
+        bar(specs[0], "done", {"best_value": 1.0, "wall": 1.7, "seconds": 0.35})   # set-up time said apart
     out, err = capsys.readouterr()
-    assert "[1/2] u | random | seed 1: best 1.5 in 2.0 s" in out
+    assert "[1/2] u | random | seed 1: best 1.5 in 2.0 s\n" in out
+    assert ("[2/2] u | random | seed 0: best 1 in 1.7 s (0.3 s searching, as the report counts it; the rest is "
+            "loading models and writing files)") in out, out
     assert "2 runs" in err and "/200" in err and "q/s" in err  # the bar: total, count, rate (and ETA)
 
 
