@@ -257,13 +257,33 @@ def is_finished(cfg: RunConfig | dict[str, Any], folder: str | Path) -> bool:
 # -- workers ------------------------------------------------------------------------------
 #: in a worker process: the grid's stop event (set by the parent when the grid is interrupted)
 _STOP: Any = None
+#: in a worker process: SIGTERM reached it (set by its handler; see :func:`_on_sigterm`)
+_TERMINATED = False
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """A grid worker's SIGTERM handler: only sets a flag of this process.
+
+    It used to call the shared event's ``set()``. A handler runs in the main thread between two bytecodes,
+    and there it could interrupt ``stop.is_set()`` while that held the event's (non-reentrant) lock:
+    ``set()`` then waited for that lock forever, and so did the parent's own ``set()``. A whole grid hung
+    after a SIGTERM to its process group.
+    """
+    global _TERMINATED
+    _TERMINATED = True
+
+
+def _stopped() -> bool:
+    """In a worker: the grid is being stopped (this process got SIGTERM, or the parent set the event)."""
+    return _TERMINATED or (_STOP is not None and _STOP.is_set())
 
 
 def _init_worker(stop: Any = None) -> None:
     """A grid worker: one torch thread; its runs stop through the grid's ``stop`` event, between batches
     (the parent sets it on Ctrl-C or SIGTERM; SIGTERM to the worker itself, e.g. a scheduler stopping the
-    whole process group, sets it too). SIGINT is ignored here: a terminal's Ctrl-C reaches every process
-    of the group, and a worker interrupted mid-write would leave its folder without the interrupted mark."""
+    whole process group, stops its runs through a flag of its own, :func:`_on_sigterm`). SIGINT is
+    ignored here: a terminal's Ctrl-C reaches every process of the group, and a worker interrupted
+    mid-write would leave its folder without the interrupted mark."""
     global _STOP
     import signal
 
@@ -274,18 +294,18 @@ def _init_worker(stop: Any = None) -> None:
     _STOP = stop
     if stop is not None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def _run_one(cfg: RunConfig, folder: str) -> dict[str, Any]:
     """Run one validated config into ``folder`` (in a worker); returns its summary."""
     import torch  # third-party, in the worker
 
-    if _STOP is not None and _STOP.is_set():   # queued before the grid was interrupted: not started
+    if _STOP is not None and _stopped():   # queued before the grid was interrupted: not started
         raise KeyboardInterrupt
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    res = run_config(cfg, folder, stop=None if _STOP is None else _STOP.is_set)
+    res = run_config(cfg, folder, stop=None if _STOP is None else _stopped)
     return {"best_value": res.best_value, "reported_name": res.reported_name, "best_reported": res.best_reported,
             "n_queries": res.n_queries, "seconds": res.seconds,
             "optimizer_seconds": res.optimizer_seconds, "wall": time.perf_counter() - t0}

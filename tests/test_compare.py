@@ -357,3 +357,37 @@ def test_a_component_registered_in_this_process_is_refused_for_worker_processes(
         assert run_compare(cfg, tmp_path / "grid", workers=1)["errors"] == {}
     finally:
         registry._REG["generator"].pop("test-inproc-gen", None)       # other tests list the registry
+
+
+def test_a_workers_sigterm_handler_does_not_wait_for_the_grids_shared_lock():
+    """A SIGTERM to a grid's process group hung the whole grid (seen once in CI): the worker's handler called
+    the shared event's set() while its main thread, interrupted inside stop.is_set(), held that event's
+    non-reentrant lock. The handler now only sets a flag of the worker's own."""
+    import multiprocessing as mp
+    import signal
+    import threading
+    import time
+
+    import mango.compare as compare
+
+    ev = mp.get_context("spawn").Event()
+    saved = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), compare._STOP, compare._TERMINATED)
+    try:
+        compare._init_worker(ev)
+        handler = signal.getsignal(signal.SIGTERM)
+        ev._cond.acquire()                              # where is_set() holds it when the signal comes
+        rescue = threading.Timer(5.0, ev._cond.release)  # the old handler would wait here for ever
+        rescue.start()
+        t0 = time.monotonic()
+        handler(signal.SIGTERM, None)
+        took = time.monotonic() - t0
+        rescued = not rescue.is_alive()
+        rescue.cancel()
+        if not rescued:
+            ev._cond.release()
+        assert took < 1.0, f"the handler waited {took:.1f} s for the event's lock"
+        assert compare._stopped() and not ev.is_set()
+    finally:
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
+        compare._STOP, compare._TERMINATED = saved[2], saved[3]
