@@ -328,47 +328,38 @@ def maximize_model(model: torch.nn.Module | str, objective: str | ObjectiveExpr,
         from . import watch as live
 
         live.parse_watch("" if watch is True else watch)
-    opened: dict[str, Any] = {"url": None, "bar": None, "finished": False}
+    url = None
 
-    def on_open(done: int, finished: bool) -> None:
-        """The run folder is accepted (lock held, settings match): only now the live view, the resume line and
-        the bar, so a refused call (another process's folder, other settings) starts and says nothing."""
-        opened["finished"] = finished
+    def start(done: int, finished: bool) -> None:
+        """The run folder is accepted (lock held, settings match): only now the live view and the resume line,
+        so a refused call (another process's folder, other settings) starts and says nothing."""
+        nonlocal url
         if watch is not False:
-            opened["url"] = _serve_watch("" if watch is True else watch, run_dir)
+            url = _serve_watch("" if watch is True else watch, run_dir)
         if done and not finished:
             print(f"mango.maximize: resuming the run in {run_dir}: its journal holds {done} queries (replayed, not "
                   "evaluated again)", file=sys.stderr, flush=True)
-        if progress and not finished:   # a stored result: nothing runs, no bar
-            from .clitools import Progress
 
-            opened["bar"] = Progress(budget, desc=str(expr), initial=done)
+    from .clitools import BarOnOpen
 
-    class _Bar:
-        """Forwards the loop's events to the bar once :func:`on_open` has made it."""
-
-        def __call__(self, ev: Any) -> None:
-            if opened["bar"] is not None:
-                opened["bar"](ev)
-
+    opened = BarOnOpen(budget, bar=progress, desc=str(expr), start=start)
     standing = Standing()
     try:
         with GracefulInterrupt("mango.maximize") as stop:
             result = loop.maximize(obj, optimizer, budget, seed, batch_size=batch_size, params=optimizer_params,
-                                   run_dir=run_dir, config=config, stop=stop, on_open=on_open,
-                                   callbacks=[*callbacks, standing, _Bar()])
+                                   run_dir=run_dir, config=config, stop=stop, on_open=opened.on_open,
+                                   callbacks=[*callbacks, standing, opened])
     except KeyboardInterrupt:
         _say_interrupted(standing.n_queries, budget, standing.best_value, run_dir)
         raise
     finally:
-        if opened["bar"] is not None:
-            opened["bar"].close()
+        opened.close()
     if result.interrupted:
         _say_interrupted(result.n_queries, budget, result.best_value, run_dir, returned=True)
-    elif opened["finished"]:
+    elif opened.finished:
         print(f"mango.maximize: {run_dir} holds a finished run of these settings: returning its stored result "
               f"(nothing was evaluated; use another run_dir to search again)", file=sys.stderr, flush=True)
-    return Visualization(result, obj, expr, opened["url"])  # with run_dir, the loop has written the folder
+    return Visualization(result, obj, expr, url)  # with run_dir, the loop has written the folder
 
 
 #: ``(host, port)`` asked by an earlier ``maximize(watch=...)`` call of this process -> the URL it serves

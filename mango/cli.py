@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import compare, registry, report, scan
-from .clitools import Progress, check_out_dir, merge_table, parse_kv, print_rows
+from .clitools import BarOnOpen, check_out_dir, merge_table, parse_kv, print_rows
 from .config import RunConfig, TargetSpec, build_objective, create_component, load_run_config, run_config
 from .demo import run_demo
 from . import watch
@@ -85,34 +85,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     # ends in its one-line error before a progress bar (or a live view) starts
     optimizer = build_optimizer(cfg.optimizer.name, objective.space, seed=cfg.seed, batch_size=cfg.batch_size,
                                 budget=cfg.budget, params=dict(cfg.optimizer.params))
-    opened: dict[str, Any] = {"bar": None, "stored": False}
-
-    def on_open(done: int, stored: bool) -> None:
-        """The folder is accepted (lock held, settings match): only now the live view and the bar (starting at
-        the queries the journal holds), so a refused run starts and draws nothing."""
-        opened["stored"] = stored
-        if out is not None:
-            serve_option(args.watch, out)
-        if not (args.quiet or stored):      # a finished run there: no bar
-            opened["bar"] = Progress(cfg.budget, initial=done)
-
-    def to_bar(ev: Any) -> None:
-        if opened["bar"] is not None:
-            opened["bar"](ev)
-
+    opened = BarOnOpen(cfg.budget, bar=not args.quiet,      # a refused run draws no bar and serves no view
+                       start=None if out is None else (lambda done, finished: serve_option(args.watch, out)))
     standing = Standing()
     try:
-        res = run_config(cfg, out, callbacks=[standing, to_bar], objective=objective, optimizer=optimizer,
-                         on_open=on_open)
+        res = run_config(cfg, out, callbacks=[standing, opened], objective=objective, optimizer=optimizer,
+                         on_open=opened.on_open)
     except KeyboardInterrupt:
-        if opened["bar"]:
-            opened["bar"].close()
-            opened["bar"] = None
+        opened.close()
         return _interrupted(standing, cfg.budget, out, getattr(args, "argv", sys.argv[1:]))
     finally:
-        if opened["bar"]:
-            opened["bar"].close()
-    if opened["stored"]:      # as mango.maximize says it: the summary is the stored run's, nothing was evaluated
+        opened.close()
+    if opened.finished:      # as mango.maximize says it: the summary is the stored run's, nothing was evaluated
         print(f"mango run: {out} holds a finished run of these settings: its stored result (nothing was "
               "evaluated; use another --out to search again)", file=sys.stderr, flush=True)
     print_rows(report.run_summary_rows(res, out))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +185,40 @@ class Progress:
         self.bar.close()
 
 
+class BarOnOpen:
+    """A run's progress bar, and whatever else must wait for its folder, made once the loop accepts the folder.
+
+    Pass :meth:`on_open` as the loop's ``on_open`` hook (:func:`mango.loop.run_loop`) and the instance as a
+    loop callback: a call refused for its folder (another process's, other settings) then draws no bar and
+    starts nothing. ``bar``: whether to draw one; ``start(done, finished)`` runs first at open (a live view,
+    a "resuming" line). :attr:`finished`: the folder held a finished run (nothing runs, no bar).
+    """
+
+    def __init__(self, budget: int, *, bar: bool, desc: str = "queries",
+                 start: Callable[[int, bool], None] | None = None) -> None:
+        self.budget, self.want_bar, self.desc, self.start = budget, bool(bar), desc, start
+        self.bar: Progress | None = None
+        self.finished = False
+
+    def on_open(self, done: int, finished: bool) -> None:
+        """The folder is accepted; ``done``: the queries its journal holds (the bar starts there)."""
+        self.finished = finished
+        if self.start is not None:
+            self.start(done, finished)
+        if self.want_bar and not finished:
+            self.bar = Progress(self.budget, desc=self.desc, initial=done)
+
+    def __call__(self, ev: Any) -> None:
+        if self.bar is not None:
+            self.bar(ev)
+
+    def close(self) -> None:
+        """End the bar (again: nothing)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def journal_queries(path: Any, state: dict[str, int]) -> int:
     """Queries recorded so far in the journal ``path`` (``journal.jsonl``), read incrementally.
 
@@ -293,8 +327,10 @@ class GridProgress:
                         else f"{name} {rep:.5g} (score {info['best_value']:.5g})")
                 run_s = info.get("seconds")
                 setup = isinstance(run_s, (int, float)) and info["wall"] - run_s >= 0.5
-                msg = f"{best} in {info['wall']:.1f} s" + (f" ({run_s:.1f} s searching, as the report counts it; the "
-                                                            "rest is loading models and writing files)" if setup else "")
+                msg = f"{best} in {info['wall']:.1f} s"
+                if setup:
+                    msg += (f" ({run_s:.1f} s searching, as the report counts it; the rest is loading models and "
+                            "writing files)")
             elif status == "skip":
                 msg = "finished before, skipped"
             else:
