@@ -97,14 +97,9 @@ class RigTarget:
             r = reply.responses
             out = np.stack([np.bincount(j, weights=r[:, c], minlength=k) for c in range(r.shape[1])], axis=1)
             return torch.as_tensor(out / cnt[:, None])
-        if isinstance(self.select, str) and self.select == "auto":
-            r = np.asarray(reply.responses)
-            if r.ndim == 2 and r.shape[1] != 1:
-                raise ConfigError(f"the rig answers with {r.shape[1]} channels; choose one with select= (an int "
-                                  f"0..{r.shape[1] - 1}, a list of them for their mean, or 'mean')")
-            y = r.reshape(len(r), -1)[:, 0]
-        else:
-            y = select_channels(reply.responses, self.select)
+        auto = isinstance(self.select, str) and self.select == "auto"
+        # "auto" is select_channels' None (the one channel, or an error naming the channels); None here means all
+        y = select_channels(reply.responses, None if auto else self.select)
         return torch.as_tensor(np.bincount(j, weights=y, minlength=k) / cnt)
 
     def close(self) -> None:

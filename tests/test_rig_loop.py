@@ -200,7 +200,7 @@ def test_rig_target_is_a_noisy_registry_target(tmp_path):
         # without a selection a multi-channel rig is refused, not read on channel 0 silently
         tgt = registry.create("target", "rig", {"address": addr, "repeats": 1, "timeout": 5})
         try:
-            with pytest.raises(ConfigError, match=r"answers with 3 channels; choose one with select="):
+            with pytest.raises(ConfigError, match=r"the response has 3 channels; choose with select="):
                 tgt(gen(gen.space.decode(I)))
         finally:
             tgt.close()
