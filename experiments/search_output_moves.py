@@ -34,29 +34,12 @@ from scipy.stats import spearmanr
 
 from mango.config import build_objective, validate_config
 from mango.loop import maximize
+from search_output_needles import step_loop   # the same plain step loop (this folder)
 
 
 def drive(objective, codes: np.ndarray, unit: int) -> np.ndarray:
     """Mean over T of the input current of ``final_spiking[unit]`` for each code ``[k]``."""
-    import snntorch.utils as su
-
-    net, T = objective.target.net, int(objective.target.T)
-    x = torch.as_tensor(np.asarray(objective.images(codes)), dtype=torch.float32).contiguous()
-    cur, mems = [], {}
-    with torch.no_grad():
-        su.reset(net)
-        for _ in range(T):
-            h = x
-            for name, m in net.named_children():
-                if hasattr(m, "init_leaky"):
-                    if name not in mems:
-                        mems[name] = m.init_leaky()
-                    if name == "final_spiking":
-                        cur.append(h[:, unit].clone())
-                    h, mems[name] = m(h, mems[name])
-                else:
-                    h = m(h)
-    return torch.stack(cur).mean(0).double().numpy()
+    return step_loop(objective, codes)["cur"][:, :, unit].contiguous().mean(0).double().numpy()
 
 
 def main() -> None:

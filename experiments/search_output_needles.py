@@ -50,13 +50,14 @@ def objective(unit: int):
 
 def step_loop(o, I: np.ndarray) -> dict[str, torch.Tensor]:
     """A plain snnTorch step loop over the net's children: ``spiking2`` spikes and membranes ``[T, k, 100]``
-    and the output layer's spikes ``[T, k, 10]``."""
+    (float64), the output layer's spikes ``[T, k, 10]`` (float64) and its input current ``cur`` ``[T, k, 10]``
+    (float32, as the net computes it). ``experiments/search_output_moves.py`` reads its drive from ``cur``."""
     import snntorch.utils as su
 
     net = o.target.net
     x = torch.as_tensor(np.asarray(o.images(I)), dtype=torch.float32).contiguous()
     mems: dict[str, torch.Tensor] = {}
-    s2, m2, out = [], [], []
+    s2, m2, out, cur = [], [], [], []
     with torch.no_grad():
         su.reset(net)
         for _ in range(T):
@@ -65,6 +66,8 @@ def step_loop(o, I: np.ndarray) -> dict[str, torch.Tensor]:
                 if hasattr(m, "init_leaky"):
                     if name not in mems:
                         mems[name] = m.init_leaky()
+                    if name == "final_spiking":
+                        cur.append(h.clone())
                     h, mems[name] = m(h, mems[name])
                     if name == "spiking2":
                         s2.append(h.clone())
@@ -73,7 +76,8 @@ def step_loop(o, I: np.ndarray) -> dict[str, torch.Tensor]:
                         out.append(h.clone())
                 else:
                     h = m(h)
-    return {"s2": torch.stack(s2).double(), "m2": torch.stack(m2).double(), "out": torch.stack(out).double()}
+    return {"s2": torch.stack(s2).double(), "m2": torch.stack(m2).double(), "out": torch.stack(out).double(),
+            "cur": torch.stack(cur)}
 
 
 def cmd_deep(args: argparse.Namespace) -> None:

@@ -559,7 +559,7 @@ class RunReader:
         if isinstance(rep, dict) and rep.get("name"):
             out = {"name": str(rep["name"]), "best": _num(rep.get("best")),
                    "at_best_score": _num(rep.get("at_best_score"))}
-            if behind is not None and _running(res):
+            if behind is not None:      # set only for a running run's files
                 out["as_of"] = int(behind)
             return out
         return None
