@@ -265,14 +265,14 @@ class GridProgress:
     Args:
         runs: ``[(spec, folder, budget)]``: spec with ``unit``, ``optimizer``, ``seed``; the run folder;
             its budget (queries).
+        start: draw the bar and start polling now; ``False``: at :meth:`open` (or the first call), so that a
+            grid refused by its checks (``run_compare``'s ``on_open`` comes after them) draws nothing.
     """
 
     def __init__(self, runs: Sequence[tuple[Any, Any, int]], interval: float = 0.5, bar: bool = True,
-                 lines: bool = True, file: Any = None) -> None:
+                 lines: bool = True, file: Any = None, start: bool = True) -> None:
         import threading
         from pathlib import Path
-
-        from tqdm import tqdm  # third-party, only when a bar is shown
 
         self.runs = [(spec, Path(folder), int(budget)) for spec, folder, budget in runs]
         self.total = sum(b for _, _, b in self.runs)
@@ -282,6 +282,21 @@ class GridProgress:
         self._states: dict[int, dict[str, int]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._options = (interval, bar, file)
+        self.bar: Any = None
+        self._thread: Any = None
+        if start:
+            self.open()
+
+    def open(self) -> None:
+        """Draw the bar and start polling the run folders (once; later calls do nothing)."""
+        import threading
+
+        from tqdm import tqdm  # third-party, only when a bar is shown
+
+        if self.bar is not None:
+            return
+        interval, bar, file = self._options
         self.bar = tqdm(total=self.total, desc=f"{len(self.runs)} runs", unit="q", dynamic_ncols=True,
                         file=file if file is not None else sys.stderr, disable=not bar,
                         smoothing=0.05, mininterval=0.5)
@@ -300,8 +315,10 @@ class GridProgress:
         return total
 
     def poll(self) -> int:
-        """Read the journals once and move the bar; returns the queries done."""
+        """Read the journals once and move the bar (once opened); returns the queries done."""
         with self._lock:
+            if self.bar is None:
+                return self.queries()
             n = self.queries()
             if n > self.bar.n:
                 self.bar.update(n - self.bar.n)
@@ -315,6 +332,7 @@ class GridProgress:
                 pass
 
     def __call__(self, spec: Any, status: str, info: Any) -> None:
+        self.open()
         with self._lock:
             self.count += 1
             for i, (s, _, budget) in enumerate(self.runs):
@@ -344,7 +362,9 @@ class GridProgress:
         self.poll()
 
     def close(self) -> None:
-        """Stop polling, bring the bar to its final count and close it."""
+        """Stop polling, bring the bar to its final count and close it (nothing when it was never opened)."""
+        if self.bar is None:
+            return
         self._stop.set()
         self._thread.join(timeout=5)
         self.poll()

@@ -577,7 +577,7 @@ def _check_reachable(configs: list[RunConfig], ray: bool, workers: int) -> None:
 def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None,
                 ray: dict[str, Any] | bool | None = None,
                 progress: Callable[[RunSpec, str, Any], None] | None = None,
-                runs: list[RunSpec] | None = None) -> dict[str, Any]:
+                runs: list[RunSpec] | None = None, on_open: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run (or resume) every run of a compare config into ``out``.
 
     Args:
@@ -588,6 +588,9 @@ def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None
         progress: called as ``progress(spec, status, info)`` with status ``"skip"``,
             ``"done"`` or ``"error"``.
         runs: ``expand(cfg)`` when the caller has it already (the grid is expanded once).
+        on_open: called once the grid has passed its checks and ``out`` holds its ``compare.json``, before
+            any run starts (the command line draws its bar and starts the live view there, so that a refused
+            grid starts neither).
 
     Returns:
         ``{"runs": n, "skipped": [...ids], "ran": [...ids], "errors": {id: message}}``.
@@ -621,6 +624,8 @@ def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None
     manifest = {"name": cfg.get("name", out.name), "budget": cfg["budget"], "budgets": cfg.get("budgets"),
                 "config": cfg, "runs": [r.to_dict() for r in runs]}
     (out / "compare.json").write_text(json.dumps(manifest, indent=2, default=str))
+    if on_open is not None:
+        on_open()
     if progress:
         finished = set(skipped)
         for spec in runs:
@@ -670,10 +675,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         ray_cfg = {"address": args.ray_address}
     runs = expand(cfg)
     _backend(cfg, args.workers, ray_cfg)     # a bad `workers` or [ray] table: refused before a bar is drawn
-    serve_option(args.watch, out)
     t0 = time.perf_counter()
-    with GridProgress([(r, out / r.folder, r.run.budget) for r in runs]) as progress:  # bar over all queries
-        status = run_compare(cfg, out, workers=args.workers, ray=ray_cfg, progress=progress, runs=runs)
+    # a bar over all queries, and the live view, once the grid's checks have passed
+    with GridProgress([(r, out / r.folder, r.run.budget) for r in runs], start=False) as progress:
+        status = run_compare(cfg, out, workers=args.workers, ray=ray_cfg, progress=progress, runs=runs,
+                             on_open=lambda: (serve_option(args.watch, out), progress.open()))
     wall = time.perf_counter() - t0
     print(f"{status['runs']} runs: {len(status['ran'])} ran, {len(status['skipped'])} skipped, "
           f"{len(status['errors'])} failed; {wall:.1f} s ({status['backend']}); results in {out}")

@@ -143,19 +143,25 @@ def scan_config(scan: dict[str, Any]) -> dict[str, Any]:
 
 def run_scan(scan: dict[str, Any], out: str | Path, workers: int | None = None,
              ray: dict[str, Any] | bool | None = None, report: bool = True,
-             progress: Any = None, compare_cfg: dict[str, Any] | None = None) -> dict[str, Any]:
+             progress: Any = None, compare_cfg: dict[str, Any] | None = None,
+             on_open: Any = None) -> dict[str, Any]:
     """Run (or resume) a scan into ``out``; returns run_compare's status plus the per-unit ``table``.
 
     ``progress``: a ``progress(spec, status, info)`` callback (see :func:`mango.compare.run_compare`),
     or ``"print"`` for one printed line per run.
     ``compare_cfg``: ``scan_config(scan)`` when the caller has it already (it may build the
     target to size the layer, so it is made once).
+    ``on_open``: called once the scan's grid has passed its checks, before any run starts
+    (see :func:`mango.compare.run_compare`).
     """
     cfg = scan_config(scan) if compare_cfg is None else compare_cfg
     runs = expand(cfg)
-    bar = GridProgress([(r, Path(out) / r.folder, r.run.budget) for r in runs]) if progress == "print" else None
-    try:  # "print": a bar over all queries of the scan, with the per-run lines above it
-        status = run_compare(cfg, out, workers=workers, ray=ray, progress=bar or progress, runs=runs)
+    # "print": a bar over all queries of the scan, with the per-run lines above it, once the grid is accepted
+    bar = (GridProgress([(r, Path(out) / r.folder, r.run.budget) for r in runs], start=False)
+           if progress == "print" else None)
+    try:
+        status = run_compare(cfg, out, workers=workers, ray=ray, progress=bar or progress, runs=runs,
+                             on_open=lambda: ((on_open() if on_open else None), bar.open() if bar else None))
     finally:
         if bar is not None:
             bar.close()
@@ -197,8 +203,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         f"scan-{(scan.get('target') or {}).get('name', 'target')}-{scan.get('layer')}")))
     scan.pop("out", None)
     ray: Any = False if args.local else ({"address": args.ray_address} if args.ray_address else None)
-    serve_option(args.watch, out)
-    status = run_scan(scan, out, workers=args.workers, ray=ray, progress="print", report=not args.no_report)
+    status = run_scan(scan, out, workers=args.workers, ray=ray, progress="print", report=not args.no_report,
+                      on_open=lambda: serve_option(args.watch, out))
     print(f"{'unit':>6} {'seed':>4} {'best':>10} {'at query':>9} {'seconds':>8}")
     for r in status["table"]:
         print(f"{r['unit']!s:>6} {r['seed']:>4} {r['best']:>10.5g} {r['found_at_query']:>9} {r['seconds']:>8.1f}")

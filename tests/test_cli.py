@@ -225,3 +225,29 @@ def test_a_refused_run_draws_no_bar_and_serves_no_view(tmp_path, capsys):
     assert "another config" in err and "0/200" not in err and "watching" not in err, err
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=2)
+
+
+def test_a_refused_compare_draws_no_bar_and_serves_no_view(tmp_path, capsys):
+    """`mango compare` into a folder holding a grid with other settings drew its bar at 100 % (the finished
+    runs' queries) and served a live view, then printed the refusal; both now wait for the grid's checks."""
+    import socket
+    import urllib.request
+
+    def write(budget: int):
+        cfg = tmp_path / f"c{budget}.toml"
+        cfg.write_text(f'name = "c"\nbudget = {budget}\nseeds = [0]\nbatch_size = 10\nworkers = 1\n'
+                       '[[problems]]\nname = "separable"\nd = 8\nn = 16\n[[optimizers]]\nname = "random"\n')
+        return cfg
+
+    out = tmp_path / "g"
+    assert main(["compare", str(write(40)), "--out", str(out), "--no-report"]) == 0
+    capsys.readouterr()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["compare", str(write(60)), "--out", str(out), "--no-report", "--watch", str(port)]) == 2
+    captured = capsys.readouterr()
+    assert "another config" in captured.err
+    assert "1 runs" not in captured.err and "watching" not in captured.err + captured.out, captured.err
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=2)
