@@ -470,6 +470,7 @@ def check_components(runs: Sequence[RunConfig]) -> None:
                 if isinstance(opt, GradientAM):   # its pipeline must be differentiable: known before any run
                     try:
                         opt.bind(objectives[key])
+                        opt.check_differentiable()    # a model that breaks the graph: one forward pass, no query
                     except ConfigError as exc:
                         where = ", ".join(f"{k} {json.dumps(v, default=str)}" for k, v in cpu.items() if v)
                         raise ConfigError(f"optimizer {run.optimizer.name!r} cannot run on {where}: {exc} (every "
@@ -686,6 +687,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not args.no_report and not status["errors"]:
         paths = report.write_report(out)
         print("report: " + ", ".join(str(p) for p in paths))
+    elif not args.no_report:
+        print(f"no report written: {len(status['errors'])} run(s) failed (their errors are above); fix the cause and "
+              f"run the same command to finish them, or `mango report {out}` for a report of the runs that have "
+              "results")
     return 1 if status["errors"] else 0
 
 

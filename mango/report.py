@@ -338,13 +338,18 @@ def load_traces(run_dir: str | Path) -> tuple[dict[str, Any], list[Trace]]:
         log.warning("skipping a damaged run: %s", skip)
     traces = []
     missing = 0
+    errors = _grid_errors(run_dir)
+    failed: dict[str, str] = {}        # run id -> its error, for runs that failed before writing any result
     for s in specs:
         try:
             if not isinstance(s, dict) or not isinstance(s.get("folder"), str):
                 raise _DamagedRun(run_dir / "compare.json", f"a run entry is not a table with a folder: {s!r:.80}")
             folder = run_dir / s["folder"]
             if not (folder / "result.json").exists():
-                missing += 1
+                if s.get("id") in errors:
+                    failed[str(s["id"])] = errors[s["id"]]
+                else:
+                    missing += 1
                 continue
             traces.append(_load_trace(folder, s))
         except _DamagedRun as exc:
@@ -354,8 +359,21 @@ def load_traces(run_dir: str | Path) -> tuple[dict[str, Any], list[Trace]]:
     if missing:
         log.warning("%d of %d runs in %s have no results yet; the report leaves them out", missing, len(specs),
                     run_dir)
-    manifest = {**manifest, "skipped": skipped, "missing": missing, "n_runs": len(specs) + unlisted}
+    for rid, err in failed.items():
+        log.warning("run %s failed before any result (%s); the report leaves it out", rid, err)
+    manifest = {**manifest, "skipped": skipped, "missing": missing, "failed": failed,
+                "n_runs": len(specs) + unlisted}
     return manifest, traces
+
+
+def _grid_errors(run_dir: Path) -> dict[str, str]:
+    """``{run id: error}`` of a grid's last invocation (``compare_status.json``, written by ``mango compare`` and
+    ``mango scan``); empty when there is none or it cannot be read."""
+    try:
+        errors = json.loads((run_dir / "compare_status.json").read_text()).get("errors")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {str(k): str(v) for k, v in errors.items()} if isinstance(errors, dict) else {}
 
 
 def _load_trace(folder: Path, spec: dict[str, Any]) -> Trace:
@@ -472,6 +490,9 @@ def _run_counts(traces: list[Trace], manifest: dict[str, Any]) -> str:
         parts.append(f"{skipped} skipped as damaged (see Skipped runs)")
     if missing:
         parts.append(f"{missing} without results yet")
+    failed = len(manifest.get("failed") or {})
+    if failed:
+        parts.append(f"{failed} failed before any result (errors in compare_status.json)")
     n = manifest.get("n_runs", len(manifest.get("runs") or []))
     return f"{n} run{'s' * (n != 1)}: " + ", ".join(parts)
 

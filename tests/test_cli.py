@@ -251,3 +251,27 @@ def test_a_refused_compare_draws_no_bar_and_serves_no_view(tmp_path, capsys):
     assert "1 runs" not in captured.err and "watching" not in captured.err + captured.out, captured.err
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=2)
+
+
+def test_a_compare_with_a_failed_run_says_why_it_wrote_no_report(tmp_path, capsys, monkeypatch):
+    """A grid with a failed run ended with "1 failed" and silently no report; it now says so and how to go on."""
+    (tmp_path / "bad_net.py").write_text(
+        "import torch\n"
+        "class Bad(torch.nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        raise RuntimeError('the rig is unplugged')\n"
+        "def make():\n"
+        "    return Bad()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('name = "c"\nbudget = 20\nseeds = [0]\nworkers = 1\n[[generators]]\nname = "vqvae-digits"\n'
+                   '[[targets]]\nname = "torch-unit"\nlabel = "bad"\nmodel = "bad_net:make"\nobjective = "output:0"\n'
+                   '[[targets]]\nname = "cnn-digits"\nlayer = "output"\nunits = [1]\n'
+                   '[[optimizers]]\nname = "random"\n')
+    assert main(["compare", str(cfg), "--out", str(tmp_path / "g")]) == 1
+    out = capsys.readouterr().out
+    assert "no report written: 1 run(s) failed" in out and f"mango report {tmp_path / 'g'}" in out, out
+    assert main(["report", str(tmp_path / "g")]) == 0          # the run that failed is named as failed, not "yet"
+    text = (tmp_path / "g" / "report" / "report.md").read_text()
+    assert "2 runs: 1 finished, 1 failed before any result" in text and "without results yet" not in text

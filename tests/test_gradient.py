@@ -195,3 +195,33 @@ def test_registered_generators_beat_random_through_the_loop(generator, lr):
     assert res.best_value == pytest.approx(float(obj(res.best_code[None])[0]))
     random_max = float(obj(obj.space.sample(np.random.default_rng(1), budget)).max())   # decoded random codes
     assert random_max > 0 and final.max() > 1.2 * random_max, (final, random_max)
+
+
+class _Threshold(nn.Module):
+    """A user's module whose output carries no gradient: a count of bright pixels per image."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x > 0.5).float().flatten(1).sum(1, keepdim=True)
+
+
+def _threshold_target(**kw):
+    from mango.targets.torch_unit import torch_unit
+
+    return torch_unit(model=_Threshold(), objective="output:0", **kw)
+
+
+def test_a_model_that_breaks_the_graph_is_refused_by_name_not_with_a_torch_traceback(tmp_path):
+    """A module that thresholds its input ended gradient AM with torch's "element 0 of tensors does not require
+    grad", and `mango compare` ran the grid's other runs before failing it; now both refuse it by name."""
+    import mango
+    from mango.compare import run_compare
+    from mango.registry import register
+
+    with pytest.raises(ConfigError, match=r"activations of model _Threshold carry no gradient.*gradient-free"):
+        mango.maximize(_Threshold(), "output:0", generator="sngan-digits", optimizer="gradient", budget=20)
+    register("target", "test-threshold", _threshold_target, overwrite=True)
+    cfg = {"name": "t", "budget": 20, "seeds": [0], "workers": 1, "generators": [{"name": "sngan-digits"}],
+           "targets": [{"name": "test-threshold"}], "optimizers": [{"name": "random"}, {"name": "gradient"}]}
+    with pytest.raises(ConfigError, match=r"optimizer 'gradient' cannot run on .*carry no gradient.*checked before"):
+        run_compare(cfg, tmp_path / "t", workers=1)
+    assert not (tmp_path / "t").exists()

@@ -220,6 +220,7 @@ class GradientAM(Optimizer):
             a = self._activations(x)
             if a.ndim != 1 or a.shape[0] != self.k:
                 raise ConfigError(f"gradient AM needs one activation per chain ([{self.k}]), got {tuple(a.shape)}")
+            self._check_graph(a)
             (g,) = torch.autograd.grad(-a.sum(), [self._param])
         self.spend(self.k)
         self._param.grad = g
@@ -231,6 +232,31 @@ class GradientAM(Optimizer):
         self.n_steps += 1
         self.total_steps += 1
         return float(a.detach().mean())
+
+    def _check_graph(self, a: torch.Tensor) -> None:
+        """Refuse activations that carry no gradient back to the latent (a model that thresholds, rounds,
+        detaches or leaves autograd), naming the objective, instead of torch's "does not require grad"."""
+        if not a.requires_grad:
+            target = getattr(self.objective, "target", self.objective)
+            model = getattr(target, "model", None)      # a user's module behind a model target: name it
+            name = f"model {type(model).__name__}" if isinstance(model, torch.nn.Module) else f"target {_name(target)}"
+            raise ConfigError(f"gradient AM needs a differentiable pipeline: the activations of {name} carry no "
+                              "gradient back to the generator's latent (the model thresholds, rounds, detaches or "
+                              "runs without autograd on the way); use a gradient-free optimizer instead")
+
+    def check_differentiable(self) -> None:
+        """One forward pass of the current chains with autograd on, to refuse a pipeline whose activations carry
+        no gradient before a run starts (``mango compare`` calls it while checking a grid; it is not a query).
+
+        Raises:
+            ConfigError: as :meth:`step` would at the run's first step.
+        """
+        if self._param is None:
+            raise ConfigError("gradient AM is not bound to an objective: call bind(objective) first")
+        with torch.enable_grad():
+            with eval_mode(self.objective.generator):
+                x = self._images()
+            self._check_graph(self._activations(x))
 
     # -- ask / tell ---------------------------------------------------------------
     def hard_codes(self) -> np.ndarray:
