@@ -1250,6 +1250,16 @@ def run_hints(cfg: dict[str, Any], best_value: float, reported_name: str = "valu
     return hints
 
 
+def _uniform_first_batch(optimizer: Any) -> bool:
+    """Whether the optimizer registered as ``optimizer`` asks uniform random codes first (False when unknown)."""
+    if not isinstance(optimizer, str):
+        return False
+    try:
+        return bool(getattr(registry.get("optimizer", optimizer), "uniform_first_batch", False))
+    except Exception:  # noqa: BLE001 - an optimizer no longer installed: no estimate, the summary still prints
+        return False
+
+
 def run_summary_rows(result: Any, out: str | Path | None = None) -> list[tuple[str, Any]]:
     """The ``(label, value)`` rows ``mango run`` prints at the end (see :func:`mango.clitools.print_rows`).
 
@@ -1277,9 +1287,14 @@ def run_summary_rows(result: Any, out: str | Path | None = None) -> list[tuple[s
         q = result.best_query          # None: no value reaches the recommended best (noisy): the top value's query
         q = int(result.query_index[int(np.argmax(values))]) if q is None else q
         rows.append(("best found at query", f"{q} of {result.n_queries}"))
-    base = None if result.n_external else random_search_baseline(values, result.times, result.n_queries)
+    opt = name(cfg.get("optimizer"))
+    uniform = _uniform_first_batch(opt)
+    base = (None if result.n_external or not uniform
+            else random_search_baseline(values, result.times, result.n_queries))
     if base is None:
-        rows.append(("random search (est.)", "n/a (no uniform first batch to estimate it from)"))
+        why = ("no uniform first batch to estimate it from" if uniform or opt is None else
+               f"{opt}'s first batch is not uniform random draws; run --optimizer random for the baseline")
+        rows.append(("random search (est.)", f"n/a ({why})"))
     else:
         rows.append(("random search (est.)", f"{base[0]:.6g}: expected best of {result.n_queries} draws from the "
                      f"first batch's {base[1]} values (a low estimate: real random search can beat the first batch)"))

@@ -52,6 +52,9 @@ class Optimizer:
     description: ClassVar[str] = ""
     #: set True by optimizers that need the pipeline itself (gradient AM): the loop calls ``bind(objective)``
     needs_objective: ClassVar[bool] = False
+    #: True when the first batch is uniform random draws from the space (random search, the GA): only then
+    #: does a run's summary estimate random search's best from it
+    uniform_first_batch: ClassVar[bool] = False
     #: queries spent inside ``_ask`` and not yet taken by the loop (see :meth:`spend`, :meth:`take_spent`)
     _spent: int = 0
     #: the ``limit`` of the ask in progress (``None`` outside ``ask`` or when unlimited); read by ``_ask``

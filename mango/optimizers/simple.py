@@ -24,6 +24,7 @@ class RandomSearch(Optimizer):
     """Uniform random search over the index grid: the baseline every table needs."""
 
     description = "uniform random indices (codebook and grid alike)"
+    uniform_first_batch = True
 
     def __init__(self, space: LatentSpace, batch_size: int = 10, seed: int = 0) -> None:
         super().__init__(space, batch_size, seed)
@@ -63,6 +64,8 @@ class GeneticAlgorithm(Optimizer):
 
     description = ("XDream-style GA: codebook mutations draw a new random value (unordered), "
                    "grid mutations take a Gaussian step (ordered)")
+
+    uniform_first_batch = True      # its first population is uniform random codes
 
     def __init__(self, space: LatentSpace, batch_size: int = 20, seed: int = 0, *, n_elite: int | None = None,
                  mutation: float = 0.1, mutation_scale: float = 0.1, temperature: float = 0.5) -> None:
