@@ -85,7 +85,16 @@ class SNGANGenerator(GeneratorBase):
         self.eval()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents ``float [k, z_dim]`` (any real values) -> images ``[k, C, H, W]`` in ``[0, 1]``."""
+        """Latents ``float [k, z_dim]`` (any real values) -> images ``[k, C, H, W]`` in ``[0, 1]``.
+
+        Raises:
+            TypeError: integer (or bool) input: grid indices such as a result's ``best_code`` are not latents
+                (``gen(gen.space.decode(code))`` turns them into latents; a VQ-VAE takes its codes directly).
+        """
+        if not (torch.is_floating_point(z) or torch.is_complex(z)):
+            raise TypeError(f"{self.name} takes float latents [k, {self.z_dim}], got {z.dtype} values: grid indices "
+                            f"(e.g. a result's best_code) are not latents; decode them first with "
+                            f"gen(gen.space.decode(code))")
         z = z.to(self.device, self.linear.weight.dtype).reshape(z.shape[0], self.z_dim)
         h = self.linear(z).view(z.shape[0], self.ch, 4, 4)
         h = self.blocks(h)
@@ -148,7 +157,15 @@ def load_sngan(path: str | os.PathLike, device: str | torch.device = "cpu", leve
     obj = load_state(path)
     if "config" not in obj or "state_dict" not in obj or "model" not in obj["config"]:
         raise ConfigError(f"weights file {str(path)!r} is not a MANGO SN-GAN checkpoint (no 'config'/'state_dict' entries)")
-    cfg = dict(obj["config"]["model"])
+    cfg = obj["config"]["model"]
+    missing = [k for k in ("z_dim", "ch", "image_size", "out_channels") if not isinstance(cfg, dict) or k not in cfg]
+    if missing:     # e.g. a VQ-VAE checkpoint, which has a config too
+        raise ConfigError(f"weights file {str(path)!r} is not a MANGO SN-GAN checkpoint: its model config has no "
+                          f"{', '.join(missing)} (is it another generator's weights?)")
+    cfg = dict(cfg)
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+        raise ConfigError(f"generator parameter levels (grid levels per latent variable) must be an integer >= 2, "
+                          f"got {levels!r}")
     model = SNGANGenerator(z_dim=cfg["z_dim"], ch=cfg["ch"], image_size=cfg["image_size"],
                            out_channels=cfg["out_channels"], levels=levels, grid=grid)
     load_weights(model, path, key="state_dict")

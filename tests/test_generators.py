@@ -466,3 +466,30 @@ def test_recipes_on_cifar10_folder_and_photos(tmp_path):
                  "--out", str(tmp_path / "s.pt")])
     s = load_sngan(tmp_path / "s.pt", levels=4)
     assert s(s.space.decode(np.zeros((2, 6), dtype=np.int64))).shape == (2, 3, 32, 32)
+
+
+def test_the_gan_refuses_grid_indices_given_as_latents():
+    """gen(best_code) on the SN-GAN treated the level indices 0..15 as latent values and drew another image
+    without a word (a VQ-VAE takes its codes directly, so analysis code moved between them broke silently)."""
+    import torch
+
+    from mango import registry
+
+    g = registry.create("generator", "sngan-digits", {})
+    code = [[3] * g.space.d]
+    with pytest.raises(TypeError, match=r"takes float latents .*gen\(gen.space.decode\(code\)\)"):
+        g(torch.tensor(code))
+    assert g(g.space.decode(code)).shape == (1, *g.image_shape)
+
+
+def test_gan_levels_and_a_vqvae_file_as_gan_weights_are_refused_by_name():
+    """levels=0 said "space levels n must be >= 2" without naming the parameter; a VQ-VAE checkpoint given as
+    the GAN's weights ended in KeyError: 'z_dim'."""
+    from mango import registry
+    from mango.errors import ConfigError
+    from mango.generators.common import weights_dir
+
+    with pytest.raises(ConfigError, match=r"generator parameter levels .* integer >= 2, got 0"):
+        registry.create("generator", "sngan-digits", {"levels": 0})
+    with pytest.raises(ConfigError, match=r"not a MANGO SN-GAN checkpoint: its model config has no z_dim"):
+        registry.create("generator", "sngan-digits", {"weights": str(weights_dir() / "vqvae_digits.pt")})
