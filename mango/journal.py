@@ -151,6 +151,10 @@ def _shown(old: Any, new: Any, key: str) -> str:
     plain = (int, float, str, bool, type(None))
     if isinstance(a, plain) and isinstance(b, plain) and len(repr(a)) + len(repr(b)) <= 80:
         return f"{key} {a!r} -> {b!r}"
+    if (a is _MISSING) != (b is _MISSING) and isinstance(b if a is _MISSING else a, plain):
+        shown = lambda v: "not set (its default)" if v is _MISSING else repr(v)   # noqa: E731
+        if len(shown(a)) + len(shown(b)) <= 80:
+            return f"{key} {shown(a)} -> {shown(b)}"
     return key
 
 
@@ -171,7 +175,47 @@ def config_conflict(folder: str | Path, config: dict[str, Any]) -> list[str]:
     except (OSError, ValueError):
         return []           # Journal.open names an unreadable run.json itself
     canon = json.loads(json.dumps(config, default=str))
-    return [] if old == canon else [_shown(old, canon, k) for k in _diff_keys(old, canon)]
+    return [] if old == canon else [_shown(old, canon, k) for k in _config_diffs(old, canon)]
+
+
+#: the run config's component tables, with the registry kind whose factory defaults they name
+_COMPONENTS = {"generator": "generator", "target": "target", "optimizer": "optimizer", "problem": "problem"}
+
+
+def _config_diffs(old: Any, new: Any) -> list[str]:
+    """:func:`_diff_keys` of two run configs, less the keys set on one side only to the value the component
+    would take anyway (``levels = 16`` for a generator whose default is 16; ``batch_size`` the optimizer's
+    default): a resume that spells out a default is the same run."""
+    return [k for k in _diff_keys(old, new) if not _spelled_default(old, new, k)]
+
+
+def _spelled_default(old: Any, new: Any, key: str) -> bool:
+    """Whether ``key`` is set in only one of the configs ``old``/``new``, to its component's registered default."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return False
+    parts = key.split(".")
+    if parts == ["batch_size"]:
+        table, param = "optimizer", "batch_size"
+    elif len(parts) == 2 and parts[0] in _COMPONENTS:
+        table, param = parts
+    else:
+        return False
+    here = [c for c in (old, new) if (c.get(param) if parts == ["batch_size"] else
+                                      (c.get(table) or {}).get(param) if isinstance(c.get(table), dict) else None)
+            is not None]
+    if len(here) != 1:
+        return False
+    value = here[0][param] if parts == ["batch_size"] else here[0][table][param]
+    names = {(c.get(table) or {}).get("name") if isinstance(c.get(table), dict) else c.get(table) for c in (old, new)}
+    if len(names) != 1 or not isinstance(next(iter(names)), str):
+        return False
+    from . import registry
+
+    try:
+        defaults = registry.describe_params(registry.get(_COMPONENTS[table], next(iter(names))))
+    except Exception:  # noqa: BLE001 - a component no longer registered: compare as written
+        return False
+    return param in defaults and json.loads(json.dumps(defaults[param], default=str)) == value
 
 
 #: fingerprints of the objective added after folders were first recorded (:mod:`mango.fingerprint`): a folder
@@ -251,16 +295,15 @@ class Journal:
                     # recorded without a usable fingerprint: compare the rest
                     cmp = {**canon, "objective": {k: v for k, v in canon["objective"].items() if k not in skip}}
                     old = {**old, "objective": {k: v for k, v in old["objective"].items() if k not in skip}}
-                free = (name == "run.json" and old != cmp and set(_diff_keys(old, cmp)) <= set(free_keys)
-                        and not _has_batches(folder))
-                if old != cmp and (fresh or free):
+                keys = _config_diffs(old, cmp) if name == "run.json" else _diff_keys(old, cmp)
+                free = (name == "run.json" and keys and set(keys) <= set(free_keys) and not _has_batches(folder))
+                if keys and (fresh or free):
                     # a run that stopped before its first batch was recorded (e.g. a target that does not
                     # take the generator's images): nothing to lose, the corrected settings take the folder
                     log.info("run folder %s holds no recorded batch; it is started again with the new %s",
                              folder, what)
                     atomic_write(path, json.dumps(canon, indent=2, sort_keys=True).encode())
-                elif old != cmp:
-                    keys = _diff_keys(old, cmp)
+                elif keys:
                     why = "".join(text for key, text in (
                         ("objective.weights", "; the generator's or model's weights differ from those the run "
                                               "searched (retrained, or another checkpoint)"),

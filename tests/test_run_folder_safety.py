@@ -270,3 +270,25 @@ def test_a_run_into_a_folder_holding_a_saved_result_is_refused_and_the_result_ke
         maximize(_tt(2), "protes", 60, seed=1, batch_size=10, run_dir=tmp_path)
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != ".lock"}
     assert after == before
+
+
+def test_a_resume_that_spells_out_defaults_is_the_same_run_and_a_real_change_names_both_values(tmp_path, capsys):
+    """`--gen-param levels=16` (the SN-GAN's default), `--target-param layer=spiking_out` or `--batch-size 50`
+    (elite's) on a folder started without them was refused as "another config (differs in: generator.levels)",
+    with nothing to show what differed."""
+    from mango.cli import main
+
+    out = tmp_path / "r"
+
+    def run(budget: int, *extra: str) -> int:
+        return main(["run", "--generator", "sngan-digits", "--target", "snn-digits", "--target-param", "unit=3",
+                     "--budget", str(budget), "--seed", "0", "--out", str(out), "-q", *extra])
+
+    defaults = ("--gen-param", "levels=16", "--target-param", "layer=spiking_out", "--batch-size", "50")
+    assert run(60) == 0
+    assert run(100, *defaults) == 2               # budget 60 -> 100 is a real change: refused, values shown
+    assert "differs in: budget 60 -> 100)" in capsys.readouterr().err
+    assert run(60, *defaults) == 0
+    assert json.loads((out / "run.json").read_text())["generator"] == {"name": "sngan-digits"}   # kept as recorded
+    assert run(60, "--gen-param", "levels=8") == 2
+    assert "generator.levels not set (its default) -> 8" in capsys.readouterr().err
