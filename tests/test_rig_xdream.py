@@ -397,3 +397,55 @@ def test_stimulus_names():
     assert stimulus_name(1234, 123, "x") == "block1234_123_x.bmp"
     assert STIMULUS_NAME.match("block1234_123_x.bmp").groups() == ("1234", "123", "x")
     assert Path(stimulus_name(0, 0, "gen000_000000")).suffix == ".bmp"
+
+
+def _answer(folder: Path, plan):
+    """A scripted rig thread: for each ``(xblock, value, channels)`` of ``plan`` it waits for that XDream
+    block's 3 BMPs and answers every file once with ``value``."""
+    def rig():
+        for xb, value, ch in plan:
+            while len(files := sorted(p.name for p in folder.glob(f"block{xb:03d}_*.bmp"))) < 3:
+                time.sleep(0.01)
+            write_xdream_mat(folder / f"block{xb:03d}.mat", files, np.full((3, ch), value), "5")
+            while any(folder.glob(f"block{xb:03d}_*.bmp")):
+                time.sleep(0.01)
+    th = threading.Thread(target=rig)
+    th.start()
+    return th
+
+
+def test_a_block_stopped_part_way_keeps_what_the_rig_recorded(tmp_path):
+    """repeats=2 is two XDream blocks: the first answered, the second NaN past the retries. The rerun (a new
+    client, as after `mango rig-run` stopped) showed the whole block again, two more XDream blocks of the
+    animal's time; now it reads block000.mat back and shows the images once more. Another run's block with the
+    same ids but other pixels takes nothing from it."""
+    b = _block(repeats=2)
+    th = _answer(tmp_path, [(0, 5.0, 1), (1, np.nan, 1)])
+    with pytest.raises(RigError, match="no valid block001.mat"):
+        XDreamClient(tmp_path, timeout=5, retries=0, poll=0.01).present(b)
+    th.join()
+    th = _answer(tmp_path, [(2, 7.0, 1)])
+    cl = XDreamClient(tmp_path, timeout=5, retries=0, poll=0.01)
+    reply = cl.present(_block(repeats=2))
+    th.join()
+    assert cl.recovered == 3 and cl.next_block == 3                    # one new XDream block, not two
+    assert sorted(reply.responses[:, 0].tolist()) == [5.0] * 3 + [7.0] * 3
+    other = _block(repeats=2)
+    other.images = 255 - other.images                                   # same block and ids, other pixels
+    th = _answer(tmp_path, [(3, 1.0, 1), (4, 2.0, 1)])
+    cl = XDreamClient(tmp_path, timeout=5, retries=0, poll=0.01)
+    reply = cl.present(other)
+    th.join()
+    assert cl.recovered == 0 and sorted(reply.responses[:, 0].tolist()) == [1.0] * 3 + [2.0] * 3
+
+
+def test_one_file_with_another_channel_count_is_refused_not_the_good_ones_after_it(tmp_path):
+    """The run's answers so far had 1 channel; the first file of a block came with 2. It was taken as the
+    block's reference, and the correct 1-channel files after it were rejected until the run stopped."""
+    th = _answer(tmp_path, [(0, 1.0, 2), (1, 3.0, 1), (2, 4.0, 1)])
+    cl = XDreamClient(tmp_path, timeout=5, retries=1, poll=0.01)
+    cl.expected_channels = 1                    # as the closed loop sets it from the recorded answers
+    reply = cl.present(_block(repeats=2))
+    th.join()
+    assert reply.responses.shape == (6, 1) and sorted(reply.responses[:, 0].tolist()) == [3.0] * 3 + [4.0] * 3
+    assert [r["file"] for r in cl.ignored] == ["block000.mat"] and "earlier answers had 1" in cl.ignored[0]["reason"]

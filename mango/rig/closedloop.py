@@ -497,6 +497,8 @@ class RigPolicy:
             raise MangoError(f"resume: block {g} is in the journal but its response is not in "
                              f"{None if plog is None else plog.path} (corrupt run folder)")
         else:
+            if hasattr(self.rig, "expected_channels"):   # a rig client that checks files itself (XDream)
+                self.rig.expected_channels = self._channels
             reply = self.rig.present(block)
             self._check_channels(g, reply)   # before it is logged: a logged answer is replayed on every resume
             if plog is not None:

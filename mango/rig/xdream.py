@@ -38,10 +38,21 @@ still be writing), then rejected the same way; no file within the timeout is re-
 way, and after the retry budget :class:`RigError` names the file it waited for. Block numbers are
 never reused (a new client continues after the largest number in the folders), so a late answer
 or a leftover of an earlier run is never taken for a new block.
+
+A MANGO block that stopped part-way (a later XDream block failed past its retries, or the run was
+interrupted) keeps what the rig recorded: the client notes each XDream block it writes in ``folder``'s
+hidden ledger (:data:`LEDGER`: the MANGO block and a digest of each image), and a later ``present`` of
+the same block (the rerun that resumes the run) first reads the valid ``.mat`` files of its earlier
+XDream blocks whose images are byte for byte this block's, and shows only the presentations still
+missing. Another run's files never match (other images, or another MANGO block). Every file's channel
+count must equal the run's earlier answers' (:attr:`XDreamClient.expected_channels`, which the closed
+loop sets from its record), so one file with a wrong count is refused, not the good files after it.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 import os
 import re
@@ -67,6 +78,9 @@ MAT_VERSIONS = ("7.3", "5")
 #: an XDream stimulus file name: block number, slot in the block, image id
 STIMULUS_NAME = re.compile(r"^block(\d{3,})_(\d{2,})_(.+)\.bmp$")
 _MAT_NAME = re.compile(r"^block(\d{3,})\.mat$")
+#: the client's record of the XDream blocks it wrote (in ``folder``; hidden, not a BMP, so a rig script
+#: ignores it): one JSON line per XDream block, ``{"xblock", "block", "images": {file name: image digest}}``
+LEDGER = ".mango_xdream.jsonl"
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MAX_NAME = 1024  # characters of one stimulusID entry
 
@@ -449,6 +463,10 @@ class XDreamClient:
     Attributes:
         ignored: one dict per rejected file (``block``, ``reason``, ``file``), as the other clients.
         next_block: the XDream block number the next block gets.
+        expected_channels: the channel count every ``.mat`` must have (``None``: the first file of a
+            block sets it); kept from one block to the next, and set by the closed loop from the run's
+            recorded answers before each block.
+        recovered: presentations taken from ``.mat`` files of earlier attempts (see the module docstring).
     """
 
     def __init__(self, folder: str | os.PathLike, *, response_folder: str | os.PathLike | None = None,
@@ -462,6 +480,8 @@ class XDreamClient:
         self.timeout, self.retries, self.backoff = float(timeout), int(retries), float(backoff)
         self.max_backoff, self.poll, self.shows, self.limits = float(max_backoff), float(poll), int(shows), limits
         self.ignored: list[dict[str, Any]] = []
+        self.expected_channels: int | None = None
+        self.recovered = 0
         for d in (self.folder, self.response_folder, self.response_folder / "rejected"):
             d.mkdir(parents=True, exist_ok=True)
         self.next_block = self.first_free_block()
@@ -518,9 +538,42 @@ class XDreamClient:
                 fh.flush()
                 os.fsync(fh.fileno())
             tmp.append((t, self.folder / name))
+        digests = {name: _digest(block.images[i]) for name, i in names.items()}
+        with open(self.folder / LEDGER, "a", encoding="utf-8") as fh:   # noted before the rig can see them
+            fh.write(json.dumps({"xblock": int(xb), "block": int(block.block), "images": digests}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
         for t, p in tmp:
             os.replace(t, p)
         return names
+
+    def _earlier(self, block: Block) -> list[tuple[int, dict[str, int]]]:
+        """``[(XDream block, file name -> image index)]`` of the XDream blocks the ledger says showed images of
+        ``block`` byte for byte (an earlier attempt at it), in block-number order."""
+        path = self.folder / LEDGER
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return []
+        index = {f"gen{int(block.block):03d}_{int(iid):06d}": i for i, iid in enumerate(block.image_ids)}
+        out = []
+        for line in lines:
+            try:
+                rec = json.loads(line)
+                if rec.get("block") != int(block.block) or not isinstance(rec.get("images"), dict):
+                    continue
+                xb, names = int(rec["xblock"]), {}
+                for name, digest in rec["images"].items():
+                    m = STIMULUS_NAME.match(name)
+                    i = index.get(m.group(3)) if m and int(m.group(1)) == xb else None
+                    if i is None or digest != _digest(block.images[i]):
+                        raise ValueError(name)
+                    names[name] = i
+            except (ValueError, TypeError, KeyError, AttributeError):   # a torn line, another run's images
+                continue
+            if names:
+                out.append((xb, names))
+        return sorted(out)
 
     def _parse(self, path: Path, block: Block, names: dict[str, int],
                channels: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -532,8 +585,8 @@ class XDreamClient:
             raise ProtocolError(f"stimulusID names {stray[:3]} that {path.stem} did not show "
                                 f"(expected names like {next(iter(names))!r})")
         if channels is not None and resp.shape[1] != channels:
-            raise ProtocolError(f"tEvokedResp has {resp.shape[1]} channels; the earlier XDream blocks of block "
-                                f"{block.block} had {channels}")
+            raise ProtocolError(f"tEvokedResp has {resp.shape[1]} channels; the run's earlier answers had "
+                                f"{channels}")
         return np.asarray([names.get(g, by_stem.get(g)) for g in got], dtype=np.int64), resp
 
     def _wait(self, path: Path, block: Block, names: dict[str, int], channels: int | None,
@@ -585,8 +638,40 @@ class XDreamClient:
         remaining = np.full(n, rep)
         taken_idx: list[int] = []
         taken_rows: list[np.ndarray] = []
-        channels: int | None = None
+        channels: int | None = self.expected_channels
         failures: list[str] = []
+
+        def take(local: np.ndarray, resp: np.ndarray, path: Path) -> int:
+            """Count a valid file's presentations toward ``remaining``; returns how many were used."""
+            used = extra = 0
+            for j, i in enumerate(local):
+                if remaining[i] > 0:
+                    remaining[i] -= 1
+                    taken_idx.append(int(i))
+                    taken_rows.append(resp[j])
+                    used += 1
+                else:
+                    extra += 1
+            if extra:
+                why = f"{path.name}: {extra} presentations beyond the {rep} per image needed, not used"
+                log.warning("xdream %s: %s", self.folder, why)
+                self.ignored.append({"block": block.block, "reason": why, "file": path.name})
+            return used
+
+        for xb, names in self._earlier(block):      # an earlier attempt's recorded files: kept, not shown again
+            path = self.response_folder / mat_name(xb)
+            if not remaining.any() or not path.exists():
+                continue
+            try:
+                local, resp = self._parse(path, block, names, channels)
+            except (ProtocolError, OSError) as exc:
+                log.info("xdream %s: block %d: earlier %s not used: %s", self.folder, block.block, path.name, exc)
+                continue
+            channels = resp.shape[1]
+            used = take(local, resp, path)
+            self.recovered += used
+            log.info("xdream %s: block %d: %d presentations recorded earlier in %s kept", self.folder,
+                     block.block, used, path.name)
         try:
             while remaining.any():
                 need = np.flatnonzero(remaining > 0)
@@ -614,18 +699,7 @@ class XDreamClient:
                     continue
                 local, resp = got
                 channels = resp.shape[1]
-                extra = 0
-                for j, i in enumerate(local):
-                    if remaining[i] > 0:
-                        remaining[i] -= 1
-                        taken_idx.append(int(i))
-                        taken_rows.append(resp[j])
-                    else:
-                        extra += 1
-                if extra:
-                    why = f"{path.name}: {extra} presentations beyond the {rep} per image needed, not used"
-                    log.warning("xdream %s: %s", self.folder, why)
-                    self.ignored.append({"block": block.block, "reason": why, "file": path.name})
+                take(local, resp, path)
                 if remaining[idx].any():
                     log.info("xdream %s: %s lacks %d presentations; shown again in the next XDream block",
                              self.folder, path.name, int(remaining[idx].sum()))
@@ -635,7 +709,14 @@ class XDreamClient:
         ids = np.asarray(block.image_ids, dtype=np.int64)
         reply = Reply(block.block, ids[np.asarray(taken_idx, dtype=np.int64)], np.asarray(taken_rows))
         validate_reply_for(reply, block)
+        self.expected_channels = channels
         return reply
+
+
+def _digest(image: Any) -> str:
+    """A short SHA-256 of an image's pixels and shape (``uint8 [H, W, C]``): ties a ledger entry to the image."""
+    a = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+    return hashlib.sha256(repr(a.shape).encode() + a.tobytes()).hexdigest()[:32]
 
 
 # -- rig side: the simulator -----------------------------------------------------------------------
