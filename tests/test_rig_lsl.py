@@ -246,6 +246,26 @@ def test_client_rejects_an_invalid_answer_and_resends_the_block():
     assert "shown 3 times" in cl.ignored[0]["reason"] or "expected 2" in cl.ignored[0]["reason"]
 
 
+def test_a_late_answer_to_the_first_attempt_is_recorded_as_that_attempt():
+    """Attempt 0 timed out, the block went out again as attempt 1, and then attempt 0's answer came: it was
+    taken (rightly) but recorded as "attempt": 1, so the log could not be tied to the lab's own record."""
+    name = _name()
+    lab = _FakeLab(name)
+    cl = LslRigClient(name, run="run-e", timeout=0.5, retries=1, backoff=5)
+    block = _block()
+    th, out = _client_in_thread(cl, block)
+    lab.connect()
+    m0, got = lab.next_block()
+    m1, _ = lab.next_block()                  # attempt 0 timed out: the block again, new nonce
+    assert m1["attempt"] == 1
+    lab.push(encode_response(Reply(got.block, got.image_ids[got.order], np.full((6, 1), 3.0), nonce=got.nonce),
+                             "run-e"))
+    th.join(20)
+    cl.close()
+    assert "err" not in out, out.get("err")
+    assert out["reply"].nonce == m0["nonce"] and block.attempt == 0
+
+
 # -- the wire format ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("c", [1, 3])
 def test_marker_and_images_roundtrip_and_digest_check(c):
@@ -351,6 +371,10 @@ def test_the_documented_minimal_lab_side_runs_against_the_client(tmp_path):
         lab.kill()
         lab.wait()
     log_check(tmp_path / "run", 60)
+    # the doc says MANGO keeps the lab's onsets with the reply: in the presentation log, with the reply's nonce
+    recs = [json.loads(line) for line in (tmp_path / "run" / "presentations.jsonl").read_text().splitlines()]
+    answers = [r for r in recs if r["ev"] == "response"]
+    assert answers and all(len(r["onsets"]) == len(r["image_ids"]) and len(r["nonce"]) == 32 for r in answers)
 
 
 def test_simulator_answers_a_bad_marker_or_missing_images_with_an_error_and_presents_only_complete_blocks():

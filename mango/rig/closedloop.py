@@ -502,9 +502,15 @@ class RigPolicy:
             reply = self.rig.present(block)
             self._check_channels(g, reply)   # before it is logged: a logged answer is replayed on every resume
             if plog is not None:
-                plog.append({"ev": "response", "block": g, "attempt": int(block.attempt),
-                             "image_ids": np.asarray(reply.image_ids).tolist(),
-                             "responses": np.asarray(reply.responses).tolist(), "time": time.time()})
+                rec = {"ev": "response", "block": g, "attempt": int(block.attempt),
+                       "image_ids": np.asarray(reply.image_ids).tolist(),
+                       "responses": np.asarray(reply.responses).tolist(), "time": time.time()}
+                if reply.nonce is not None:      # ties the record to the lab's own file (an LSL recording)
+                    rec["nonce"] = str(reply.nonce)
+                onsets = (reply.meta or {}).get("onsets")
+                if onsets is not None:           # the lab's clock (LSL), as it sent them
+                    rec["onsets"] = np.asarray(onsets, dtype=np.float64).tolist()
+                plog.append(rec)
         if self._channels is None:
             self._channels = _n_channels(reply)
         # -- digest: each image's mean over its presentations -----------------------

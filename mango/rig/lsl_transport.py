@@ -509,10 +509,12 @@ class LslRigClient:
         """
         failures: list[str] = []
         nonces: set[str] = set()  # a late reply to an earlier attempt of this block is still its answer
+        attempt_of: dict[str, int] = {}
         for attempt in range(self.retries + 1):
             block.attempt = attempt
             block.nonce = new_nonce()
             nonces.add(block.nonce)
+            attempt_of[block.nonce] = attempt
             n_ignored = len(self.ignored)
             why = self._connect(time.monotonic() + self.connect_timeout)
             if why is None:
@@ -521,6 +523,8 @@ class LslRigClient:
                 reply, why = self._listen(block, time.monotonic() + wait, nonces)
                 if reply is not None:
                     self.answered.add(block.block)
+                    # the attempt it answers (a late reply to an earlier one is accepted): what the log records
+                    block.attempt = attempt_of.get(str(reply.nonce), attempt)
                     return reply
                 if why is None:
                     why = f"no reply within {wait:.3g} s"
