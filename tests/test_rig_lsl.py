@@ -246,7 +246,7 @@ def test_client_rejects_an_invalid_answer_and_resends_the_block():
     assert "shown 3 times" in cl.ignored[0]["reason"] or "expected 2" in cl.ignored[0]["reason"]
 
 
-def test_a_late_answer_to_the_first_attempt_is_recorded_as_that_attempt():
+def test_a_late_answer_to_the_first_attempt_is_recorded_as_that_attempt(caplog):
     """Attempt 0 timed out, the block went out again as attempt 1, and then attempt 0's answer came: it was
     taken (rightly) but recorded as "attempt": 1, so the log could not be tied to the lab's own record."""
     name = _name()
@@ -264,6 +264,9 @@ def test_a_late_answer_to_the_first_attempt_is_recorded_as_that_attempt():
     cl.close()
     assert "err" not in out, out.get("err")
     assert out["reply"].nonce == m0["nonce"] and block.attempt == 0
+    # and, as over ZeroMQ, the run is told once that the lab is slower than --timeout
+    assert any("answered" in r.getMessage() and "raise the timeout" in r.getMessage() and r.levelname == "WARNING"
+               for r in caplog.records)
 
 
 # -- the wire format ---------------------------------------------------------------------------------------

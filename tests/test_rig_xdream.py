@@ -449,3 +449,21 @@ def test_one_file_with_another_channel_count_is_refused_not_the_good_ones_after_
     th.join()
     assert reply.responses.shape == (6, 1) and sorted(reply.responses[:, 0].tolist()) == [3.0] * 3 + [4.0] * 3
     assert [r["file"] for r in cl.ignored] == ["block000.mat"] and "earlier answers had 1" in cl.ignored[0]["reason"]
+
+
+def test_rig_run_takes_the_xdream_shows_and_response_folder(tmp_path):
+    """`shows` and `response_folder` were documented on the client but not on `mango rig-run`: a rig that shows
+    each BMP twice lost the presentations beyond the first (logged as 'not used')."""
+    from mango.errors import ConfigError
+    from mango.rig import make_client
+    from mango.rig.run import add_arguments
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--protocol", "xdream", "--folder", str(tmp_path / "w"), "--out", str(tmp_path / "o"),
+                         "--shows", "2", "--response-folder", str(tmp_path / "scores")])
+    cl = make_client(args.protocol, folder=args.folder, response_folder=args.response_folder, shows=args.shows)
+    assert cl.shows == 2 and cl.response_folder == tmp_path / "scores"
+    with pytest.raises(ConfigError, match="for the xdream protocol, not 'zmq'"):
+        make_client("zmq", shows=2)

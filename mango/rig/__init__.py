@@ -38,12 +38,17 @@ PROTOCOLS = ("zmq", "filedrop", "lsl", "xdream")
 
 def make_client(protocol: str = "zmq", *, address: str = "tcp://127.0.0.1:5555", folder: str | None = None,
                 token: str | None = None, timeout: float = 10.0, retries: int = 5, backoff: float = 0.5,
-                encoding: str = "raw", run: str = "", allow_remote: bool = False, stream_name: str = "mango") -> Any:
+                encoding: str = "raw", run: str = "", allow_remote: bool = False, stream_name: str = "mango",
+                response_folder: str | None = None, shows: int = 1) -> Any:
     """A rig client for ``protocol`` (one of :data:`PROTOCOLS`) with ``present(Block) -> Reply``.
 
     ``address``/``token``/``encoding``/``allow_remote`` are for ZeroMQ; ``folder`` for the two folder
     transports; ``stream_name`` (the stream prefix) for LSL; ``run`` (the run id) for the file drop and
-    LSL, which echo it so a leftover of another run is never taken for this run's answer."""
+    LSL, which echo it so a leftover of another run is never taken for this run's answer;
+    ``response_folder`` and ``shows`` for XDream (see :class:`XDreamClient`); they are refused for the others."""
+    if protocol != "xdream" and (response_folder is not None or int(shows) != 1):
+        raise ConfigError(f"response_folder and shows (--response-folder, --shows) are for the xdream protocol, "
+                          f"not {protocol!r}")
     if protocol == "zmq":
         return ZmqRigClient(address, token=token, timeout=timeout, retries=retries, backoff=backoff,
                             encoding=encoding, allow_remote=allow_remote)
@@ -57,7 +62,8 @@ def make_client(protocol: str = "zmq", *, address: str = "tcp://127.0.0.1:5555",
     if protocol == "xdream":
         if not folder:
             raise ConfigError("the xdream protocol needs a folder (folder=... / --folder): XDream's write_dir")
-        return XDreamClient(folder, timeout=timeout, retries=retries, backoff=backoff)
+        return XDreamClient(folder, timeout=timeout, retries=retries, backoff=backoff,
+                            response_folder=response_folder, shows=shows)
     raise ConfigError(f"unknown rig protocol {protocol!r}; valid choices: {', '.join(PROTOCOLS)}")
 
 

@@ -366,6 +366,7 @@ class LslRigClient:
             raise ConfigError(f"connect_timeout must be > 0 seconds, got {connect_timeout!r}")
         self.limits = limits
         self.answered: set[int] = set()
+        self._said_late = False                  # a lab slower than the timeout was said once
         self.ignored: list[dict[str, Any]] = []  # what was dropped and why (for tests and reports)
         self._markers: Any = None
         self._images: Any = None
@@ -500,6 +501,20 @@ class LslRigClient:
             if reply is not None or why is not None:
                 return reply, why
 
+    def _late(self, block: Block, resends: int, took: float) -> None:
+        """Say (a warning once a run, then at info level) that ``block`` was answered to an earlier attempt after
+        ``resends`` resends, ``took`` s after it was first sent: the lab is slower than the timeout, and a lab
+        that shows each resend again spends presentations on it."""
+        msg = (f"LSL rig {self.names['responses']!r}: block {block.block} ({block.n_presentations} presentations) "
+               f"was answered {took:.3g} s after it was first sent, to attempt {block.attempt} after {resends} "
+               f"resend(s) at a timeout of {self.timeout:.3g} s; a lab that shows a block again for each resend "
+               "wastes presentations: raise the timeout (--timeout) above the time the lab takes to present a block")
+        if self._said_late:
+            log.info(msg)
+        else:
+            self._said_late = True
+            log.warning(msg)
+
     def present(self, block: Block) -> Reply:
         """Publish ``block`` and return the lab's validated reply (``image_ids`` int64 [n * repeats],
         ``responses`` float64 [n * repeats, channels], ``meta["onsets"]`` when the lab sends them).
@@ -510,6 +525,7 @@ class LslRigClient:
         failures: list[str] = []
         nonces: set[str] = set()  # a late reply to an earlier attempt of this block is still its answer
         attempt_of: dict[str, int] = {}
+        first_sent = time.monotonic()
         for attempt in range(self.retries + 1):
             block.attempt = attempt
             block.nonce = new_nonce()
@@ -525,6 +541,8 @@ class LslRigClient:
                     self.answered.add(block.block)
                     # the attempt it answers (a late reply to an earlier one is accepted): what the log records
                     block.attempt = attempt_of.get(str(reply.nonce), attempt)
+                    if block.attempt < attempt:
+                        self._late(block, attempt, time.monotonic() - first_sent)
                     return reply
                 if why is None:
                     why = f"no reply within {wait:.3g} s"

@@ -92,6 +92,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="zmq (socket), filedrop (folder), lsl (Lab Streaming Layer), xdream (XDream's folder files)")
     p.add_argument("--address", default="tcp://127.0.0.1:5555", help="rig endpoint (zmq)")
     p.add_argument("--folder", help="shared folder (filedrop; xdream: the folder the rig script watches)")
+    p.add_argument("--response-folder", default=None,
+                   help="xdream: where the rig script writes block%%03d.mat (XDream's score_dir; default --folder)")
+    p.add_argument("--shows", type=int, default=1,
+                   help="xdream: times the rig script shows each BMP per XDream block (--repeats must be a multiple)")
     p.add_argument("--stream-name", default="mango", help="LSL stream prefix (lsl): NAME-markers, NAME-images, "
                    "NAME-responses")
     p.add_argument("--token", default=os.environ.get("MANGO_RIG_TOKEN"), help="shared token (or $MANGO_RIG_TOKEN)")
@@ -145,7 +149,8 @@ def _cmd(args: argparse.Namespace) -> int:
     serve_option(args.watch, args.out)
     client = make_client(args.protocol, address=args.address, folder=args.folder, token=args.token,
                          timeout=args.timeout, retries=args.retries, encoding=args.encoding,
-                         run=rig_run_id(args.out), allow_remote=args.allow_remote, stream_name=args.stream_name)
+                         run=rig_run_id(args.out), allow_remote=args.allow_remote, stream_name=args.stream_name,
+                         response_folder=args.response_folder, shows=args.shows)
 
     def progress(ev: Any) -> None:
         if not args.quiet:
