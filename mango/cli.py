@@ -222,8 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mango {args.cmd}: error: {exc or type(exc).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        hint = (f"; rerun the same command to resume from {args.out} (what the rig answered is kept)"
-                if args.cmd == "rig-run" and getattr(args, "out", None) else "")
+        hint = ""
+        if args.cmd == "rig-run" and getattr(args, "out", None):
+            hint = f"; rerun the same command to resume from {args.out} (what the rig answered is kept)"
+        elif args.cmd in ("compare", "scan"):
+            hint = ("; rerun the same command to go on: finished runs are skipped and interrupted ones resume "
+                    "from their journals")
         print(f"mango {args.cmd}: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}{hint}",
               file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
