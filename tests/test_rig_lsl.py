@@ -112,6 +112,24 @@ def test_lsl_without_rig_fails_with_the_stream_it_looked_for():
             cl.present(_block())
 
 
+def test_a_response_stream_in_another_format_is_named_as_such():
+    """A lab publishing its responses as 2 float channels got "no LSL stream named ... found"; the stream is
+    there, and the error now says what it is and what it must be."""
+    import pylsl
+
+    name = _name()
+    info = pylsl.StreamInfo(f"{name}-responses", "MangoResponses", 2, pylsl.IRREGULAR_RATE, pylsl.cf_float32,
+                            f"{name}-responses")
+    outlet = pylsl.StreamOutlet(info)
+    try:
+        with LslRigClient(name, timeout=0.1, retries=0, connect_timeout=2.0) as cl:
+            with pytest.raises(RigError, match=f"the LSL stream named '{name}-responses' is of type 'MangoResponses' "
+                                               r"with 2 float32 channels, not of type 'MangoResponses' with 1 string"):
+                cl.present(_block())
+    finally:
+        del outlet
+
+
 def test_lsl_token_signs_markers_and_replies(tmp_path):
     gen = generator()
     neu = neurons(gen, channels=2)
@@ -309,9 +327,11 @@ def _resp(**changes) -> bytes:
     (_resp(responses=[[float("inf"), 1.0]] + [[1.0, 1.0]] * 5), "finite"),
     (_resp(responses=[[1e300, 1.0]] + [[1.0, 1.0]] * 5), "magnitude"),
     (_resp(responses=[[10 ** 400, 1.0]] + [[1.0, 1.0]] * 5), "too large"),
-    (_resp(responses=[[True, 1.0]] + [[1.0, 1.0]] * 5), "6 lists of 2 numbers"),
-    (_resp(responses=[["1", 1.0]] + [[1.0, 1.0]] * 5), "6 lists of 2 numbers"),
-    (_resp(responses=[[1.0, 1.0]] * 5), "6 lists of 2 numbers"),
+    (_resp(responses=[[True, 1.0]] + [[1.0, 1.0]] * 5), "6 lists of 2 numbers.*presentation 0, channel 0 holds bool"),
+    (_resp(responses=[[1.0, 1.0]] * 2 + [[1.0, "1"]] + [[1.0, 1.0]] * 3),
+     "6 lists of 2 numbers.*presentation 2, channel 1 holds str '1', not a number"),
+    (_resp(responses=[[1.0, 1.0]] * 5), "6 lists of 2 numbers.*got 5 rows"),
+    (_resp(responses=[[1.0, 1.0]] * 3 + [[1.0]] + [[1.0, 1.0]] * 2), "presentation 3 has 1 values"),
     (_resp(shape=[6]), "must be \\[presentations, channels\\]"),
     (_resp(shape=[10 ** 6, 2]), "outside the limits"),
     (_resp(image_ids=[1, 2]), "has 2 entries, expected 6"),

@@ -467,3 +467,14 @@ def test_rig_run_takes_the_xdream_shows_and_response_folder(tmp_path):
     assert cl.shows == 2 and cl.response_folder == tmp_path / "scores"
     with pytest.raises(ConfigError, match="for the xdream protocol, not 'zmq'"):
         make_client("zmq", shows=2)
+
+
+def test_a_char_matrix_of_names_and_a_nan_are_named_in_the_lab_s_terms():
+    """stimulusID saved as a char matrix was refused as "got <U29 (20,)", and a NaN in block002.mat said
+    "response of block 1" (MANGO's block) beside the XDream file's own number."""
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"stimulusID": np.array(NAMES[:2]), "tEvokedResp": np.ones((1, 2))})
+    with pytest.raises(ProtocolError, match=r"got a char matrix of 2 rows .*not a cell array.*cellstr"):
+        read_xdream_mat(buf.getvalue())
+    with pytest.raises(ProtocolError, match=r"response of MANGO block 1 holds nan at presentation 1"):
+        read_xdream_mat(_matlab_v5(NAMES, np.array([[1.0, np.nan, 2.0]])), block=1)

@@ -272,10 +272,18 @@ def decode_response(raw: bytes, token: str | None = None, limits: Limits = Limit
     verify_mac(header, [], token)
     bid, (p, ch), ids = check_response_header(header, limits)
     rows = header.get("responses")
-    if not isinstance(rows, list) or len(rows) != p or any(
-            not isinstance(row, list) or len(row) != ch
-            or any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in row) for row in rows):
-        raise ProtocolError(f"response field 'responses' must be {p} lists of {ch} numbers (shape [{p}, {ch}])")
+    want = f"response field 'responses' must be {p} lists of {ch} numbers (shape [{p}, {ch}], as its 'shape' says)"
+    if not isinstance(rows, list) or len(rows) != p:
+        got = f"{len(rows)} rows" if isinstance(rows, list) else type(rows).__name__
+        raise ProtocolError(f"{want}; got {got}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != ch:
+            got = f"{len(row)} values" if isinstance(row, list) else f"{type(row).__name__} {str(row)[:40]!r}"
+            raise ProtocolError(f"{want}; presentation {i} has {got}")
+        for c, v in enumerate(row):
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise ProtocolError(f"{want}; presentation {i}, channel {c} holds {type(v).__name__} "
+                                    f"{str(v)[:40]!r}, not a number")
     try:
         resp = np.asarray(rows, dtype=np.float64).reshape(p, ch)
     except (OverflowError, ValueError):
@@ -325,6 +333,14 @@ def _usable(info: Any, stype: str) -> bool:
     import pylsl
 
     return info.type() == stype and info.channel_count() == 1 and info.channel_format() == pylsl.cf_string
+
+
+def _described(info: Any) -> str:
+    """``"of type 'X' with 2 float32 channels"``: what a resolved stream is, for an error message."""
+    formats = {1: "float32", 2: "double64", 3: "string", 4: "int32", 5: "int16", 6: "int8", 7: "int64"}
+    n = info.channel_count()
+    return (f"of type {info.type()!r} with {n} {formats.get(info.channel_format(), 'unknown-format')} "
+            f"channel{'s' * (n != 1)}")
 
 
 def _open_inlet(info: Any, timeout: float) -> Any:
@@ -417,6 +433,11 @@ class LslRigClient:
                 return None
             if time.monotonic() >= deadline:
                 if self._inlet is None:
+                    unfit = [_described(i) for i in self._resolver.results() if not _usable(i, RESPONSE_TYPE)]
+                    if unfit:       # the lab's stream is there, in another format: say what is wrong with it
+                        return (f"the LSL stream named {self.names['responses']!r} is {unfit[0]}, not of type "
+                                f"{RESPONSE_TYPE!r} with 1 string channel: the lab side must publish its responses "
+                                "as JSON strings (PROTOCOL_LSL.md)")
                     return (f"no LSL stream named {self.names['responses']!r} of type {RESPONSE_TYPE!r} (1 string "
                             "channel) found; is the acquisition side running on this LSL network?")
                 return (f"the stimulus side has not subscribed to {self.names['markers']!r} and "

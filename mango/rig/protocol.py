@@ -443,8 +443,9 @@ def decode_reply(frames: list[bytes], token: str | None = None, limits: Limits =
     return Reply(bid, ids, resp, nonce=header.get("nonce"))
 
 
-def check_values(resp: np.ndarray, block: int, limits: Limits = Limits()) -> None:
-    """Refuse a response matrix holding NaN, inf or a value beyond ``limits.max_abs_value``.
+def check_values(resp: np.ndarray, block: int, limits: Limits = Limits(), label: str | None = None) -> None:
+    """Refuse a response matrix holding NaN, inf or a value beyond ``limits.max_abs_value``
+    (``label``: how the message names the block, default ``"block <block>"``).
 
     Raises:
         ProtocolError: naming the value, its presentation and channel, and the limit.
@@ -452,7 +453,8 @@ def check_values(resp: np.ndarray, block: int, limits: Limits = Limits()) -> Non
     bad = ~np.isfinite(resp) | (np.abs(np.nan_to_num(resp, nan=0.0, posinf=np.inf)) > limits.max_abs_value)
     if bad.any():
         i, j = map(int, np.argwhere(bad.reshape(len(resp), -1))[0])
-        raise ProtocolError(f"response of block {block} holds {resp.reshape(len(resp), -1)[i, j]} at presentation "
+        raise ProtocolError(f"response of {label or f'block {block}'} holds {resp.reshape(len(resp), -1)[i, j]} "
+                            f"at presentation "
                             f"{i}, channel {j}; values must be finite (no NaN or inf) with magnitude <= {limits.max_abs_value:g}")
 
 

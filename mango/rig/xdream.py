@@ -134,7 +134,7 @@ def read_xdream_mat(data: bytes | str | os.PathLike, limits: Limits = Limits(),
         raise
     except Exception as exc:  # scipy, h5py and numpy raise many types on malformed files
         raise UnreadableMat(f".mat file unreadable ({exc.__class__.__name__}: {str(exc)[:200]})") from None
-    check_values(resp, block, limits)
+    check_values(resp, block, limits, label=f"MANGO block {block}")   # the file names the XDream block
     return names, resp
 
 
@@ -302,8 +302,10 @@ def _read_v5(data: bytes, limits: Limits) -> tuple[list[str], np.ndarray]:
                             "stimulusID and tEvokedResp)")
     ids, resp = d["stimulusID"], d["tEvokedResp"]
     if not isinstance(ids, np.ndarray) or ids.dtype != object or sum(s != 1 for s in ids.shape) > 1:
-        raise ProtocolError(f"stimulusID must be a cell vector of char (one file name per presentation), got "
-                            f"{getattr(ids, 'dtype', type(ids).__name__)} {getattr(ids, 'shape', '')}")
+        what = (f"a char matrix of {ids.shape[0]} rows (MATLAB char(...) or ['a'; 'b']), not a cell array: save the "
+                "names as a cell, e.g. cellstr(names)" if isinstance(ids, np.ndarray) and ids.dtype.kind == "U"
+                else f"{getattr(ids, 'dtype', type(ids).__name__)} {getattr(ids, 'shape', '')}")
+        raise ProtocolError(f"stimulusID must be a cell vector of char (one file name per presentation), got {what}")
     names = []
     for e in ids.reshape(-1, order="F"):
         e = np.asarray(e)
