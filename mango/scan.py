@@ -68,6 +68,9 @@ def parse_units(text: str | list[int] | int, size: int | None = None) -> list[in
                 if not part:
                     continue
                 raise ConfigError(f"bad units {text!r}: use 'all', '0-9', '0,3,5' or '0-3,8'") from None
+            if lo > hi:
+                raise ConfigError(f"units {part!r} is a range from {lo} down to {hi}, which selects no unit; "
+                                  f"ranges go up: {hi}-{lo}")
             if size is not None and lo < hi and (hi >= size or lo < 0):   # a typo such as 0-100000000:
                 raise ConfigError(f"units {part!r} reach outside the layer's {size} units "  # said, not built
                                   f"(valid: 0..{size - 1})")

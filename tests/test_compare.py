@@ -120,6 +120,8 @@ def test_parse_units():
         parse_units("2-5", 4)
     with pytest.raises(ConfigError, match="bad units"):
         parse_units("a-b")
+    with pytest.raises(ConfigError, match=r"units '3-1' is a range from 3 down to 1.*ranges go up: 1-3"):
+        parse_units("0,3-1", 10)          # said "selects no unit" (or silently kept 0) without the way out
 
 
 def test_scan_runs_every_unit_and_skips_finished(tmp_path):
