@@ -13,7 +13,8 @@ or held-out unit; others are refused), T = 32, scores are the graded readout (sp
               side, half mirrored) of scikit-image's colour photographs, the 512 flat textures, 1,000 random
               codes, and 300 smooth random colour fields per (k, contrast), all encoded through the VQ-VAE.
 ``layout``    CMA-ES (the ``cma`` package, population 20) over a k x k colour layout (sigmoid of the search
-              variables, nearest-upsampled to 32 x 32, encoded through the VQ-VAE), 1,000 evaluations.
+              variables, nearest-upsampled to 32 x 32, encoded through the VQ-VAE), 1,000 evaluations, from
+              mid-grey with step ``--sigma`` (logit units).
 ``coarse``    runs the gradient AM (1,000 queries, seed 0), block-averages its image to k x k
               (k = 2, 4, 8, 16; nearest and bilinear upsampling), re-encodes and scores it; then perturbs the
               2 x 2 layout's colours by N(0, sd) (200 each) to measure how wide that layout's basin is.
@@ -158,7 +159,8 @@ def cmd_layout(args: argparse.Namespace) -> None:
 
     o = objective(args.unit)
     k = args.k
-    es = cma.CMAEvolutionStrategy(np.zeros(3 * k * k), 1.5, {"seed": args.seed + 1, "popsize": 20, "verbose": -9})
+    es = cma.CMAEvolutionStrategy(np.zeros(3 * k * k), args.sigma, {"seed": args.seed + 1, "popsize": 20,
+                                                                     "verbose": -9})
     n, best, trace, t0 = 0, -1.0, {}, time.perf_counter()
     while n < 1000:
         Z = es.ask()
@@ -168,7 +170,7 @@ def cmd_layout(args: argparse.Namespace) -> None:
         n += len(Z)
         best = max(best, float(y.max()))
         trace.update({q: best for q in (100, 250, 500, 1000) if n >= q and q not in trace})
-    print(f"final_spiking[{args.unit}] seed {args.seed} k {k}: best score so far "
+    print(f"final_spiking[{args.unit}] seed {args.seed} k {k} sigma {args.sigma}: best score so far "
           + ", ".join(f"{q}: {v:.2f}" for q, v in trace.items()) + f" ({time.perf_counter() - t0:.0f} s)")
 
 
@@ -208,6 +210,8 @@ def main() -> None:
             p.add_argument("--lam", type=float, default=1.0, help="weight of the spiking2 proximity term")
         if name == "layout":
             p.add_argument("--k", type=int, default=4, help="layout size k (3 k^2 search variables)")
+            p.add_argument("--sigma", type=float, default=1.5,
+                           help="CMA-ES initial step in logit units (1.5: nearly any colour at first; 0.5: muted)")
     sub.add_parser("starts")
     args = ap.parse_args()
     if getattr(args, "unit", TUNING_UNITS[0]) not in TUNING_UNITS:
