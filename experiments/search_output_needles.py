@@ -15,6 +15,9 @@ or held-out unit; others are refused), T = 32, scores are the graded readout (sp
 ``layout``    CMA-ES (the ``cma`` package, population 20) over a k x k colour layout (sigmoid of the search
               variables, nearest-upsampled to 32 x 32, encoded through the VQ-VAE), 1,000 evaluations, from
               mid-grey with step ``--sigma`` (logit units).
+``portfolio`` ``--split`` queries of the ``layout`` search (k = 2, step ``--sigma``, default 0.5), then elite
+              for the rest of 1,000 queries, started from the layout search's 8 best distinct codes and the
+              photo starts; prints the layout search's best and the best of both at 1,000.
 ``coarse``    runs the gradient AM (1,000 queries, seed 0), block-averages its image to k x k
               (k = 2, 4, 8, 16; nearest and bilinear upsampling), re-encodes and scores it; then perturbs the
               2 x 2 layout's colours by N(0, sd) (200 each) to measure how wide that layout's basin is.
@@ -42,10 +45,14 @@ TUNING_UNITS = (1, 2, 4, 5, 7, 8)  # final_spiking indices that are not multiple
 T = 32
 
 
-def objective(unit: int):
+#: the tuning rule of every layer (index not a multiple of the benchmark's stride there)
+STRIDES = {"spiking1": 4, "spiking2": 5, "final_spiking": 3}
+
+
+def objective(unit: int, layer: str = "final_spiking"):
     return build_objective(validate_config({
         "generator": {"name": "vqvae-cifar10"},
-        "target": {"name": "snn-cifar10", "layer": "final_spiking", "unit": unit, "T": T},
+        "target": {"name": "snn-cifar10", "layer": layer, "unit": unit, "T": T},
         "optimizer": {"name": "random"}, "budget": 1, "seed": 0, "eval_batch_size": 50}))
 
 
@@ -174,6 +181,50 @@ def cmd_layout(args: argparse.Namespace) -> None:
           + ", ".join(f"{q}: {v:.2f}" for q, v in trace.items()) + f" ({time.perf_counter() - t0:.0f} s)")
 
 
+def _layout_search(o, k: int, sigma: float, seed: int, n_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """CMA-ES over k x k colour layouts from mid-grey (as ``layout``) for ``n_max`` evaluations: every code
+    ``[n, 64]`` it evaluated and its score ``[n]`` (spikes + tie)."""
+    import cma
+
+    es = cma.CMAEvolutionStrategy(np.zeros(3 * k * k), sigma, {"seed": seed + 1, "popsize": 20, "verbose": -9})
+    codes, vals = [], []
+    while len(vals) < n_max:
+        Z = es.ask()
+        p = torch.sigmoid(torch.as_tensor(np.asarray(Z), dtype=torch.float32)).view(-1, 3, k, k)
+        C = _encode(o, F.interpolate(p, size=32, mode="nearest"))
+        y = o(C) * T
+        es.tell(Z, list(-y))
+        codes.append(C)
+        vals.extend(float(v) for v in y)
+    return np.concatenate(codes)[:n_max], np.asarray(vals)[:n_max]
+
+
+def cmd_portfolio(args: argparse.Namespace) -> None:
+    from mango.optimizers.starts import natural_start_codes
+
+    o = objective(args.unit, args.layer)
+    scale = T if args.layer == "final_spiking" else 1      # output neurons in spikes, others as the readout's score
+    t0 = time.perf_counter()
+    if args.split == 0:     # the default alone, for a side-by-side run on any layer
+        res = maximize(o, "elite", budget=1000, seed=args.seed)
+        print(f"{args.layer}[{args.unit}] seed {args.seed}: elite alone, best at 1,000 "
+              f"{res.best_value * scale:.4g} (rate {res.best_reported:.4g}) ({time.perf_counter() - t0:.0f} s)")
+        return
+    C, y = _layout_search(o, 2, args.sigma, args.seed, args.split)
+    order = np.argsort(-y, kind="stable")
+    _, first = np.unique(C[order], axis=0, return_index=True)
+    top = C[order][np.sort(first)][:8]
+    nat = natural_start_codes(o.generator)
+    res = maximize(o, "elite", budget=1000 - args.split, seed=args.seed,
+                   params={"starts": np.concatenate([top, nat]).tolist()})
+    best = max(float(y.max()) / T, float(res.best_value))
+    rate = o.reported(np.asarray([best]))[0] if callable(getattr(o, "reported", None)) else best
+    print(f"{args.layer}[{args.unit}] seed {args.seed}: layout CMA (sigma {args.sigma}) {args.split} queries "
+          f"best {y.max() / T * scale:.4g}, then elite from its top 8 codes and the photo starts, "
+          f"{1000 - args.split} queries: best of both at 1,000 {best * scale:.4g} (rate {rate:.4g}) "
+          f"({time.perf_counter() - t0:.0f} s)")
+
+
 def cmd_coarse(args: argparse.Namespace) -> None:
     o = objective(args.unit)
     g = o.generator
@@ -200,7 +251,7 @@ def cmd_coarse(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="probe", required=True)
-    for name in ("deep", "layout", "coarse"):
+    for name in ("deep", "layout", "coarse", "portfolio"):
         p = sub.add_parser(name)
         p.add_argument("--unit", type=int, default=1, help=f"a tuning output neuron: one of {TUNING_UNITS}")
         p.add_argument("--seed", type=int, default=0)
@@ -210,15 +261,27 @@ def main() -> None:
             p.add_argument("--lam", type=float, default=1.0, help="weight of the spiking2 proximity term")
         if name == "layout":
             p.add_argument("--k", type=int, default=4, help="layout size k (3 k^2 search variables)")
-            p.add_argument("--sigma", type=float, default=1.5,
+        if name in ("layout", "portfolio"):
+            p.add_argument("--sigma", type=float, default=1.5 if name == "layout" else 0.5,
                            help="CMA-ES initial step in logit units (1.5: nearly any colour at first; 0.5: muted)")
+        if name == "portfolio":
+            p.add_argument("--split", type=int, default=400,
+                           help="queries of the layout search (k = 2) before elite (0: elite alone)")
+            p.add_argument("--layer", choices=tuple(STRIDES), default="final_spiking",
+                           help="the unit's layer (its tuning units only: index not a multiple of "
+                                + ", ".join(f"{v} in {k}" for k, v in STRIDES.items()) + ")")
     sub.add_parser("starts")
     args = ap.parse_args()
-    if getattr(args, "unit", TUNING_UNITS[0]) not in TUNING_UNITS:
+    layer = getattr(args, "layer", "final_spiking")
+    if layer != "final_spiking" and args.unit % STRIDES[layer] == 0:
+        ap.error(f"--unit {args.unit} of {layer}: benchmark and held-out units are not probed; a tuning unit's index "
+                 f"is not a multiple of {STRIDES[layer]}")
+    if layer == "final_spiking" and getattr(args, "unit", TUNING_UNITS[0]) not in TUNING_UNITS:
         ap.error(f"--unit {args.unit}: benchmark and held-out output neurons are not probed; "
                  f"valid choices: {', '.join(map(str, TUNING_UNITS))}")
     torch.set_num_threads(1)
-    {"deep": cmd_deep, "starts": cmd_starts, "layout": cmd_layout, "coarse": cmd_coarse}[args.probe](args)
+    {"deep": cmd_deep, "starts": cmd_starts, "layout": cmd_layout, "coarse": cmd_coarse,
+     "portfolio": cmd_portfolio}[args.probe](args)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import math
 import os
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -163,7 +164,7 @@ def load_sngan(path: str | os.PathLike, device: str | torch.device = "cpu", leve
         raise ConfigError(f"weights file {str(path)!r} is not a MANGO SN-GAN checkpoint: its model config has no "
                           f"{', '.join(missing)} (is it another generator's weights?)")
     cfg = dict(cfg)
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+    if isinstance(levels, (bool, np.bool_)) or not isinstance(levels, (int, np.integer)) or levels < 2:
         raise ConfigError(f"generator parameter levels (grid levels per latent variable) must be an integer >= 2, "
                           f"got {levels!r}")
     model = SNGANGenerator(z_dim=cfg["z_dim"], ch=cfg["ch"], image_size=cfg["image_size"],

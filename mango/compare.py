@@ -61,8 +61,8 @@ from . import registry, report
 from .clitools import GridProgress, check_out_dir, slug
 from .config import RunConfig, build_objective, load_toml, positive_int, run_config
 from .errors import ConfigError, MangoError, choices_hint
-from .journal import config_conflict
-from .watch import add_watch_option, serve_option
+from .journal import config_conflict, same_run_config
+from .watch import add_watch_option, check_watch_option, serve_option
 from .results import finished_result
 
 __all__ = ["RunSpec", "COMPARE_KEYS", "expand", "load_compare_config", "run_compare", "is_finished",
@@ -251,7 +251,7 @@ def is_finished(cfg: RunConfig | dict[str, Any], folder: str | Path) -> bool:
         saved = (finished_result(folder) or {}).get("config")  # only a result.json marked finished counts
     except (OSError, json.JSONDecodeError):
         return False
-    return saved == json.loads(json.dumps(cfg, default=str))
+    return same_run_config(saved, json.loads(json.dumps(cfg, default=str)))   # a spelled-out default is the same run
 
 
 # -- workers ------------------------------------------------------------------------------
@@ -625,6 +625,9 @@ def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None
     manifest = {"name": cfg.get("name", out.name), "budget": cfg["budget"], "budgets": cfg.get("budgets"),
                 "config": cfg, "runs": [r.to_dict() for r in runs]}
     (out / "compare.json").write_text(json.dumps(manifest, indent=2, default=str))
+    # the last invocation's errors are about to be retried: a report read while (or after) this one runs or is
+    # interrupted must not call those runs failed
+    (out / "compare_status.json").unlink(missing_ok=True)
     if on_open is not None:
         on_open()
     if progress:
@@ -666,6 +669,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if key in cfg and not (isinstance(cfg[key], str) and cfg[key].strip()):
             raise ConfigError(f"compare config key {key!r} must be a non-empty string"
                               f"{' (an output folder)' if key == 'out' else ''}, got {cfg[key]!r}")
+    check_watch_option(args.watch)           # a bad --watch: refused before anything is built or written
     out = check_out_dir(Path(args.out or cfg.get("out") or Path("runs") / slug(cfg.get("name", Path(args.config).stem))))
     if args.workers is not None:
         positive_int(args.workers, "--workers")

@@ -42,7 +42,7 @@ import numpy as np
 from .errors import ConfigError, MangoError
 
 __all__ = ["Journal", "JournalRow", "read_journal", "read_jsonl", "RunLock", "atomic_write", "save_state",
-           "load_state", "cut_torn_tail", "LOCK_NAME", "IDENTITY_NAME"]
+           "load_state", "cut_torn_tail", "config_conflict", "same_run_config", "LOCK_NAME", "IDENTITY_NAME"]
 
 LOCK_NAME = ".lock"
 IDENTITY_NAME = "identity.json"
@@ -182,6 +182,12 @@ def config_conflict(folder: str | Path, config: dict[str, Any]) -> list[str]:
 _COMPONENTS = {"generator": "generator", "target": "target", "optimizer": "optimizer", "problem": "problem"}
 
 
+def same_run_config(old: Any, new: Any) -> bool:
+    """Whether two run configs (as JSON values) describe the same run: equal, or different only in keys one of
+    them sets to the component's registered default (see :func:`config_conflict`)."""
+    return old == new or (isinstance(old, dict) and isinstance(new, dict) and not _config_diffs(old, new))
+
+
 def _config_diffs(old: Any, new: Any) -> list[str]:
     """:func:`_diff_keys` of two run configs, less the keys set on one side only to the value the component
     would take anyway (``levels = 16`` for a generator whose default is 16; ``batch_size`` the optimizer's
@@ -196,8 +202,8 @@ def _spelled_default(old: Any, new: Any, key: str) -> bool:
     parts = key.split(".")
     if parts == ["batch_size"]:
         table, param = "optimizer", "batch_size"
-    elif len(parts) == 2 and parts[0] in _COMPONENTS:
-        table, param = parts
+    elif len(parts) == 2 and parts[0] in _COMPONENTS and parts[1] != "device":
+        table, param = parts     # not device: a config's top-level device fills only a component's unset one
     else:
         return False
     here = [c for c in (old, new) if (c.get(param) if parts == ["batch_size"] else
@@ -206,6 +212,9 @@ def _spelled_default(old: Any, new: Any, key: str) -> bool:
     if len(here) != 1:
         return False
     value = here[0][param] if parts == ["batch_size"] else here[0][table][param]
+    if parts == ["batch_size"] and any(not isinstance(c.get("budget"), int) or c["budget"] < value
+                                       for c in (old, new)):
+        return False        # a batch size spelled above the budget is cut to it; the optimizer's own is not
     names = {(c.get(table) or {}).get("name") if isinstance(c.get(table), dict) else c.get(table) for c in (old, new)}
     if len(names) != 1 or not isinstance(next(iter(names)), str):
         return False

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .imaging import save_png
-from .journal import atomic_write
+from .journal import atomic_write, same_run_config
 
 __all__ = ["Result", "versions", "write_final_files", "finished_result", "FINISHED", "INTERRUPTED", "FAILED"]
 
@@ -221,7 +221,7 @@ def finished_result(folder: str | Path, config: dict[str, Any] | None = None) ->
     if (not isinstance(res, dict) or res.get("status", FINISHED) != FINISHED or res.get("running") is True
             or res.get("interrupted") is True):
         return None
-    if config is not None and res.get("config") != json.loads(json.dumps(config, default=str)):
+    if config is not None and not same_run_config(res.get("config"), json.loads(json.dumps(config, default=str))):
         return None
     if not _history_readable(Path(folder) / "history.npz"):
         return None     # a damaged history (truncated, overwritten): the run replays its journal and writes it anew

@@ -29,7 +29,7 @@ from .config import integer, load_toml
 from .errors import ConfigError, choices_hint
 from .optimizers import DEFAULT_OPTIMIZER
 from .report import load_traces, write_report
-from .watch import add_watch_option, serve_option
+from .watch import add_watch_option, check_watch_option, serve_option
 
 __all__ = ["parse_units", "layer_size", "scan_config", "run_scan", "add_arguments"]
 
@@ -206,6 +206,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         f"scan-{(scan.get('target') or {}).get('name', 'target')}-{scan.get('layer')}")))
     scan.pop("out", None)
     ray: Any = False if args.local else ({"address": args.ray_address} if args.ray_address else None)
+    check_watch_option(args.watch)           # a bad --watch: refused before the target is built or anything written
     status = run_scan(scan, out, workers=args.workers, ray=ray, progress="print", report=not args.no_report,
                       on_open=lambda: serve_option(args.watch, out))
     print(f"{'unit':>6} {'seed':>4} {'best':>10} {'at query':>9} {'seconds':>8}")

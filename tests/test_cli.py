@@ -275,3 +275,15 @@ def test_a_compare_with_a_failed_run_says_why_it_wrote_no_report(tmp_path, capsy
     assert main(["report", str(tmp_path / "g")]) == 0          # the run that failed is named as failed, not "yet"
     text = (tmp_path / "g" / "report" / "report.md").read_text()
     assert "2 runs: 1 finished, 1 failed before any result" in text and "without results yet" not in text
+
+
+def test_a_bad_watch_value_is_refused_before_a_grid_writes_anything(tmp_path, capsys):
+    """With the view started once a grid's checks pass, a bad --watch was refused only after the components were
+    built and compare.json written."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('name = "c"\nbudget = 20\nseeds = [0]\nworkers = 1\n[[problems]]\nname = "separable"\nd = 8\n'
+                   'n = 16\n[[optimizers]]\nname = "random"\n')
+    for bad, said in (("99999", "port must be an integer"), ("0.0.0.0:0", "without a token")):
+        assert main(["compare", str(cfg), "--out", str(tmp_path / "g"), "--watch", bad]) == 2
+        assert said in capsys.readouterr().err
+        assert not (tmp_path / "g" / "compare.json").exists()

@@ -393,3 +393,31 @@ def test_a_workers_sigterm_handler_does_not_wait_for_the_grids_shared_lock():
         signal.signal(signal.SIGINT, saved[0])
         signal.signal(signal.SIGTERM, saved[1])
         compare._STOP, compare._TERMINATED = saved[2], saved[3]
+
+
+def test_a_grid_that_spells_out_a_default_skips_its_finished_runs(tmp_path):
+    """`batch_size = 10` under `random` (its default) made a finished grid run again, and the rerun rewrote
+    result.json with the spelled config, after which the unspelled grid ran again too."""
+    base = {"name": "s", "budget": 40, "seeds": [0], "workers": 1, "problems": [{"name": "separable", "d": 8, "n": 16}],
+            "optimizers": [{"name": "random"}]}
+    out = tmp_path / "g"
+    assert run_compare(base, out, workers=1)["ran"]
+    spelled = {**base, "optimizers": [{"name": "random", "batch_size": 10}]}
+    assert run_compare(spelled, out, workers=1)["skipped"] and run_compare(base, out, workers=1)["skipped"]
+
+
+def test_a_retry_clears_the_last_invocation_s_errors_before_it_runs(tmp_path):
+    """compare_status.json is written when a grid ends: after a Ctrl-C'd retry the report still said the
+    runs being retried had "failed before any result"."""
+    base = {"name": "e", "budget": 20, "seeds": [0], "workers": 1, "problems": [{"name": "separable", "d": 8, "n": 16}],
+            "optimizers": [{"name": "random"}]}
+    out = tmp_path / "g"
+    out.mkdir()
+    (out / "compare_status.json").write_text(json.dumps({"errors": {expand(base)[0].id: "RuntimeError: boom"}}))
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_compare(base, out, workers=1, on_open=interrupt)
+    assert not (out / "compare_status.json").exists()

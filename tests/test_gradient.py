@@ -198,10 +198,15 @@ def test_registered_generators_beat_random_through_the_loop(generator, lr):
 
 
 class _Threshold(nn.Module):
-    """A user's module whose output carries no gradient: a count of bright pixels per image."""
+    """A user's module whose output carries no gradient to the image: bright pixels, weighted by a Linear (its
+    weights do require grad, so the output has a graph, but not one that reaches the latent)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read = nn.Linear(1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x > 0.5).float().flatten(1).sum(1, keepdim=True)
+        return self.read((x > 0.5).float().flatten(1).sum(1, keepdim=True))
 
 
 def _threshold_target(**kw):

@@ -152,3 +152,24 @@ def test_a_batch_cut_to_the_budget_is_worded_in_presentations_and_images(caplog)
     text = " | ".join(r.getMessage() for r in caplog.records if "batch_size" in r.getMessage())
     assert "budget of 200 presentations" in text and "repeats=200" in text and "1 image at most" in text, text
     assert "queries" not in text and res.presentations == 200
+
+
+def test_a_late_answer_to_the_first_send_is_recorded_as_attempt_0():
+    """The rig answered the first send only once the resend had gone out: the answer was taken (rightly), but
+    the block said attempt 1, which the presentation log then recorded."""
+    first: list[str] = []
+
+    def answer(frames):
+        head = json.loads(frames[0])
+        if head.get("attempt") == 0:
+            first.append(head["nonce"])
+            return []                                   # still presenting: no answer yet
+        out = {"protocol": "mango-rig", "version": 1, "type": "response", "block": head["block"],
+               "image_ids": [0, 1], "shape": [2, 1], "dtype": "float64", "nonce": first[0]}
+        return [json.dumps(out).encode(), np.array([3.0, 4.0]).tobytes()]
+
+    block = _block()
+    with fake_router(answer) as addr:
+        with make_client("zmq", address=addr, timeout=0.3, retries=2, backoff=0.05) as cl:
+            reply = cl.present(block)
+    assert reply.nonce == first[0] and block.attempt == 0

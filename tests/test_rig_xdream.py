@@ -165,11 +165,20 @@ def test_timeout_error_names_the_file_it_waits_for(tmp_path):
     assert not list((tmp_path / "stim").glob("*.bmp"))
 
 
-def test_repeats_must_be_a_multiple_of_shows(tmp_path):
-    from mango.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="not a multiple"):
-        XDreamClient(tmp_path, shows=2, timeout=0.1).present(_block(repeats=3))
+def test_repeats_not_a_multiple_of_shows_take_one_more_xdream_block(tmp_path):
+    """repeats=3 at shows=2 was refused, and the hold-out block (10 repeats) or a budget's leftover made every
+    `rig-run --shows 3` fail at its last block, after the whole search; it is now two XDream blocks, the
+    second's extra showing not used."""
+    gen = generator()
+    neu = neurons(gen)
+    b = _block(n=4, repeats=3, c=1)
+    b.images = np.ascontiguousarray(np.repeat(np.repeat(b.images[:, :8, :8], 2, axis=1), 2, axis=2))  # 16x16 grey
+    with xdream_rig(neu, tmp_path, version="5", shows=2, settle=0.02) as sim:
+        cl = XDreamClient(tmp_path, timeout=5, retries=0, poll=0.01, shows=2)
+        reply = cl.present(b)
+    assert sim.n_requests == 2 == cl.next_block
+    assert np.bincount(reply.image_ids - 200_000).tolist() == [3, 3, 3, 3]
+    assert "4 presentations beyond the 3 per image needed" in cl.ignored[0]["reason"]
 
 
 # -- closed loop against the simulator -------------------------------------------------------------
@@ -416,27 +425,38 @@ def _answer(folder: Path, plan):
 
 def test_a_block_stopped_part_way_keeps_what_the_rig_recorded(tmp_path):
     """repeats=2 is two XDream blocks: the first answered, the second NaN past the retries. The rerun (a new
-    client, as after `mango rig-run` stopped) showed the whole block again, two more XDream blocks of the
-    animal's time; now it reads block000.mat back and shows the images once more. Another run's block with the
-    same ids but other pixels takes nothing from it."""
+    client of the same run, as after `mango rig-run` stopped) showed the whole block again, two more XDream
+    blocks of the animal's time; now it reads block000.mat back and shows the images once more. Another run,
+    even with the same seed and so the same images, takes nothing from it; nor does a client without a run id."""
     b = _block(repeats=2)
     th = _answer(tmp_path, [(0, 5.0, 1), (1, np.nan, 1)])
     with pytest.raises(RigError, match="no valid block001.mat"):
-        XDreamClient(tmp_path, timeout=5, retries=0, poll=0.01).present(b)
+        XDreamClient(tmp_path, timeout=5, retries=0, poll=0.01, run="run-a").present(b)
     th.join()
     th = _answer(tmp_path, [(2, 7.0, 1)])
-    cl = XDreamClient(tmp_path, timeout=5, retries=0, poll=0.01)
+    cl = XDreamClient(tmp_path, timeout=5, retries=0, poll=0.01, run="run-a")
     reply = cl.present(_block(repeats=2))
     th.join()
     assert cl.recovered == 3 and cl.next_block == 3                    # one new XDream block, not two
     assert sorted(reply.responses[:, 0].tolist()) == [5.0] * 3 + [7.0] * 3
-    other = _block(repeats=2)
-    other.images = 255 - other.images                                   # same block and ids, other pixels
-    th = _answer(tmp_path, [(3, 1.0, 1), (4, 2.0, 1)])
-    cl = XDreamClient(tmp_path, timeout=5, retries=0, poll=0.01)
-    reply = cl.present(other)
+    for run in ("run-b", None):                                         # the same images, another run
+        th = _answer(tmp_path, [(cl.next_block, 1.0, 1), (cl.next_block + 1, 2.0, 1)])
+        cl = XDreamClient(tmp_path, timeout=5, retries=0, poll=0.01, run=run)
+        reply = cl.present(_block(repeats=2))
+        th.join()
+        assert cl.recovered == 0 and sorted(reply.responses[:, 0].tolist()) == [1.0] * 3 + [2.0] * 3
+
+
+def test_a_block_number_that_timed_out_is_not_used_again(tmp_path):
+    """A block whose .mat never came left no file, so the next client took its number again; the ledger then
+    named it twice, and a later recovery counted its one file twice."""
+    with pytest.raises(RigError, match="no block000.mat"):
+        XDreamClient(tmp_path, timeout=0.2, retries=0, poll=0.01, run="r").present(_block(repeats=2))
+    assert XDreamClient(tmp_path, run="r").first_free_block() == 1
+    th = _answer(tmp_path, [(1, 5.0, 1), (2, 6.0, 1)])
+    reply = XDreamClient(tmp_path, timeout=5, retries=0, poll=0.01, run="r").present(_block(repeats=2))
     th.join()
-    assert cl.recovered == 0 and sorted(reply.responses[:, 0].tolist()) == [1.0] * 3 + [2.0] * 3
+    assert sorted(reply.responses[:, 0].tolist()) == [5.0] * 3 + [6.0] * 3
 
 
 def test_one_file_with_another_channel_count_is_refused_not_the_good_ones_after_it(tmp_path):
@@ -467,6 +487,11 @@ def test_rig_run_takes_the_xdream_shows_and_response_folder(tmp_path):
     assert cl.shows == 2 and cl.response_folder == tmp_path / "scores"
     with pytest.raises(ConfigError, match="for the xdream protocol, not 'zmq'"):
         make_client("zmq", shows=2)
+    from mango.cli import main
+
+    out = tmp_path / "never"        # refused before the run folder (and its run id) is made
+    assert main(["rig-run", "--protocol", "zmq", "--shows", "2", "--out", str(out)]) == 2
+    assert not out.exists()
 
 
 def test_a_char_matrix_of_names_and_a_nan_are_named_in_the_lab_s_terms():

@@ -221,7 +221,9 @@ class GradientAM(Optimizer):
             if a.ndim != 1 or a.shape[0] != self.k:
                 raise ConfigError(f"gradient AM needs one activation per chain ([{self.k}]), got {tuple(a.shape)}")
             self._check_graph(a)
-            (g,) = torch.autograd.grad(-a.sum(), [self._param])
+            (g,) = torch.autograd.grad(-a.sum(), [self._param], allow_unused=True)
+            if g is None:             # a graph through the model's own weights only (threshold, then Linear)
+                self._check_graph(a.detach())
         self.spend(self.k)
         self._param.grad = g
         self._adam.step()
@@ -235,7 +237,8 @@ class GradientAM(Optimizer):
 
     def _check_graph(self, a: torch.Tensor) -> None:
         """Refuse activations that carry no gradient back to the latent (a model that thresholds, rounds,
-        detaches or leaves autograd), naming the objective, instead of torch's "does not require grad"."""
+        detaches or leaves autograd), naming the objective, instead of torch's "does not require grad"
+        (:meth:`step` also passes a detached copy when the graph reaches only the model's own weights)."""
         if not a.requires_grad:
             target = getattr(self.objective, "target", self.objective)
             model = getattr(target, "model", None)      # a user's module behind a model target: name it
@@ -256,7 +259,10 @@ class GradientAM(Optimizer):
         with torch.enable_grad():
             with eval_mode(self.objective.generator):
                 x = self._images()
-            self._check_graph(self._activations(x))
+            a = self._activations(x)
+            self._check_graph(a)
+            if torch.autograd.grad(a.sum(), [self._param], allow_unused=True)[0] is None:
+                self._check_graph(a.detach())
 
     # -- ask / tell ---------------------------------------------------------------
     def hard_codes(self) -> np.ndarray:

@@ -63,7 +63,7 @@ def make_client(protocol: str = "zmq", *, address: str = "tcp://127.0.0.1:5555",
         if not folder:
             raise ConfigError("the xdream protocol needs a folder (folder=... / --folder): XDream's write_dir")
         return XDreamClient(folder, timeout=timeout, retries=retries, backoff=backoff,
-                            response_folder=response_folder, shows=shows)
+                            response_folder=response_folder, shows=shows, run=run or None)
     raise ConfigError(f"unknown rig protocol {protocol!r}; valid choices: {', '.join(PROTOCOLS)}")
 
 

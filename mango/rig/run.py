@@ -95,7 +95,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--response-folder", default=None,
                    help="xdream: where the rig script writes block%%03d.mat (XDream's score_dir; default --folder)")
     p.add_argument("--shows", type=int, default=1,
-                   help="xdream: times the rig script shows each BMP per XDream block (--repeats must be a multiple)")
+                   help="xdream: times the rig script shows each BMP per XDream block (default 1)")
     p.add_argument("--stream-name", default="mango", help="LSL stream prefix (lsl): NAME-markers, NAME-images, "
                    "NAME-responses")
     p.add_argument("--token", default=os.environ.get("MANGO_RIG_TOKEN"), help="shared token (or $MANGO_RIG_TOKEN)")
@@ -132,6 +132,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _cmd(args: argparse.Namespace) -> int:
     if args.protocol == "zmq":  # before the run folder is made and the generator loads
         check_address(args.address, args.allow_remote)
+    if args.protocol != "xdream" and (args.response_folder is not None or args.shows != 1):
+        raise ConfigError(f"--response-folder and --shows are for --protocol xdream, not {args.protocol!r}")
+    if isinstance(args.shows, bool) or args.shows < 1:
+        raise ConfigError(f"--shows (showings of each BMP per XDream block) must be >= 1, got {args.shows!r}")
     check_out_dir(args.out)
     gparams = parse_kv(args.gen_param, "--gen-param")
     oparams = parse_kv(args.opt_param, "--opt-param")

@@ -42,9 +42,11 @@ or a leftover of an earlier run is never taken for a new block.
 A MANGO block that stopped part-way (a later XDream block failed past its retries, or the run was
 interrupted) keeps what the rig recorded: the client notes each XDream block it writes in ``folder``'s
 hidden ledger (:data:`LEDGER`: the MANGO block and a digest of each image), and a later ``present`` of
-the same block (the rerun that resumes the run) first reads the valid ``.mat`` files of its earlier
-XDream blocks whose images are byte for byte this block's, and shows only the presentations still
-missing. Another run's files never match (other images, or another MANGO block). Every file's channel
+the same block by the same run (the rerun that resumes it; the ledger records the run's id) first
+reads the valid ``.mat`` files of its earlier XDream blocks whose images are byte for byte this
+block's, and shows only the presentations still missing. Another run's files are never taken, even
+with the same seed and so the same images; a client without a run id recovers nothing. A block
+number in the ledger is never used again, even when its ``.mat`` never came. Every file's channel
 count must equal the run's earlier answers' (:attr:`XDreamClient.expected_channels`, which the closed
 loop sets from its record), so one file with a wrong count is refused, not the good files after it.
 """
@@ -458,9 +460,13 @@ class XDreamClient:
         backoff: extra waiting before re-request ``k``: ``backoff * 2**(k-1)`` s (capped at ``max_backoff``).
         poll: seconds between looks into the response folder.
         shows: presentations the rig script makes of each BMP per XDream block (default 1). A MANGO
-            block with ``repeats`` r becomes ``r / shows`` XDream blocks (r must be a multiple) when
-            the rig records every showing.
+            block with ``repeats`` r becomes ``ceil(r / shows)`` XDream blocks when the rig records every
+            showing; with r not a multiple of ``shows`` (a hold-out block's 10 repeats at shows=3) the last
+            one's extra showings are not used (logged in :attr:`ignored`).
         limits: size limits for the ``.mat`` files.
+        run: the run's id (``mango rig-run`` passes its run folder's): the ledger ties each XDream block
+            to it, and only a client of the same run recovers a part-finished block's files; ``None``:
+            no recovery.
 
     Attributes:
         ignored: one dict per rejected file (``block``, ``reason``, ``file``), as the other clients.
@@ -473,7 +479,7 @@ class XDreamClient:
 
     def __init__(self, folder: str | os.PathLike, *, response_folder: str | os.PathLike | None = None,
                  timeout: float = 30.0, retries: int = 3, backoff: float = 0.5, max_backoff: float = 10.0,
-                 poll: float = 0.05, shows: int = 1, limits: Limits = Limits()) -> None:
+                 poll: float = 0.05, shows: int = 1, limits: Limits = Limits(), run: str | None = None) -> None:
         check_waits(timeout, retries, backoff)
         if int(shows) < 1:
             raise ConfigError(f"shows (presentations of each BMP per XDream block) must be >= 1, got {shows!r}")
@@ -482,6 +488,7 @@ class XDreamClient:
         self.timeout, self.retries, self.backoff = float(timeout), int(retries), float(backoff)
         self.max_backoff, self.poll, self.shows, self.limits = float(max_backoff), float(poll), int(shows), limits
         self.ignored: list[dict[str, Any]] = []
+        self.run = str(run) if run else None
         self.expected_channels: int | None = None
         self.recovered = 0
         for d in (self.folder, self.response_folder, self.response_folder / "rejected"):
@@ -499,7 +506,8 @@ class XDreamClient:
         self.close()
 
     def first_free_block(self) -> int:
-        """1 + the largest XDream block number any BMP or ``.mat`` in the folders names (0 if none)."""
+        """1 + the largest XDream block number any BMP or ``.mat`` in the folders, or the ledger, names (0 if
+        none): a block that timed out leaves no file, but its number is in the ledger and is not used again."""
         last = -1
         for d in {self.folder, self.response_folder, self.response_folder / "rejected"}:
             for p in d.iterdir():
@@ -507,7 +515,27 @@ class XDreamClient:
                     re.match(r"^block(\d{3,})\.mat\.", p.name)
                 if m:
                     last = max(last, int(m.group(1)))
+        for rec in self._ledger():
+            xb = rec.get("xblock")
+            if isinstance(xb, int) and not isinstance(xb, bool):
+                last = max(last, xb)
         return last + 1
+
+    def _ledger(self) -> list[dict[str, Any]]:
+        """The ledger's readable lines (a torn or foreign line is skipped)."""
+        try:
+            lines = (self.folder / LEDGER).read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
 
     def _cleanup(self) -> None:
         for p in self.folder.iterdir():
@@ -542,7 +570,8 @@ class XDreamClient:
             tmp.append((t, self.folder / name))
         digests = {name: _digest(block.images[i]) for name, i in names.items()}
         with open(self.folder / LEDGER, "a", encoding="utf-8") as fh:   # noted before the rig can see them
-            fh.write(json.dumps({"xblock": int(xb), "block": int(block.block), "images": digests}) + "\n")
+            fh.write(json.dumps({"xblock": int(xb), "run": self.run, "block": int(block.block),
+                                 "images": digests}) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
         for t, p in tmp:
@@ -550,19 +579,17 @@ class XDreamClient:
         return names
 
     def _earlier(self, block: Block) -> list[tuple[int, dict[str, int]]]:
-        """``[(XDream block, file name -> image index)]`` of the XDream blocks the ledger says showed images of
-        ``block`` byte for byte (an earlier attempt at it), in block-number order."""
-        path = self.folder / LEDGER
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError:
+        """``[(XDream block, file name -> image index)]`` of the XDream blocks the ledger says this run showed
+        with images of ``block`` byte for byte (an earlier attempt at it), one per block number, in order.
+        A client without a run id recovers nothing (another run with the same seed shows the same images)."""
+        if self.run is None:
             return []
         index = {f"gen{int(block.block):03d}_{int(iid):06d}": i for i, iid in enumerate(block.image_ids)}
-        out = []
-        for line in lines:
+        out: dict[int, dict[str, int]] = {}
+        for rec in self._ledger():
             try:
-                rec = json.loads(line)
-                if rec.get("block") != int(block.block) or not isinstance(rec.get("images"), dict):
+                if rec.get("run") != self.run or rec.get("block") != int(block.block) \
+                        or not isinstance(rec.get("images"), dict):
                     continue
                 xb, names = int(rec["xblock"]), {}
                 for name, digest in rec["images"].items():
@@ -571,11 +598,11 @@ class XDreamClient:
                     if i is None or digest != _digest(block.images[i]):
                         raise ValueError(name)
                     names[name] = i
-            except (ValueError, TypeError, KeyError, AttributeError):   # a torn line, another run's images
+            except (ValueError, TypeError, KeyError, AttributeError):   # a damaged line, other images
                 continue
             if names:
-                out.append((xb, names))
-        return sorted(out)
+                out[xb] = names          # a number written twice (an older ledger): its last entry
+        return sorted(out.items(), key=lambda t: t[0])
 
     def _parse(self, path: Path, block: Block, names: dict[str, int],
                channels: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -627,9 +654,8 @@ class XDreamClient:
         ``retries``; then :class:`RigError`.
         """
         n, rep = len(block.image_ids), int(block.repeats)
-        if rep % self.shows:
-            raise ConfigError(f"block {block.block} asks for {rep} repeats per image, not a multiple of the "
-                              f"{self.shows} showings per XDream block (shows=)")
+        # repeats not a multiple of shows (a hold-out or confirmation block): ceil(rep / shows) XDream blocks,
+        # the last one's extra showings not used (logged in ignored)
         order = np.asarray(block.order if block.order is not None else
                            np.random.default_rng([block.block, 11]).permutation(np.repeat(np.arange(n), rep)),
                            dtype=np.int64)

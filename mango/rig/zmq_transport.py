@@ -259,11 +259,13 @@ class ZmqRigClient:
         unsent = False           # the last attempt's send timed out: the socket is opened again
         kinds: set[str] = set()  # kinds of the messages ignored over all attempts
         nonces: set[str] = set()  # a late reply to an earlier attempt of this block is still its answer
+        attempt_of: dict[str, int] = {}
         t_first = time.monotonic()
         for attempt in range(self.retries + 1):
             block.attempt = attempt
             block.nonce = new_nonce()
             nonces.add(block.nonce)
+            attempt_of[block.nonce] = attempt
             if attempt >= 2 or unsent:
                 self._reopen()
             wait = attempt_wait(self.timeout, self.backoff, self.max_backoff, attempt)
@@ -288,9 +290,11 @@ class ZmqRigClient:
                 # an answer after resends that only ran out of time: a rig slower than the timeout (certainly so
                 # when it answers an earlier attempt; from the second resend on the socket was reopened, and
                 # such an answer is lost, so the rig's answer to a resend is counted too) or lost answers
+                late = reply.nonce is not None and reply.nonce != block.nonce
                 if attempt > 0 and not kinds:
-                    self._slow(block, attempt, time.monotonic() - t_first,
-                               late=reply.nonce is not None and reply.nonce != block.nonce)
+                    self._slow(block, attempt, time.monotonic() - t_first, late=late)
+                if late:        # the log records the attempt the answer is to
+                    block.attempt = attempt_of.get(str(reply.nonce), attempt)
                 if reply.nonce is None and not self._warned_nonce:    # allowed (PROTOCOL.md), said once a run
                     self._warned_nonce = True
                     log.warning("rig %s: its replies carry no 'nonce': without a token, a reply meant for another "

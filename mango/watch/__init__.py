@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["serve", "stop", "add_arguments", "main", "add_watch_option", "serve_option", "parse_watch",
+__all__ = ["serve", "stop", "add_arguments", "main", "add_watch_option", "serve_option", "check_watch_option", "parse_watch",
            "DEFAULT_PORT"]
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,17 @@ def add_watch_option(p: argparse.ArgumentParser) -> None:
                    help=f"serve the live view of the output folder while this runs (default 127.0.0.1:{DEFAULT_PORT}, "
                         "a free port when taken; another host needs $MANGO_WATCH_TOKEN); `mango watch FOLDER` "
                         "keeps showing it after the run")
+
+
+def check_watch_option(value: str | None, token: str | None = None) -> None:
+    """Refuse a bad ``--watch`` value (the address, or a non-loopback host without a token) before a command
+    does any work; :func:`serve_option` starts the view later (a port taken then is still said there)."""
+    if value is None:
+        return
+    from .server import check_binding
+
+    host, _ = parse_watch(value)
+    check_binding(host, token if token is not None else os.environ.get("MANGO_WATCH_TOKEN"))
 
 
 def serve_option(value: str | None, folder: str | os.PathLike, token: str | None = None,
