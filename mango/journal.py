@@ -42,7 +42,7 @@ import numpy as np
 from .errors import ConfigError, MangoError
 
 __all__ = ["Journal", "JournalRow", "read_journal", "read_jsonl", "RunLock", "atomic_write", "save_state",
-           "load_state", "cut_torn_tail", "config_conflict", "same_run_config", "LOCK_NAME", "IDENTITY_NAME"]
+           "load_state", "cut_torn_tail", "config_conflict", "same_run_config", "lock_holder_alive", "LOCK_NAME", "IDENTITY_NAME"]
 
 LOCK_NAME = ".lock"
 IDENTITY_NAME = "identity.json"
@@ -123,6 +123,25 @@ class RunLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def lock_holder_alive(folder: str | os.PathLike) -> bool | None:
+    """Whether the process that last took ``folder``'s lock (its pid is in the lock file) still exists on this
+    machine; ``None`` when that cannot be told (no lock file, no pid). Reads only: a reader never takes the lock.
+    A reused pid reads as alive, so a ``False`` is certain and a ``True`` is not."""
+    try:
+        text = (Path(folder) / LOCK_NAME).read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return None
+    if not text.isdigit() or int(text) <= 0:
+        return None
+    try:
+        os.kill(int(text), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
 
 
 def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:

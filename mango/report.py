@@ -51,7 +51,7 @@ from . import registry
 from .clitools import check_out_dir, slug
 from .errors import ConfigError
 from .imaging import display_uint8
-from .journal import read_journal
+from .journal import lock_holder_alive, read_journal
 from .results import FINISHED
 from .stats import Trace, UnitStats, best_at_reached, reach, summarize, win_rates
 
@@ -258,14 +258,16 @@ def _number(value: Any) -> float:
     return float("nan")
 
 
-def run_status(result: dict[str, Any]) -> str:
+def run_status(result: dict[str, Any], folder: str | Path | None = None) -> str:
     """A run's status from its ``result.json``: ``"running"``, ``"interrupted"``, ``"failed"``, ``"finished"``
-    (also for a ``result.json`` written before ``status`` existed), or whatever other string it says."""
+    (also for a ``result.json`` written before ``status`` existed), or whatever other string it says.
+    With the run's ``folder``: a run marked running whose process no longer exists (killed with SIGKILL, or
+    out of memory, before it could mark itself) is ``"interrupted"``; its journal resumes it."""
     if result.get("interrupted") is True:     # a partial Result saved through the API
         return "interrupted"
-    if result.get("running") is True:
-        return "running"
     status = result.get("status", FINISHED)
+    if result.get("running") is True or status == "running":
+        return "interrupted" if folder is not None and lock_holder_alive(folder) is False else "running"
     return status if isinstance(status, str) and status else FINISHED
 
 
@@ -401,7 +403,7 @@ def _load_trace(folder: Path, spec: dict[str, Any]) -> Trace:
     use_rep = (rname != "value" and "reported" in h and h["reported"].shape == h["values"].shape
                and h["reported"].dtype.kind in "iuf")
     values = h["reported"] if use_rep else h["values"]
-    status = run_status(res)
+    status = run_status(res, folder)
     reached = _reached(res, h["values"], h["query_index"])
     return Trace(unit=str(spec.get("unit")), optimizer=str(spec.get("optimizer")), seed=seed,
                  queries=h["query_index"], values=values, seconds=_number(res.get("seconds")),

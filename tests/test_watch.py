@@ -573,3 +573,30 @@ def test_watch_refuses_a_file(tmp_path, capsys):
     f.write_text("x")
     assert cli_main(["watch", str(f), "--port", "0"]) == 2
     assert f"{f} is a file; mango watch takes a run folder" in capsys.readouterr().err
+
+
+def test_a_run_whose_process_was_killed_shows_as_interrupted_not_running(tmp_path):
+    """A run killed with SIGKILL (or by the OOM killer) never marks itself: its result.json said "running",
+    and the report and the live view said so for ever (the view only turned "stalled" after a minute). The lock
+    file names the process; when it no longer exists, the run is interrupted (its journal resumes it)."""
+    import subprocess
+    import sys
+
+    from mango.report import run_status
+
+    run = tmp_path / "run"
+    _write_run(run, [[0.1] * 5])
+    (run / "result.json").write_text(json.dumps({"status": "running", "best_value": 0.1}))
+    code = ("import sys, time; from mango.journal import RunLock; RunLock.acquire(sys.argv[1]); "
+            "print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        assert FolderWatcher(run).state()["status"] == "running"
+        assert run_status({"status": "running"}, run) == "running"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert FolderWatcher(run).state()["status"] == "interrupted"
+    assert run_status({"status": "running"}, run) == "interrupted"
+    assert run_status({"status": "running"}) == "running"          # without the folder: as recorded

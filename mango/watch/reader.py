@@ -388,7 +388,11 @@ class RunReader:
             return "finished"
         if failed:
             return "failed"
+        from ..journal import lock_holder_alive
+
         rows = self.journal.items
+        if (rows or isinstance(res, dict)) and lock_holder_alive(self.folder) is False:
+            return "interrupted"        # its process is gone (SIGKILL, out of memory): the journal resumes it
         if not rows and not isinstance(res, dict):
             return "pending"
         last = self.last_write() or 0.0
