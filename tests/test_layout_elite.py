@@ -1,0 +1,92 @@
+"""`layout-elite`: a CMA-ES search over colour layouts encoded by the VQ-VAE, then elite from its best codes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mango import registry
+from mango.errors import ConfigError
+from mango.loop import maximize
+from mango.objective import Objective
+from mango.optimizers.handoff import LayoutThenElite
+from mango.optimizers.layout import LayoutCMA
+
+
+def _objective(generator: str = "vqvae-digits", unit: int = 20):
+    return Objective(registry.create("generator", generator, {}),
+                     registry.create("target", "snn-digits", {"layer": "spiking1", "unit": unit}))
+
+
+def test_the_layout_phase_asks_encoded_layouts_then_elite_starts_from_their_best():
+    """The first `split` queries are codes of k x k colour layouts through the encoder (each decodes, and
+    re-encoding the layout image gives it back); elite then asks the layout phase's best codes first."""
+    obj = _objective()
+    opt = LayoutThenElite(obj.space, batch_size=50, seed=3, split=60, top=4)
+    opt.bind(obj)
+    asked, told = [], []
+    while len(told) < 60:
+        I = opt.ask()
+        y = obj(I)
+        opt.tell(I, y)
+        asked.append(I)
+        told.extend(y.tolist())
+    assert len(told) == 60 and opt.elite is None and opt.layout is not None
+    layouts = np.concatenate(asked)
+    assert len({r.tobytes() for r in layouts}) == len(layouts)                 # a code is asked once
+    best = sorted(range(60), key=lambda i: -told[i])[:4]
+    first = opt.ask()                                                            # elite's first batch
+    assert opt.elite is not None
+    np.testing.assert_array_equal(first[:4], layouts[best])
+    # the layouts are k x k flat patches in [0, 1], grey at the search's start
+    Z = np.array([[0.0, 0.0, 0.0, 0.0], [-9.0, 9.0, 0.0, 9.0]])
+    x = opt.layout.images(Z)
+    assert x.shape == (2, *obj.generator.image_shape) and np.allclose(x[0], 0.5)
+    h = x.shape[-1] // 2
+    assert x[1, 0, :h, :h].max() < 0.01 and x[1, 0, :h, h:].min() > 0.99 and np.allclose(x[1, 0, h:, :h], 0.5)
+
+
+def test_a_run_is_reproducible_and_resumes_identically(tmp_path):
+    obj = _objective()
+    whole = maximize(obj, "layout-elite", budget=200, seed=1, params={"split": 80})
+    again = maximize(_objective(), "layout-elite", budget=200, seed=1, params={"split": 80})
+    np.testing.assert_array_equal(whole.values, again.values)
+    calls = {"n": 0}
+
+    def stop() -> bool:          # stop after three batches (in the layout phase), then resume the folder
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    part = maximize(_objective(), "layout-elite", budget=200, seed=1, params={"split": 80}, run_dir=tmp_path,
+                    stop=stop)
+    assert part.interrupted and part.n_queries < 80
+    done = maximize(_objective(), "layout-elite", budget=200, seed=1, params={"split": 80}, run_dir=tmp_path)
+    np.testing.assert_array_equal(done.values, whole.values)
+    assert whole.best_value >= max(whole.values[:80])
+
+
+def test_without_an_encoder_or_on_a_rig_it_is_elite_alone():
+    """The SN-GAN's grid has no encoder: the run is exactly elite's (the same seed and batch size)."""
+    gan = _objective("sngan-digits")
+    a = maximize(gan, "layout-elite", budget=120, seed=0)
+    b = maximize(_objective("sngan-digits"), "elite", budget=120, seed=0)
+    np.testing.assert_array_equal(a.values, b.values)
+
+    class Noisy:
+        noisy = True
+
+    obj = _objective()
+    opt = LayoutThenElite(obj.space, seed=0)
+    noisy = Noisy()
+    noisy.generator, noisy.space = obj.generator, obj.space
+    opt.bind(noisy)
+    assert opt.layout is None and opt.elite is not None and opt.elite.noisy
+
+
+def test_bad_parameters_and_a_generator_without_an_encoder_are_named():
+    obj = _objective("sngan-digits")
+    with pytest.raises(ConfigError, match="needs a generator with encode"):
+        LayoutCMA(_objective().space).bind(obj)
+    with pytest.raises(ConfigError, match="sigma must be a number > 0"):
+        LayoutCMA(_objective().space, sigma=0)
+    with pytest.raises(ConfigError, match="split"):
+        maximize(_objective(), "layout-elite", budget=20, params={"split": -1})
