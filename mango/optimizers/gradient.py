@@ -220,10 +220,7 @@ class GradientAM(Optimizer):
             a = self._activations(x)
             if a.ndim != 1 or a.shape[0] != self.k:
                 raise ConfigError(f"gradient AM needs one activation per chain ([{self.k}]), got {tuple(a.shape)}")
-            self._check_graph(a)
-            (g,) = torch.autograd.grad(-a.sum(), [self._param], allow_unused=True)
-            if g is None:             # a graph through the model's own weights only (threshold, then Linear)
-                self._check_graph(a.detach())
+            g = self._gradient(a)
         self.spend(self.k)
         self._param.grad = g
         self._adam.step()
@@ -235,17 +232,19 @@ class GradientAM(Optimizer):
         self.total_steps += 1
         return float(a.detach().mean())
 
-    def _check_graph(self, a: torch.Tensor) -> None:
-        """Refuse activations that carry no gradient back to the latent (a model that thresholds, rounds,
-        detaches or leaves autograd), naming the objective, instead of torch's "does not require grad"
-        (:meth:`step` also passes a detached copy when the graph reaches only the model's own weights)."""
-        if not a.requires_grad:
+    def _gradient(self, a: torch.Tensor) -> torch.Tensor:
+        """``d(-sum a) / d latent``, refusing activations whose graph does not reach the latent (a model that
+        thresholds, rounds, detaches or leaves autograd, perhaps before weights of its own that do require
+        grad) with a message naming the model, instead of torch's "does not require grad"."""
+        g = torch.autograd.grad(-a.sum(), [self._param], allow_unused=True)[0] if a.requires_grad else None
+        if g is None:
             target = getattr(self.objective, "target", self.objective)
             model = getattr(target, "model", None)      # a user's module behind a model target: name it
             name = f"model {type(model).__name__}" if isinstance(model, torch.nn.Module) else f"target {_name(target)}"
             raise ConfigError(f"gradient AM needs a differentiable pipeline: the activations of {name} carry no "
                               "gradient back to the generator's latent (the model thresholds, rounds, detaches or "
                               "runs without autograd on the way); use a gradient-free optimizer instead")
+        return g
 
     def check_differentiable(self) -> None:
         """One forward pass of the current chains with autograd on, to refuse a pipeline whose activations carry
@@ -259,10 +258,7 @@ class GradientAM(Optimizer):
         with torch.enable_grad():
             with eval_mode(self.objective.generator):
                 x = self._images()
-            a = self._activations(x)
-            self._check_graph(a)
-            if torch.autograd.grad(a.sum(), [self._param], allow_unused=True)[0] is None:
-                self._check_graph(a.detach())
+            self._gradient(self._activations(x))
 
     # -- ask / tell ---------------------------------------------------------------
     def hard_codes(self) -> np.ndarray:
