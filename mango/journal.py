@@ -158,15 +158,18 @@ def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix or "(value)"]
 
 
+def _at(d: Any, key: str) -> Any:
+    """The value at dotted ``key`` of nested dicts ``d``, or :data:`_MISSING`."""
+    for part in key.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return _MISSING
+        d = d[part]
+    return d
+
+
 def _shown(old: Any, new: Any, key: str) -> str:
     """``key`` with its recorded and asked values when both are short scalars (``"budget 300 -> 500"``)."""
-    def at(d: Any) -> Any:
-        for part in key.split("."):
-            if not isinstance(d, dict) or part not in d:
-                return _MISSING
-            d = d[part]
-        return d
-    a, b = at(old), at(new)
+    a, b = _at(old, key), _at(new, key)
     plain = (int, float, str, bool, type(None))
     if isinstance(a, plain) and isinstance(b, plain) and len(repr(a)) + len(repr(b)) <= 80:
         return f"{key} {a!r} -> {b!r}"
@@ -197,8 +200,8 @@ def config_conflict(folder: str | Path, config: dict[str, Any]) -> list[str]:
     return [] if old == canon else [_shown(old, canon, k) for k in _config_diffs(old, canon)]
 
 
-#: the run config's component tables, with the registry kind whose factory defaults they name
-_COMPONENTS = {"generator": "generator", "target": "target", "optimizer": "optimizer", "problem": "problem"}
+#: the run config's component tables, each named as the registry kind whose factory defaults it takes
+_COMPONENTS = ("generator", "target", "optimizer", "problem")
 
 
 def same_run_config(old: Any, new: Any) -> bool:
@@ -225,22 +228,20 @@ def _spelled_default(old: Any, new: Any, key: str) -> bool:
         table, param = parts     # not device: a config's top-level device fills only a component's unset one
     else:
         return False
-    here = [c for c in (old, new) if (c.get(param) if parts == ["batch_size"] else
-                                      (c.get(table) or {}).get(param) if isinstance(c.get(table), dict) else None)
-            is not None]
-    if len(here) != 1:
+    here = [v for v in (_at(old, key), _at(new, key)) if v is not _MISSING and v is not None]
+    if len(here) != 1:      # set (to something) on both sides, or on neither
         return False
-    value = here[0][param] if parts == ["batch_size"] else here[0][table][param]
+    value = here[0]
     if parts == ["batch_size"] and any(not isinstance(c.get("budget"), int) or c["budget"] < value
                                        for c in (old, new)):
         return False        # a batch size spelled above the budget is cut to it; the optimizer's own is not
-    names = {(c.get(table) or {}).get("name") if isinstance(c.get(table), dict) else c.get(table) for c in (old, new)}
+    names = {c[table].get("name") if isinstance(c.get(table), dict) else c.get(table) for c in (old, new)}
     if len(names) != 1 or not isinstance(next(iter(names)), str):
         return False
     from . import registry
 
     try:
-        defaults = registry.describe_params(registry.get(_COMPONENTS[table], next(iter(names))))
+        defaults = registry.describe_params(registry.get(table, next(iter(names))))
     except Exception:  # noqa: BLE001 - a component no longer registered: compare as written
         return False
     return param in defaults and json.loads(json.dumps(defaults[param], default=str)) == value
