@@ -67,6 +67,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import replace
 from typing import Any
 
@@ -473,7 +474,7 @@ class LslRigClient:
             self._images.push_sample([s])
         self._markers.push_sample([encode_marker(block, self.run, digests, self.token)])
 
-    def _listen(self, block: Block, deadline: float, nonces: set[str]) -> tuple[Reply | None, str | None]:
+    def _listen(self, block: Block, deadline: float, nonces: Collection[str]) -> tuple[Reply | None, str | None]:
         """Wait until ``deadline`` for a valid reply to ``block``; (reply, None) or (None, failure reason)."""
         while True:
             left = deadline - time.monotonic()
@@ -544,14 +545,12 @@ class LslRigClient:
             RigError: no valid reply after ``1 + retries`` attempts (the message lists each attempt's failure).
         """
         failures: list[str] = []
-        nonces: set[str] = set()  # a late reply to an earlier attempt of this block is still its answer
-        attempt_of: dict[str, int] = {}
+        nonces: dict[str, int] = {}   # each attempt's nonce -> the attempt: a late reply to one is still the answer
         first_sent = time.monotonic()
         for attempt in range(self.retries + 1):
             block.attempt = attempt
             block.nonce = new_nonce()
-            nonces.add(block.nonce)
-            attempt_of[block.nonce] = attempt
+            nonces[block.nonce] = attempt
             n_ignored = len(self.ignored)
             why = self._connect(time.monotonic() + self.connect_timeout)
             if why is None:
@@ -561,7 +560,7 @@ class LslRigClient:
                 if reply is not None:
                     self.answered.add(block.block)
                     # the attempt it answers (a late reply to an earlier one is accepted): what the log records
-                    block.attempt = attempt_of.get(str(reply.nonce), attempt)
+                    block.attempt = nonces.get(str(reply.nonce), attempt)
                     if block.attempt < attempt:
                         self._late(block, attempt, time.monotonic() - first_sent)
                     return reply

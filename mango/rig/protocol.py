@@ -34,7 +34,7 @@ import io
 import json
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -523,7 +523,7 @@ def attempt_wait(timeout: float, backoff: float, max_backoff: float, attempt: in
     return float(timeout) + min(float(max_backoff), float(backoff) * 2.0 ** min(attempt - 1, 60))
 
 
-def accept_reply(decode: Callable[[], Reply], block: Block, nonces: set[str], ignore: Callable[[str], None], *,
+def accept_reply(decode: Callable[[], Reply], block: Block, nonces: Collection[str], ignore: Callable[[str], None], *,
                  nonce_required: bool) -> tuple[Reply | None, str | None]:
     """The end of a client's wait for ``block``, shared by the transports: decode a response and check it.
 

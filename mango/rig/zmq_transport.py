@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -176,7 +177,7 @@ class ZmqRigClient:
                 "invalid" if reason.startswith("invalid") else "replayed or stale")
         self._ignore(reason, bid, kind, reason.split(": ", 1)[-1])
 
-    def _listen(self, block: Block, seconds: float, nonces: set[str] | None = None) -> tuple[Reply | None, str | None]:
+    def _listen(self, block: Block, seconds: float, nonces: Collection[str] | None = None) -> tuple[Reply | None, str | None]:
         """Wait up to ``seconds`` for a valid reply to ``block``; (reply, None) or (None, failure reason)."""
         import zmq
 
@@ -258,14 +259,12 @@ class ZmqRigClient:
         failures: list[str] = []
         unsent = False           # the last attempt's send timed out: the socket is opened again
         kinds: set[str] = set()  # kinds of the messages ignored over all attempts
-        nonces: set[str] = set()  # a late reply to an earlier attempt of this block is still its answer
-        attempt_of: dict[str, int] = {}
+        nonces: dict[str, int] = {}   # each attempt's nonce -> the attempt: a late reply to one is still the answer
         t_first = time.monotonic()
         for attempt in range(self.retries + 1):
             block.attempt = attempt
             block.nonce = new_nonce()
-            nonces.add(block.nonce)
-            attempt_of[block.nonce] = attempt
+            nonces[block.nonce] = attempt
             if attempt >= 2 or unsent:
                 self._reopen()
             wait = attempt_wait(self.timeout, self.backoff, self.max_backoff, attempt)
@@ -294,7 +293,7 @@ class ZmqRigClient:
                 if attempt > 0 and not kinds:
                     self._slow(block, attempt, time.monotonic() - t_first, late=late)
                 if late:        # the log records the attempt the answer is to
-                    block.attempt = attempt_of.get(str(reply.nonce), attempt)
+                    block.attempt = nonces.get(str(reply.nonce), attempt)
                 if reply.nonce is None and not self._warned_nonce:    # allowed (PROTOCOL.md), said once a run
                     self._warned_nonce = True
                     log.warning("rig %s: its replies carry no 'nonce': without a token, a reply meant for another "
