@@ -683,8 +683,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     # a bar over all queries, and the live view, once the grid's checks have passed
     with GridProgress([(r, out / r.folder, r.run.budget) for r in runs], start=False) as progress:
+        def start() -> None:
+            serve_option(args.watch, out)
+            progress.open()
+
         status = run_compare(cfg, out, workers=args.workers, ray=ray_cfg, progress=progress, runs=runs,
-                             on_open=lambda: (serve_option(args.watch, out), progress.open()))
+                             on_open=start)
     wall = time.perf_counter() - t0
     print(f"{status['runs']} runs: {len(status['ran'])} ran, {len(status['skipped'])} skipped, "
           f"{len(status['errors'])} failed; {wall:.1f} s ({status['backend']}); results in {out}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +148,7 @@ def scan_config(scan: dict[str, Any]) -> dict[str, Any]:
 def run_scan(scan: dict[str, Any], out: str | Path, workers: int | None = None,
              ray: dict[str, Any] | bool | None = None, report: bool = True,
              progress: Any = None, compare_cfg: dict[str, Any] | None = None,
-             on_open: Any = None) -> dict[str, Any]:
+             on_open: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run (or resume) a scan into ``out``; returns run_compare's status plus the per-unit ``table``.
 
     ``progress``: a ``progress(spec, status, info)`` callback (see :func:`mango.compare.run_compare`),
@@ -162,9 +163,15 @@ def run_scan(scan: dict[str, Any], out: str | Path, workers: int | None = None,
     # "print": a bar over all queries of the scan, with the per-run lines above it, once the grid is accepted
     bar = (GridProgress([(r, Path(out) / r.folder, r.run.budget) for r in runs], start=False)
            if progress == "print" else None)
+    def start() -> None:
+        if on_open is not None:
+            on_open()
+        if bar is not None:
+            bar.open()
+
     try:
         status = run_compare(cfg, out, workers=workers, ray=ray, progress=bar or progress, runs=runs,
-                             on_open=lambda: ((on_open() if on_open else None), bar.open() if bar else None))
+                             on_open=start)
     finally:
         if bar is not None:
             bar.close()

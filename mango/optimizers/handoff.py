@@ -58,7 +58,6 @@ class LayoutThenElite(Optimizer):
         self.elite: EliteSearch | None = None
         self.objective: Any = None
         self._layout_told = 0
-        self._phase = "layout"
 
     def bind(self, objective: Any) -> None:
         """Bind the layout phase when the objective allows one (deterministic, a generator with ``encode``)."""
@@ -88,7 +87,6 @@ class LayoutThenElite(Optimizer):
             self.elite = EliteSearch(self.space, batch_size=self.k, seed=self.seed, starts=codes.tolist())
         if self.elite.needs_objective:
             self.elite.bind(self.objective)
-        self._phase = "elite"
 
     def _best_layout_codes(self) -> np.ndarray:
         """The layout phase's ``top`` best distinct codes ``int64 [m, d]``, best first (ties: first seen)."""
@@ -106,20 +104,17 @@ class LayoutThenElite(Optimizer):
             limit = self.split - self._layout_told
             if self.ask_limit is not None:
                 limit = min(limit, self.ask_limit)
-            self._phase = "layout"
             return self.layout.ask(limit)
         if self.elite is None:
             self._start_elite(self._best_layout_codes())
-        self._phase = "elite"
         return self.elite.ask(self.ask_limit)
 
     def _tell(self, I: np.ndarray, y: np.ndarray) -> None:
-        if self._phase == "layout":
+        if self.elite is None:          # asked by the layout phase (elite starts at the ask after it)
             assert self.layout is not None
             self.layout.tell(I, y)
             self._layout_told += len(y)
         else:
-            assert self.elite is not None
             self.elite.tell(I, y)
 
     def close(self) -> None:

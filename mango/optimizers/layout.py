@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import ConfigError, check_int
 from ..spaces import LatentSpace
 from .base import Optimizer
+from .starts import encode_images
 
 __all__ = ["LayoutCMA"]
 
@@ -56,9 +57,10 @@ class LayoutCMA(Optimizer):
                  sigma: float = 0.5) -> None:
         super().__init__(space, batch_size, seed)
         if self.k < 2:
-            raise ConfigError(f"layout-cma needs batch_size >= 2 (the CMA-ES population), got {batch_size!r}")
+            raise ConfigError(f"the layout search needs batch_size >= 2 (the CMA-ES population), got {batch_size!r}")
         if getattr(space, "kind", "codebook") != "codebook":
-            raise ConfigError(f"layout-cma searches codebook spaces (codes from an encoder), got a "
+            raise ConfigError(f"the layout search (layout-elite's first phase) searches codebook spaces (codes from "
+                              f"an encoder), got a "
                               f"{getattr(space, 'kind', type(space).__name__)!r} space")
         self.side = check_int(k, "k", minimum=1)
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not float(sigma) > 0 \
@@ -68,7 +70,7 @@ class LayoutCMA(Optimizer):
         self.rng = np.random.default_rng(self.seed)
         self.restarts = 0
         self._es: Any = None
-        self._encode: Any = None
+        self._generator: Any = None
         self._shape: tuple[int, int, int] | None = None
         #: every evaluated code (its bytes) -> its value, in the order they were told
         self.seen: dict[bytes, float] = {}
@@ -82,19 +84,14 @@ class LayoutCMA(Optimizer):
         encode, shape = getattr(g, "encode", None), getattr(g, "image_shape", None)
         name = type(g).__name__ if g is not None else "none"
         if not callable(encode) or shape is None:
-            raise ConfigError(f"layout-cma needs a generator with encode(images) and image_shape (a VQ-VAE such "
+            raise ConfigError(f"the layout search (layout-elite's first phase) needs a generator with encode(images) "
+                              f"and image_shape (a VQ-VAE such "
                               f"as vqvae-cifar10 or vqvae-digits); generator {name} has "
                               f"{'no encode' if not callable(encode) else 'no image_shape'}")
         C, H, W = (int(s) for s in shape)
         super().bind(objective)
         self._shape = (C, H, W)
-        mean, std = getattr(g, "mean", None), getattr(g, "std", None)
-        self._norm = None
-        if mean is not None or std is not None:
-            m = np.asarray(mean if mean is not None else [0.0] * C, dtype=np.float32).reshape(1, C, 1, 1)
-            s = np.asarray(std if std is not None else [1.0] * C, dtype=np.float32).reshape(1, C, 1, 1)
-            self._norm = (m, s)
-        self._encode = encode
+        self._generator = g
         self._new_es()
 
     def _new_es(self) -> None:
@@ -119,19 +116,13 @@ class LayoutCMA(Optimizer):
 
     def codes(self, Z: np.ndarray) -> np.ndarray:
         """Layouts ``[p, C*k*k]`` -> codes ``int64 [p, d]`` through the generator's encoder."""
-        import torch
-
-        x = self.images(Z)
-        if self._norm is not None:
-            x = (x - self._norm[0]) / self._norm[1]
-        with torch.no_grad():
-            codes = np.asarray(self._encode(torch.from_numpy(np.ascontiguousarray(x))), dtype=np.int64)
-        return self.space.validate(codes.reshape(len(x), -1))
+        codes = encode_images(self._generator, self.images(Z))
+        return self.space.validate(codes.reshape(len(codes), -1))
 
     # -- ask / tell -----------------------------------------------------------------------------
     def _ask(self) -> np.ndarray:
         if self._es is None:
-            raise ConfigError("layout-cma must be bound to an objective before it is asked "
+            raise ConfigError("the layout search must be bound to an objective before it is asked "
                               "(the loop does this for optimizers with needs_objective)")
         for _ in range(_MAX_EMPTY_GENERATIONS):
             if self._es.stop():

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..data import digits
 
-__all__ = ["natural_images", "natural_start_codes", "PHOTOS"]
+__all__ = ["natural_images", "natural_start_codes", "encode_images", "PHOTOS"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,22 @@ def natural_images(channels: int, size: int) -> np.ndarray:
     return np.clip(np.stack(out), 0.0, 1.0).astype(np.float32)
 
 
+def encode_images(generator: Any, images: np.ndarray) -> np.ndarray:
+    """Codes ``int64 [m, ...]`` of images ``float32 [m, C, H, W]`` in ``[0, 1]`` through ``generator.encode``,
+    after mapping them into its output space (``(x - mean) / std`` when it has a per-channel ``mean``/``std``)."""
+    import torch
+
+    x = np.ascontiguousarray(images, dtype=np.float32)
+    C = x.shape[1]
+    mean, std = getattr(generator, "mean", None), getattr(generator, "std", None)
+    if mean is not None or std is not None:
+        m = np.asarray(mean if mean is not None else [0.0] * C, dtype=np.float32).reshape(1, C, 1, 1)
+        s = np.asarray(std if std is not None else [1.0] * C, dtype=np.float32).reshape(1, C, 1, 1)
+        x = (x - m) / s
+    with torch.no_grad():
+        return np.asarray(generator.encode(torch.from_numpy(x)), dtype=np.int64)
+
+
 def natural_start_codes(generator: Any, max_codes: int | None = None) -> np.ndarray | None:
     """Codes ``int64 [m, d]`` of natural images through ``generator.encode`` (``None``: no encoder).
 
@@ -77,20 +93,11 @@ def natural_start_codes(generator: Any, max_codes: int | None = None) -> np.ndar
     if encode is None or shape is None:
         log.info("generator %s has no encode/image_shape: no natural starts", type(generator).__name__)
         return None
-    import torch
-
     C, H, W = (int(s) for s in shape)
     if H != W or C not in (1, 3):
         log.info("no natural images for image shape %s", shape)
         return None
-    x = natural_images(C, H)
-    mean, std = getattr(generator, "mean", None), getattr(generator, "std", None)
-    if mean is not None or std is not None:
-        m = np.asarray(mean if mean is not None else [0.0] * C, dtype=np.float32).reshape(1, C, 1, 1)
-        s = np.asarray(std if std is not None else [1.0] * C, dtype=np.float32).reshape(1, C, 1, 1)
-        x = (x - m) / s
-    with torch.no_grad():
-        codes = np.asarray(encode(torch.from_numpy(x)), dtype=np.int64)
+    codes = encode_images(generator, natural_images(C, H))
     _, first = np.unique(codes, axis=0, return_index=True)
     codes = codes[np.sort(first)]
     return codes if max_codes is None else codes[: int(max_codes)]
