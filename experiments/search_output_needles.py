@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from mango.config import build_objective, validate_config
 from mango.loop import maximize
+from mango.optimizers.starts import encode_images
 
 TUNING_UNITS = (1, 2, 4, 5, 7, 8)  # final_spiking indices that are not multiples of the benchmark stride 3
 T = 32
@@ -113,13 +114,9 @@ def cmd_deep(args: argparse.Namespace) -> None:
 
 
 def _encode(o, pixels: torch.Tensor) -> np.ndarray:
-    """Codes ``[m, 64]`` of images ``[m, 3, 32, 32]`` in ``[0, 1]`` through the VQ-VAE encoder."""
-    g = o.generator
-    mean = torch.tensor(g.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(g.std, dtype=torch.float32).view(1, 3, 1, 1)
-    with torch.no_grad():
-        return np.concatenate([np.asarray(g.encode_codes((pixels[i:i + 200] - mean) / std)).reshape(-1, 64)
-                               for i in range(0, len(pixels), 200)])
+    """Codes ``[m, 64]`` of images ``[m, 3, 32, 32]`` in ``[0, 1]`` through the VQ-VAE encoder (200 at a time)."""
+    x = np.asarray(pixels, dtype=np.float32)
+    return np.concatenate([encode_images(o.generator, x[i:i + 200]) for i in range(0, len(x), 200)])
 
 
 def _spikes(o, C: np.ndarray) -> np.ndarray:
