@@ -77,7 +77,7 @@ from ..errors import ConfigError
 from .filedrop import check_run_id
 from .model import wrong_block_reply
 from .protocol import (NONCE_PATTERN, PROTOCOL, VERSION, AuthError, Block, Limits, ProtocolError, Reply, RigError,
-                       accept_reply,
+                       SlowRigWarning, accept_reply,
                        check_block_header, check_response_header, check_values, compute_mac, header_int,
                        images_to_png, json_object, new_nonce, peek_header, png_to_images, verify_mac, attempt_wait,
                        check_waits)
@@ -383,7 +383,7 @@ class LslRigClient:
             raise ConfigError(f"connect_timeout must be > 0 seconds, got {connect_timeout!r}")
         self.limits = limits
         self.answered: set[int] = set()
-        self._said_late = False                  # a lab slower than the timeout was said once
+        self._late = SlowRigWarning(f"LSL rig {self.names['responses']!r}", self.timeout, log)   # once a run
         self.ignored: list[dict[str, Any]] = []  # what was dropped and why (for tests and reports)
         self._markers: Any = None
         self._images: Any = None
@@ -523,20 +523,6 @@ class LslRigClient:
             if reply is not None or why is not None:
                 return reply, why
 
-    def _late(self, block: Block, resends: int, took: float) -> None:
-        """Say (a warning once a run, then at info level) that ``block`` was answered to an earlier attempt after
-        ``resends`` resends, ``took`` s after it was first sent: the lab is slower than the timeout, and a lab
-        that shows each resend again spends presentations on it."""
-        msg = (f"LSL rig {self.names['responses']!r}: block {block.block} ({block.n_presentations} presentations) "
-               f"was answered {took:.3g} s after it was first sent, to attempt {block.attempt} after {resends} "
-               f"resend(s) at a timeout of {self.timeout:.3g} s; a lab that shows a block again for each resend "
-               "wastes presentations: raise the timeout (--timeout) above the time the lab takes to present a block")
-        if self._said_late:
-            log.info(msg)
-        else:
-            self._said_late = True
-            log.warning(msg)
-
     def present(self, block: Block) -> Reply:
         """Publish ``block`` and return the lab's validated reply (``image_ids`` int64 [n * repeats],
         ``responses`` float64 [n * repeats, channels], ``meta["onsets"]`` when the lab sends them).
@@ -562,7 +548,8 @@ class LslRigClient:
                     # the attempt it answers (a late reply to an earlier one is accepted): what the log records
                     block.attempt = nonces.get(str(reply.nonce), attempt)
                     if block.attempt < attempt:
-                        self._late(block, attempt, time.monotonic() - first_sent)
+                        self._late(block, attempt, time.monotonic() - first_sent,
+                                   f"the lab answered attempt {block.attempt} late")
                     return reply
                 if why is None:
                     why = f"no reply within {wait:.3g} s"

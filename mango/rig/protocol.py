@@ -32,6 +32,7 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import re
 import secrets
 from collections.abc import Callable, Collection
@@ -47,7 +48,7 @@ __all__ = ["PROTOCOL", "VERSION", "Limits", "Block", "Reply", "ProtocolError", "
            "header_int_list", "compute_mac", "NONCE_PATTERN",
            "encode_block", "decode_block", "encode_reply", "decode_reply", "encode_error", "decode_error",
            "peek_header", "validate_reply_for", "accept_reply", "header_shape", "images_to_png", "png_to_images",
-           "attempt_wait", "check_waits"]
+           "attempt_wait", "check_waits", "SlowRigWarning"]
 
 PROTOCOL = "mango-rig"
 VERSION = 1
@@ -512,6 +513,25 @@ def check_waits(timeout: float, retries: int, backoff: float) -> None:
     if isinstance(backoff, bool) or not isinstance(backoff, Real) or not (0 <= backoff and math.isfinite(backoff)):
         raise ConfigError(f"rig backoff (extra seconds of waiting before a re-request, doubled at each one) must be "
                           f"a finite number >= 0, got {backoff!r}")
+
+
+class SlowRigWarning:
+    """Says that a block was answered only after resends: a warning once a run, then at info level. A rig that
+    shows a block again for each resend spends presentations on it, so the timeout should exceed the time a
+    block takes to present. One per client (``rig``: how the messages name it, e.g. ``"rig tcp://..."``)."""
+
+    def __init__(self, rig: str, timeout: float, logger: logging.Logger) -> None:
+        self.rig, self.timeout, self.log, self.said = rig, float(timeout), logger, False
+
+    def __call__(self, block: Block, resends: int, took: float, why: str) -> None:
+        """``block`` was answered ``took`` s after it was first sent, after ``resends`` resends (``why``: what the
+        transport knows of the cause)."""
+        msg = (f"{self.rig}: block {block.block} ({block.n_presentations} presentations) was answered {took:.3g} s "
+               f"after it was first sent, after {resends} resend(s) at a timeout of {self.timeout:.3g} s ({why}); a "
+               "rig that shows a block again for each resend wastes presentations: raise the timeout (--timeout) "
+               "above the time the rig takes to present a block")
+        (self.log.info if self.said else self.log.warning)(msg)
+        self.said = True
 
 
 def attempt_wait(timeout: float, backoff: float, max_backoff: float, attempt: int) -> float:

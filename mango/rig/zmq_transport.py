@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .protocol import (PROTOCOL, VERSION, Block, Limits, ProtocolError, Reply, RigError, accept_reply, decode_block,
+from .protocol import (PROTOCOL, VERSION, Block, Limits, ProtocolError, Reply, RigError, SlowRigWarning, accept_reply,
+                       decode_block,
                        decode_error, decode_reply, encode_block, encode_error, encode_reply, new_nonce, peek_header,
                        verify_mac, attempt_wait, check_waits)
 
@@ -111,7 +112,7 @@ class ZmqRigClient:
         self._ctx: Any = None
         self._sock: Any = None
         self._warned_nonce = False               # a reply without a nonce was said once
-        self._said_slow = False                  # a rig slower than the timeout was said once
+        self._slow = SlowRigWarning(f"rig {self.address}", self.timeout, log)   # said once a run, then at info
 
     # -- socket ---------------------------------------------------------------------
     def _open(self) -> None:
@@ -228,23 +229,6 @@ class ZmqRigClient:
             if reply is not None or why is not None:
                 return reply, why
 
-    def _slow(self, block: Block, attempt: int, took: float, late: bool) -> None:
-        """Say (a warning once a run, then at info level) that ``block`` was answered only after ``attempt``
-        resends, ``took`` s after it was first sent (``late``: the answer was to an earlier attempt, so the rig
-        is slower than the timeout): a rig that shows a block again for each resend spends presentations on
-        it, so the timeout should exceed the block's presentation time."""
-        why = ("the rig answered an earlier send late" if late else
-               "the rig took longer than the timeout to present it, or its answers were lost")
-        msg = (f"rig {self.address}: block {block.block} ({block.n_presentations} presentations) was answered "
-               f"{took:.3g} s after it was first sent, after {attempt} resend(s) at a timeout of {self.timeout:.3g} s "
-               f"({why}); a rig that shows a block again for each resend wastes presentations: raise the timeout "
-               f"(--timeout) above the time the rig takes to present a block")
-        if self._said_slow:
-            log.info(msg)
-        else:
-            self._said_slow = True
-            log.warning(msg)
-
     def present(self, block: Block) -> Reply:
         """Send ``block`` and return the rig's validated reply.
 
@@ -291,7 +275,9 @@ class ZmqRigClient:
                 # such an answer is lost, so the rig's answer to a resend is counted too) or lost answers
                 late = reply.nonce is not None and reply.nonce != block.nonce
                 if attempt > 0 and not kinds:
-                    self._slow(block, attempt, time.monotonic() - t_first, late=late)
+                    self._slow(block, attempt, time.monotonic() - t_first,
+                               "the rig answered an earlier send late" if late else
+                               "the rig took longer than the timeout to present it, or its answers were lost")
                 if late:        # the log records the attempt the answer is to
                     block.attempt = nonces.get(str(reply.nonce), attempt)
                 if reply.nonce is None and not self._warned_nonce:    # allowed (PROTOCOL.md), said once a run
