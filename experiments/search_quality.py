@@ -22,7 +22,10 @@ Steps:
    one resumes from its journal, so the script can be stopped and started again.
 3. **report**: ``experiments/results/<name>.md``: median best firing rate per unit and
    method, the fraction of silent-unit runs brought to fire, the queries each method needs to
-   reach the old default's (protes) 1,000-query value, and the wall time.
+   reach the old default's (protes) 1,000-query value, and the wall time. Beside it,
+   ``<report stem>_runs.json`` records every run (best rate, seconds, the best-so-far curve where
+   it rose): a later report on a machine without some run folders (a fresh clone) reads those
+   runs from it, so a rerun of one method adds a column without rerunning the others.
 
 The search score is whatever the target's default readout is; the report converts every score to
 the plain firing rate with the target's ``reported`` mapping (issue 12, interface 2) when the
@@ -247,6 +250,45 @@ def collect(cfg: dict[str, Any], out: Path, units: list[dict[str, Any]], specs: 
     return rows
 
 
+def runs_record_path(report: Path) -> Path:
+    """Where a report keeps its runs' record: ``<report stem>_runs.json`` beside it."""
+    return report.with_name(report.stem + "_runs.json")
+
+
+def save_runs(rows: list[dict[str, Any]], path: Path, budget: int, wall: dict[str, Any] | None = None) -> None:
+    """Write the rows (one per finished run) compactly: per run its best rate, seconds and the best-so-far
+    curve at the queries where it rose (``[[query, rate], ...]``), so a later report can use a run whose
+    folder is gone (a fresh machine) beside runs made then; ``wall``: the invocations' wall times."""
+    keep = []
+    for r in rows:
+        bsf, qi = np.asarray(r["best_so_far"]), np.asarray(r["query_index"])
+        rise = np.nonzero(np.r_[True, np.diff(bsf) > 0])[0] if bsf.size else np.zeros(0, dtype=int)
+        keep.append({k: r[k] for k in ("unit", "silent", "method", "seed", "best_rate", "seconds",
+                                       "optimizer_seconds", "n_queries")}
+                    | {"budget": int(budget), "curve": [[int(qi[i]), float(bsf[i])] for i in rise]})
+    body = ",\n".join(json.dumps(r, separators=(",", ":")) for r in keep)       # one run per line
+    path.write_text('{"wall": ' + json.dumps(wall or {}) + ',\n"runs": [\n' + body + "\n]}\n")
+
+
+def load_runs(path: Path, budget: int) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """Rows saved by :func:`save_runs` for ``budget``, keyed by (unit, method, seed); none without the file."""
+    if not path.exists():
+        return {}
+    out = {}
+    for r in json.loads(path.read_text())["runs"]:
+        if int(r.get("budget", -1)) != int(budget):
+            continue
+        curve = np.asarray(r.pop("curve"), dtype=np.float64).reshape(-1, 2)
+        n = int(r["n_queries"])
+        q = np.arange(1, n + 1)
+        at = np.searchsorted(curve[:, 0], q, side="right") - 1       # the last rise at or before each query
+        r["best_so_far"] = np.where(at >= 0, curve[np.maximum(at, 0), 1], -np.inf)
+        r["query_index"] = q
+        r["recorded"] = True
+        out[(r["unit"], r["method"], int(r["seed"]))] = r
+    return out
+
+
 def queries_to_reach(row: dict[str, Any], level: float) -> float:
     """First query count at which the run's best-so-far rate reaches ``level`` (inf: never)."""
     hit = np.nonzero(row["best_so_far"] >= level - 1e-12)[0]
@@ -262,6 +304,15 @@ def write_report(cfg: dict[str, Any], out: Path, chosen: dict[str, Any], path: P
     """The report (Markdown) of ``out``'s runs into ``path``; ``files``: :func:`result_files` of the config."""
     units = chosen["units"]
     rows = collect(cfg, out, units, specs)
+    record = runs_record_path(path)
+    if not wall.get("sessions") and record.exists():       # a fresh machine: the wall times of the record
+        wall = json.loads(record.read_text()).get("wall") or wall
+    here = {(r["unit"], r["method"], int(r["seed"])) for r in rows}
+    wanted = {(s.to_dict()["unit"], s.to_dict()["optimizer"], int(s.to_dict()["seed"])) for s in specs}
+    recorded = [r for key, r in load_runs(record, budget).items() if key in wanted and key not in here]
+    rows += recorded
+    order = {(s.to_dict()["unit"], s.to_dict()["optimizer"], int(s.to_dict()["seed"])): i for i, s in enumerate(specs)}
+    rows.sort(key=lambda r: order[(r["unit"], r["method"], int(r["seed"]))])
     methods = list(dict.fromkeys(r["method"] for r in rows))
     ulabels = [unit_label(u) for u in units if any(r["unit"] == unit_label(u) for r in rows)]
     silent = {unit_label(u) for u in units if u["silent"]}
@@ -336,10 +387,15 @@ def write_report(cfg: dict[str, Any], out: Path, chosen: dict[str, Any], path: P
         share = sum(r["optimizer_seconds"] for r in rs) / max(1e-9, sum(r["seconds"] for r in rs))
         lines.append(f"| {m} | {np.mean([r['seconds'] for r in rs]):.1f} | {share:.1%} |")
     lines.append("")
-    lines += ["## Notes", ""] + [f"- {n}" for n in chosen.get("notes", [])] + [""]
+    lines += ["## Notes", ""] + [f"- {n}" for n in chosen.get("notes", [])]
+    if recorded:
+        lines.append(f"- {len(recorded)} of the {len(rows)} runs come from `{_shown(record)}` (their folders were "
+                     "not on the machine that wrote this report; the record keeps each run's best-so-far curve).")
+    lines.append("")
     text = "\n".join(lines)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+    save_runs(rows, record, budget, wall)
     return text
 
 
