@@ -76,10 +76,11 @@ def run_demo(out: Path, budget: int = 1000, seed: int = 0, quiet: bool = False) 
     width = max(len(k) for k in summary)
     what = next(iter(next(iter(summary.values())).values()))["reported"]
     print(f"best {what} after {budget} queries (seed {seed}), and the query at which it was first reached")
-    print(f"{'unit':<{width}}  {DEFAULT_OPTIMIZER:>8} {'at query':>8}  {'random':>8} {'at query':>8}")
+    w = max(8, len(DEFAULT_OPTIMIZER))
+    print(f"{'unit':<{width}}  {DEFAULT_OPTIMIZER:>{w}} {'at query':>8}  {'random':>8} {'at query':>8}")
     for label, row in summary.items():
         p, r = row[DEFAULT_OPTIMIZER], row["random"]
-        print(f"{label:<{width}}  {p['best']:>8.4f} {p['queries_to_best']:>8d}  "
+        print(f"{label:<{width}}  {p['best']:>{w}.4f} {p['queries_to_best']:>8d}  "
               f"{r['best']:>8.4f} {r['queries_to_best']:>8d}")
     print(f"run folders and best.png images under {out}")
     return summary

@@ -90,3 +90,19 @@ def test_bad_parameters_and_a_generator_without_an_encoder_are_named():
         LayoutCMA(_objective().space, sigma=0)
     with pytest.raises(ConfigError, match="split"):
         maximize(_objective(), "layout-elite", budget=20, params={"split": -1})
+
+
+def test_the_layout_phase_is_40_percent_of_a_short_run_and_400_queries_of_a_long_one():
+    """The default split follows the run's budget (the loop passes it): 400 of 1,000 as tuned, 40 % of a
+    shorter run so that elite still gets the rest, 400 of a longer one; a split given by the user wins."""
+    from mango.optimizers import make_optimizer
+
+    space = _objective().space
+    split = {b: make_optimizer("layout-elite", space, budget=b).split for b in (100, 300, 1000, 5000)}
+    assert split == {100: 40, 300: 120, 1000: 400, 5000: 400}
+    assert LayoutThenElite(space).split == 400                                   # no budget known
+    assert make_optimizer("layout-elite", space, budget=100, params={"split": 90}).split == 90
+    obj = _objective()
+    opt = make_optimizer("layout-elite", obj.space, budget=100, seed=0)
+    res = maximize(obj, opt, budget=100)
+    assert res.n_queries == 100 and opt._layout_told == 40 and opt.elite is not None   # elite ran the last 60

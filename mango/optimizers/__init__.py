@@ -17,10 +17,12 @@ __all__ = ["Optimizer", "make_optimizer", "MAX_BATCH_SIZE", "DEFAULT_OPTIMIZER"]
 
 log = logging.getLogger(__name__)
 
-#: the optimizer a run uses when none is named (command line, TOML, ``mango.maximize``): the elite
-#: local search with natural-image and uniform-texture starts (:mod:`mango.optimizers.elite`); why, with
-#: the measurements, in README.md ("Which optimizer, and why")
-DEFAULT_OPTIMIZER = "elite"
+#: the optimizer a run uses when none is named (command line, TOML, ``mango.maximize``): a CMA-ES search
+#: over encoded 2 x 2 colour layouts for 40 % of the budget (at most 400 queries), then the elite local
+#: search from its best codes and natural-image starts (:mod:`mango.optimizers.handoff`); on rigs, grids
+#: and generators without an encoder it is ``elite`` alone. Why, with the measurements, in README.md
+#: ("Which optimizer, and why")
+DEFAULT_OPTIMIZER = "layout-elite"
 
 #: the most queries one ask may hold; a larger ``batch_size`` is refused before anything is allocated
 MAX_BATCH_SIZE = 100_000

@@ -1,4 +1,4 @@
-"""Elite local search over codes ("elite"): a candidate default for codebook and grid spaces.
+"""Elite local search over codes ("elite"): the default's second phase, and the default itself on rigs and grids.
 
 1. **Design** (before any search): the ``starts`` codes (by default natural images through the
    generator's encoder, when it has one: :mod:`mango.optimizers.starts`), then, on a codebook
