@@ -65,11 +65,15 @@ def test_a_run_is_reproducible_and_resumes_identically(tmp_path):
 
 
 def test_without_an_encoder_or_on_a_rig_it_is_elite_alone():
-    """The SN-GAN's grid has no encoder: the run is exactly elite's (the same seed and batch size)."""
+    """The SN-GAN's grid has no encoder, and split=0 asks for no layout phase: either run is exactly elite's
+    (the same seed and batch size); a noisy objective (a rig) gets elite in its noise mode."""
     gan = _objective("sngan-digits")
     a = maximize(gan, "layout-elite", budget=120, seed=0)
     b = maximize(_objective("sngan-digits"), "elite", budget=120, seed=0)
     np.testing.assert_array_equal(a.values, b.values)
+    c = maximize(_objective(), "layout-elite", budget=120, seed=0, params={"split": 0})     # split=0: elite
+    d = maximize(_objective(), "elite", budget=120, seed=0)
+    np.testing.assert_array_equal(c.values, d.values)
 
     class Noisy:
         noisy = True
@@ -106,3 +110,30 @@ def test_the_layout_phase_is_40_percent_of_a_short_run_and_400_queries_of_a_long
     opt = make_optimizer("layout-elite", obj.space, budget=100, seed=0)
     res = maximize(obj, opt, budget=100)
     assert res.n_queries == 100 and opt._layout_told == 40 and opt.elite is not None   # elite ran the last 60
+
+
+def test_elite_parameters_given_to_the_default_reach_its_elite_phase(tmp_path):
+    """Elite's parameters (``kernel_pool``, ``uniform_pick``, ``starts``, ...) are taken by layout-elite and
+    handed to its elite phase; a bad value is refused when the optimizer is built, not after the layout
+    phase; user starts follow the layout phase's best codes in place of the natural ones."""
+    from mango.optimizers import make_optimizer
+
+    obj = _objective()
+    opt = make_optimizer("layout-elite", obj.space, budget=100, seed=0,
+                         params={"uniform_codes": 5, "elite": 3, "starts": None, "restart_after": 250})
+    maximize(obj, opt, budget=100)
+    assert len(opt.elite._uniform) == 5 and opt.elite.n_elite == 3 and opt.elite.restart_after == 250
+    with pytest.raises(ConfigError, match="uniform_pick must be one of"):
+        make_optimizer("layout-elite", obj.space, params={"uniform_pick": "best"})
+    with pytest.raises(ConfigError, match="unknown parameter 'elit' .* valid parameters: .*split.*kernel_pool"):
+        make_optimizer("layout-elite", obj.space, params={"elit": 3})
+    mine = obj.space.sample(np.random.default_rng(5), 3)
+    np.save(tmp_path / "mine.npy", mine)
+    opt = LayoutThenElite(obj.space, batch_size=20, seed=1, split=40, top=2, starts=str(tmp_path / "mine.npy"))
+    opt.bind(obj)
+    while opt.elite is None or opt.n_told < 40:
+        I = opt.ask()
+        opt.tell(I, obj(I))
+        if opt.elite is not None:
+            break
+    np.testing.assert_array_equal(I[2:5], mine)              # after the layout phase's 2 best codes

@@ -131,7 +131,7 @@ from ..spaces import LatentSpace
 from .bandit import MoveMix
 from .base import Optimizer
 
-__all__ = ["EliteSearch"]
+__all__ = ["EliteSearch", "load_starts"]
 
 # adaptive window: the prior [successes, trials] of local and scattered point moves (a rate of 1/2 each)
 _MOVE_PRIOR = np.array([[1.0, 2.0], [1.0, 2.0]])
@@ -140,7 +140,7 @@ _MOVE_PRIOR = np.array([[1.0, 2.0], [1.0, 2.0]])
 _ADAPT_MOVES = ("off", "parent", "best")
 
 
-def _load_starts(starts: Any, space: LatentSpace) -> np.ndarray:
+def load_starts(starts: Any, space: LatentSpace) -> np.ndarray:
     """Start codes from a list/array ``[m, d]`` or a ``.npy`` file path -> ``int64 [m, d]``."""
     if starts is None:
         return np.zeros((0, space.d), dtype=np.int64)
@@ -391,7 +391,7 @@ class EliteSearch(Optimizer):
         self.natural = isinstance(starts, str) and starts == "natural"
         # instance flag: the loop calls bind(objective) (natural starts, noise mode, code vectors)
         self.needs_objective = self.natural or noise == "auto" or self.direct_frac > 0 or self.kernel_pool > 1
-        self._starts = _load_starts(None if self.natural else starts, space)
+        self._starts = load_starts(None if self.natural else starts, space)
         self._n_global = int(round(self.global_frac * self.k))
         self._protes = None
         if self._n_global > 0:

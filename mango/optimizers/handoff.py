@@ -15,6 +15,7 @@ Without a layout phase (a noisy objective such as a rig, a generator without ``e
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any, ClassVar
 
@@ -23,7 +24,7 @@ import numpy as np
 from ..errors import ConfigError, check_int
 from ..spaces import LatentSpace
 from .base import Optimizer
-from .elite import EliteSearch
+from .elite import EliteSearch, load_starts
 from .layout import LayoutCMA
 
 __all__ = ["LayoutThenElite", "DEFAULT_SPLIT", "SPLIT_FRACTION"]
@@ -48,6 +49,10 @@ class LayoutThenElite(Optimizer):
         top: how many of the layout phase's best distinct codes start elite (>= 0), before its natural starts.
         k: layout side (``C * k * k`` variables); sigma: CMA-ES's first step (see :class:`LayoutCMA`).
         layout_batch: the layout phase's CMA-ES population (>= 2).
+        **elite_params: any parameter of :class:`~mango.optimizers.elite.EliteSearch` (``kernel_pool``,
+            ``uniform_pick``, ...: checked when built), for the elite phase. ``starts`` (default
+            ``"natural"``) are the codes elite starts from after the layout phase's best ones; ``None``:
+            only those.
     """
 
     description = ("a CMA-ES search over 2 x 2 colour layouts from grey, encoded (split queries), then elite from "
@@ -56,8 +61,10 @@ class LayoutThenElite(Optimizer):
 
     def __init__(self, space: LatentSpace, batch_size: int = 50, seed: int = 0, *, budget: int | None = None,
                  split: int | None = None, top: int = 8, k: int = 2, sigma: float = 0.5,
-                 layout_batch: int = 20) -> None:
+                 layout_batch: int = 20, **elite_params: Any) -> None:
         super().__init__(space, batch_size, seed)
+        self.elite_params = dict(elite_params)
+        EliteSearch(space, batch_size=self.k, seed=self.seed, **self.elite_params)   # a bad one: named now
         if split is None:       # 400 of a 1,000-query run (as tuned); 40 % of a shorter one, so elite gets the rest
             split = DEFAULT_SPLIT if budget is None else min(DEFAULT_SPLIT, int(round(SPLIT_FRACTION * budget)))
         self.split = check_int(split, "split", minimum=0)
@@ -88,14 +95,19 @@ class LayoutThenElite(Optimizer):
 
     def _start_elite(self, first: np.ndarray | None) -> None:
         """Elite for the rest of the run: from ``first`` (the layout phase's best codes), then natural starts."""
+        params = dict(self.elite_params)
+        starts = params.pop("starts", "natural")
         if first is None or not len(first):
-            self.elite = EliteSearch(self.space, batch_size=self.k, seed=self.seed)
+            self.elite = EliteSearch(self.space, batch_size=self.k, seed=self.seed, starts=starts, **params)
         else:
-            from .starts import natural_start_codes
+            if isinstance(starts, str) and starts == "natural":
+                from .starts import natural_start_codes
 
-            nat = natural_start_codes(getattr(self.objective, "generator", None))
-            codes = first if nat is None or nat.shape[1] != self.space.d else np.concatenate([first, nat])
-            self.elite = EliteSearch(self.space, batch_size=self.k, seed=self.seed, starts=codes.tolist())
+                more = natural_start_codes(getattr(self.objective, "generator", None))
+            else:
+                more = load_starts(starts, self.space)
+            codes = first if more is None or more.shape[1] != self.space.d else np.concatenate([first, more])
+            self.elite = EliteSearch(self.space, batch_size=self.k, seed=self.seed, starts=codes.tolist(), **params)
         if self.elite.needs_objective:
             self.elite.bind(self.objective)
 
@@ -131,3 +143,18 @@ class LayoutThenElite(Optimizer):
     def close(self) -> None:
         if self.elite is not None:
             self.elite.close()
+
+
+def _signature() -> inspect.Signature:
+    """``LayoutThenElite``'s own parameters, then elite's (``**elite_params``): what the registry, the
+    config check and ``mango optimizers`` read, so an elite parameter given to the default is taken and a
+    wrong name is refused with every valid one listed."""
+    own = list(inspect.signature(LayoutThenElite.__init__).parameters.values())[1:]
+    own = [p for p in own if p.kind != p.VAR_KEYWORD]
+    names = {p.name for p in own}
+    extra = [p for p in inspect.signature(EliteSearch.__init__).parameters.values()
+             if p.kind == p.KEYWORD_ONLY and p.name not in names]
+    return inspect.Signature(own + extra)
+
+
+LayoutThenElite.__signature__ = _signature()
