@@ -78,7 +78,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backends", nargs="+", default=["compile", "auto"])
     ap.add_argument("--budget", type=int, default=500)
-    ap.add_argument("--optimizer", default="protes", help="registered optimizer (default protes; elite is the default of runs)")
+    ap.add_argument("--optimizer", default="protes", help="registered optimizer (default protes; layout-elite is the default of runs)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--no-warm", action="store_true", help="skip the warm-cache measurement")
     ap.add_argument("--timeout", type=float, default=900)

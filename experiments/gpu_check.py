@@ -9,7 +9,7 @@ benchmark unit), three measurements in one run, CPU and CUDA side by side on the
 2. **throughput**: images/s of the objective (decode + SNN over T steps, the exact fast path) per
    forward-pass width (``eval_batch_size``), median of ``--repeats`` timed passes over fresh codes after
    one warm-up; CPU with all of its threads;
-3. **one search** per device and optimizer (``elite``, the default, and the gradient baseline): 1,000
+3. **one search** per device and optimizer (``elite``, the default when this was measured and the default's second phase, and the gradient baseline): 1,000
    queries on ``final_spiking[1]``, seed 0: wall time and best firing rate.
 
     MANGO_PAPER_WEIGHTS=../shared/weights/cifar10 python experiments/gpu_check.py --out gpu_check.json

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=int, default=1000, help="evaluations per run")
     ap.add_argument("--sigma", type=float, default=0.3, help="initial step, in units of the codebook's std")
     ap.add_argument("--elite-start", type=int, default=0,
-                    help="start from the best code of this many queries of elite (the default optimizer; they "
+                    help="start from the best code of this many queries of elite (the default optimizer then, the default's second phase now; they "
                          "count in the budget) instead of the best of 50 uniform codes")
     args = ap.parse_args(argv)
     bench = [u for u in args.units if u % STRIDE[args.layer] == 0]

@@ -3,7 +3,7 @@
 Rule (stated before looking): go through the spiking layers of the embedded digits SNN in
 order (spiking0, spiking1, spiking2, spiking_out) and their units in index order; keep units
 that never fire on 100 random codes (numpy default_rng(0)); the test unit is the first one that
-the default optimizer ("elite", search score = rate + tie_break 0.01 x mean membrane, the stand-in
+the default optimizer of then ("elite", search score = rate + tie_break 0.01 x mean membrane, the stand-in
 for the graded readout) brings to fire within BUDGET queries on every seed of SEEDS, while a
 plain-rate PROTES search (tie_break 0) brings it to fire on none of them.
 

@@ -1,6 +1,6 @@
 """How well do score models predict the children elite asks? (paper pipeline, units OUTSIDE the benchmark)
 
-Runs ``elite`` (the default, 1,000 queries, graded readout) on tuning units of the paper pipeline and
+Runs ``elite`` (the default when this was written, 1,000 queries, graded readout) on tuning units of the paper pipeline and
 keeps every evaluated code and score in order (``--save``/``--load`` an ``.npz`` per run). Then, at
 query counts ``t`` (``--at``), each model is fitted to the 400 codes before ``t`` and asked about the
 next 50: the Spearman rank correlation of predicted and measured **values**, of predicted and

@@ -1,7 +1,7 @@
 """Diagnostic: which moves, if any, lift an output neuron out of the plateau where the default stops?
 
 On a tuning output neuron of the paper SNN (default ``final_spiking[1]``: never a benchmark or
-held-out unit), the default optimizer (``elite``) runs 1,000 queries (seed 0). From its best code,
+held-out unit), ``elite`` (the default optimizer when this was written) runs 1,000 queries (seed 0). From its best code,
 ``--n`` children of each move kind are scored:
 
 * ``point``: 1-3 positions take uniformly random codebook values (elite's point move, without its

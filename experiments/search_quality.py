@@ -242,6 +242,7 @@ def collect(cfg: dict[str, Any], out: Path, units: list[dict[str, Any]], specs: 
             values, qidx = h["values"], h["query_index"]
         rate = to_rate(values)
         rows.append({"unit": spec["unit"], "silent": u["silent"], "method": spec["optimizer"], "seed": spec["seed"],
+                     "config_key": config_key(spec["config"]),
                      "best_rate": float(rate.max()) if rate.size else float("nan"),
                      "best_so_far": np.maximum.accumulate(rate), "query_index": np.asarray(qidx),
                      "seconds": float(res.get("seconds", np.nan)),
@@ -250,28 +251,43 @@ def collect(cfg: dict[str, Any], out: Path, units: list[dict[str, Any]], specs: 
     return rows
 
 
+def config_key(config: dict[str, Any]) -> str:
+    """Hash of one run's full config (optimizer and its parameters, generator, target, unit, T, seed,
+    budget, batches): a recorded run stands in only for a run of exactly this config."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def runs_record_path(report: Path) -> Path:
     """Where a report keeps its runs' record: ``<report stem>_runs.json`` beside it."""
     return report.with_name(report.stem + "_runs.json")
 
 
 def save_runs(rows: list[dict[str, Any]], path: Path, budget: int, wall: dict[str, Any] | None = None) -> None:
-    """Write the rows (one per finished run) compactly: per run its best rate, seconds and the best-so-far
-    curve at the queries where it rose (``[[query, rate], ...]``), so a later report can use a run whose
-    folder is gone (a fresh machine) beside runs made then; ``wall``: the invocations' wall times."""
+    """Write the rows (one per finished run) compactly: per run its config's hash, best rate, seconds and
+    the best-so-far curve at the queries where it rose (``[[query, rate], ...]``), so a later report can
+    use a run whose folder is gone (a fresh machine) beside runs made then; ``wall``: the invocations'
+    wall times (kept from the file when empty). Runs already in the file that these rows do not replace
+    (other units, seeds, budgets or configs: a report of a subset) are kept."""
     keep = []
     for r in rows:
         bsf, qi = np.asarray(r["best_so_far"]), np.asarray(r["query_index"])
         rise = np.nonzero(np.r_[True, np.diff(bsf) > 0])[0] if bsf.size else np.zeros(0, dtype=int)
-        keep.append({k: r[k] for k in ("unit", "silent", "method", "seed", "best_rate", "seconds",
+        keep.append({k: r[k] for k in ("unit", "silent", "method", "seed", "config_key", "best_rate", "seconds",
                                        "optimizer_seconds", "n_queries")}
                     | {"budget": int(budget), "curve": [[int(qi[i]), float(bsf[i])] for i in rise]})
+    ident = ("unit", "method", "seed", "budget", "config_key")
+    if path.exists():
+        old = json.loads(path.read_text())
+        mine = {tuple(r[k] for k in ident) for r in keep}
+        keep = [r for r in old.get("runs", []) if tuple(r.get(k) for k in ident) not in mine] + keep
+        wall = wall if wall and wall.get("sessions") else old.get("wall")
     body = ",\n".join(json.dumps(r, separators=(",", ":")) for r in keep)       # one run per line
     path.write_text('{"wall": ' + json.dumps(wall or {}) + ',\n"runs": [\n' + body + "\n]}\n")
 
 
-def load_runs(path: Path, budget: int) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """Rows saved by :func:`save_runs` for ``budget``, keyed by (unit, method, seed); none without the file."""
+def load_runs(path: Path, budget: int) -> dict[tuple[str, str, int, str], dict[str, Any]]:
+    """Rows saved by :func:`save_runs` for ``budget``, keyed by (unit, method, seed, config hash); none
+    without the file."""
     if not path.exists():
         return {}
     out = {}
@@ -285,7 +301,7 @@ def load_runs(path: Path, budget: int) -> dict[tuple[str, str, int], dict[str, A
         r["best_so_far"] = np.where(at >= 0, curve[np.maximum(at, 0), 1], -np.inf)
         r["query_index"] = q
         r["recorded"] = True
-        out[(r["unit"], r["method"], int(r["seed"]))] = r
+        out[(r["unit"], r["method"], int(r["seed"]), str(r.get("config_key")))] = r
     return out
 
 
@@ -308,11 +324,12 @@ def write_report(cfg: dict[str, Any], out: Path, chosen: dict[str, Any], path: P
     if not wall.get("sessions") and record.exists():       # a fresh machine: the wall times of the record
         wall = json.loads(record.read_text()).get("wall") or wall
     here = {(r["unit"], r["method"], int(r["seed"])) for r in rows}
-    wanted = {(s.to_dict()["unit"], s.to_dict()["optimizer"], int(s.to_dict()["seed"])) for s in specs}
-    recorded = [r for key, r in load_runs(record, budget).items() if key in wanted and key not in here]
+    wanted = {}
+    for i, spec in enumerate(s.to_dict() for s in specs):
+        wanted[(spec["unit"], spec["optimizer"], int(spec["seed"]), config_key(spec["config"]))] = i
+    recorded = [r for key, r in load_runs(record, budget).items() if key in wanted and key[:3] not in here]
     rows += recorded
-    order = {(s.to_dict()["unit"], s.to_dict()["optimizer"], int(s.to_dict()["seed"])): i for i, s in enumerate(specs)}
-    rows.sort(key=lambda r: order[(r["unit"], r["method"], int(r["seed"]))])
+    rows.sort(key=lambda r: wanted.get((r["unit"], r["method"], int(r["seed"]), r["config_key"]), len(wanted)))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     ulabels = [unit_label(u) for u in units if any(r["unit"] == unit_label(u) for r in rows)]
     silent = {unit_label(u) for u in units if u["silent"]}

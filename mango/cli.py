@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--optimizer", help=f"registered optimizer (see `mango optimizers`); default {DEFAULT_OPTIMIZER}")
     r.add_argument("--budget", type=int, help="total queries")
     r.add_argument("--seed", type=int, help="seed (default 0)")
-    r.add_argument("--batch-size", type=int, help="queries per ask")
+    r.add_argument("--batch-size", type=int, help="queries per ask (the default layout-elite's layout phase asks CMA-ES generations of 20)")
     r.add_argument("--device", help="torch device, e.g. cpu or cuda")
     for name in ("gen", "target", "problem", "opt"):
         r.add_argument(f"--{name}-param", action="append", metavar="KEY=VALUE", help=f"{name} parameter")

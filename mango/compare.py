@@ -61,7 +61,7 @@ from . import registry, report
 from .clitools import GridProgress, check_out_dir, slug
 from .config import RunConfig, build_objective, load_toml, positive_int, run_config
 from .errors import ConfigError, MangoError, choices_hint
-from .journal import config_conflict, same_run_config
+from .journal import config_conflict, default_change_hint, same_run_config
 from .watch import add_watch_option, check_watch_option, serve_option
 from .results import finished_result
 
@@ -613,7 +613,8 @@ def run_compare(cfg: dict[str, Any], out: str | Path, workers: int | None = None
     for spec, folder in todo:   # a grid re-run with other settings: refused before compare.json changes
         keys = config_conflict(folder, spec.run.to_dict())
         if keys:
-            raise ConfigError(f"run folder {folder} was started with another config (differs in: {', '.join(keys)}); "
+            raise ConfigError(f"run folder {folder} was started with another config (differs in: {', '.join(keys)})"
+                              f"{default_change_hint(keys)}; "
                               f"{out} holds a grid run with other settings: use a new output folder, or the same "
                               "settings to resume it")
     _check_not_orphaning(runs, out)

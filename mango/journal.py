@@ -183,6 +183,16 @@ def _shown(old: Any, new: Any, key: str) -> str:
 _MISSING = object()
 
 
+def default_change_hint(shown: list[str]) -> str:
+    """A hint for a folder refused only because the default optimizer changed (``elite`` until 2026-11-28,
+    ``layout-elite`` since) and the run did not name one; ``""`` otherwise. ``shown``: the keys as
+    :func:`_shown` words them."""
+    if "optimizer.name 'elite' -> 'layout-elite'" not in shown:
+        return ""
+    return ("; the default optimizer changed from elite to layout-elite: a run started with the old default "
+            "resumes with --optimizer elite (optimizer = \"elite\" in a TOML, optimizer=\"elite\" in mango.maximize)")
+
+
 def config_conflict(folder: str | Path, config: dict[str, Any]) -> list[str]:
     """The keys in which ``folder``'s recorded ``run.json`` differs from ``config`` when a run there would be
     refused for it (:meth:`Journal.open`: a folder with a recorded batch), each with its recorded and asked
@@ -343,9 +353,10 @@ class Journal:
                     if "budget" in keys:
                         why += ("; a run's budget cannot be changed in its folder (resume replays its asks, and "
                                 "some optimizers plan by the budget)")
+                    shown = [_shown(old, cmp, k) for k in keys]
                     raise ConfigError(
                         f"run folder {folder} was started with another {what} (differs in: "
-                        f"{', '.join(_shown(old, cmp, k) for k in keys)}){why}; "
+                        f"{', '.join(shown)}){why}{default_change_hint(shown)}; "
                         "use a new folder or the same settings to resume")
             else:
                 atomic_write(path, json.dumps(canon, indent=2, sort_keys=True).encode())

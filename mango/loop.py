@@ -388,7 +388,7 @@ def run_identity(optimizer: Optimizer, policy: Any) -> dict[str, Any]:
 
     ``{"optimizer": {"name", "class", "k", "seed", <scalar hyperparameters>}, **policy.identity()}``:
     the optimizer's registered name, class, batch size, seed and its scalar settings as built
-    (e.g. protes ``k_top``, ``lr``), and what the policy evaluates (the objective's generator, target,
+    (e.g. protes ``k_top``, ``lr``; and what its ``identity_params()`` returns, if it has one), and what the policy evaluates (the objective's generator, target,
     unit and selection for :class:`EvaluateOnce`; the generator for the rig policy). Built before the
     first ask, so it is the same on every resume of the same run.
     """
@@ -402,6 +402,9 @@ def run_identity(optimizer: Optimizer, policy: Any) -> dict[str, Any]:
             opt[key] = value
         elif isinstance(value, np.generic) and np.ndim(value) == 0:
             opt[key] = value.item()
+    extra = getattr(optimizer, "identity_params", None)    # settings an optimizer keeps elsewhere (a dict)
+    if callable(extra):
+        opt.update(extra())
     ident = getattr(policy, "identity", None)
     return {"optimizer": opt, **(ident() if callable(ident) else {})}
 

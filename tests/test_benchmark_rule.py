@@ -110,26 +110,38 @@ def test_a_units_file_of_another_rule_is_not_overwritten(sq, monkeypatch, tmp_pa
 
 
 def test_a_saved_run_record_gives_back_the_curves_the_report_reads(sq, tmp_path):
-    """A report keeps its runs (best rate, seconds, the best-so-far curve where it rose) so a later report
-    on a fresh machine can use them: the curve read back gives the same queries-to-reach at every level,
-    and a record of another budget is not used."""
+    """A report keeps its runs (config hash, best rate, seconds, the best-so-far curve where it rose) so a
+    later report on a fresh machine can use them: the curve read back gives the same queries-to-reach at
+    every level; a record of another budget or config is not used; saving a subset keeps the rest."""
     rng = np.random.default_rng(0)
+    cfg = {"optimizer": {"name": "elite"}, "target": {"T": 32}, "budget": 60}
     rows = []
     for seed in (0, 1):
         vals = rng.random(60) ** 3
         rows.append({"unit": "out[3]", "silent": False, "method": "elite", "seed": seed,
+                     "config_key": sq.config_key({**cfg, "seed": seed}),
                      "best_rate": float(vals.max()), "best_so_far": np.maximum.accumulate(vals),
                      "query_index": np.arange(1, 61), "seconds": 1.5, "optimizer_seconds": 0.1, "n_queries": 60})
     path = sq.runs_record_path(tmp_path / "bench.md")
     assert path.name == "bench_runs.json"
-    sq.save_runs(rows, path, budget=60)
+    sq.save_runs(rows, path, budget=60, wall={"sessions": [3.0], "workers": 2})
     back = sq.load_runs(path, budget=60)
-    assert set(back) == {("out[3]", "elite", 0), ("out[3]", "elite", 1)}
+    assert set(back) == {("out[3]", "elite", s, sq.config_key({**cfg, "seed": s})) for s in (0, 1)}
     for r in rows:
-        b = back[(r["unit"], r["method"], r["seed"])]
+        b = back[(r["unit"], r["method"], r["seed"], r["config_key"])]
         np.testing.assert_array_equal(b["best_so_far"], r["best_so_far"])
         assert b["best_rate"] == r["best_rate"] and b["recorded"]
         for level in (0.0, 0.2, 0.5, r["best_rate"], r["best_rate"] + 0.1):
             assert sq.queries_to_reach(b, level) == sq.queries_to_reach(r, level)
     assert sq.load_runs(path, budget=1000) == {}
     assert sq.load_runs(tmp_path / "none_runs.json", budget=60) == {}
+    # another config (T = 16) hashes differently, so the T = 32 record never stands in for it
+    assert sq.config_key({**cfg, "seed": 0, "target": {"T": 16}}) != rows[0]["config_key"]
+    # a report of seed 1 alone (with a new run of it) keeps seed 0's recorded run and the wall times
+    again = dict(rows[1], best_rate=0.5)
+    sq.save_runs([again], path, budget=60, wall={"sessions": []})
+    back = sq.load_runs(path, budget=60)
+    assert len(back) == 2 and back[("out[3]", "elite", 1, rows[1]["config_key"])]["best_rate"] == 0.5
+    assert back[("out[3]", "elite", 0, rows[0]["config_key"])]["best_rate"] == rows[0]["best_rate"]
+    import json
+    assert json.loads(path.read_text())["wall"]["sessions"] == [3.0]

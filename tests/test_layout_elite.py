@@ -102,8 +102,8 @@ def test_the_layout_phase_is_40_percent_of_a_short_run_and_400_queries_of_a_long
     from mango.optimizers import make_optimizer
 
     space = _objective().space
-    split = {b: make_optimizer("layout-elite", space, budget=b).split for b in (100, 300, 1000, 5000)}
-    assert split == {100: 40, 300: 120, 1000: 400, 5000: 400}
+    split = {b: make_optimizer("layout-elite", space, budget=b).split for b in (30, 50, 100, 300, 1000, 5000)}
+    assert split == {30: 0, 50: 20, 100: 40, 300: 120, 1000: 400, 5000: 400}   # 30: less than one generation
     assert LayoutThenElite(space).split == 400                                   # no budget known
     assert make_optimizer("layout-elite", space, budget=100, params={"split": 90}).split == 90
     obj = _objective()
@@ -137,3 +137,37 @@ def test_elite_parameters_given_to_the_default_reach_its_elite_phase(tmp_path):
         if opt.elite is not None:
             break
     np.testing.assert_array_equal(I[2:5], mine)              # after the layout phase's 2 best codes
+
+
+def test_a_resume_with_other_elite_settings_is_refused(tmp_path):
+    """Elite's settings live in a dict, not in scalar attributes, so they are put in the run identity by
+    ``identity_params``: a resume through the API with other ones is refused, as it is for ``elite``."""
+    from mango.errors import MangoError
+
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 1
+
+    part = maximize(_objective(), "layout-elite", budget=60, params={"elite": 3}, run_dir=tmp_path, stop=stop)
+    assert part.n_queries < 60
+    with pytest.raises(MangoError, match="elite.elite"):
+        maximize(_objective(), "layout-elite", budget=60, run_dir=tmp_path)
+    done = maximize(_objective(), "layout-elite", budget=60, params={"elite": 3}, run_dir=tmp_path)
+    assert done.n_queries == 60
+
+
+def test_a_folder_of_the_old_default_is_refused_with_how_to_resume_it(tmp_path, capsys):
+    """A run folder made while elite was the default (no optimizer named) is refused now that the default
+    is layout-elite; the message says so and how to resume it (naming elite), which works."""
+    from mango.cli import main
+
+    argv = ["run", "--generator", "vqvae-digits", "--target", "snn-digits", "--target-param", "layer=spiking_out",
+            "--target-param", "unit=3", "--budget", "10", "-q", "--out", str(tmp_path / "r")]
+    assert main(argv + ["--optimizer", "elite"]) == 0
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "default optimizer changed from elite to layout-elite" in err and "--optimizer elite" in err, err
+    assert main(argv + ["--optimizer", "elite"]) == 0

@@ -44,8 +44,10 @@ class LayoutThenElite(Optimizer):
         batch_size: elite's codes per ask (the layout phase asks one CMA-ES generation of ``layout_batch``).
         seed: fixes the run (both phases).
         budget: the run's queries (the loop passes it); sets the default ``split``.
-        split: queries of the layout phase (>= 0); default ``min(400, round(0.4 * budget))``, 400 without a
-            budget. Only 400 of 1,000 was tuned; the 40 % of shorter runs and the 400 of longer ones are choices.
+        split: queries of the layout phase (>= 0); default ``min(400, round(0.4 * budget))``, 0 (elite alone)
+            where that is less than one generation (``layout_batch``), 400 without a budget. Only 400 of 1,000
+            was tuned; the 40 % of shorter runs and the 400 of longer ones are choices. The layout phase asks
+            whole generations of ``layout_batch`` codes, whatever ``batch_size`` (elite's) is.
         top: how many of the layout phase's best distinct codes start elite (>= 0), before its natural starts.
         k: layout side (``C * k * k`` variables); sigma: CMA-ES's first step (see :class:`LayoutCMA`).
         layout_batch: the layout phase's CMA-ES population (>= 2).
@@ -63,19 +65,28 @@ class LayoutThenElite(Optimizer):
                  split: int | None = None, top: int = 8, k: int = 2, sigma: float = 0.5,
                  layout_batch: int = 20, **elite_params: Any) -> None:
         super().__init__(space, batch_size, seed)
-        self.elite_params = dict(elite_params)
-        EliteSearch(space, batch_size=self.k, seed=self.seed, **self.elite_params)   # a bad one: named now
-        if split is None:       # 400 of a 1,000-query run (as tuned); 40 % of a shorter one, so elite gets the rest
+        self.elite_params = dict(elite_params)      # (the run identity reads its scalar entries)
+        EliteSearch(space, batch_size=self.k, seed=self.seed, **self.elite_params).close()   # a bad one: named now
+        self.layout_batch = check_int(layout_batch, "layout_batch", minimum=2)
+        if split is None:       # 400 of a 1,000-query run (as tuned); 40 % of a shorter one, so elite gets the rest,
             split = DEFAULT_SPLIT if budget is None else min(DEFAULT_SPLIT, int(round(SPLIT_FRACTION * budget)))
+            if split < self.layout_batch:     # ... and none where that is less than one CMA-ES generation
+                split = 0
         self.split = check_int(split, "split", minimum=0)
         self.top = check_int(top, "top", minimum=0)
-        self.layout_batch = check_int(layout_batch, "layout_batch", minimum=2)
+        self.layout_k, self.sigma = k, sigma     # the layout phase's side and first step (checked by LayoutCMA)
         self.layout: LayoutCMA | None = None
         if self.split > 0 and getattr(space, "kind", "codebook") == "codebook":
             self.layout = LayoutCMA(space, batch_size=self.layout_batch, seed=self.seed, k=k, sigma=sigma)
         self.elite: EliteSearch | None = None
         self.objective: Any = None
         self._layout_told = 0
+
+    def identity_params(self) -> dict[str, Any]:
+        """Elite's settings given to this optimizer (``elite.<name>``), for the run identity: a resume with
+        other ones is refused, as it is for ``elite``."""
+        return {f"elite.{k}": v for k, v in sorted(self.elite_params.items())
+                if isinstance(v, (bool, int, float, str)) or v is None}
 
     def bind(self, objective: Any) -> None:
         """Bind the layout phase when the objective allows one (deterministic, a generator with ``encode``)."""
