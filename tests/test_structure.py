@@ -174,7 +174,7 @@ def test_an_ignored_budget_is_refused_not_swallowed():
     space = CodebookSpace(4, 8)
     for name in registry.names("optimizer"):
         takes = "budget" in registry.describe_params(registry.get("optimizer", name))
-        assert takes == (name in {"gradient"} or type(make_optimizer(name, space)).__module__.endswith(
+        assert takes == (name in {"gradient", "layout-elite"} or type(make_optimizer(name, space)).__module__.endswith(
             "evolutionary")), name
     with pytest.raises(ConfigError, match=r"unknown parameter 'budget' for optimizer 'random'; valid parameters"):
         make_optimizer("random", space, params={"budget": 10})
