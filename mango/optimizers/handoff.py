@@ -45,8 +45,9 @@ class LayoutThenElite(Optimizer):
         seed: fixes the run (both phases).
         budget: the run's queries (the loop passes it); sets the default ``split``.
         split: queries of the layout phase (>= 0); default ``min(400, round(0.4 * budget))``, 0 (elite alone)
-            where that is less than one generation (``layout_batch``), 400 without a budget. Only 400 of 1,000
-            was tuned; the 40 % of shorter runs and the 400 of longer ones are choices. The layout phase asks
+            where that is less than one generation (``layout_batch``), 400 without a budget. 400 of 1,000 was
+            tuned; the 40 % of shorter runs and the 400 of longer ones were chosen, then checked against elite
+            alone at 300 and 2,000 queries (``experiments/search_default_budget300.toml``, ``...2000.toml``). The layout phase asks
             whole generations of ``layout_batch`` codes, whatever ``batch_size`` (elite's) is.
         top: how many of the layout phase's best distinct codes start elite (>= 0), before its natural starts.
         k: layout side (``C * k * k`` variables); sigma: CMA-ES's first step (see :class:`LayoutCMA`).
