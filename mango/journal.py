@@ -185,8 +185,13 @@ _MISSING = object()
 
 def default_change_hint(shown: list[str]) -> str:
     """A hint for a folder refused only because the default optimizer changed (``elite`` until 2026-11-28,
-    ``layout-elite`` since) and the run did not name one; ``""`` otherwise. ``shown``: the keys as
+    ``layout-elite`` since) and the run did not name one, or because layout-elite's default first step did
+    (``sigma`` 0.5 until the evening of 2026-11-28, 0.3 since); ``""`` otherwise. ``shown``: the keys as
     :func:`_shown` words them."""
+    if "optimizer.sigma 0.5 -> 0.3" in shown:
+        return ("; the default layout-elite's first layout step changed from 0.5 to 0.3: a run started before "
+                "resumes with --opt-param sigma=0.5 (sigma = 0.5 in its TOML's [optimizer], "
+                "params={'sigma': 0.5} in mango.maximize)")
     if "optimizer.name 'elite' -> 'layout-elite'" not in shown:
         return ""
     return ("; the default optimizer changed from elite to layout-elite: a run started with the old default "

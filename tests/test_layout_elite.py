@@ -171,3 +171,22 @@ def test_a_folder_of_the_old_default_is_refused_with_how_to_resume_it(tmp_path, 
     err = capsys.readouterr().err
     assert "default optimizer changed from elite to layout-elite" in err and "--optimizer elite" in err, err
     assert main(argv + ["--optimizer", "elite"]) == 0
+
+
+def test_a_run_of_the_first_layout_step_0_5_is_refused_with_how_to_resume_it(tmp_path):
+    """The default first layout step changed from 0.5 to 0.3: an interrupted run made with 0.5 (as the default
+    then made it) is refused by its recorded identity, the message says how to resume it, and that works."""
+    from mango.errors import MangoError
+
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    part = maximize(_objective(), "layout-elite", budget=60, params={"sigma": 0.5}, run_dir=tmp_path, stop=stop)
+    assert 0 < part.n_queries < 60
+    with pytest.raises(MangoError, match=r"optimizer.sigma 0.5 -> 0.3.*--opt-param sigma=0.5"):
+        maximize(_objective(), "layout-elite", budget=60, run_dir=tmp_path)
+    done = maximize(_objective(), "layout-elite", budget=60, params={"sigma": 0.5}, run_dir=tmp_path)
+    assert done.n_queries == 60

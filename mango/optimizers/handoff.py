@@ -50,7 +50,9 @@ class LayoutThenElite(Optimizer):
             alone at 300 and 2,000 queries (``experiments/search_default_budget300.toml``, ``...2000.toml``). The layout phase asks
             whole generations of ``layout_batch`` codes, whatever ``batch_size`` (elite's) is.
         top: how many of the layout phase's best distinct codes start elite (>= 0), before its natural starts.
-        k: layout side (``C * k * k`` variables); sigma: CMA-ES's first step (see :class:`LayoutCMA`).
+        k: layout side (``C * k * k`` variables); sigma: CMA-ES's first step (see :class:`LayoutCMA`): 0.3 since
+            a screen on tuning units chose it over 0.5 (``experiments/search_default_screen.toml``, its later
+            candidate).
         layout_batch: the layout phase's CMA-ES population (>= 2).
         **elite_params: any parameter of :class:`~mango.optimizers.elite.EliteSearch` (``kernel_pool``,
             ``uniform_pick``, ...: checked when built), for the elite phase. ``starts`` (default
@@ -63,7 +65,7 @@ class LayoutThenElite(Optimizer):
     needs_objective: ClassVar[bool] = True
 
     def __init__(self, space: LatentSpace, batch_size: int = 50, seed: int = 0, *, budget: int | None = None,
-                 split: int | None = None, top: int = 8, k: int = 2, sigma: float = 0.5,
+                 split: int | None = None, top: int = 8, k: int = 2, sigma: float = 0.3,
                  layout_batch: int = 20, **elite_params: Any) -> None:
         super().__init__(space, batch_size, seed)
         self.elite_params = dict(elite_params)      # (the run identity reads its scalar entries)

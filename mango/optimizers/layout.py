@@ -45,8 +45,8 @@ class LayoutCMA(Optimizer):
             codes were all evaluated before is told from the stored values and another is asked.
         seed: fixes the run (CMA-ES draws from its own seeded generator, not numpy's global one).
         k: layout side (>= 1): ``C * k * k`` search variables; 2 (four flat colour patches) by default.
-        sigma: CMA-ES initial step size in the logistic's input units (> 0); 0.5 moves a mid-grey start by
-            about +-0.12 in colour at first.
+        sigma: CMA-ES initial step size in the logistic's input units (> 0); 0.3 (the default) moves a mid-grey
+            start by about +-0.07 in colour at first, 0.5 (the default until 2026-11-28, evening) by about +-0.12.
     """
 
     description = ("CMA-ES over a k x k colour layout (logistic colours, nearest-upsampled) encoded to codes by "
@@ -54,7 +54,7 @@ class LayoutCMA(Optimizer):
     needs_objective: ClassVar[bool] = True
 
     def __init__(self, space: LatentSpace, batch_size: int = 20, seed: int = 0, *, k: int = 2,
-                 sigma: float = 0.5) -> None:
+                 sigma: float = 0.3) -> None:
         super().__init__(space, batch_size, seed)
         if self.k < 2:
             raise ConfigError(f"the layout search needs batch_size >= 2 (the CMA-ES population), got {batch_size!r}")
