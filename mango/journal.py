@@ -183,19 +183,24 @@ def _shown(old: Any, new: Any, key: str) -> str:
 _MISSING = object()
 
 
+#: refusals that come only from a change of a default a run did not spell: the refused key as :func:`_shown`
+#: words it -> how to resume such a run (the default optimizer: elite until 2026-11-28, layout-elite since;
+#: layout-elite's first layout step: 0.5 until the evening of 2026-11-28, 0.3 since)
+_DEFAULT_CHANGES = {
+    "optimizer.name 'elite' -> 'layout-elite'":
+        "the default optimizer changed from elite to layout-elite: a run started with the old default resumes "
+        "with --optimizer elite (optimizer = \"elite\" in a TOML, optimizer=\"elite\" in mango.maximize)",
+    "optimizer.sigma 0.5 -> 0.3":
+        "the default layout-elite's first layout step changed from 0.5 to 0.3: a run started before resumes "
+        "with --opt-param sigma=0.5 (sigma = 0.5 in its TOML's [optimizer], params={'sigma': 0.5} in "
+        "mango.maximize)",
+}
+
+
 def default_change_hint(shown: list[str]) -> str:
-    """A hint for a folder refused only because the default optimizer changed (``elite`` until 2026-11-28,
-    ``layout-elite`` since) and the run did not name one, or because layout-elite's default first step did
-    (``sigma`` 0.5 until the evening of 2026-11-28, 0.3 since); ``""`` otherwise. ``shown``: the keys as
-    :func:`_shown` words them."""
-    if "optimizer.sigma 0.5 -> 0.3" in shown:
-        return ("; the default layout-elite's first layout step changed from 0.5 to 0.3: a run started before "
-                "resumes with --opt-param sigma=0.5 (sigma = 0.5 in its TOML's [optimizer], "
-                "params={'sigma': 0.5} in mango.maximize)")
-    if "optimizer.name 'elite' -> 'layout-elite'" not in shown:
-        return ""
-    return ("; the default optimizer changed from elite to layout-elite: a run started with the old default "
-            "resumes with --optimizer elite (optimizer = \"elite\" in a TOML, optimizer=\"elite\" in mango.maximize)")
+    """``"; <how to resume>"`` for each refused key in ``shown`` (the keys as :func:`_shown` words them) that
+    a change of a default explains (:data:`_DEFAULT_CHANGES`); ``""`` when none does."""
+    return "".join(f"; {_DEFAULT_CHANGES[key]}" for key in shown if key in _DEFAULT_CHANGES)
 
 
 def config_conflict(folder: str | Path, config: dict[str, Any]) -> list[str]:
